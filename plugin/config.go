@@ -1,0 +1,324 @@
+package plugin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+)
+
+// FileConfig is the plugin's configuration file, with the seed plugin's option names. Every option
+// can be overridden by an environment variable named after its path: `app.socket_port` is
+// APP_SOCKET_PORT, `k8s.client_configuration.qps` is K8S_CLIENT_CONFIGURATION_QPS.
+type FileConfig struct {
+	K8s        K8sOptions        `json:"k8s"`
+	App        AppOptions        `json:"app"`
+	Offloading OffloadingOptions `json:"offloading"`
+}
+
+// K8sOptions say how to reach the remote cluster. With neither a path nor an inline kubeconfig the
+// plugin uses its in-cluster service account.
+type K8sOptions struct {
+	KubeconfigPath      string        `json:"kubeconfig_path,omitempty"`
+	Kubeconfig          string        `json:"kubeconfig,omitempty"`
+	ClientConfiguration ClientOptions `json:"client_configuration"`
+}
+
+// ClientOptions tune the client-go client of the remote cluster.
+type ClientOptions struct {
+	// QPS is the sustained request rate to the remote apiserver (default 50).
+	QPS float32 `json:"qps,omitempty"`
+	// Burst is the short burst above QPS (default 100).
+	Burst int `json:"burst,omitempty"`
+	// Timeout bounds each non-streaming remote request (default 30s).
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// AppOptions say where the plugin listens.
+type AppOptions struct {
+	// SocketAddress is unix:///path for a unix socket (default unix:///var/run/.plugin.sock) or
+	// http://host for TCP on SocketPort.
+	SocketAddress string `json:"socket_address,omitempty"`
+	SocketPort    int    `json:"socket_port,omitempty"`
+	// MaxBodyBytes limits request bodies (default 16 MiB: a pod with its ConfigMaps and Secrets).
+	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+	// LogLevel is debug, info, warn or error (default info).
+	LogLevel string `json:"log_level,omitempty"`
+}
+
+// OffloadingOptions shape the remote objects.
+type OffloadingOptions struct {
+	// NamespacePrefix makes the remote namespace <prefix>-<namespace> (default "offloading").
+	NamespacePrefix string `json:"namespace_prefix,omitempty"`
+	// NamespacePrefixExclusions are local namespaces kept as they are remotely.
+	NamespacePrefixExclusions []string `json:"namespace_prefix_exclusions,omitempty"`
+	// NodeSelector and NodeTolerations are added to every offloaded pod.
+	NodeSelector    map[string]string   `json:"node_selector,omitempty"`
+	NodeTolerations []corev1.Toleration `json:"node_tolerations,omitempty"`
+	// LocalKubeconfigPath, when set, gives read-only access to the local cluster so an orphan sweep
+	// removes remote pods whose local pod is gone.
+	LocalKubeconfigPath string `json:"local_kubeconfig_path,omitempty"`
+	// OrphanSweepInterval is how often the sweep runs (default 5m).
+	OrphanSweepInterval Duration `json:"orphan_sweep_interval,omitempty"`
+}
+
+// Duration is a time.Duration written as "30s" in the file and the environment.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON accepts "30s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes "30s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// DefaultSocket is where the plugin listens when nothing says otherwise, as the seed did.
+const DefaultSocket = "unix:///var/run/.plugin.sock"
+
+// LoadConfig reads the file at path (none when path is empty), applies environment overrides
+// through getenv, fills defaults and validates. Errors name the option at fault.
+func LoadConfig(path string, getenv func(string) string) (FileConfig, error) {
+	var c FileConfig
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("read config: %w", err)
+		}
+		if err := yaml.UnmarshalStrict(b, &c); err != nil {
+			return c, fmt.Errorf("parse config %s: %w", path, err)
+		}
+	}
+	for _, o := range c.options() {
+		v := getenv(o.Env())
+		if v == "" {
+			continue
+		}
+		if err := o.set(v); err != nil {
+			return c, fmt.Errorf("option %s (env %s): %w", o.Key, o.Env(), err)
+		}
+	}
+	c.defaults()
+	return c, c.Validate()
+}
+
+// Option is one configuration option: its path in the file and how to set it from a string.
+type Option struct {
+	Key  string
+	Help string
+	set  func(string) error
+}
+
+// Env is the environment variable overriding the option.
+func (o Option) Env() string { return strings.ToUpper(strings.ReplaceAll(o.Key, ".", "_")) }
+
+// Options lists every option, for help text and environment overrides.
+func Options() []Option { var c FileConfig; return c.options() }
+
+func (c *FileConfig) options() []Option {
+	str := func(p *string) func(string) error { return func(v string) error { *p = v; return nil } }
+	return []Option{
+		{"k8s.kubeconfig_path", "path of the remote cluster's kubeconfig", str(&c.K8s.KubeconfigPath)},
+		{"k8s.kubeconfig", "the remote cluster's kubeconfig, inline", str(&c.K8s.Kubeconfig)},
+		{"k8s.client_configuration.qps", "remote API requests per second (default 50)", func(v string) error {
+			f, err := strconv.ParseFloat(v, 32)
+			c.K8s.ClientConfiguration.QPS = float32(f)
+			return err
+		}},
+		{"k8s.client_configuration.burst", "remote API burst (default 100)", intSetter(&c.K8s.ClientConfiguration.Burst)},
+		{"k8s.client_configuration.timeout", "timeout of a remote API request (default 30s)", durationSetter(&c.K8s.ClientConfiguration.Timeout)},
+		{"app.socket_address", "unix:///path or http://host (default " + DefaultSocket + ")", str(&c.App.SocketAddress)},
+		{"app.socket_port", "TCP port with an http:// socket_address", intSetter(&c.App.SocketPort)},
+		{"app.max_body_bytes", "request body limit in bytes (default 16777216)", func(v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			c.App.MaxBodyBytes = n
+			return err
+		}},
+		{"app.log_level", "debug, info, warn or error (default info)", str(&c.App.LogLevel)},
+		{"offloading.namespace_prefix", "remote namespace prefix (default offloading)", str(&c.Offloading.NamespacePrefix)},
+		{"offloading.namespace_prefix_exclusions", "comma-separated namespaces kept unprefixed", func(v string) error {
+			c.Offloading.NamespacePrefixExclusions = splitList(v)
+			return nil
+		}},
+		{"offloading.node_selector", "remote node selector: JSON object or k=v,k=v", func(v string) error {
+			m, err := parseSelector(v)
+			c.Offloading.NodeSelector = m
+			return err
+		}},
+		{"offloading.node_tolerations", "remote tolerations: JSON list of Kubernetes tolerations", func(v string) error {
+			return json.Unmarshal([]byte(v), &c.Offloading.NodeTolerations)
+		}},
+		{"offloading.local_kubeconfig_path", "read-only local kubeconfig enabling the orphan sweep", str(&c.Offloading.LocalKubeconfigPath)},
+		{"offloading.orphan_sweep_interval", "orphan sweep period (default 5m)", durationSetter(&c.Offloading.OrphanSweepInterval)},
+	}
+}
+
+func intSetter(p *int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		*p = n
+		return err
+	}
+}
+
+func durationSetter(p *Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(v)
+		p.Duration = d
+		return err
+	}
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func parseSelector(v string) (map[string]string, error) {
+	m := map[string]string{}
+	if strings.HasPrefix(strings.TrimSpace(v), "{") {
+		return m, json.Unmarshal([]byte(v), &m)
+	}
+	for _, kv := range splitList(v) {
+		k, val, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q is not key=value", kv)
+		}
+		m[strings.TrimSpace(k)] = strings.TrimSpace(val)
+	}
+	return m, nil
+}
+
+func (c *FileConfig) defaults() {
+	if c.App.SocketAddress == "" {
+		c.App.SocketAddress = DefaultSocket
+	}
+	if c.App.MaxBodyBytes == 0 {
+		c.App.MaxBodyBytes = 16 << 20
+	}
+	if c.App.LogLevel == "" {
+		c.App.LogLevel = "info"
+	}
+	if c.K8s.ClientConfiguration.QPS == 0 {
+		c.K8s.ClientConfiguration.QPS = 50
+	}
+	if c.K8s.ClientConfiguration.Burst == 0 {
+		c.K8s.ClientConfiguration.Burst = 100
+	}
+	if c.K8s.ClientConfiguration.Timeout.Duration == 0 {
+		c.K8s.ClientConfiguration.Timeout.Duration = 30 * time.Second
+	}
+	if c.Offloading.NamespacePrefix == "" {
+		c.Offloading.NamespacePrefix = "offloading"
+	}
+	if c.Offloading.OrphanSweepInterval.Duration == 0 {
+		c.Offloading.OrphanSweepInterval.Duration = 5 * time.Minute
+	}
+}
+
+// Validate reports the first option with a value the plugin cannot use.
+func (c FileConfig) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("option %s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.K8s.KubeconfigPath != "" && c.K8s.Kubeconfig != "" {
+		bad("k8s.kubeconfig", "set either k8s.kubeconfig_path or k8s.kubeconfig, not both")
+	}
+	if c.K8s.KubeconfigPath != "" {
+		if _, err := os.Stat(c.K8s.KubeconfigPath); err != nil {
+			bad("k8s.kubeconfig_path", "%v", err)
+		}
+	}
+	if c.K8s.ClientConfiguration.QPS < 0 {
+		bad("k8s.client_configuration.qps", "must be positive, got %v", c.K8s.ClientConfiguration.QPS)
+	}
+	if c.K8s.ClientConfiguration.Burst < 0 {
+		bad("k8s.client_configuration.burst", "must be positive, got %d", c.K8s.ClientConfiguration.Burst)
+	}
+	if _, _, err := c.App.Listen(); err != nil {
+		bad("app.socket_address", "%v", err)
+	}
+	if c.App.MaxBodyBytes < 1024 {
+		bad("app.max_body_bytes", "must be at least 1024, got %d", c.App.MaxBodyBytes)
+	}
+	switch c.App.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("app.log_level", "must be debug, info, warn or error, got %q", c.App.LogLevel)
+	}
+	if msgs := validation.IsDNS1123Label(c.Offloading.NamespacePrefix); len(msgs) > 0 {
+		bad("offloading.namespace_prefix", "%q: %s", c.Offloading.NamespacePrefix, strings.Join(msgs, "; "))
+	} else if len(c.Offloading.NamespacePrefix) > 20 {
+		bad("offloading.namespace_prefix", "%q is longer than 20 characters, leaving too little of the namespace", c.Offloading.NamespacePrefix)
+	}
+	for k, v := range c.Offloading.NodeSelector {
+		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+			bad("offloading.node_selector", "key %q: %s", k, strings.Join(msgs, "; "))
+		}
+		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
+			bad("offloading.node_selector", "value %q: %s", v, strings.Join(msgs, "; "))
+		}
+	}
+	for i, t := range c.Offloading.NodeTolerations {
+		switch t.Effect {
+		case "", corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+		default:
+			bad("offloading.node_tolerations", "[%d] effect %q is not a taint effect", i, t.Effect)
+		}
+	}
+	if c.Offloading.LocalKubeconfigPath != "" {
+		if _, err := os.Stat(c.Offloading.LocalKubeconfigPath); err != nil {
+			bad("offloading.local_kubeconfig_path", "%v", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Listen returns the network and address to listen on: ("unix", path) or ("tcp", host:port).
+func (a AppOptions) Listen() (network, address string, err error) {
+	u, err := url.Parse(a.SocketAddress)
+	if err != nil {
+		return "", "", err
+	}
+	switch u.Scheme {
+	case "unix":
+		path := u.Path
+		if u.Host != "" { // unix://relative/path
+			path = u.Host + u.Path
+		}
+		if path == "" {
+			return "", "", fmt.Errorf("%q names no socket path", a.SocketAddress)
+		}
+		return "unix", path, nil
+	case "http":
+		if a.SocketPort <= 0 || a.SocketPort > 65535 {
+			return "", "", fmt.Errorf("http socket address %q needs app.socket_port in 1..65535, got %d", a.SocketAddress, a.SocketPort)
+		}
+		return "tcp", fmt.Sprintf("%s:%d", strings.Trim(u.Hostname(), "[]"), a.SocketPort), nil
+	default:
+		return "", "", fmt.Errorf("%q: scheme must be unix:// or http://", a.SocketAddress)
+	}
+}

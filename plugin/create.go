@@ -1,0 +1,214 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ErrForeignObject is returned when a remote object with the scoped name exists but belongs to
+// another local pod.
+var ErrForeignObject = errors.New("remote object belongs to another pod")
+
+func (p *Plugin) handleCreate(w http.ResponseWriter, r *http.Request) error {
+	var req RetrievedPodData
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	resp, err := p.Create(r.Context(), &req)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, resp)
+}
+
+// Create offloads one pod: its namespace, service account, the pod and its scoped ConfigMaps and
+// Secrets, owned by the remote pod so the remote garbage collector removes them with it. A retried
+// create of the same pod adopts what exists; a failed create removes what this call made.
+func (p *Plugin) Create(ctx context.Context, req *RetrievedPodData) (CreateResponse, error) {
+	plan, err := Translate(req, p.cfg.Offloading)
+	if err != nil {
+		return CreateResponse{}, err
+	}
+	if err := p.ensureNamespace(ctx, plan.Namespace); err != nil {
+		return CreateResponse{}, err
+	}
+	if plan.ServiceAccount != "" {
+		if err := p.ensureServiceAccount(ctx, plan.Namespace, plan.ServiceAccount); err != nil {
+			return CreateResponse{}, err
+		}
+	}
+
+	var undo []func(context.Context) error
+	rollback := func(cause error) error {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.RemoteTimeout)
+		defer cancel()
+		var errs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			if err := undo[i](ctx); err != nil && !apierrors.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+		if len(errs) > 0 {
+			p.log.Error("rollback incomplete", "pod", plan.Pod.Name, "namespace", plan.Namespace, "err", errors.Join(errs...))
+		}
+		return cause
+	}
+
+	pod, created, err := p.createOrAdoptPod(ctx, plan.Pod)
+	if err != nil {
+		return CreateResponse{}, err
+	}
+	pods := p.client.CoreV1().Pods(plan.Namespace)
+	if created {
+		undo = append(undo, func(ctx context.Context) error {
+			return pods.Delete(ctx, pod.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+		})
+	}
+	owner := []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID}}
+
+	cms := p.client.CoreV1().ConfigMaps(plan.Namespace)
+	for _, cm := range plan.ConfigMaps {
+		cm.OwnerReferences = owner
+		made, err := ensure(ctx, p, "create configmap", cm, cms.Create, cms.Get, cms.Update)
+		if err != nil {
+			return CreateResponse{}, rollback(fmt.Errorf("configmap %s: %w", cm.Name, err))
+		}
+		if made {
+			name := cm.Name
+			undo = append(undo, func(ctx context.Context) error { return cms.Delete(ctx, name, metav1.DeleteOptions{}) })
+		}
+	}
+	secrets := p.client.CoreV1().Secrets(plan.Namespace)
+	for _, s := range plan.Secrets {
+		s.OwnerReferences = owner
+		made, err := ensure(ctx, p, "create secret", s, secrets.Create, secrets.Get, secrets.Update)
+		if err != nil {
+			return CreateResponse{}, rollback(fmt.Errorf("secret %s: %w", s.Name, err))
+		}
+		if made {
+			name := s.Name
+			undo = append(undo, func(ctx context.Context) error { return secrets.Delete(ctx, name, metav1.DeleteOptions{}) })
+		}
+	}
+	p.log.Info("pod offloaded", "pod", req.Pod.Namespace+"/"+req.Pod.Name, "remote", plan.Namespace+"/"+pod.Name,
+		"configmaps", len(plan.ConfigMaps), "secrets", len(plan.Secrets), "adopted", !created)
+	return CreateResponse{PodUID: string(req.Pod.UID), PodJID: string(pod.UID)}, nil
+}
+
+// createOrAdoptPod creates the remote pod, or returns the one a previous attempt made for the same
+// local pod.
+func (p *Plugin) createOrAdoptPod(ctx context.Context, want *corev1.Pod) (pod *corev1.Pod, created bool, err error) {
+	pods := p.client.CoreV1().Pods(want.Namespace)
+	rctx, cancel := p.remoteCtx(ctx)
+	defer cancel()
+	pod, err = pods.Create(rctx, want, metav1.CreateOptions{})
+	if err == nil {
+		return pod, true, nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return nil, false, p.remoteErr("create pod", fmt.Errorf("create pod %s/%s: %w", want.Namespace, want.Name, err))
+	}
+	pod, err = pods.Get(rctx, want.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, false, p.remoteErr("get pod", fmt.Errorf("get existing pod %s/%s: %w", want.Namespace, want.Name, err))
+	}
+	if pod.Annotations[AnnotSourceUID] != want.Annotations[AnnotSourceUID] {
+		return nil, false, fmt.Errorf("pod %s/%s: %w", want.Namespace, want.Name, ErrForeignObject)
+	}
+	return pod, false, nil
+}
+
+// object is what ensure needs of a ConfigMap or Secret.
+type object interface {
+	*corev1.ConfigMap | *corev1.Secret
+	metav1.Object
+}
+
+// ensure creates obj, or brings an existing object of this pod up to date. It reports whether it
+// created the object, so a rollback removes only what this call made.
+func ensure[T object](
+	ctx context.Context, p *Plugin, verb string, obj T,
+	create func(context.Context, T, metav1.CreateOptions) (T, error),
+	get func(context.Context, string, metav1.GetOptions) (T, error),
+	update func(context.Context, T, metav1.UpdateOptions) (T, error),
+) (bool, error) {
+	rctx, cancel := p.remoteCtx(ctx)
+	defer cancel()
+	_, err := create(rctx, obj, metav1.CreateOptions{})
+	if err == nil {
+		return true, nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return false, p.remoteErr(verb, err)
+	}
+	have, err := get(rctx, obj.GetName(), metav1.GetOptions{})
+	if err != nil {
+		return false, p.remoteErr(verb, err)
+	}
+	if have.GetAnnotations()[AnnotSourceUID] != obj.GetAnnotations()[AnnotSourceUID] {
+		return false, ErrForeignObject
+	}
+	obj.SetResourceVersion(have.GetResourceVersion())
+	if _, err := update(rctx, obj, metav1.UpdateOptions{}); err != nil {
+		return false, p.remoteErr(verb, err)
+	}
+	return false, nil
+}
+
+func (p *Plugin) ensureNamespace(ctx context.Context, name string) error {
+	rctx, cancel := p.remoteCtx(ctx)
+	defer cancel()
+	nss := p.client.CoreV1().Namespaces()
+	if _, err := nss.Get(rctx, name, metav1.GetOptions{}); err == nil {
+		return nil
+	} else if !apierrors.IsNotFound(err) {
+		return p.remoteErr("get namespace", fmt.Errorf("get namespace %s: %w", name, err))
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelOffloaded: ValueOffloaded}}}
+	if _, err := nss.Create(rctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return p.remoteErr("create namespace", fmt.Errorf("create namespace %s: %w", name, err))
+	}
+	// A new namespace gets its default ServiceAccount from the controller-manager shortly after;
+	// pods are refused until then.
+	return p.waitServiceAccount(ctx, name, "default")
+}
+
+func (p *Plugin) ensureServiceAccount(ctx context.Context, namespace, name string) error {
+	rctx, cancel := p.remoteCtx(ctx)
+	defer cancel()
+	sa := &corev1.ServiceAccount{
+		ObjectMeta:                   metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelOffloaded: ValueOffloaded}},
+		AutomountServiceAccountToken: ptrTo(false),
+	}
+	_, err := p.client.CoreV1().ServiceAccounts(namespace).Create(rctx, sa, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return p.remoteErr("create serviceaccount", fmt.Errorf("create serviceaccount %s/%s: %w", namespace, name, err))
+	}
+	return nil
+}
+
+func (p *Plugin) waitServiceAccount(ctx context.Context, namespace, name string) error {
+	rctx, cancel := p.remoteCtx(ctx)
+	defer cancel()
+	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		_, err := p.client.CoreV1().ServiceAccounts(namespace).Get(rctx, name, metav1.GetOptions{})
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return p.remoteErr("get serviceaccount", err)
+		}
+		select {
+		case <-rctx.Done():
+			return fmt.Errorf("serviceaccount %s/%s never appeared: %w", namespace, name, rctx.Err())
+		case <-time.After(delay):
+		}
+	}
+}

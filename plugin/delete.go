@@ -1,0 +1,108 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+func (p *Plugin) handleDelete(w http.ResponseWriter, r *http.Request) error {
+	var pod corev1.Pod
+	if err := decodeJSON(r, &pod); err != nil {
+		return err
+	}
+	if err := p.Delete(r.Context(), &pod); err != nil {
+		return err
+	}
+	return writeJSON(w, map[string]string{"deleted": string(pod.UID)})
+}
+
+// Delete removes the remote pod of a local pod, its scoped ConfigMaps and Secrets, and the remote
+// PVCs named in its interlink.io/remote-pvc annotation whose retention policy is "delete". What is
+// already gone counts as deleted, so repeated deletes are harmless.
+func (p *Plugin) Delete(ctx context.Context, local *corev1.Pod) error {
+	switch {
+	case local.UID == "":
+		return &ValidationError{Field: "metadata.uid", Reason: "is required"}
+	case local.Name == "":
+		return &ValidationError{Field: "metadata.name", Reason: "is required"}
+	case local.Namespace == "":
+		return &ValidationError{Field: "metadata.namespace", Reason: "is required"}
+	}
+	ns := RemoteNamespace(p.cfg.Offloading.NamespacePrefix, p.cfg.Offloading.NamespacePrefixExclusions, local.Namespace)
+	name := ScopedName(local.Name, string(local.UID))
+	rctx, cancel := p.remoteCtx(ctx)
+	defer cancel()
+	core := p.client.CoreV1()
+	var errs []error
+	gone := func(verb string, err error) {
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, p.remoteErr(verb, fmt.Errorf("%s: %w", verb, err)))
+		}
+	}
+	gone("delete pod", core.Pods(ns).Delete(rctx, name, metav1.DeleteOptions{}))
+	// The garbage collector would remove these with the pod; deleting them now frees them at once
+	// and covers objects a crashed create left without an owner.
+	sel := metav1.ListOptions{LabelSelector: labels.Set{LabelSourceUID: sanitizeLabelValue(string(local.UID))}.String()}
+	gone("delete configmaps", core.ConfigMaps(ns).DeleteCollection(rctx, metav1.DeleteOptions{}, sel))
+	gone("delete secrets", core.Secrets(ns).DeleteCollection(rctx, metav1.DeleteOptions{}, sel))
+	for _, claim := range splitList(local.Annotations[AnnotRemotePVC]) {
+		pvc, err := core.PersistentVolumeClaims(ns).Get(rctx, claim, metav1.GetOptions{})
+		if err != nil {
+			gone("get pvc", err)
+			continue
+		}
+		if pvc.Annotations[AnnotPVCRetain] == "delete" {
+			gone("delete pvc", core.PersistentVolumeClaims(ns).Delete(rctx, claim, metav1.DeleteOptions{}))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	p.log.Info("pod deleted", "pod", local.Namespace+"/"+local.Name, "remote", ns+"/"+name)
+	return nil
+}
+
+// SweepOrphans deletes remote pods whose local pod no longer exists (or was replaced by one with
+// another UID). It needs Config.LocalClient and returns how many it removed.
+func (p *Plugin) SweepOrphans(ctx context.Context) (int, error) {
+	if p.cfg.LocalClient == nil {
+		return 0, errors.New("orphan sweep needs a local cluster client")
+	}
+	pods, err := p.lister.List(labels.Everything())
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	var errs []error
+	for _, remote := range pods {
+		uid, name, ns := remote.Annotations[AnnotSourceUID], remote.Annotations[AnnotSourceName], remote.Annotations[AnnotSourceNS]
+		if uid == "" || name == "" || ns == "" {
+			continue
+		}
+		rctx, cancel := p.remoteCtx(ctx)
+		local, err := p.cfg.LocalClient.CoreV1().Pods(ns).Get(rctx, name, metav1.GetOptions{})
+		cancel()
+		switch {
+		case err == nil && string(local.UID) == uid:
+			continue
+		case err != nil && !apierrors.IsNotFound(err):
+			errs = append(errs, fmt.Errorf("get local pod %s/%s: %w", ns, name, err))
+			continue
+		}
+		orphan := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID(uid), Annotations: remote.Annotations}}
+		if err := p.Delete(ctx, orphan); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed++
+	}
+	return removed, errors.Join(errs...)
+}

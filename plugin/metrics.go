@@ -1,0 +1,51 @@
+package plugin
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	remoteErrors *prometheus.CounterVec
+}
+
+func newMetrics(reg *prometheus.Registry, offloaded func() float64) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "interlink_plugin_requests_total",
+			Help: "InterLink API requests by route and status code.",
+		}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "interlink_plugin_request_duration_seconds",
+			Help:    "InterLink API request latency by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route"}),
+		remoteErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "interlink_plugin_remote_api_errors_total",
+			Help: "Failed calls to the remote Kubernetes API by operation.",
+		}, []string{"op"}),
+	}
+	reg.MustRegister(m.requests, m.latency, m.remoteErrors,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "interlink_plugin_offloaded_pods",
+			Help: "Remote pods this plugin manages, as seen by its cache.",
+		}, offloaded))
+	return m
+}
+
+func (m *metrics) observe(route string, code int, d time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.latency.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// remoteErr counts a failed remote call and returns err unchanged.
+func (p *Plugin) remoteErr(op string, err error) error {
+	if err != nil {
+		p.metrics.remoteErrors.WithLabelValues(op).Inc()
+	}
+	return err
+}

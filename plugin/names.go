@@ -1,0 +1,86 @@
+package plugin
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Labels and annotations the plugin puts on every remote object. The first two are the seed's, so a
+// remote cluster migrated from it keeps working.
+const (
+	LabelOffloaded   = "interlink.io"                // value "offloading"
+	LabelSourceUID   = "interlink.io/source.pod_uid" // the local pod's UID
+	ValueOffloaded   = "offloading"
+	AnnotSourceUID   = "interlink.io/source.uid"
+	AnnotSourceName  = "interlink.io/source.name"
+	AnnotSourceNS    = "interlink.io/source.namespace"
+	AnnotRemotePVC   = "interlink.io/remote-pvc"
+	AnnotPVCRetain   = "interlink.io/pvc-retention-policy"
+	maxNameLength    = validation.DNS1123LabelMaxLength // 63
+	hashSuffixLength = 10
+)
+
+// ScopedName is the remote name of a local object that belongs to one pod: "<name>-<uid>", a valid
+// RFC 1123 label of at most 63 characters. The UID part is kept whole so two pods never share a
+// name; the name part is cut to fit. A UID that is not itself a clean label is replaced by a hash.
+func ScopedName(name, uid string) string {
+	suffix := sanitizeLabel(uid)
+	if suffix != uid || len(suffix) > 40 || suffix == "" {
+		suffix = shortHash(uid)
+	}
+	room := maxNameLength - len(suffix) - 1
+	prefix := sanitizeLabel(name)
+	if len(prefix) > room {
+		prefix = strings.TrimRight(prefix[:room], "-")
+	}
+	if prefix == "" {
+		return suffix
+	}
+	return prefix + "-" + suffix
+}
+
+// RemoteNamespace maps a local namespace to the remote one: "<prefix>-<namespace>", unless the
+// namespace is excluded from prefixing. Names that would pass 63 characters are cut and end with a
+// hash of the full name, so distinct namespaces stay distinct.
+func RemoteNamespace(prefix string, exclusions []string, namespace string) string {
+	for _, e := range exclusions {
+		if e == namespace {
+			return namespace
+		}
+	}
+	full := sanitizeLabel(prefix + "-" + namespace)
+	if len(full) <= maxNameLength && full == prefix+"-"+namespace {
+		return full
+	}
+	h := shortHash(prefix + "-" + namespace)
+	room := maxNameLength - len(h) - 1
+	if len(full) > room {
+		full = strings.TrimRight(full[:room], "-")
+	}
+	return full + "-" + h
+}
+
+// sanitizeLabel lowercases s and replaces what RFC 1123 forbids with '-', trimming dashes at the ends.
+func sanitizeLabel(s string) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'A' && c <= 'Z':
+			b = append(b, c+'a'-'A')
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
+			b = append(b, c)
+		default:
+			b = append(b, '-')
+		}
+	}
+	return strings.Trim(string(b), "-")
+}
+
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])[:hashSuffixLength]
+}

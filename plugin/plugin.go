@@ -1,0 +1,168 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Config configures a Plugin.
+type Config struct {
+	// Client reaches the remote cluster. Required.
+	Client kubernetes.Interface
+	// Offloading shapes the remote pods.
+	Offloading Offloading
+	// LocalClient, optional, reads the local cluster for the orphan sweep (read-only use).
+	LocalClient kubernetes.Interface
+	// SweepInterval is the orphan sweep period (default 5m; used only with LocalClient).
+	SweepInterval time.Duration
+	// CapacityTTL is how long a computed ping capacity is reused (default 10s).
+	CapacityTTL time.Duration
+	// RemoteTimeout bounds each non-streaming remote call (default 30s).
+	RemoteTimeout time.Duration
+	// MaxBodyBytes limits request bodies (default 16 MiB).
+	MaxBodyBytes int64
+	// Logger receives the plugin's logs (nil discards them).
+	Logger *slog.Logger
+	// Registry receives the plugin's metrics (nil: a private registry, served on /metrics).
+	Registry *prometheus.Registry
+}
+
+// Plugin serves the InterLink plugin API against a remote cluster. Build it with New, start its
+// cache with Run and serve its Handler.
+type Plugin struct {
+	cfg     Config
+	log     *slog.Logger
+	client  kubernetes.Interface
+	factory informers.SharedInformerFactory
+	pods    cache.SharedIndexInformer
+	lister  listersv1.PodLister
+	metrics *metrics
+
+	capMu     sync.Mutex
+	capAt     time.Time
+	capCached *PingResponse
+}
+
+// indexSourceUID indexes cached remote pods by the UID of the local pod they stand for.
+const indexSourceUID = "sourceUID"
+
+// New validates cfg and builds a Plugin.
+func New(cfg Config) (*Plugin, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("plugin config: Client is required")
+	}
+	if cfg.Offloading.NamespacePrefix == "" {
+		cfg.Offloading.NamespacePrefix = "offloading"
+	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = 5 * time.Minute
+	}
+	if cfg.CapacityTTL == 0 {
+		cfg.CapacityTTL = 10 * time.Second
+	}
+	if cfg.RemoteTimeout == 0 {
+		cfg.RemoteTimeout = 30 * time.Second
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 16 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	p := &Plugin{cfg: cfg, log: cfg.Logger, client: cfg.Client}
+	p.factory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.LabelSelector = labels.Set{LabelOffloaded: ValueOffloaded}.String()
+		}),
+		informers.WithTransform(stripManagedFields),
+	)
+	podInformer := p.factory.Core().V1().Pods()
+	p.pods = podInformer.Informer()
+	if err := p.pods.AddIndexers(cache.Indexers{indexSourceUID: func(obj any) ([]string, error) {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			return nil, nil
+		}
+		if uid := pod.Annotations[AnnotSourceUID]; uid != "" {
+			return []string{uid}, nil
+		}
+		return nil, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("add pod index: %w", err)
+	}
+	p.lister = podInformer.Lister()
+	p.metrics = newMetrics(cfg.Registry, func() float64 { return float64(len(p.pods.GetStore().ListKeys())) })
+	return p, nil
+}
+
+// Run keeps the cache of offloaded remote pods and, with a local client, sweeps orphans. It returns
+// when ctx ends, after its goroutines have stopped.
+func (p *Plugin) Run(ctx context.Context) error {
+	p.factory.Start(ctx.Done())
+	defer p.factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), p.pods.HasSynced) {
+		return ctx.Err()
+	}
+	p.log.Info("remote pod cache synced", "pods", len(p.pods.GetStore().ListKeys()))
+	if p.cfg.LocalClient == nil {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(p.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n, err := p.SweepOrphans(ctx); err != nil {
+				p.log.Warn("orphan sweep", "err", err)
+			} else if n > 0 {
+				p.log.Info("orphan sweep removed remote pods", "count", n)
+			}
+		}
+	}
+}
+
+// Synced reports whether the remote pod cache has been filled.
+func (p *Plugin) Synced() bool { return p.pods.HasSynced() }
+
+// remoteCtx bounds one non-streaming remote call.
+func (p *Plugin) remoteCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, p.cfg.RemoteTimeout)
+}
+
+// cachedBySourceUID returns the cached remote pod standing for the local pod uid.
+func (p *Plugin) cachedBySourceUID(uid string) *corev1.Pod {
+	objs, err := p.pods.GetIndexer().ByIndex(indexSourceUID, uid)
+	if err != nil || len(objs) == 0 {
+		return nil
+	}
+	pod, _ := objs[0].(*corev1.Pod)
+	return pod
+}
+
+// stripManagedFields drops what the cache never reads, to keep memory flat with many pods.
+func stripManagedFields(obj any) (any, error) {
+	if o, ok := obj.(metav1.Object); ok {
+		o.SetManagedFields(nil)
+	}
+	return obj, nil
+}

@@ -1,0 +1,72 @@
+package plugin
+
+import (
+	"fmt"
+	"log/slog"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// RESTConfig builds the remote cluster's client configuration: from k8s.kubeconfig_path, from the
+// inline k8s.kubeconfig, or from the pod's service account when neither is set.
+func (c FileConfig) RESTConfig() (*rest.Config, error) {
+	var (
+		cfg *rest.Config
+		err error
+	)
+	switch {
+	case c.K8s.KubeconfigPath != "":
+		cfg, err = clientcmd.BuildConfigFromFlags("", c.K8s.KubeconfigPath)
+	case c.K8s.Kubeconfig != "":
+		cfg, err = clientcmd.RESTConfigFromKubeConfig([]byte(c.K8s.Kubeconfig))
+	default:
+		cfg, err = rest.InClusterConfig()
+		if err != nil {
+			err = fmt.Errorf("%w (set k8s.kubeconfig_path or K8S_KUBECONFIG_PATH outside a cluster)", err)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("remote cluster config: %w", err)
+	}
+	cfg.QPS = c.K8s.ClientConfiguration.QPS
+	cfg.Burst = c.K8s.ClientConfiguration.Burst
+	cfg.UserAgent = "interlink-k8s-plugin"
+	return cfg, nil
+}
+
+// NewFromFile builds a Plugin from its configuration file's options.
+func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
+	rc, err := c.RESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("remote client: %w", err)
+	}
+	cfg := Config{
+		Client: client,
+		Offloading: Offloading{
+			NamespacePrefix:           c.Offloading.NamespacePrefix,
+			NamespacePrefixExclusions: c.Offloading.NamespacePrefixExclusions,
+			NodeSelector:              c.Offloading.NodeSelector,
+			NodeTolerations:           c.Offloading.NodeTolerations,
+		},
+		SweepInterval: c.Offloading.OrphanSweepInterval.Duration,
+		RemoteTimeout: c.K8s.ClientConfiguration.Timeout.Duration,
+		MaxBodyBytes:  c.App.MaxBodyBytes,
+		Logger:        log,
+	}
+	if c.Offloading.LocalKubeconfigPath != "" {
+		lc, err := clientcmd.BuildConfigFromFlags("", c.Offloading.LocalKubeconfigPath)
+		if err != nil {
+			return nil, fmt.Errorf("option offloading.local_kubeconfig_path: %w", err)
+		}
+		if cfg.LocalClient, err = kubernetes.NewForConfig(lc); err != nil {
+			return nil, fmt.Errorf("local client: %w", err)
+		}
+	}
+	return New(cfg)
+}

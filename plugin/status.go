@@ -1,0 +1,116 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Reasons the plugin writes into container states it synthesizes.
+const (
+	ReasonRemotePodGone = "RemotePodNotFound"
+	ReasonPending       = "RemotePodPending"
+)
+
+func (p *Plugin) handleStatus(w http.ResponseWriter, r *http.Request) error {
+	var pods []corev1.Pod
+	if err := decodeJSON(r, &pods); err != nil {
+		return err
+	}
+	if len(pods) == 0 { // the VK's ping
+		resp, err := p.Capacity(r.Context())
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, resp)
+	}
+	out := make([]PodStatus, 0, len(pods))
+	for i := range pods {
+		st, err := p.Status(r.Context(), &pods[i])
+		if err != nil {
+			return err
+		}
+		out = append(out, st)
+	}
+	return writeJSON(w, out)
+}
+
+// Status reports the remote state of one local pod. It answers from the watch-backed cache and asks
+// the remote apiserver only when the cache has not seen the pod yet. A remote pod that is gone is
+// reported with every container terminated and a reason, so the local pod never freezes.
+func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, error) {
+	if local.UID == "" {
+		return PodStatus{}, &ValidationError{Field: "[].metadata.uid", Reason: "is required"}
+	}
+	st := PodStatus{Name: local.Name, UID: string(local.UID), Namespace: local.Namespace}
+	remote := p.cachedBySourceUID(string(local.UID))
+	if remote == nil {
+		ns := RemoteNamespace(p.cfg.Offloading.NamespacePrefix, p.cfg.Offloading.NamespacePrefixExclusions, local.Namespace)
+		rctx, cancel := p.remoteCtx(ctx)
+		defer cancel()
+		got, err := p.client.CoreV1().Pods(ns).Get(rctx, ScopedName(local.Name, string(local.UID)), metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			msg := fmt.Sprintf("the remote pod %s/%s no longer exists", ns, ScopedName(local.Name, string(local.UID)))
+			st.InitContainers = goneStatuses(local.Spec.InitContainers, msg)
+			st.Containers = goneStatuses(local.Spec.Containers, msg)
+			return st, nil
+		case err != nil:
+			return PodStatus{}, p.remoteErr("get pod", fmt.Errorf("get pod %s: %w", ns, err))
+		}
+		remote = got
+	}
+	st.JID = string(remote.UID)
+	st.InitContainers = withPending(remote.Spec.InitContainers, remote.Status.InitContainerStatuses, remote)
+	st.Containers = withPending(remote.Spec.Containers, remote.Status.ContainerStatuses, remote)
+	return st, nil
+}
+
+func goneStatuses(cs []corev1.Container, msg string) []corev1.ContainerStatus {
+	out := make([]corev1.ContainerStatus, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, corev1.ContainerStatus{
+			Name:  c.Name,
+			Image: c.Image,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+				ExitCode: 255, Reason: ReasonRemotePodGone, Message: msg,
+			}},
+		})
+	}
+	return out
+}
+
+// withPending returns the remote statuses, completed with a Waiting state for containers the remote
+// kubelet has not reported yet; the reason says why (unschedulable, not yet started).
+func withPending(spec []corev1.Container, have []corev1.ContainerStatus, pod *corev1.Pod) []corev1.ContainerStatus {
+	out := make([]corev1.ContainerStatus, 0, len(spec))
+	known := make(map[string]bool, len(have))
+	for _, s := range have {
+		known[s.Name] = true
+		out = append(out, *s.DeepCopy())
+	}
+	reason, msg := ReasonPending, "the remote pod is "+string(pod.Status.Phase)
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			reason, msg = c.Reason, c.Message
+		}
+	}
+	if pod.Status.Phase == "" {
+		msg = "the remote pod is not scheduled yet"
+	}
+	for _, c := range spec {
+		if known[c.Name] {
+			continue
+		}
+		out = append(out, corev1.ContainerStatus{
+			Name:  c.Name,
+			Image: c.Image,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}},
+		})
+	}
+	return out
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# cluster.sh up|down|status: the project's real Kubernetes control plane on this machine.
+#
+#   up      build (or reuse) the binaries, start etcd, kube-apiserver, kube-controller-manager,
+#           kube-scheduler and kwok with kwokctl's binary runtime, register fake GPU nodes, wait until
+#           they are Ready and the default ServiceAccount exists, and write the kubeconfig.
+#   down    stop every process of the cluster and remove its state; fails if one survives.
+#   status  print whether the cluster answers.
+#
+# Environment:
+#   IKM_CLUSTER_DIR  state directory (default <repo>/.cache/cluster); the kubeconfig is
+#                    $IKM_CLUSTER_DIR/kubeconfig
+#   IKM_CLUSTER_NAME kwokctl cluster name (default ikm-<hash of the state directory>)
+#   IKM_NODES        number of fake nodes (default 2)
+#   IKM_CACHE        binary cache shared by every clone (default ~/.cache/interlink-k8s-mesh)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+dir=${IKM_CLUSTER_DIR:-$repo/.cache/cluster}
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+name=${IKM_CLUSTER_NAME:-ikm-$(printf '%s' "$dir" | sha256sum | cut -c1-8)}
+nodes=${IKM_NODES:-2}
+export KWOK_WORKDIR="$dir/kwok"
+kubeconfig="$dir/kubeconfig"
+
+log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+bins() {
+	bin=$("$here/build-binaries.sh")
+	export PATH="$bin:$PATH"
+}
+
+# survivors lists processes still running from this cluster's state directory.
+survivors() { pgrep -f -- "$KWOK_WORKDIR/clusters/$name" || true; }
+
+down() {
+	local kwokctl="${IKM_CACHE:-$HOME/.cache/interlink-k8s-mesh}/bin/current/kwokctl"
+	if [ -d "$KWOK_WORKDIR/clusters/$name" ] && [ -x "$kwokctl" ]; then
+		log "stopping cluster $name"
+		"$kwokctl" delete cluster --name "$name" --kubeconfig "" >/dev/null 2>&1 || log "kwokctl delete reported an error; killing what is left"
+	fi
+	local pids
+	pids=$(survivors)
+	if [ -n "$pids" ]; then
+		# shellcheck disable=SC2086
+		kill $pids 2>/dev/null || true
+		sleep 1
+		pids=$(survivors)
+		# shellcheck disable=SC2086
+		[ -z "$pids" ] || kill -9 $pids 2>/dev/null || true
+	fi
+	rm -rf "$KWOK_WORKDIR/clusters/$name" "$kubeconfig"
+	if [ -n "$(survivors)" ]; then
+		log "processes survived: $(survivors)"
+		return 1
+	fi
+	log "cluster $name is down, no process left"
+}
+
+answers() {
+	[ -f "$kubeconfig" ] && kubectl --kubeconfig "$kubeconfig" get --raw /readyz >/dev/null 2>&1
+}
+
+up() {
+	bins
+	if answers; then
+		log "cluster $name already answers; kubeconfig: $kubeconfig"
+		return
+	fi
+	down >/dev/null 2>&1 || true
+	local start=$SECONDS
+	log "starting control plane $name (about 10 s)"
+	kwokctl create cluster --name "$name" --runtime binary \
+		--etcd-binary "$bin/etcd" \
+		--kube-apiserver-binary "$bin/kube-apiserver" \
+		--kube-controller-manager-binary "$bin/kube-controller-manager" \
+		--kube-scheduler-binary "$bin/kube-scheduler" \
+		--kwok-controller-binary "$bin/kwok" \
+		--enable-crds=Logs,ClusterLogs \
+		--kubeconfig "" --wait 2m --quiet-pull >"$dir/create.log" 2>&1 || {
+		log "kwokctl create cluster failed:"
+		cat "$dir/create.log" >&2
+		down || true
+		return 1
+	}
+	cp "$KWOK_WORKDIR/clusters/$name/kubeconfig.yaml" "$kubeconfig.tmp"
+	mv "$kubeconfig.tmp" "$kubeconfig"
+	log "registering $nodes fake nodes with nvidia.com/gpu capacity"
+	local i
+	for i in $(seq 0 $((nodes - 1))); do
+		sed "s/NODE_NAME/kwok-node-$i/" "$here/node.yaml"
+		echo ---
+	done | kubectl --kubeconfig "$kubeconfig" apply -f - >/dev/null
+	log "waiting for nodes to be Ready and for the default ServiceAccount"
+	kubectl --kubeconfig "$kubeconfig" wait --for=condition=Ready node --all --timeout=120s >/dev/null
+	local n=0
+	until kubectl --kubeconfig "$kubeconfig" -n default get serviceaccount default >/dev/null 2>&1; do
+		n=$((n + 1))
+		[ $n -lt 120 ] || { log "default ServiceAccount never appeared"; return 1; }
+		sleep 0.5
+	done
+	log "cluster $name ready in $((SECONDS - start)) s; kubeconfig: $kubeconfig"
+}
+
+case ${1:-} in
+up) up ;;
+down) down ;;
+status)
+	bins
+	if answers; then echo "cluster $name answers; kubeconfig: $kubeconfig"; else echo "cluster $name is not running"; exit 1; fi
+	;;
+*)
+	echo "usage: $0 up|down|status" >&2
+	exit 2
+	;;
+esac

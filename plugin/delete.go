@@ -84,7 +84,7 @@ func (p *Plugin) SweepOrphans(ctx context.Context) (int, error) {
 	var errs []error
 	for _, remote := range pods {
 		uid, name, ns := remote.Annotations[AnnotSourceUID], remote.Annotations[AnnotSourceName], remote.Annotations[AnnotSourceNS]
-		if uid == "" || name == "" || ns == "" {
+		if uid == "" || name == "" || ns == "" || !p.owns(remote) {
 			continue
 		}
 		rctx, cancel := p.remoteCtx(ctx)
@@ -105,4 +105,11 @@ func (p *Plugin) SweepOrphans(ctx context.Context) (int, error) {
 		removed++
 	}
 	return removed, errors.Join(errs...)
+}
+
+// owns tells the remote pods of this plugin from those of another plugin sharing the remote
+// cluster: a pod is ours when its namespace is the one we map its local namespace to.
+func (p *Plugin) owns(remote *corev1.Pod) bool {
+	o := p.cfg.Offloading
+	return remote.Namespace == RemoteNamespace(o.NamespacePrefix, o.NamespacePrefixExclusions, remote.Annotations[AnnotSourceNS])
 }

@@ -118,7 +118,7 @@ func (p *Plugin) Run(ctx context.Context) error {
 	p.factory.Start(ctx.Done())
 	defer p.factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), p.pods.HasSynced) {
-		return ctx.Err()
+		return nil // stopped before the first sync
 	}
 	p.log.Info("remote pod cache synced", "pods", len(p.pods.GetStore().ListKeys()))
 	if p.cfg.LocalClient == nil {

@@ -1,0 +1,125 @@
+package plugin
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+)
+
+func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(file, []byte(`
+k8s:
+  kubeconfig_path: `+kubeconfig+`
+  client_configuration: {qps: 20, burst: 40, timeout: 10s}
+app:
+  socket_address: http://0.0.0.0
+  socket_port: 4000
+offloading:
+  namespace_prefix: remote
+  namespace_prefix_exclusions: [kube-system]
+  node_selector: {pool: gpu}
+  node_tolerations: [{key: gpu, operator: Exists, effect: NoSchedule}]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("file", func(t *testing.T) {
+		c, err := LoadConfig(file, envOf(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := FileConfig{
+			K8s: K8sOptions{KubeconfigPath: kubeconfig, ClientConfiguration: ClientOptions{QPS: 20, Burst: 40, Timeout: Duration{10 * time.Second}}},
+			App: AppOptions{SocketAddress: "http://0.0.0.0", SocketPort: 4000, MaxBodyBytes: 16 << 20, LogLevel: "info"},
+			Offloading: OffloadingOptions{
+				NamespacePrefix: "remote", NamespacePrefixExclusions: []string{"kube-system"},
+				NodeSelector:        map[string]string{"pool": "gpu"},
+				NodeTolerations:     []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+				OrphanSweepInterval: Duration{5 * time.Minute},
+			},
+		}
+		if diff := cmp.Diff(want, c); diff != "" {
+			t.Errorf("config (-want +got):\n%s", diff)
+		}
+		network, addr, _ := c.App.Listen()
+		if network != "tcp" || addr != "0.0.0.0:4000" {
+			t.Errorf("listen %s %s", network, addr)
+		}
+	})
+
+	t.Run("environment overrides the file", func(t *testing.T) {
+		c, err := LoadConfig(file, envOf(map[string]string{
+			"APP_SOCKET_ADDRESS":           "unix:///tmp/p.sock",
+			"OFFLOADING_NAMESPACE_PREFIX":  "other",
+			"OFFLOADING_NODE_SELECTOR":     "a=b, c=d",
+			"K8S_CLIENT_CONFIGURATION_QPS": "7.5",
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.App.SocketAddress != "unix:///tmp/p.sock" || c.Offloading.NamespacePrefix != "other" || c.K8s.ClientConfiguration.QPS != 7.5 {
+			t.Errorf("overrides not applied: %+v", c)
+		}
+		if diff := cmp.Diff(map[string]string{"a": "b", "c": "d"}, c.Offloading.NodeSelector); diff != "" {
+			t.Errorf("selector (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("no file at all", func(t *testing.T) {
+		c, err := LoadConfig("", envOf(map[string]string{"K8S_KUBECONFIG_PATH": kubeconfig}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if network, addr, _ := c.App.Listen(); network != "unix" || addr != "/var/run/.plugin.sock" {
+			t.Errorf("default listen %s %s", network, addr)
+		}
+	})
+}
+
+func TestLoadConfigErrorsNameTheOption(t *testing.T) {
+	tests := []struct {
+		name   string
+		file   string
+		env    map[string]string
+		option string
+	}{
+		{"unknown option", "app:\n  socket_adress: x\n", nil, "socket_adress"},
+		{"bad socket scheme", "", map[string]string{"APP_SOCKET_ADDRESS": "tcp://x"}, "app.socket_address"},
+		{"http without port", "", map[string]string{"APP_SOCKET_ADDRESS": "http://0.0.0.0"}, "app.socket_address"},
+		{"port not a number", "", map[string]string{"APP_SOCKET_PORT": "eighty"}, "app.socket_port"},
+		{"missing kubeconfig", "", map[string]string{"K8S_KUBECONFIG_PATH": "/does/not/exist"}, "k8s.kubeconfig_path"},
+		{"bad prefix", "", map[string]string{"OFFLOADING_NAMESPACE_PREFIX": "Not_Valid"}, "offloading.namespace_prefix"},
+		{"bad selector", "", map[string]string{"OFFLOADING_NODE_SELECTOR": "novalue"}, "offloading.node_selector"},
+		{"bad toleration effect", "offloading:\n  node_tolerations: [{key: a, effect: Sometimes}]\n", nil, "offloading.node_tolerations"},
+		{"bad log level", "", map[string]string{"APP_LOG_LEVEL": "loud"}, "app.log_level"},
+		{"bad duration", "", map[string]string{"K8S_CLIENT_CONFIGURATION_TIMEOUT": "10"}, "k8s.client_configuration.timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := ""
+			if tt.file != "" {
+				path = filepath.Join(t.TempDir(), "c.yaml")
+				if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := LoadConfig(path, envOf(tt.env))
+			if err == nil || !strings.Contains(err.Error(), tt.option) {
+				t.Errorf("error %v does not name %s", err, tt.option)
+			}
+		})
+	}
+}

@@ -1,0 +1,79 @@
+package plugin
+
+import (
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+func TestScopedName(t *testing.T) {
+	uid := "0b6e3c5e-8f1a-4c1e-9a51-6f3f8a3d2c11"
+	tests := []struct {
+		name, in, uid, want string
+	}{
+		{name: "plain", in: "web", uid: uid, want: "web-" + uid},
+		{name: "uppercase and dots", in: "My.App_1", uid: uid, want: "my-app-1-" + uid},
+		{name: "long name cut, uid whole", in: strings.Repeat("a", 80), uid: uid, want: strings.Repeat("a", 26) + "-" + uid},
+		{name: "cut leaves no trailing dash", in: strings.Repeat("a", 25) + "-b", uid: uid, want: strings.Repeat("a", 25) + "-" + uid},
+		{name: "nothing usable in name", in: "___", uid: uid, want: uid},
+		{name: "hostile uid is hashed", in: "web", uid: "../../etc/passwd", want: "web-" + shortHash("../../etc/passwd")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ScopedName(tt.in, tt.uid)
+			if got != tt.want {
+				t.Errorf("ScopedName(%q, %q) = %q, want %q", tt.in, tt.uid, got, tt.want)
+			}
+			if msgs := validation.IsDNS1123Label(got); len(msgs) > 0 {
+				t.Errorf("%q is not an RFC 1123 label: %v", got, msgs)
+			}
+		})
+	}
+}
+
+func TestRemoteNamespace(t *testing.T) {
+	tests := []struct {
+		name, prefix, ns string
+		exclusions       []string
+		want             string
+	}{
+		{name: "prefixed", prefix: "offloading", ns: "team-a", want: "offloading-team-a"},
+		{name: "excluded", prefix: "offloading", ns: "kube-system", exclusions: []string{"kube-system"}, want: "kube-system"},
+		{name: "too long is cut and hashed", prefix: "offloading", ns: strings.Repeat("n", 63),
+			want: "offloading-" + strings.Repeat("n", 63-len("offloading-")-11) + "-" + shortHash("offloading-"+strings.Repeat("n", 63))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := RemoteNamespace(tt.prefix, tt.exclusions, tt.ns)
+			if got != tt.want {
+				t.Errorf("RemoteNamespace = %q, want %q", got, tt.want)
+			}
+			if msgs := validation.IsDNS1123Label(got); len(msgs) > 0 {
+				t.Errorf("%q is not an RFC 1123 label: %v", got, msgs)
+			}
+		})
+	}
+}
+
+// FuzzScopedName checks that any name and UID give a valid label that keeps distinct UIDs distinct.
+func FuzzScopedName(f *testing.F) {
+	f.Add("web", "0b6e3c5e-8f1a-4c1e-9a51-6f3f8a3d2c11")
+	f.Add(strings.Repeat("A.", 100), "x")
+	f.Add("", "")
+	f.Add("-", "-")
+	f.Add("ünïcödé", "UID WITH SPACES")
+	f.Fuzz(func(t *testing.T, name, uid string) {
+		got := ScopedName(name, uid)
+		if msgs := validation.IsDNS1123Label(got); len(msgs) > 0 {
+			t.Fatalf("ScopedName(%q, %q) = %q: %v", name, uid, got, msgs)
+		}
+		if other := ScopedName(name, uid+"x"); other == got {
+			t.Fatalf("UIDs %q and %q share the name %q", uid, uid+"x", got)
+		}
+		ns := RemoteNamespace("offloading", nil, name)
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			t.Fatalf("RemoteNamespace(%q) = %q: %v", name, ns, msgs)
+		}
+	})
+}

@@ -1,28 +1,89 @@
 #!/usr/bin/env bash
-# demo.sh: the product on an embedded default. Starts the project's real control plane, shows its
-# nodes, runs a pod on it and shows it Running, then tears everything down.
+# demo.sh: the product on an embedded default. Starts the project's real control plane as the remote
+# cluster, runs interlink-k8s-plugin against it on a unix socket, and plays InterLink's part with curl:
+# a pod is offloaded (create), watched until Running (status), its logs read (getLogs) and removed
+# (delete). Everything is torn down at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 cache=${IKM_CACHE:-$HOME/.cache/interlink-k8s-mesh}
 kubeconfig=$PWD/.cache/cluster/kubeconfig
+sock=$PWD/.cache/demo/plugin.sock
+mkdir -p .cache/demo
 
-step "1/4 starting the control plane (first run builds it from source: about 15 min on 2 cores)"
+step "1/7 starting the remote cluster (first run builds it from source: about 10-15 min on 2 cores)"
 testcluster/cluster.sh up
-trap 'step "tearing down"; testcluster/cluster.sh down' EXIT
+plugin_pid=
+cleanup() {
+	step "tearing down"
+	[ -z "$plugin_pid" ] || kill "$plugin_pid" 2>/dev/null || true
+	wait 2>/dev/null || true
+	testcluster/cluster.sh down
+}
+trap cleanup EXIT
 k() { "$cache/bin/current/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+api() { # api METHOD PATH [BODY]: call the plugin as InterLink does
+	curl -sS --fail-with-body --unix-socket "$sock" -X "$1" -H 'Content-Type: application/json' \
+		-H 'InterLink-Http-Session: demo' "http://plugin$2" ${3:+--data-binary "$3"}
+}
 
-step "2/4 nodes (kwok fakes the kubelets; capacity includes nvidia.com/gpu)"
+step "2/7 remote nodes (kwok fakes the kubelets; capacity includes nvidia.com/gpu)"
 k get nodes -o custom-columns='NAME:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,CPU:.status.capacity.cpu,GPU:.status.capacity.nvidia\.com/gpu'
 
-step "3/4 a pod is scheduled and runs"
-k create namespace demo >/dev/null
-k -n demo run hello --image=nginx --restart=Never >/dev/null
-k -n demo wait --for=jsonpath='{.status.phase}'=Running pod/hello --timeout=60s >/dev/null
-k -n demo get pod hello -o wide
+step "3/7 starting interlink-k8s-plugin on unix://$sock"
+K8S_KUBECONFIG_PATH=$kubeconfig APP_SOCKET_ADDRESS=unix://$sock \
+	bin/interlink-k8s-plugin >.cache/demo/plugin.log 2>&1 &
+plugin_pid=$!
+for _ in $(seq 100); do api GET /readyz >/dev/null 2>&1 && break; sleep 0.1; done
+api GET /readyz
+echo "ping (GET /status with []): $(api GET /status '[]')"
 
-step "4/4 the pod is deleted"
-k -n demo delete pod hello --wait=true
-k delete namespace demo --wait=true >/dev/null
-echo "namespace demo deleted"
+uid=$(cat /proc/sys/kernel/random/uuid)
+pod=$(
+	cat <<EOF
+{"pod": {"metadata": {"name": "hello", "namespace": "demo", "uid": "$uid", "labels": {"app": "hello"}},
+  "spec": {"nodeName": "virtual-kubelet",
+    "nodeSelector": {"kubernetes.io/hostname": "virtual-kubelet"},
+    "tolerations": [{"key": "virtual-node.interlink/no-schedule", "operator": "Exists"}],
+    "containers": [{"name": "web", "image": "nginx:1.27",
+      "readinessProbe": {"httpGet": {"path": "/", "port": 80}},
+      "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "greeting", "key": "text"}}}],
+      "volumeMounts": [{"name": "greeting", "mountPath": "/etc/greeting"}]}],
+    "volumes": [{"name": "greeting", "configMap": {"name": "greeting"}}]}},
+ "container": [{"name": "web", "configMaps": [{"metadata": {"name": "greeting"}, "data": {"text": "hello from the remote cluster"}}]}]}
+EOF
+)
+step "4/7 POST /create: InterLink offloads pod demo/hello (uid $uid)"
+api POST /create "$pod"
+echo
+k get pods,configmaps -A -l "interlink.io/source.pod_uid=$uid" -o wide
+
+step "5/7 GET /status until the remote pod runs"
+for _ in $(seq 60); do
+	st=$(api GET /status "[$(jq -c .pod <<<"$pod")]")
+	jq -e '.[0].containers[0].state.running' <<<"$st" >/dev/null && break
+	sleep 0.5
+done
+jq -c '.[0] | {name, JID, containers: [.containers[] | {name, state}]}' <<<"$st"
+
+step "6/7 GET /getLogs (the remote kubelet's log, through the remote pods/log API)"
+remote_ns=$(k get pods -A -l "interlink.io/source.pod_uid=$uid" -o jsonpath='{.items[0].metadata.namespace}')
+remote_pod=$(k get pods -A -l "interlink.io/source.pod_uid=$uid" -o jsonpath='{.items[0].metadata.name}')
+now=$(date -u +%Y-%m-%dT%H:%M:%S.000000000Z)
+printf '%s stdout F nginx: ready\n%s stdout F GET / 200\n' "$now" "$now" >.cache/demo/hello.log
+k apply -f - >/dev/null <<EOF
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Logs
+metadata: {name: $remote_pod, namespace: $remote_ns}
+spec: {logs: [{containers: [web], logsFile: $PWD/.cache/demo/hello.log}]}
+EOF
+for _ in $(seq 50); do out=$(api GET /getLogs "{\"Namespace\":\"demo\",\"PodName\":\"hello\",\"PodUID\":\"$uid\",\"ContainerName\":\"web\",\"Opts\":{\"Timestamps\":true}}" 2>/dev/null) && [ -n "$out" ] && break; sleep 0.2; done
+echo "$out"
+
+step "7/7 POST /delete: the remote pod and its scoped ConfigMap go away"
+api POST /delete "$(jq -c .pod <<<"$pod")"
+echo
+for _ in $(seq 60); do [ -z "$(k get pods,configmaps -A -l "interlink.io/source.pod_uid=$uid" -o name)" ] && break; sleep 0.5; done
+echo "remote objects left for uid $uid: $(k get pods,configmaps -A -l "interlink.io/source.pod_uid=$uid" -o name | wc -l)"
+echo "plugin log: .cache/demo/plugin.log"

@@ -39,7 +39,9 @@ down() {
 	local kwokctl="${IKM_CACHE:-$HOME/.cache/interlink-k8s-mesh}/bin/current/kwokctl"
 	if [ -d "$KWOK_WORKDIR/clusters/$name" ] && [ -x "$kwokctl" ]; then
 		log "stopping cluster $name"
-		"$kwokctl" delete cluster --name "$name" --kubeconfig "" >/dev/null 2>&1 || log "kwokctl delete reported an error; killing what is left"
+		# kwokctl edits the kubeconfig it is given; a scratch file keeps ~/.kube/config untouched.
+		"$kwokctl" delete cluster --name "$name" --kubeconfig "$KWOK_WORKDIR/scratch-kubeconfig" >"$dir/delete.log" 2>&1 ||
+			log "kwokctl delete failed (see $dir/delete.log); killing what is left"
 	fi
 	local pids
 	pids=$(survivors)

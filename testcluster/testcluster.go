@@ -163,7 +163,23 @@ func (c *Cluster) Namespace(t testing.TB) string {
 			t.Errorf("delete namespace %s: %v", got.Name, err)
 		}
 	})
+	c.WaitServiceAccount(t, got.Name)
 	return got.Name
+}
+
+// WaitServiceAccount waits until the controller-manager has made the default ServiceAccount of a
+// new namespace: until then the apiserver refuses pods there.
+func (c *Cluster) WaitServiceAccount(t testing.TB, namespace string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		_, err := c.Client.CoreV1().ServiceAccounts(namespace).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("default ServiceAccount of %s never appeared: %v", namespace, err)
+	}
 }
 
 func sourceDir() string {

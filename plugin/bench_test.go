@@ -1,0 +1,313 @@
+package plugin
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/testcluster"
+)
+
+// countingClient is a client whose every request to the apiserver is counted.
+func countingClient(b *testing.B, base *rest.Config) (kubernetes.Interface, *atomic.Int64) {
+	var n atomic.Int64
+	cfg := rest.CopyConfig(base)
+	cfg.QPS, cfg.Burst = 1000, 2000
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			n.Add(1)
+			return rt.RoundTrip(r)
+		})
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return client, &n
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// seedPods makes n remote pods as the plugin would, bound to a node nobody runs so they stay
+// Pending and cost the control plane nothing. It returns the local pods they stand for.
+func seedPods(b *testing.B, c *testcluster.Cluster, prefix string, n int) []corev1.Pod {
+	ns := RemoteNamespace(prefix, nil, "bench")
+	if _, err := c.Client.CoreV1().Namespaces().Create(b.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		// No kubelet will ever confirm these pods' end: remove them at once, or the namespace
+		// lingers while the pod garbage collector gets to them one by one.
+		now := int64(0)
+		_ = c.Client.CoreV1().Pods(ns).DeleteCollection(context.Background(), metav1.DeleteOptions{GracePeriodSeconds: &now}, metav1.ListOptions{})
+		_ = c.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	})
+	c.WaitServiceAccount(b, ns)
+	locals := make([]corev1.Pod, n)
+	var g errgroup.Group
+	g.SetLimit(8)
+	for i := range n {
+		g.Go(func() error {
+			local := runnable(fmt.Sprintf("pod-%d", i), "bench")
+			plan, err := Translate(&local, Offloading{NamespacePrefix: prefix})
+			if err != nil {
+				return err
+			}
+			plan.Pod.Spec.NodeName = "bench-nowhere"
+			plan.Pod.Spec.ServiceAccountName = "default" // seeded without the plugin, which would make the pod's own
+			if _, err := c.Client.CoreV1().Pods(ns).Create(context.Background(), plan.Pod, metav1.CreateOptions{}); err != nil {
+				return fmt.Errorf("seed pod %d: %w", i, err)
+			}
+			locals[i] = local.Pod
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	return locals
+}
+
+// BenchmarkStatus1000 measures /status for one pod (the VK polls per pod) while the plugin manages
+// 1,000 offloaded pods: latency percentiles and remote API calls per poll (the target is zero, all
+// answers come from the watch cache).
+func BenchmarkStatus1000(b *testing.B) {
+	c := testcluster.Get(b)
+	prefix := "bs" + newUID()[:6]
+	locals := seedPods(b, c, prefix, 1000)
+	client, calls := countingClient(b, c.Config)
+	p, err := New(Config{Client: client, Offloading: Offloading{NamespacePrefix: prefix}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := startServing(b, p)
+	for deadline := time.Now().Add(2 * time.Minute); p.cachedBySourceUID(string(locals[len(locals)-1].UID)) == nil || len(p.pods.GetStore().ListKeys()) < 1000; {
+		if time.Now().After(deadline) {
+			b.Fatalf("the watch cache never held the 1,000 seeded pods")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	bodies := make([][]byte, len(locals))
+	for i := range locals {
+		bodies[i], _ = json.Marshal([]corev1.Pod{locals[i]})
+	}
+	lat := make([]time.Duration, 0, b.N)
+	before := calls.Load()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		start := time.Now()
+		code, body := srv.do(b, "GET", "/status", bodies[i%len(bodies)])
+		lat = append(lat, time.Since(start))
+		if code != http.StatusOK || !bytes.Contains(body, []byte(`"JID"`)) {
+			b.Fatalf("status: %d %s", code, body)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(calls.Load()-before)/float64(len(lat)), "api-calls/op")
+	reportPercentiles(b, lat)
+}
+
+// BenchmarkCreate measures the create of a pod with 3 ConfigMaps and 2 Secrets: remote API round
+// trips per create and the median latency.
+func BenchmarkCreate(b *testing.B) {
+	c := testcluster.Get(b)
+	prefix := "bc" + newUID()[:6]
+	client, calls := countingClient(b, c.Config)
+	p, err := New(Config{Client: client, Offloading: Offloading{NamespacePrefix: prefix}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = c.Client.CoreV1().Namespaces().Delete(context.Background(), RemoteNamespace(prefix, nil, "bench"), metav1.DeleteOptions{})
+	})
+	// The first create also makes the namespace; leave it out of the figures.
+	if _, err := p.Create(b.Context(), ptrTo(podWithObjects(0))); err != nil {
+		b.Fatal(err)
+	}
+	before := calls.Load()
+	var lat []time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 1; b.Loop(); i++ {
+		req := podWithObjects(i)
+		start := time.Now()
+		if _, err := p.Create(b.Context(), &req); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(calls.Load()-before)/float64(len(lat)), "api-calls/op")
+	reportPercentiles(b, lat)
+}
+
+func podWithObjects(i int) RetrievedPodData {
+	req := runnable(fmt.Sprintf("pod-%d", i), "bench")
+	req.Pod.Spec.Volumes = nil
+	req.Pod.Spec.ServiceAccountName = ""
+	req.Pod.Spec.ImagePullSecrets = nil
+	req.Pod.Spec.InitContainers = nil
+	c := &req.Pod.Spec.Containers[0]
+	c.VolumeMounts = nil
+	entry := RetrievedContainer{Name: c.Name}
+	for j := range 3 {
+		name := fmt.Sprintf("cm-%d", j)
+		entry.ConfigMaps = append(entry.ConfigMaps, corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"k": "v"}})
+		req.Pod.Spec.Volumes = append(req.Pod.Spec.Volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: name}}}})
+	}
+	for j := range 2 {
+		name := fmt.Sprintf("secret-%d", j)
+		entry.Secrets = append(entry.Secrets, corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string][]byte{"k": []byte("v")}})
+		req.Pod.Spec.Volumes = append(req.Pod.Spec.Volumes, corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: name}}})
+	}
+	req.Containers = []RetrievedContainer{entry}
+	return req
+}
+
+// BenchmarkRSS1000 runs the real plugin binary against 1,000 offloaded pods and reports its
+// resident memory once its cache holds them all.
+func BenchmarkRSS1000(b *testing.B) {
+	c := testcluster.Get(b)
+	prefix := "br" + newUID()[:6]
+	seedPods(b, c, prefix, 1000)
+	bin := filepath.Join(b.TempDir(), "interlink-k8s-plugin")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/interlink-k8s-plugin").CombinedOutput(); err != nil {
+		b.Fatalf("build plugin: %v: %s", err, out)
+	}
+	sock := filepath.Join(b.TempDir(), "p.sock")
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "K8S_KUBECONFIG_PATH="+c.Kubeconfig, "APP_SOCKET_ADDRESS=unix://"+sock, "OFFLOADING_NAMESPACE_PREFIX="+prefix)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	srv := &server{http: unixClient(sock)}
+	// The cache holds every pod labelled as offloaded in the cluster: the 1,000 seeded and
+	// whatever earlier runs left terminating. Report how many it held.
+	pods := 0
+	for b.Loop() {
+		deadline := time.Now().Add(time.Minute)
+		for pods < 1000 {
+			if time.Now().After(deadline) {
+				b.Fatalf("plugin reported %d offloaded pods after a minute, want 1000 or more", pods)
+			}
+			time.Sleep(50 * time.Millisecond)
+			if code, body := srv.try("GET", "/metrics", nil); code == http.StatusOK {
+				pods = gaugeValue(body, "interlink_plugin_offloaded_pods")
+			}
+		}
+	}
+	b.ReportMetric(float64(rssKiB(b, cmd.Process.Pid))/1024, "rss-MiB")
+	b.ReportMetric(float64(pods), "pods")
+}
+
+// gaugeValue reads an unlabelled gauge from a Prometheus text exposition, or -1.
+func gaugeValue(exposition []byte, name string) int {
+	for line := range strings.SplitSeq(string(exposition), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var n int
+			if _, err := fmt.Sscan(v, &n); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+func rssKiB(b *testing.B, pid int) int {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			var kib int
+			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kib)
+			return kib
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	at := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(at(0.5), "p50-ms")
+	b.ReportMetric(at(0.99), "p99-ms")
+}
+
+// server is a plugin API reached over its unix socket.
+type server struct{ http *http.Client }
+
+func unixClient(sock string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+}
+
+func startServing(b *testing.B, p *Plugin) *server {
+	ctx, cancel := context.WithCancel(context.Background())
+	sock := filepath.Join(b.TempDir(), "p.sock")
+	done := make(chan struct{}, 2)
+	go func() { _ = p.Run(ctx); done <- struct{}{} }()
+	go func() { _ = Serve(ctx, "unix", sock, p.Handler()); done <- struct{}{} }()
+	b.Cleanup(func() { cancel(); <-done; <-done })
+	srv := &server{http: unixClient(sock)}
+	for i := 0; ; i++ {
+		if code, _ := srv.try("GET", "/healthz", nil); code == http.StatusOK {
+			return srv
+		}
+		if i > 200 {
+			b.Fatal("plugin never listened")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (s *server) try(method, path string, body []byte) (int, []byte) {
+	req, _ := http.NewRequest(method, "http://plugin"+path, bytes.NewReader(body))
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
+}
+
+func (s *server) do(b *testing.B, method, path string, body []byte) (int, []byte) {
+	code, out := s.try(method, path, body)
+	if code == 0 {
+		b.Fatalf("%s %s failed", method, path)
+	}
+	return code, out
+}

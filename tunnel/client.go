@@ -1,0 +1,284 @@
+package tunnel
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"net/url"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// Client defaults.
+const (
+	// DefaultMinBackoff is the first wait after a failed dial.
+	DefaultMinBackoff = 100 * time.Millisecond
+	// DefaultMaxBackoff caps the wait between dials.
+	DefaultMaxBackoff = 10 * time.Second
+	// DefaultDialTimeout bounds connect, TLS and upgrade of one dial.
+	DefaultDialTimeout = 10 * time.Second
+	// stableSession is how long a session must last for the next dial to
+	// start at once instead of backing off.
+	stableSession = time.Second
+)
+
+// ClientConfig configures a Client. The zero value of every optional field
+// selects the documented default.
+type ClientConfig struct {
+	// URL is the server, "ws://host[:port]" or "wss://host[:port]". Its
+	// path must be empty or "/": the request path is always
+	// "/<PathPrefix>/events", as wstunnel builds it. Required.
+	URL string
+	// PathPrefix is the secret path segment. Required; never logged.
+	PathPrefix string
+	// Destination is what the JWT asks the server to reach (claims r, rp).
+	// Default DefaultDestination.
+	Destination netip.AddrPort
+	// Host overrides the Host header (e.g. dialing an ingress by address).
+	Host string
+
+	// CAFile holds PEM roots to verify a wss:// server; empty uses the
+	// system roots.
+	CAFile string
+	// CertFile and KeyFile, both or neither, are a client certificate.
+	CertFile, KeyFile string
+	// ServerName overrides the name verified in the server certificate.
+	ServerName string
+
+	// Unmasked sends frames without a masking key, as wstunnel does
+	// without --websocket-mask-frame. A default-flag wstunnel server needs
+	// it (it does not unmask); RFC 6455 servers refuse it. Default false:
+	// masked, as RFC 6455 requires.
+	Unmasked bool
+
+	// MinBackoff and MaxBackoff bound the jittered exponential wait
+	// between failed dials. Defaults DefaultMinBackoff, DefaultMaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// DialTimeout bounds one dial. Default DefaultDialTimeout.
+	DialTimeout time.Duration
+
+	// MaxMessageSize, QueueLen, Backlog, PingInterval, PingMisses and
+	// WriteTimeout are as in ServerConfig, with the same defaults.
+	MaxMessageSize int
+	Backlog        int
+	QueueLen       int
+	PingInterval   time.Duration
+	PingMisses     int
+	WriteTimeout   time.Duration
+
+	// Logger receives session events; nil discards them.
+	Logger *slog.Logger
+}
+
+// Client keeps one WebSocket session to a wstunnel-compatible server up,
+// re-dialing with jittered exponential backoff. Reconnects are invisible
+// to the ClientBind reading from it: datagrams sent while no session is
+// up wait in a small backlog (a second at most) or are dropped, as UDP
+// would drop them.
+type Client struct {
+	cfg    ClientConfig
+	common common
+	url    string
+	dialer ws.Dialer
+	key    []byte // HS256 key, random per Client like wstunnel's per process
+	ep     *endpoint
+	queue  *queue
+	link   *link
+	bind   attachment
+	stats  counters
+
+	running atomic.Bool
+}
+
+// NewClient validates cfg and loads its TLS files.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("parse server url: %w", ErrConfig)
+	}
+	switch {
+	case u.Scheme != "ws" && u.Scheme != "wss", u.Host == "":
+		return nil, fmt.Errorf("server url needs ws:// or wss:// and a host: %w", ErrConfig)
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.User != nil:
+		return nil, fmt.Errorf("server url must not carry a path, query or user: %w", ErrConfig)
+	case cfg.PathPrefix == "":
+		return nil, fmt.Errorf("empty path prefix: %w", ErrConfig)
+	case (cfg.CertFile == "") != (cfg.KeyFile == ""):
+		return nil, fmt.Errorf("client certificate needs both cert and key file: %w", ErrConfig)
+	}
+	cfg.MinBackoff = orDefault(cfg.MinBackoff, DefaultMinBackoff)
+	cfg.MaxBackoff = orDefault(cfg.MaxBackoff, DefaultMaxBackoff)
+	cfg.DialTimeout = orDefault(cfg.DialTimeout, DefaultDialTimeout)
+	if cfg.MinBackoff < 0 || cfg.MaxBackoff < cfg.MinBackoff || cfg.DialTimeout < 0 {
+		return nil, fmt.Errorf("backoff or dial timeout: %w", ErrConfig)
+	}
+	cm, err := newCommon(cfg.Destination, cfg.PingInterval, cfg.PingMisses, cfg.MaxMessageSize, cfg.QueueLen, cfg.WriteTimeout, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		cfg:    cfg,
+		common: cm,
+		url:    u.Scheme + "://" + u.Host + "/" + url.PathEscape(cfg.PathPrefix) + "/events",
+		key:    make([]byte, 32),
+		ep:     newEndpoint(cm.destination),
+		queue:  newQueue(cm.queueLen),
+	}
+	c.link = newLink(&c.common, &c.stats, orDefault(cfg.Backlog, DefaultBacklog))
+	_, _ = crand.Read(c.key)
+	c.dialer = ws.Dialer{
+		ReadBufferSize:  bufSize,
+		WriteBufferSize: 4096,
+		Timeout:         cfg.DialTimeout,
+		Host:            cfg.Host,
+	}
+	if u.Scheme == "wss" {
+		if c.dialer.TLSConfig, err = clientTLS(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func clientTLS(cfg ClientConfig) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName, NextProtos: []string{"http/1.1"}}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read ca file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("read ca file %s: no PEM certificate: %w", cfg.CAFile, ErrConfig)
+		}
+	}
+	if cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// Run keeps a session up until ctx is done, then closes it and returns nil
+// once every goroutine it started has exited.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("run client: already running")
+	}
+	defer c.running.Store(false)
+	backoff := c.cfg.MinBackoff
+	for ctx.Err() == nil {
+		wc, err := c.dial(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			c.stats.refused.Add(1)
+			c.common.log.Warn("tunnel dial failed", "err", err, "retry_in", backoff)
+			if !sleep(ctx, jitter(backoff)) {
+				break
+			}
+			backoff = min(2*backoff, c.cfg.MaxBackoff)
+			continue
+		}
+		start := time.Now()
+		err = c.serve(ctx, wc)
+		lasted := time.Since(start)
+		c.common.log.Info("tunnel session down", "duration", lasted.Round(time.Millisecond), "reason", sessionEnd(err))
+		if lasted >= stableSession {
+			backoff = c.cfg.MinBackoff
+			continue // redial at once: the gap is what the reader sees
+		}
+		if !sleep(ctx, jitter(backoff)) {
+			break
+		}
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+	}
+	return nil
+}
+
+// serve runs one session until it ends or ctx is done.
+func (c *Client) serve(ctx context.Context, wc *wsConn) error {
+	c.stats.sessions.Add(1)
+	c.common.log.Info("tunnel session up", "server", c.dialerHost())
+	c.link.attach(wc)
+	stopped := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(stopped)
+		wc.shutdown(ws.StatusGoingAway)
+	})
+	err := wc.serve(c.common.pingInterval, c.common.pingMisses, func(p []byte) {
+		c.stats.rx.Add(1)
+		c.queue.push(p, c.ep)
+	})
+	if !stop() {
+		<-stopped
+	}
+	c.link.detach(wc)
+	return err
+}
+
+func (c *Client) dial(ctx context.Context) (*wsConn, error) {
+	tok, err := BuildToken(UDPClaims(c.common.destination), c.key)
+	if err != nil {
+		return nil, err
+	}
+	d := c.dialer
+	d.Protocols = BuildProtocols(tok)
+	conn, br, _, err := d.Dial(ctx, c.url)
+	if err != nil {
+		// The URL carries the secret prefix: name only the host.
+		return nil, fmt.Errorf("dial tunnel server %s: %w", c.dialerHost(), err)
+	}
+	var r *bufio.Reader
+	if br != nil {
+		early, _ := br.Peek(br.Buffered())
+		r = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), bufSize)
+		ws.PutReader(br)
+	}
+	return newWSConn(conn, r, !c.cfg.Unmasked, c.common.maxMessageSize, c.common.writeTimeout), nil
+}
+
+func (c *Client) dialerHost() string {
+	u, _ := url.Parse(c.cfg.URL)
+	return u.Host
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	return c.stats.snapshot(c.queue, c.link.active())
+}
+
+// jitter returns a wait in [d/2, d]: spread enough that many clients cut
+// by the same ingress reload do not redial in lockstep.
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,116 @@
+package tunnel
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// backlogAge is how old a datagram held while no session was up may be
+// and still be sent when one comes up. Older ones would only be noise:
+// WireGuard has retransmitted by then.
+const backlogAge = time.Second
+
+// link is the sending half shared by Client and Server: the live
+// connection, if any, and a small backlog for the datagrams sent while
+// there is none. The backlog hides short reconnects: without it the
+// handshake initiation a device sends at start, or right after a
+// reconnect, is lost and WireGuard waits 5 s (REKEY_TIMEOUT) to retry.
+type link struct {
+	common *common
+	stats  *counters
+	cur    atomic.Pointer[wsConn]
+
+	mu      sync.Mutex // guards the backlog
+	held    [][]byte
+	heldAt  []time.Time
+	heldCap int
+}
+
+func newLink(cm *common, st *counters, backlog int) *link {
+	return &link{common: cm, stats: st, heldCap: backlog}
+}
+
+// send writes bufs to the live connection, or holds them for the next.
+// It returns once the bytes are written, held, or dropped.
+func (l *link) send(bufs [][]byte) {
+	bufs = l.common.dropOversize(bufs, l.stats)
+	c := l.cur.Load()
+	if c == nil {
+		l.hold(bufs)
+		// A connection may have come up between Load and hold; its flush
+		// could have missed what we just held.
+		if c = l.cur.Load(); c != nil {
+			l.flush(c)
+		}
+		return
+	}
+	if err := c.writeBatch(bufs); err != nil {
+		l.stats.txDropped.Add(uint64(len(bufs)))
+		l.common.log.Debug("tunnel write failed", "err", err)
+		c.close() // the session loop notices; the owner replaces it
+		return
+	}
+	l.stats.tx.Add(uint64(len(bufs)))
+}
+
+// hold copies bufs into the backlog, dropping the oldest when full.
+func (l *link) hold(bufs [][]byte) {
+	if l.heldCap <= 0 {
+		l.stats.txDropped.Add(uint64(len(bufs)))
+		return
+	}
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, b := range bufs {
+		if len(l.held) == l.heldCap {
+			l.held, l.heldAt = l.held[1:], l.heldAt[1:]
+			l.stats.txDropped.Add(1)
+		}
+		l.held = append(l.held, append([]byte(nil), b...))
+		l.heldAt = append(l.heldAt, now)
+	}
+}
+
+// attach makes c the live connection and sends it the fresh backlog.
+func (l *link) attach(c *wsConn) {
+	l.cur.Store(c)
+	l.flush(c)
+}
+
+// detach forgets c if it is still the live connection.
+func (l *link) detach(c *wsConn) {
+	l.cur.CompareAndSwap(c, nil)
+}
+
+// active reports whether a connection is live.
+func (l *link) active() bool { return l.cur.Load() != nil }
+
+func (l *link) flush(c *wsConn) {
+	l.mu.Lock()
+	held, at := l.held, l.heldAt
+	l.held, l.heldAt = nil, nil
+	l.mu.Unlock()
+	if len(held) == 0 {
+		return
+	}
+	cutoff := time.Now().Add(-backlogAge)
+	fresh := held[:0]
+	for i, b := range held {
+		if at[i].After(cutoff) {
+			fresh = append(fresh, b)
+		}
+	}
+	l.stats.txDropped.Add(uint64(len(held) - len(fresh)))
+	for len(fresh) > 0 {
+		n := min(len(fresh), 128)
+		if err := c.writeBatch(fresh[:n]); err != nil {
+			l.stats.txDropped.Add(uint64(len(fresh)))
+			c.close()
+			return
+		}
+		l.stats.tx.Add(uint64(n))
+		fresh = fresh[n:]
+	}
+}

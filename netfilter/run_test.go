@@ -1,0 +1,139 @@
+package netfilter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// syncBuffer is a log sink the test reads while Run writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor polls cond every 5 ms for at most 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRunRepairsAndCleansUp(t *testing.T) {
+	f := newFakeIPTables()
+	addForeign(t, f)
+	before := f.dump()
+	s := fakeShadow(t, f, "0")
+	s.interval = 10 * time.Millisecond
+	var logs syncBuffer
+	s.log = slog.New(slog.NewTextHandler(&logs, nil))
+	applied := wantApplied(t, s)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	waitFor(t, "rules applied", func() bool { return f.dump() == applied })
+	c := s.Rules()[1]
+	if err := f.Delete(c.Table, c.From, c.Jump...); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "jump repaired", func() bool { return f.dump() == applied })
+	waitFor(t, "repair logged", func() bool {
+		return strings.Contains(logs.String(), "repaired netfilter rules") &&
+			strings.Contains(logs.String(), "inserted jump nat/POSTROUTING -> IKM-SHADOW-POSTROUTING")
+	})
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if diff := cmp.Diff(before, f.dump()); diff != "" {
+		t.Errorf("after Run (-want +got):\n%s", diff)
+	}
+	if got := readForward(t, s); got != "0" {
+		t.Errorf("ip_forward = %s after Run, want 0", got)
+	}
+	if !strings.Contains(logs.String(), "netfilter rules removed") {
+		t.Errorf("removal not logged:\n%s", logs.String())
+	}
+}
+
+func TestRunFirstApplyFails(t *testing.T) {
+	f := newFakeIPTables()
+	before := f.dump()
+	s := fakeShadow(t, f, "0")
+	errInjected := errors.New("injected")
+	f.setFail(func(op, table, chain string) error {
+		if op == "Insert" && chain == "PREROUTING" {
+			return errInjected
+		}
+		return nil
+	})
+	err := s.Run(t.Context())
+	if !errors.Is(err, errInjected) {
+		t.Fatalf("Run = %v, want the injected error", err)
+	}
+	if diff := cmp.Diff(before, f.dump()); diff != "" {
+		t.Errorf("after failed Run (-want +got):\n%s", diff)
+	}
+}
+
+func TestRunKeepsGoingAfterFailedReassert(t *testing.T) {
+	f := newFakeIPTables()
+	s := fakeShadow(t, f, "0")
+	s.interval = 10 * time.Millisecond
+	var logs syncBuffer
+	s.log = slog.New(slog.NewTextHandler(&logs, nil))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	waitFor(t, "rules applied", func() bool { return strings.Contains(logs.String(), "netfilter rules applied") })
+	f.setFail(func(op, table, chain string) error {
+		if op == "List" {
+			return errors.New("injected list failure")
+		}
+		return nil
+	})
+	waitFor(t, "failure logged", func() bool { return strings.Contains(logs.String(), "injected list failure") })
+	f.setFail(nil)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	if ok, _ := f.ChainExists("nat", ChainPrerouting); ok {
+		t.Error("chain left after Run")
+	}
+}

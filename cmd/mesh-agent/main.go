@@ -12,6 +12,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshagent"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -20,26 +23,43 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil && !errors.Is(err, flag.ErrHelp) {
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "mesh-agent: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(_ context.Context, args []string, _ func(string) string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("mesh-agent", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: mesh-agent [flags]\n\nJoins an offloaded pod to its shadow pod's WireGuard mesh over a WebSocket tunnel.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, getenv, stdout)
+	if err != nil {
 		return err
 	}
-	if *showVersion {
+	if o.version {
 		fmt.Fprintf(stdout, "mesh-agent %s\n", version)
 		return nil
 	}
-	return errors.New("the mesh data path is not built yet: only --help and --version work in this release")
+	log, err := newLogger(o.logLevel, o.logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(o.config)
+	if err != nil {
+		return fmt.Errorf("read mesh spec: %w", err)
+	}
+	spec, err := meshspec.Parse(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", o.config, err)
+	}
+	agent, err := meshagent.New(meshagent.Config{
+		Spec:       spec,
+		ListenAddr: o.listen,
+		ReadyFile:  o.readyFile,
+		UAPIDir:    o.uapiDir,
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "version", version, "config", o.config, "spec", spec)
+	return agent.Run(ctx)
 }

@@ -1,0 +1,206 @@
+package meshagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+)
+
+// handshakePoll is how often the agent asks the device for its first handshake; it stops asking
+// once there was one.
+const handshakePoll = 100 * time.Millisecond
+
+// shutdownTimeout bounds the HTTP server's graceful stop.
+const shutdownTimeout = 5 * time.Second
+
+// Agent runs the mesh sidecar of one offloaded pod: an embedded WireGuard device whose datagrams
+// travel over the WebSocket tunnel to the pod's shadow, plus its routes, UAPI socket and HTTP
+// probes. Build it with New and start it with Run.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	spec    meshspec.Spec // with defaults, valid
+	plan    linkPlan
+	sock    string // UAPI socket path
+	client  *tunnel.Client
+	reg     *prometheus.Registry
+	handler http.Handler
+
+	started atomic.Bool
+	// dev and kern are set while the device is up, for the probes and the metrics.
+	dev   atomic.Pointer[device.Device]
+	kern  atomic.Pointer[kernel]
+	ready atomic.Bool // a handshake completed
+}
+
+// Run brings the mesh up and keeps it up until ctx is done, then removes the routes and the
+// address it added, closes the device, the UAPI socket and the HTTP server, deletes the socket
+// and ready files, and returns once every goroutine it started has exited. It returns nil after
+// a clean stop, or the first error (setup, or a server that failed). Run may be called once.
+//
+// The TUN device, the netlink socket and the HTTP listener are created on the calling goroutine's
+// thread, so they live in that thread's network namespace; the tunnel's TCP connection is dialed
+// from other goroutines, in the process's namespace. In a pod both are the pod's.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.started.CompareAndSwap(false, true) {
+		return errors.New("run agent: already started")
+	}
+	start := time.Now()
+	if err := removeFile(a.cfg.ReadyFile); err != nil { // a stale one would pass the probe early
+		return err
+	}
+	ln, err := net.Listen("tcp", a.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen for health and metrics: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 10 * time.Second}
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return a.client.Run(gctx) })
+
+	var undo []func() // teardown steps, run last first
+	setupErr := a.up(gctx, g, &undo, start)
+	if setupErr == nil {
+		a.log.Info("mesh up", "interface", a.spec.Interface, "address", a.spec.Address, "peer", a.spec.PeerAddress,
+			"routes", len(a.spec.Routes), "mtu", a.spec.MTU, "listen", ln.Addr().String(), "uapi", a.sock,
+			"setup", time.Since(start).Round(time.Microsecond))
+		<-gctx.Done()
+		a.log.Info("mesh stopping")
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	scancel()
+	for i := len(undo) - 1; i >= 0; i-- {
+		undo[i]()
+	}
+	if err := removeFile(a.cfg.ReadyFile); err != nil {
+		a.log.Warn("remove ready file", "err", err)
+	}
+	err = g.Wait()
+	if setupErr != nil {
+		return setupErr
+	}
+	return err
+}
+
+// up creates and configures the device, then starts the goroutines that serve it. Each step
+// pushes its undo before it can fail half-way.
+func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func(), start time.Time) error {
+	k, err := openKernel()
+	if err != nil {
+		return err
+	}
+	*undo = append(*undo, k.close)
+	tdev, err := tun.CreateTUN(a.spec.Interface, a.spec.MTU)
+	if err != nil {
+		return fmt.Errorf("create tun device %s: %w", a.spec.Interface, err)
+	}
+	dev := device.NewDevice(tdev, tunnel.NewClientBind(a.client), deviceLogger(a.log))
+	*undo = append(*undo, dev.Close) // also closes the TUN, which deletes the link
+	if err := dev.IpcSet(uapiConfig(a.spec)); err != nil {
+		return fmt.Errorf("configure wireguard device: %w", err)
+	}
+	*undo = append(*undo, func() {
+		if err := k.remove(); err != nil {
+			a.log.Warn("remove routes and address", "err", err)
+		}
+	})
+	if err := k.apply(a.plan); err != nil {
+		return err
+	}
+	if err := dev.Up(); err != nil {
+		return fmt.Errorf("bring wireguard device up: %w", err)
+	}
+	a.dev.Store(dev)
+	a.kern.Store(k)
+	*undo = append(*undo, func() { a.dev.Store(nil); a.kern.Store(nil) })
+	us, err := listenUAPI(a.sock)
+	if err != nil {
+		return err
+	}
+	*undo = append(*undo, us.close)
+	g.Go(func() error { return us.serve(dev) })
+	g.Go(func() error { return a.awaitHandshake(ctx, dev, start) })
+	return nil
+}
+
+// awaitHandshake polls the device until its peer completed a handshake, then marks the agent
+// ready and writes the ready file.
+func (a *Agent) awaitHandshake(ctx context.Context, dev *device.Device, start time.Time) error {
+	t := time.NewTicker(handshakePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		p, err := readPeer(dev)
+		if err != nil {
+			a.log.Warn("read device state", "err", err)
+			continue
+		}
+		if p.LastHandshake.IsZero() {
+			continue
+		}
+		a.ready.Store(true)
+		a.log.Info("first handshake", "after", time.Since(start).Round(time.Millisecond))
+		if a.cfg.ReadyFile != "" {
+			if err := writeReadyFile(a.cfg.ReadyFile, p.LastHandshake); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// readPeer returns the state of the device's one peer.
+func readPeer(dev *device.Device) (peerStatus, error) {
+	text, err := dev.IpcGet()
+	if err != nil {
+		return peerStatus{}, fmt.Errorf("get device state: %w", err)
+	}
+	peers, err := parsePeers(text)
+	if err != nil {
+		return peerStatus{}, err
+	}
+	if len(peers) != 1 {
+		return peerStatus{}, fmt.Errorf("device has %d peers, want 1", len(peers))
+	}
+	return peers[0], nil
+}
+
+func removeFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return nil
+}

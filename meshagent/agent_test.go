@@ -1,0 +1,163 @@
+package meshagent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNew(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  func() Config
+		err  string
+	}{
+		{"defaults", func() Config { return Config{Spec: testSpec()} }, ""},
+		{"invalid spec", func() Config {
+			s := testSpec()
+			s.MTU = 10
+			return Config{Spec: s}
+		}, "mtu"},
+		{"missing ca file", func() Config {
+			s := testSpec()
+			s.Tunnel.URL, s.Tunnel.CAFile = "wss://example.org", "/nonexistent/ca.crt"
+			return Config{Spec: s}
+		}, "read ca file"},
+		{"socket path too long", func() Config { return Config{Spec: testSpec(), UAPIDir: "/" + strings.Repeat("d", 120)} }, "longer than"},
+		{"ready file is a directory", func() Config { return Config{Spec: testSpec(), ReadyFile: "/tmp/"} }, "not a directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := New(tc.cfg())
+			if tc.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if a.cfg.ListenAddr != DefaultListenAddr || a.sock != "/var/run/wireguard/wg0.sock" {
+					t.Errorf("defaults: listen %q, socket %q", a.cfg.ListenAddr, a.sock)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("New = %v, want an error containing %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	b, _ := io.ReadAll(rec.Body)
+	return rec.Code, string(b)
+}
+
+// TestProbesBeforeRun checks the HTTP API of an agent whose device is not up: not healthy, not
+// ready, and metrics limited to the tunnel counters.
+func TestProbesBeforeRun(t *testing.T) {
+	a, err := New(Config{Spec: testSpec()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, a.handler, "/healthz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz = %d, want 503", code)
+	}
+	if code, body := get(t, a.handler, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "handshake") {
+		t.Errorf("/readyz = %d %q, want 503 waiting for handshake", code, body)
+	}
+	code, body := get(t, a.handler, "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics = %d", code)
+	}
+	for _, want := range []string{"mesh_agent_ready 0", "mesh_agent_tunnel_sessions_total 0", `mesh_agent_tunnel_datagrams_total{direction="tx"} 0`,
+		"mesh_agent_tunnel_session_active 0", "go_goroutines"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "mesh_agent_peer_bytes_total") {
+		t.Error("/metrics has peer metrics without a device")
+	}
+	a.ready.Store(true)
+	if code, _ := get(t, a.handler, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz after handshake = %d, want 200", code)
+	}
+	if code, _ := get(t, a.handler, "/metrics"); code != http.StatusOK {
+		t.Errorf("/metrics = %d", code)
+	}
+}
+
+// TestRunFailsCleanly starts an agent that cannot listen: Run returns the error at once, and
+// refuses a second call.
+func TestRunFailsCleanly(t *testing.T) {
+	a, err := New(Config{Spec: testSpec(), ListenAddr: "256.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := a.Run(ctx); err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("Run = %v, want a listen error", err)
+	}
+	if err := a.Run(ctx); err == nil || !strings.Contains(err.Error(), "already started") {
+		t.Fatalf("second Run = %v", err)
+	}
+}
+
+func TestReadyFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ready")
+	at := time.Date(2026, 11, 24, 10, 0, 0, 5, time.UTC)
+	if err := writeReadyFile(path, at); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || string(b) != "handshake 2026-11-24T10:00:00.000000005Z\n" {
+		t.Errorf("ready file = %q, %v", b, err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("temporary files left: %v", ents)
+	}
+	if err := writeReadyFile(filepath.Join(dir, "missing", "ready"), at); err == nil {
+		t.Error("writing into a missing directory succeeded")
+	}
+	if err := removeFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := removeFile(path); err != nil {
+		t.Errorf("removing a missing file: %v", err)
+	}
+}
+
+func TestDeviceLogger(t *testing.T) {
+	lb, log := newLogBuffer(t)
+	l := deviceLogger(log)
+	l.Verbosef("peer(%s) - handshake", "AbCd…WxYz")
+	l.Errorf("failed: %v", errors.New("boom"))
+	out := lb.String()
+	if !strings.Contains(out, "level=DEBUG msg=\"peer(AbCd…WxYz) - handshake\" component=wireguard") ||
+		!strings.Contains(out, "level=ERROR msg=\"failed: boom\" component=wireguard") {
+		t.Errorf("bridged log:\n%s", out)
+	}
+	var info strings.Builder
+	deviceLogger(slog.New(slog.NewTextHandler(&info, nil))).Verbosef("hidden")
+	if info.Len() != 0 {
+		t.Errorf("verbose line logged at info level: %s", info.String())
+	}
+}
+
+func TestHostname(t *testing.T) {
+	for in, want := range map[string]string{"": "", "mesh.example.org": "mesh.example.org", "mesh.example.org:443": "mesh.example.org", "[fd00::1]:443": "fd00::1"} {
+		if got := hostname(in); got != want {
+			t.Errorf("hostname(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

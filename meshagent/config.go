@@ -1,0 +1,109 @@
+package meshagent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+)
+
+// Defaults of Config.
+const (
+	// DefaultListenAddr serves /healthz, /readyz and /metrics on every address of the pod. 9101
+	// sits next to node_exporter's 9100 and clear of the shadow side's 28080 and 51820.
+	DefaultListenAddr = ":9101"
+	// DefaultUAPIDir is where wg(8) and wgctrl look for userspace WireGuard sockets.
+	DefaultUAPIDir = "/var/run/wireguard"
+)
+
+// maxSocketPath is the longest unix socket path Linux accepts (sun_path minus the NUL).
+const maxSocketPath = 107
+
+// Config configures an Agent. The zero value of every optional field selects its default.
+type Config struct {
+	// Spec is the mesh to join, usually from meshspec.Parse. New applies its defaults and
+	// validates it. Required.
+	Spec meshspec.Spec
+	// ListenAddr is the TCP address of the HTTP server for /healthz, /readyz and /metrics.
+	// Default DefaultListenAddr.
+	ListenAddr string
+	// ReadyFile, when set, is written (atomically, with the handshake time) after the first
+	// WireGuard handshake, for an exec startup probe, and removed at start and on shutdown. Its
+	// directory must exist; failing to write it ends Run with an error.
+	ReadyFile string
+	// UAPIDir holds the UAPI socket <UAPIDir>/<interface>.sock, through which wg(8) and wgctrl
+	// inspect the embedded device. Default DefaultUAPIDir.
+	UAPIDir string
+	// Logger receives the agent's, the tunnel's and wireguard-go's logs (the latter at debug
+	// level, its errors at error level); nil discards them. Keys and the path prefix are never
+	// logged.
+	Logger *slog.Logger
+}
+
+// New validates cfg and prepares an Agent; it touches neither the network nor the kernel. It
+// reads Spec.Tunnel.CAFile, if any.
+func New(cfg Config) (*Agent, error) {
+	if cfg.ListenAddr == "" {
+		cfg.ListenAddr = DefaultListenAddr
+	}
+	if cfg.UAPIDir == "" {
+		cfg.UAPIDir = DefaultUAPIDir
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	spec := cfg.Spec.WithDefaults()
+	if err := spec.Validate(); err != nil {
+		return nil, fmt.Errorf("validate mesh spec: %w", err)
+	}
+	sock := filepath.Join(cfg.UAPIDir, spec.Interface+".sock")
+	if len(sock) > maxSocketPath {
+		return nil, fmt.Errorf("uapi socket path %s is longer than %d bytes", sock, maxSocketPath)
+	}
+	if strings.HasSuffix(cfg.ReadyFile, "/") {
+		return nil, errors.New("ready file must name a file, not a directory")
+	}
+	client, err := tunnel.NewClient(tunnel.ClientConfig{
+		URL:         spec.Tunnel.URL,
+		PathPrefix:  string(spec.Tunnel.PathPrefix),
+		Destination: spec.Tunnel.Destination,
+		Host:        spec.Tunnel.Host,
+		ServerName:  hostname(spec.Tunnel.Host), // an ingress dialed by address serves the host's certificate
+		CAFile:      spec.Tunnel.CAFile,
+		Unmasked:    spec.Tunnel.Unmasked,
+		Logger:      cfg.Logger.With("component", "tunnel"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create tunnel client: %w", err)
+	}
+	a := &Agent{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		spec:   spec,
+		plan:   planLink(spec),
+		sock:   sock,
+		client: client,
+		reg:    prometheus.NewRegistry(),
+	}
+	a.reg.MustRegister(collector{a}, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.handler = a.routes()
+	return a, nil
+}
+
+// hostname strips the port from a host[:port].
+func hostname(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}

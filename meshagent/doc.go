@@ -1,0 +1,23 @@
+// Package meshagent is the runtime of the mesh-agent sidecar that joins an offloaded pod to the
+// WireGuard mesh of its shadow pod in the local cluster.
+//
+// Data flow: New validates a meshspec.Spec and prepares a tunnel.Client. Run then
+//
+//  1. listens for HTTP (/healthz, /readyz, /metrics) and starts the tunnel client, which keeps a
+//     WebSocket session to the shadow's tunnel server up and re-dials when it breaks;
+//  2. makes sure /dev/net/tun exists (mknod, CAP_MKNOD), creates the TUN device and an embedded
+//     wireguard-go device whose conn.Bind is the tunnel (tunnel.ClientBind), and configures it
+//     with UAPI text computed from the spec (uapiConfig, a pure function);
+//  3. with netlink, sets the MTU and the address, brings the link up and routes the peer's
+//     address and the spec's routes to it (planLink computes, kernel.apply applies);
+//  4. serves the UAPI socket <UAPIDir>/<interface>.sock for wg(8) and wgctrl;
+//  5. polls the device until the first handshake, then answers /readyz with 200 and writes the
+//     ready file.
+//
+// On cancel it undoes all of it in reverse order and returns once its goroutines are gone.
+//
+// Caveats: it needs CAP_NET_ADMIN (TUN, netlink) and CAP_MKNOD only when /dev/net/tun is missing;
+// no sysctl is written. The TUN device belongs to the process: if the process dies, the kernel
+// deletes the link with its address and routes, so a restart starts clean. The kernel side is
+// Linux-only (kernel_linux.go); elsewhere Run fails with errors.ErrUnsupported.
+package meshagent

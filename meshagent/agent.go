@@ -204,3 +204,21 @@ func removeFile(path string) error {
 	}
 	return nil
 }
+
+// rehandshake renews the WireGuard keys when a new tunnel session comes up after the first
+// handshake: the shadow-agent behind it may have restarted, or answered another client with the
+// same key meanwhile, and would drop our data until WireGuard's own timers renew the keys (15 s
+// or more). The current keys stay valid for receiving until the new ones arrive. Before the
+// first handshake there is nothing to renew: the device's initial handshake is under way.
+func (a *Agent) rehandshake() {
+	dev := a.dev.Load()
+	if dev == nil || !a.ready.Load() {
+		return
+	}
+	if peer := dev.LookupPeer(device.NoisePublicKey(a.spec.PeerPublicKey)); peer != nil {
+		peer.ExpireCurrentKeypairs()
+		if err := peer.SendHandshakeInitiation(false); err != nil {
+			a.log.Debug("handshake after reconnect", "err", err)
+		}
+	}
+}

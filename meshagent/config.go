@@ -72,6 +72,14 @@ func New(cfg Config) (*Agent, error) {
 	if strings.HasSuffix(cfg.ReadyFile, "/") {
 		return nil, errors.New("ready file must name a file, not a directory")
 	}
+	a := &Agent{
+		cfg:  cfg,
+		log:  cfg.Logger,
+		spec: spec,
+		plan: planLink(spec),
+		sock: sock,
+		reg:  prometheus.NewRegistry(),
+	}
 	client, err := tunnel.NewClient(tunnel.ClientConfig{
 		URL:         spec.Tunnel.URL,
 		PathPrefix:  string(spec.Tunnel.PathPrefix),
@@ -80,20 +88,13 @@ func New(cfg Config) (*Agent, error) {
 		ServerName:  hostname(spec.Tunnel.Host), // an ingress dialed by address serves the host's certificate
 		CAFile:      spec.Tunnel.CAFile,
 		Unmasked:    spec.Tunnel.Unmasked,
+		OnSession:   a.rehandshake,
 		Logger:      cfg.Logger.With("component", "tunnel"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create tunnel client: %w", err)
 	}
-	a := &Agent{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		spec:   spec,
-		plan:   planLink(spec),
-		sock:   sock,
-		client: client,
-		reg:    prometheus.NewRegistry(),
-	}
+	a.client = client
 	a.reg.MustRegister(collector{a}, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.handler = a.routes()

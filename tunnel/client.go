@@ -77,6 +77,12 @@ type ClientConfig struct {
 	PingMisses     int
 	WriteTimeout   time.Duration
 
+	// OnSession, if set, is called after each session comes up, before any datagram of it is
+	// read. A WireGuard device uses it to start a fresh handshake, since the server behind a new
+	// session may have lost its keys (restarted, or served another client meanwhile). It runs on
+	// the client's goroutine: it may send through the Bind but must not block for long.
+	OnSession func()
+
 	// Logger receives session events; nil discards them.
 	Logger *slog.Logger
 }
@@ -216,6 +222,9 @@ func (c *Client) serve(ctx context.Context, wc *wsConn) error {
 	c.stats.sessions.Add(1)
 	c.common.log.Info("tunnel session up", "server", c.dialerHost())
 	c.link.attach(wc)
+	if c.cfg.OnSession != nil {
+		c.cfg.OnSession()
+	}
 	stopped := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(stopped)

@@ -1,0 +1,275 @@
+package shadowagent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netfilter"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+)
+
+// shutdownTimeout bounds the health server's graceful stop.
+const shutdownTimeout = 5 * time.Second
+
+// Agent runs the shadow pod's end of one offloaded pod's mesh: the tunnel's WebSocket server,
+// an embedded WireGuard device behind it, the iptables rules that forward the shadow pod's
+// traffic to the offloaded pod, the UAPI socket and the HTTP probes. Build it with New and
+// start it with Run.
+type Agent struct {
+	cfg     Config // with defaults, valid
+	log     *slog.Logger
+	tls     *tls.Config // nil: plain ws://
+	srv     *tunnel.Server
+	reg     *prometheus.Registry
+	handler http.Handler
+
+	started atomic.Bool
+	// Readiness, and the device and kernel while they are up, for the probes and the metrics.
+	listening    atomic.Bool
+	rulesApplied atomic.Bool
+	stopping     atomic.Bool
+	dev          atomic.Pointer[device.Device]
+	kern         atomic.Pointer[kernel]
+	malformed    atomic.Uint64 // tunnel connections without a valid request
+}
+
+// New validates cfg and prepares an Agent. It reads the TLS key pair, if any, and touches
+// neither the network nor the kernel. Configuration errors are *ConfigError values, joined with
+// errors.Join when there are several.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	tlsConf, err := cfg.loadTLS()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := tunnel.NewServer(tunnel.ServerConfig{
+		PathPrefix:  string(cfg.PathPrefix),
+		Destination: cfg.Destination,
+		Logger:      cfg.Logger.With("component", "tunnel"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create tunnel server: %w", err)
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger, tls: tlsConf, srv: srv, reg: prometheus.NewRegistry()}
+	a.reg.MustRegister(collector{a}, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.handler = a.routes()
+	return a, nil
+}
+
+// Run brings the shadow's end of the mesh up and keeps it up until ctx is done. Then it removes
+// the iptables rules, the route and the address it added, closes the device, the UAPI socket
+// (deleting its file) and both HTTP servers, and returns once every goroutine it started has
+// exited: nil after a clean stop, else the first error (setup, or a server that failed). Run may
+// be called once.
+//
+// Run must be called on a goroutine whose thread is in the shadow pod's network namespace (in a
+// pod, any goroutine): the listeners, the TUN device and the netlink socket are created on it,
+// and the iptables rules are applied and re-asserted from it for the whole run. A caller that
+// switched the thread's namespace must hold runtime.LockOSThread until Run returns.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.started.CompareAndSwap(false, true) {
+		return errors.New("run shadow agent: already started")
+	}
+	start := time.Now()
+	hln, err := net.Listen("tcp", a.cfg.HealthAddr)
+	if err != nil {
+		return fmt.Errorf("listen for health and metrics: %w", err)
+	}
+	tln, err := net.Listen("tcp", a.cfg.ListenAddr)
+	if err != nil {
+		hln.Close()
+		return fmt.Errorf("listen for the tunnel: %w", err)
+	}
+	if a.tls != nil {
+		tln = tls.NewListener(tln, a.tls)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	health := &http.Server{Handler: a.handler, ReadHeaderTimeout: 10 * time.Second}
+	tunnelLog := a.log.With("component", "tunnel")
+	tsrv := newTunnelHTTP(a.srv, tunnelLog, &a.malformed)
+	g.Go(func() error { return serveHTTP(health, hln, "health") })
+	g.Go(func() error { return a.srv.Run(gctx) }) // sessions; upgrades come through tsrv
+	g.Go(func() error { return serveHTTP(tsrv, tln, "tunnel") })
+	g.Go(func() error {
+		// At once on cancel: unready, and no new upgrade while the rest is torn down.
+		<-gctx.Done()
+		a.stopping.Store(true)
+		a.log.Info("shadow stopping")
+		tsrv.Close() // upgraded sessions are the tunnel server's, closed by its Run
+		return nil
+	})
+	a.listening.Store(true)
+	tunnelLog.Info("tunnel server listening", "addr", tln.Addr().String(), "tls", a.tls != nil)
+
+	var undo []func() // teardown steps, run last first
+	nf, mainIface, err := a.up(gctx, g, &undo)
+	if err == nil {
+		a.log.Info("shadow up", "interface", a.cfg.Interface, "address", a.cfg.Address, "peer", a.cfg.PeerAddress,
+			"main_interface", mainIface, "pod_ip", orEmpty(a.cfg.PodIP), "mtu", a.cfg.MTU,
+			"tunnel", tln.Addr().String(), "health", hln.Addr().String(), "uapi", a.cfg.socketPath(),
+			"setup", time.Since(start).Round(time.Microsecond))
+		// On this goroutine, the namespace's: re-asserts until gctx is done, then removes.
+		err = nf.Run(gctx)
+	}
+	if err != nil && gctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// Cancelled while applying the rules: a stop, not a failure (g.Wait says why). Both
+		// netfilter paths removed the rules; this one says nothing of it.
+		a.log.Info("netfilter rules removed", "component", "netfilter", "after", "cancelled apply")
+		err = nil
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	if serr := health.Shutdown(sctx); serr != nil {
+		health.Close()
+	}
+	scancel()
+	for _, u := range slices.Backward(undo) {
+		u()
+	}
+	a.listening.Store(false)
+	if gerr := g.Wait(); err == nil {
+		err = gerr
+	}
+	a.log.Info("shadow stopped", "err", err)
+	return err
+}
+
+// serveHTTP serves until the server is closed, which is a clean stop.
+func serveHTTP(s *http.Server, ln net.Listener, what string) error {
+	if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", what, err)
+	}
+	return nil
+}
+
+// up creates and configures the device, starts the UAPI socket and applies the iptables rules
+// once, returning the Shadow that keeps them and the main interface. Each step pushes its undo
+// before it can fail half-way.
+func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func()) (*netfilter.Shadow, string, error) {
+	k, err := openKernel()
+	if err != nil {
+		return nil, "", err
+	}
+	*undo = append(*undo, k.close)
+	mainIface, err := a.mainInterface(k)
+	if err != nil {
+		return nil, "", err
+	}
+
+	tdev, err := tun.CreateTUN(a.cfg.Interface, a.cfg.MTU)
+	if err != nil {
+		return nil, "", fmt.Errorf("create tun device %s: %w", a.cfg.Interface, err)
+	}
+	dev := device.NewDevice(tdev, freshInitiations{tunnel.NewServerBind(a.srv), a.srv}, deviceLogger(a.log))
+	*undo = append(*undo, dev.Close) // also closes the TUN, which deletes the link
+	if err := dev.IpcSet(uapiConfig(a.cfg)); err != nil {
+		return nil, "", fmt.Errorf("configure wireguard device: %w", err)
+	}
+	*undo = append(*undo, func() {
+		if err := k.remove(); err != nil {
+			a.log.Warn("remove route and address", "err", err)
+		}
+	})
+	if err := k.apply(planLink(a.cfg)); err != nil {
+		return nil, "", err
+	}
+	if err := dev.Up(); err != nil {
+		return nil, "", fmt.Errorf("bring wireguard device up: %w", err)
+	}
+	a.kern.Store(k)
+	a.dev.Store(dev)
+	*undo = append(*undo, func() { a.dev.Store(nil); a.kern.Store(nil) })
+
+	us, err := listenUAPI(a.cfg.socketPath())
+	if err != nil {
+		return nil, "", err
+	}
+	*undo = append(*undo, us.close)
+	g.Go(func() error { return us.serve(dev) })
+
+	nf, err := netfilter.New(netfilter.Config{
+		MainInterface:      mainIface,
+		WireGuardInterface: a.cfg.Interface,
+		PodIP:              a.cfg.PodIP,
+		Peer:               a.cfg.PeerAddress,
+		ExcludeTCP:         a.cfg.excludedTCP(),
+		ExcludeUDP:         a.cfg.ExcludeUDP,
+		Interval:           a.cfg.ReassertInterval,
+		Logger:             a.log.With("component", "netfilter"),
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("prepare netfilter: %w", err)
+	}
+	// Applied here once, so that readiness can wait for it; nf.Run then finds it all in place.
+	if _, err := nf.Ensure(ctx); err != nil {
+		if rerr := nf.Remove(); rerr != nil {
+			a.log.Error("remove netfilter rules after failed apply", "err", rerr)
+		}
+		return nil, "", fmt.Errorf("apply netfilter rules: %w", err)
+	}
+	a.rulesApplied.Store(true)
+	*undo = append(*undo, func() { a.rulesApplied.Store(false) })
+	return nf, mainIface, nil
+}
+
+// mainInterface returns the configured main interface, or the default route's, and checks
+// that it exists and, when PodIP is set, warns unless it holds PodIP.
+func (a *Agent) mainInterface(k *kernel) (string, error) {
+	name := a.cfg.MainInterface
+	if name == "" {
+		var err error
+		if name, err = k.defaultInterface(); err != nil {
+			return "", fmt.Errorf("find the main interface (set it explicitly): %w", err)
+		}
+	}
+	addrs, err := k.linkAddrs(name)
+	if err != nil {
+		return "", fmt.Errorf("main interface: %w", err)
+	}
+	if a.cfg.PodIP.IsValid() && !slices.Contains(addrs, a.cfg.PodIP) {
+		a.log.Warn("pod IP is not an address of the main interface: forwarded flows will not match",
+			"pod_ip", a.cfg.PodIP, "main_interface", name, "addresses", fmt.Sprint(addrs))
+	}
+	return name, nil
+}
+
+// readPeer returns the state of the device's one peer.
+func readPeer(dev *device.Device) (peerState, error) {
+	text, err := dev.IpcGet()
+	if err != nil {
+		return peerState{}, fmt.Errorf("get device state: %w", err)
+	}
+	peers, err := parsePeers(text)
+	if err != nil {
+		return peerState{}, err
+	}
+	if len(peers) != 1 {
+		return peerState{}, fmt.Errorf("device has %d peers, want 1", len(peers))
+	}
+	return peers[0], nil
+}

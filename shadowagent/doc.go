@@ -1,0 +1,43 @@
+// Package shadowagent is the runtime of the shadow-agent, the single container of the shadow
+// pod that the virtual kubelet creates in the local cluster for every offloaded pod. The shadow
+// pod holds the offloaded pod's identity (its IP, its Services); the agent forwards what reaches
+// that identity to the remote pod, and lets the remote pod reach the local cluster as that IP.
+//
+// Data flow: New validates a Config (the VK's template data: path prefix, private key, client
+// public key; the rest are the stock mesh's constants) and prepares a tunnel.Server. Run then
+//
+//  1. listens on HealthAddr (/healthz, /readyz, /metrics) and on ListenAddr, where an HTTP
+//     server of its own hands upgrade requests to the tunnel server (the wstunnel v10 wire
+//     format) and logs the connections net/http would refuse silently;
+//  2. makes sure /dev/net/tun exists, finds the main interface (the default route's unless
+//     set), creates the TUN device and an embedded wireguard-go device whose conn.Bind is the
+//     tunnel (tunnel.ServerBind, minus the handshake initiations sent while no session is up,
+//     which would cross the pod's own on replay: freshInitiations), and configures it with UAPI
+//     text computed from the Config (uapiConfig, a pure function): its private key and one
+//     peer, the offloaded pod, allowed PeerAddress only;
+//  3. with netlink, sets the MTU and Address, brings the link up and routes PeerAddress to it
+//     (planLink computes, kernel.apply applies);
+//  4. serves the UAPI socket <UAPIDir>/<Interface>.sock for wg(8) and wgctrl;
+//  5. applies the netfilter rule set (DNAT of every TCP and UDP flow arriving on the main
+//     interface to PeerAddress, except the agent's own ports; MASQUERADE both ways; forwarding),
+//     then answers /readyz with 200 and keeps re-asserting the rules (netfilter.Shadow.Run).
+//
+// Readiness does not wait for the peer: the VK waits for the shadow pod to be Ready before the
+// offloaded pod exists. On cancel, Run removes the rules, the route and the address, closes
+// everything in reverse order and returns once its goroutines are gone.
+//
+// Caveats:
+//   - It needs CAP_NET_ADMIN (TUN, netlink, iptables), CAP_MKNOD only when /dev/net/tun is
+//     missing, and a writable /proc/sys unless net.ipv4.ip_forward is already 1 (for instance
+//     through the pod's securityContext.sysctls). IPv4 only, as the netfilter package.
+//   - Kernel state is made in the network namespace of the thread that calls Run, and the
+//     iptables calls keep running from it (see Agent.Run).
+//   - The TUN device belongs to the process: if it dies, the kernel deletes the link with its
+//     address and route, but the iptables rules stay until the next start rewrites them (or
+//     the pod's network namespace goes away).
+//   - The tunnel serves one peer: a newer session with the path prefix replaces the older one
+//     (logged as "tunnel session replaced"); WireGuard's own authentication decides which one
+//     carries traffic.
+//   - Kernel code is Linux-only (kernel_linux.go); elsewhere Run fails with
+//     errors.ErrUnsupported.
+package shadowagent

@@ -1,0 +1,19 @@
+package shadowagent
+
+import "net/http"
+
+// handleHealthz answers 200 while the WireGuard device is up and its link is administratively
+// up, for a liveness probe. It depends neither on the peer nor on the tunnel: a remote outage
+// must not restart the shadow pod, whose IP is the offloaded pod's identity.
+func (a *Agent) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	k := a.kern.Load()
+	if k == nil || a.dev.Load() == nil {
+		http.Error(w, "wireguard device not up", http.StatusServiceUnavailable)
+		return
+	}
+	if err := k.linkUp(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}

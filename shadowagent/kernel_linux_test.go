@@ -1,0 +1,106 @@
+package shadowagent
+
+import (
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+)
+
+// TestKernel applies and removes a link plan on a veth link in a fresh namespace, and finds
+// the default route's interface there.
+func TestKernel(t *testing.T) {
+	netnstest.Require(t, "ip")
+	if _, err := os.Stat(tunDevice); err != nil {
+		t.Skipf("skipping: needs %s: %v", tunDevice, err)
+	}
+	ns := netnstest.New(t)
+	ns.MustExec("ip", "link", "add", "wgt", "type", "veth", "peer", "name", "wgtp")
+	ns.MustExec("ip", "link", "add", "other", "type", "veth", "peer", "name", "otherp")
+	for _, l := range []string{"wgtp", "other", "otherp"} {
+		ns.MustExec("ip", "link", "set", l, "up")
+	}
+	ns.MustExec("ip", "addr", "add", "192.168.77.2/24", "dev", "other")
+
+	// exec runs a command in ns from inside Do, where MustExec (t.Fatal) must not be called.
+	exec := func(args ...string) string {
+		out, err := ns.Exec(args...)
+		if err != nil {
+			t.Error(err)
+		}
+		return out
+	}
+	err := ns.Do(func() error {
+		k, err := openKernel()
+		if err != nil {
+			return err
+		}
+		defer k.close()
+		if _, err := k.defaultInterface(); err == nil || !strings.Contains(err.Error(), "no IPv4 default route") {
+			t.Errorf("defaultInterface without a default route = %v", err)
+		}
+		exec("ip", "route", "add", "default", "via", "192.168.77.1", "dev", "other", "metric", "100")
+		if name, err := k.defaultInterface(); err != nil || name != "other" {
+			t.Errorf("defaultInterface = %q, %v; want other", name, err)
+		}
+		addrs, err := k.linkAddrs("other")
+		if err != nil || !slices.Equal(addrs, []netip.Addr{netip.MustParseAddr("192.168.77.2")}) {
+			t.Errorf("linkAddrs(other) = %v, %v", addrs, err)
+		}
+		if _, err := k.linkAddrs("missing0"); err == nil {
+			t.Error("linkAddrs of a missing link succeeded")
+		}
+
+		plan := planLink(testConfig().withDefaults())
+		plan.Name = "wgt"
+		for range 2 { // idempotent
+			if err := k.apply(plan); err != nil {
+				return err
+			}
+		}
+		if err := k.linkUp(); err != nil {
+			t.Errorf("linkUp after apply: %v", err)
+		}
+		out := exec("ip", "-o", "addr", "show", "dev", "wgt")
+		if !strings.Contains(out, "inet 10.7.0.1/32") {
+			t.Errorf("address not applied:\n%s", out)
+		}
+		if out := exec("ip", "link", "show", "wgt"); !strings.Contains(out, "mtu 1280") {
+			t.Errorf("mtu not applied:\n%s", out)
+		}
+		if out := exec("ip", "route", "show", "10.7.0.2/32"); !strings.Contains(out, "dev wgt scope link") {
+			t.Errorf("route not applied: %q", out)
+		}
+		if err := k.remove(); err != nil {
+			return err
+		}
+		if err := k.remove(); err != nil { // already gone
+			t.Errorf("second remove: %v", err)
+		}
+		if out := exec("ip", "-o", "addr", "show", "dev", "wgt"); strings.Contains(out, "10.7.0.1") {
+			t.Errorf("address left:\n%s", out)
+		}
+		if out := exec("ip", "route", "show", "10.7.0.2/32"); out != "" {
+			t.Errorf("route left: %q", out)
+		}
+
+		// A route to the peer through another link is not taken over.
+		exec("ip", "route", "add", "10.7.0.2/32", "dev", "other")
+		if err := k.apply(plan); err == nil || !strings.Contains(err.Error(), "already exists via other") {
+			t.Errorf("apply over a foreign route = %v", err)
+		}
+		if err := k.remove(); err != nil {
+			t.Errorf("remove after a failed apply: %v", err)
+		}
+		if out := exec("ip", "route", "show", "10.7.0.2/32"); !strings.Contains(out, "dev other") {
+			t.Errorf("the foreign route was touched: %q", out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -22,6 +23,7 @@ type FileConfig struct {
 	K8s        K8sOptions        `json:"k8s"`
 	App        AppOptions        `json:"app"`
 	Offloading OffloadingOptions `json:"offloading"`
+	Mesh       MeshOptions       `json:"mesh"`
 }
 
 // K8sOptions say how to reach the remote cluster. With neither a path nor an inline kubeconfig the
@@ -68,6 +70,31 @@ type OffloadingOptions struct {
 	LocalKubeconfigPath string `json:"local_kubeconfig_path,omitempty"`
 	// OrphanSweepInterval is how often the sweep runs (default 5m).
 	OrphanSweepInterval Duration `json:"orphan_sweep_interval,omitempty"`
+}
+
+// MeshOptions shape the mesh-agent sidecar injected into pods that carry mesh annotations (see
+// Mesh for what each does).
+type MeshOptions struct {
+	// Enabled injects the sidecar into pods with mesh annotations (default true).
+	Enabled *bool `json:"enabled,omitempty"`
+	// AgentImage is the mesh-agent image (default DefaultMeshAgentImage).
+	AgentImage string `json:"agent_image,omitempty"`
+	// AgentImagePullPolicy is Always, IfNotPresent or Never (default IfNotPresent).
+	AgentImagePullPolicy corev1.PullPolicy `json:"agent_image_pull_policy,omitempty"`
+	// AgentResources are Kubernetes resource requirements (default requests cpu 10m, memory
+	// 32Mi; limits memory 256Mi).
+	AgentResources *corev1.ResourceRequirements `json:"agent_resources,omitempty"`
+	// AgentStartupTimeout bounds the wait for the first WireGuard handshake before the sidecar
+	// is restarted (default 5m).
+	AgentStartupTimeout Duration `json:"agent_startup_timeout,omitempty"`
+	// DNSMode is local, remote or none (default local).
+	DNSMode string `json:"dns_mode,omitempty"`
+	// ClusterDomain is the local cluster's DNS domain (default cluster.local).
+	ClusterDomain string `json:"cluster_domain,omitempty"`
+	// RemotePodCIDR and RemoteServiceCIDR are the remote cluster's ranges, comma-separated
+	// CIDRs; mesh routes overlapping them are refused. Empty: not checked.
+	RemotePodCIDR     string `json:"remote_pod_cidr,omitempty"`
+	RemoteServiceCIDR string `json:"remote_service_cidr,omitempty"`
 }
 
 // Duration is a time.Duration written as "30s" in the file and the environment.
@@ -167,6 +194,25 @@ func (c *FileConfig) options() []Option {
 		}},
 		{"offloading.local_kubeconfig_path", "read-only local kubeconfig enabling the orphan sweep", str(&c.Offloading.LocalKubeconfigPath)},
 		{"offloading.orphan_sweep_interval", "orphan sweep period (default 5m)", durationSetter(&c.Offloading.OrphanSweepInterval)},
+		{"mesh.enabled", "inject the mesh-agent sidecar into pods with mesh annotations (default true)", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			c.Mesh.Enabled = &b
+			return err
+		}},
+		{"mesh.agent_image", "mesh-agent image (default " + DefaultMeshAgentImage + ")", str(&c.Mesh.AgentImage)},
+		{"mesh.agent_image_pull_policy", "Always, IfNotPresent or Never (default IfNotPresent)", func(v string) error {
+			c.Mesh.AgentImagePullPolicy = corev1.PullPolicy(v)
+			return nil
+		}},
+		{"mesh.agent_resources", `sidecar resources: JSON such as {"requests":{"cpu":"10m","memory":"32Mi"},"limits":{"memory":"256Mi"}} (the default)`, func(v string) error {
+			c.Mesh.AgentResources = &corev1.ResourceRequirements{}
+			return json.Unmarshal([]byte(v), c.Mesh.AgentResources)
+		}},
+		{"mesh.agent_startup_timeout", "wait for the first WireGuard handshake before the sidecar restarts (default 5m)", durationSetter(&c.Mesh.AgentStartupTimeout)},
+		{"mesh.dns_mode", "local (the local cluster's DNS over the mesh), remote or none (default local)", str(&c.Mesh.DNSMode)},
+		{"mesh.cluster_domain", "the local cluster's DNS domain (default cluster.local)", str(&c.Mesh.ClusterDomain)},
+		{"mesh.remote_pod_cidr", "the remote cluster's pod CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemotePodCIDR)},
+		{"mesh.remote_service_cidr", "the remote cluster's Service CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemoteServiceCIDR)},
 	}
 }
 
@@ -236,6 +282,63 @@ func (c *FileConfig) defaults() {
 	if c.Offloading.OrphanSweepInterval.Duration == 0 {
 		c.Offloading.OrphanSweepInterval.Duration = 5 * time.Minute
 	}
+	if c.Mesh.Enabled == nil {
+		c.Mesh.Enabled = ptrTo(true)
+	}
+	d := Mesh{}.withDefaults()
+	if c.Mesh.AgentImage == "" {
+		c.Mesh.AgentImage = d.AgentImage
+	}
+	if c.Mesh.AgentImagePullPolicy == "" {
+		c.Mesh.AgentImagePullPolicy = d.AgentImagePullPolicy
+	}
+	if c.Mesh.AgentResources == nil {
+		c.Mesh.AgentResources = &d.AgentResources
+	}
+	if c.Mesh.AgentStartupTimeout.Duration == 0 {
+		c.Mesh.AgentStartupTimeout.Duration = d.StartupTimeout
+	}
+	if c.Mesh.DNSMode == "" {
+		c.Mesh.DNSMode = string(d.DNSMode)
+	}
+	if c.Mesh.ClusterDomain == "" {
+		c.Mesh.ClusterDomain = d.ClusterDomain
+	}
+}
+
+// MeshConfig is the mesh part of the configuration, for Offloading.Mesh. It assumes Validate
+// passed.
+func (c FileConfig) MeshConfig() Mesh {
+	m := Mesh{
+		Disabled:             c.Mesh.Enabled != nil && !*c.Mesh.Enabled,
+		AgentImage:           c.Mesh.AgentImage,
+		AgentImagePullPolicy: c.Mesh.AgentImagePullPolicy,
+		DNSMode:              DNSMode(c.Mesh.DNSMode),
+		ClusterDomain:        c.Mesh.ClusterDomain,
+		StartupTimeout:       c.Mesh.AgentStartupTimeout.Duration,
+	}
+	if c.Mesh.AgentResources != nil {
+		m.AgentResources = *c.Mesh.AgentResources
+	}
+	m.RemotePodCIDRs, _ = parseCIDRList(c.Mesh.RemotePodCIDR)
+	m.RemoteServiceCIDRs, _ = parseCIDRList(c.Mesh.RemoteServiceCIDR)
+	return m
+}
+
+// parseCIDRList reads comma-separated CIDRs, in canonical form (no host bits).
+func parseCIDRList(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range splitList(v) {
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR", f)
+		}
+		if p != p.Masked() {
+			return nil, fmt.Errorf("%v has host bits set; did you mean %v?", p, p.Masked())
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // Validate reports the first option with a value the plugin cannot use.
@@ -294,7 +397,43 @@ func (c FileConfig) Validate() error {
 			bad("offloading.local_kubeconfig_path", "%v", err)
 		}
 	}
+	c.Mesh.validate(bad)
 	return errors.Join(errs...)
+}
+
+func (m MeshOptions) validate(bad func(key, format string, args ...any)) {
+	if m.AgentImage == "" || strings.ContainsAny(m.AgentImage, " \t\n") {
+		bad("mesh.agent_image", "%q is not an image reference", m.AgentImage)
+	}
+	switch m.AgentImagePullPolicy {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		bad("mesh.agent_image_pull_policy", "must be Always, IfNotPresent or Never, got %q", m.AgentImagePullPolicy)
+	}
+	if r := m.AgentResources; r != nil {
+		for name, limit := range r.Limits {
+			if req, ok := r.Requests[name]; ok && req.Cmp(limit) > 0 {
+				bad("mesh.agent_resources", "the %s request %s is above its limit %s", name, req.String(), limit.String())
+			}
+		}
+	}
+	if m.AgentStartupTimeout.Duration < time.Second {
+		bad("mesh.agent_startup_timeout", "must be at least 1s, got %v", m.AgentStartupTimeout.Duration)
+	}
+	switch DNSMode(m.DNSMode) {
+	case DNSLocal, DNSRemote, DNSNone:
+	default:
+		bad("mesh.dns_mode", "must be local, remote or none, got %q", m.DNSMode)
+	}
+	if msgs := validation.IsDNS1123Subdomain(m.ClusterDomain); len(msgs) > 0 {
+		bad("mesh.cluster_domain", "%q: %s", m.ClusterDomain, strings.Join(msgs, "; "))
+	}
+	if _, err := parseCIDRList(m.RemotePodCIDR); err != nil {
+		bad("mesh.remote_pod_cidr", "%v", err)
+	}
+	if _, err := parseCIDRList(m.RemoteServiceCIDR); err != nil {
+		bad("mesh.remote_service_cidr", "%v", err)
+	}
 }
 
 // Listen returns the network and address to listen on: ("unix", path) or ("tcp", host:port).

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -50,6 +52,14 @@ offloading:
 				NodeTolerations:     []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
 				OrphanSweepInterval: Duration{5 * time.Minute},
 			},
+			Mesh: MeshOptions{
+				Enabled: ptrTo(true), AgentImage: DefaultMeshAgentImage, AgentImagePullPolicy: corev1.PullIfNotPresent,
+				AgentResources: &corev1.ResourceRequirements{
+					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
+				},
+				AgentStartupTimeout: Duration{5 * time.Minute}, DNSMode: "local", ClusterDomain: "cluster.local",
+			},
 		}
 		if diff := cmp.Diff(want, c); diff != "" {
 			t.Errorf("config (-want +got):\n%s", diff)
@@ -75,6 +85,46 @@ offloading:
 		}
 		if diff := cmp.Diff(map[string]string{"a": "b", "c": "d"}, c.Offloading.NodeSelector); diff != "" {
 			t.Errorf("selector (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("mesh options from the file and the environment", func(t *testing.T) {
+		file := filepath.Join(dir, "mesh.yaml")
+		if err := os.WriteFile(file, []byte(`
+k8s: {kubeconfig_path: `+kubeconfig+`}
+mesh:
+  agent_image: registry.example/mesh-agent:v1
+  agent_image_pull_policy: Always
+  agent_resources: {requests: {cpu: 50m}, limits: {memory: 64Mi}}
+  agent_startup_timeout: 2m
+  cluster_domain: corp.local
+  remote_pod_cidr: 10.244.0.0/16
+`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(file, envOf(map[string]string{
+			"MESH_DNS_MODE":            "remote",
+			"MESH_REMOTE_SERVICE_CIDR": "10.96.0.0/12, fd00:10:96::/112",
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Mesh{
+			AgentImage: "registry.example/mesh-agent:v1", AgentImagePullPolicy: corev1.PullAlways,
+			AgentResources: corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m")},
+				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+			},
+			DNSMode: DNSRemote, ClusterDomain: "corp.local", StartupTimeout: 2 * time.Minute,
+			RemotePodCIDRs:     []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
+			RemoteServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("fd00:10:96::/112")},
+		}
+		if diff := cmp.Diff(want, c.MeshConfig(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+			t.Errorf("mesh (-want +got):\n%s", diff)
+		}
+		c, err = LoadConfig(file, envOf(map[string]string{"MESH_ENABLED": "false"}))
+		if err != nil || !c.MeshConfig().Disabled {
+			t.Errorf("MESH_ENABLED=false: disabled=%v, %v", c.MeshConfig().Disabled, err)
 		}
 	})
 
@@ -106,6 +156,16 @@ func TestLoadConfigErrorsNameTheOption(t *testing.T) {
 		{"bad toleration effect", "offloading:\n  node_tolerations: [{key: a, effect: Sometimes}]\n", nil, "offloading.node_tolerations"},
 		{"bad log level", "", map[string]string{"APP_LOG_LEVEL": "loud"}, "app.log_level"},
 		{"bad duration", "", map[string]string{"K8S_CLIENT_CONFIGURATION_TIMEOUT": "10"}, "k8s.client_configuration.timeout"},
+		{"mesh enabled not a bool", "", map[string]string{"MESH_ENABLED": "maybe"}, "mesh.enabled"},
+		{"bad pull policy", "", map[string]string{"MESH_AGENT_IMAGE_PULL_POLICY": "Sometimes"}, "mesh.agent_image_pull_policy"},
+		{"bad image", "mesh:\n  agent_image: \"a b\"\n", nil, "mesh.agent_image"},
+		{"resources not JSON", "", map[string]string{"MESH_AGENT_RESOURCES": "cpu=1"}, "mesh.agent_resources"},
+		{"request above limit", "", map[string]string{"MESH_AGENT_RESOURCES": `{"requests":{"memory":"1Gi"},"limits":{"memory":"64Mi"}}`}, "mesh.agent_resources"},
+		{"startup timeout too short", "", map[string]string{"MESH_AGENT_STARTUP_TIMEOUT": "500ms"}, "mesh.agent_startup_timeout"},
+		{"bad dns mode", "", map[string]string{"MESH_DNS_MODE": "cluster"}, "mesh.dns_mode"},
+		{"bad cluster domain", "", map[string]string{"MESH_CLUSTER_DOMAIN": "Not_A_Domain"}, "mesh.cluster_domain"},
+		{"bad pod cidr", "", map[string]string{"MESH_REMOTE_POD_CIDR": "10.244.0.0"}, "mesh.remote_pod_cidr"},
+		{"service cidr with host bits", "", map[string]string{"MESH_REMOTE_SERVICE_CIDR": "10.96.0.1/12"}, "mesh.remote_service_cidr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

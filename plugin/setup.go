@@ -53,6 +53,7 @@ func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
 			NamespacePrefixExclusions: c.Offloading.NamespacePrefixExclusions,
 			NodeSelector:              c.Offloading.NodeSelector,
 			NodeTolerations:           c.Offloading.NodeTolerations,
+			Mesh:                      c.MeshConfig(),
 		},
 		SweepInterval: c.Offloading.OrphanSweepInterval.Duration,
 		RemoteTimeout: c.K8s.ClientConfiguration.Timeout.Duration,

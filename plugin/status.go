@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -67,6 +68,7 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 	st.JID = string(remote.UID)
 	st.InitContainers = withPending(remote.Spec.InitContainers, remote.Status.InitContainerStatuses, remote)
 	st.Containers = withPending(remote.Spec.Containers, remote.Status.ContainerStatuses, remote)
+	markMeshNotReady(remote, &st, time.Now())
 	return st, nil
 }
 

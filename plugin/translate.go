@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 )
 
 // Offloading describes how pods are shaped for the remote cluster; it is the pure part of the
@@ -18,6 +20,8 @@ type Offloading struct {
 	NamespacePrefixExclusions []string
 	NodeSelector              map[string]string
 	NodeTolerations           []corev1.Toleration
+	// Mesh shapes the mesh-agent sidecar of pods that carry mesh annotations.
+	Mesh Mesh
 }
 
 // Plan is everything a create makes in the remote cluster, computed from the request alone.
@@ -30,6 +34,9 @@ type Plan struct {
 	Secrets    []*corev1.Secret
 	// ServiceAccount is the service account the remote pod runs as, ensured to exist ("" for default).
 	ServiceAccount string
+	// Mesh is the mesh the pod's mesh-agent sidecar joins, nil for a pod without the mesh. It is
+	// also the mesh.json of one of the Secrets, the only place its keys are written.
+	Mesh *meshspec.Spec `json:"Mesh,omitempty"`
 }
 
 // ValidationError is a request the plugin refuses; Field names what is wrong, in JSON path terms.
@@ -44,8 +51,9 @@ func (e *ValidationError) Error() string { return e.Field + ": " + e.Reason }
 var (
 	localSelectorKeys   = []string{"kubernetes.io/hostname", "type", "virtual-node.interlink/type"}
 	localTolerationKeys = []string{"virtual-node.interlink/no-schedule", "virtual-kubelet.io/provider", "interlink.eu/virtual-node"}
-	// Annotations never copied to the remote pod: the VK's mesh inputs carry keys.
-	droppedAnnotationPrefixes = []string{"slurm-job.vk.io/", "interlink.eu/wireguard-client-snippet", "kubectl.kubernetes.io/last-applied-configuration"}
+	// Annotations never copied to the remote pod: the mesh inputs carry keys and the tunnel's
+	// path prefix.
+	droppedAnnotationPrefixes = []string{"slurm-job.vk.io/", AnnotWGSnippet, "mesh.interlink-k8s-mesh.io/", "kubectl.kubernetes.io/last-applied-configuration"}
 )
 
 // Translate computes the remote objects for a create request. It never talks to a cluster, so its
@@ -54,6 +62,16 @@ func Translate(req *RetrievedPodData, o Offloading) (*Plan, error) {
 	local := &req.Pod
 	if err := validateIdentity(local); err != nil {
 		return nil, err
+	}
+	var mesh *meshspec.Spec
+	if !o.Mesh.Disabled {
+		spec, ok, err := parseMeshAnnotations(local.Annotations)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			mesh = &spec
+		}
 	}
 	uid := string(local.UID)
 	plan := &Plan{Namespace: RemoteNamespace(o.NamespacePrefix, o.NamespacePrefixExclusions, local.Namespace)}
@@ -119,6 +137,11 @@ func Translate(req *RetrievedPodData, o Offloading) (*Plan, error) {
 		}
 	}
 	plan.Pod = &corev1.Pod{ObjectMeta: meta, Spec: *spec}
+	if mesh != nil {
+		if err := injectMesh(plan, local, *mesh, o.Mesh.withDefaults()); err != nil {
+			return nil, err
+		}
+	}
 	return plan, nil
 }
 
@@ -318,6 +341,10 @@ func stripLocalScheduling(spec *corev1.PodSpec, o Offloading) {
 }
 
 func droppedAnnotation(k string) bool {
+	// The VK's tunnel client commands (wstunnel, rathole, ssh) embed the tunnel's credentials.
+	if strings.HasPrefix(k, "interlink.eu/") && strings.HasSuffix(k, "-client-commands") {
+		return true
+	}
 	for _, p := range droppedAnnotationPrefixes {
 		if strings.HasPrefix(k, p) {
 			return true

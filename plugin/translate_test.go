@@ -40,9 +40,14 @@ func fullPod(uid, name, namespace string) RetrievedPodData {
 				Name: name, Namespace: namespace, UID: types.UID(uid),
 				Labels: map[string]string{"app": "web"},
 				Annotations: map[string]string{
-					"team":                                  "a",
-					"slurm-job.vk.io/pre-exec":              "PrivateKey = secret",
-					"interlink.eu/wireguard-client-snippet": "PrivateKey = secret",
+					"team": "a",
+					// A pre-exec of another purpose than the mesh, and a batch flag: neither
+					// reaches the remote pod, and neither makes the pod a mesh pod.
+					"slurm-job.vk.io/pre-exec": "module load cuda/12",
+					"slurm-job.vk.io/flags":    "--mem=1G",
+					// Tunnel commands of the VK's other network modes hold credentials.
+					AnnotWstunnelCommands:                              "wstunnel client --http-upgrade-path-prefix s3cr3t ws://x:80",
+					"interlink.eu/rathole-client-commands":             "echo dG9rZW4= | base64 -d > client.toml",
 					"kubectl.kubernetes.io/last-applied-configuration": "{}",
 				},
 			},

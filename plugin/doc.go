@@ -1,0 +1,20 @@
+// Package plugin is the InterLink plugin that offloads pods to a remote Kubernetes cluster.
+//
+// Data flow of a create: the HTTP handler decodes InterLink's RetrievedPodData; Translate, a pure
+// function, computes a Plan (remote namespace, pod, scoped ConfigMaps and Secrets); Create applies
+// it with client-go, owning every scoped object by the remote pod and undoing what it made when a
+// step fails. Status answers from a watch-backed cache of the remote pods; Delete removes a pod and
+// its scoped objects. HTTPStatus is the one place where errors become status codes.
+//
+// The mesh: Translate recovers a pod's mesh from its annotations (parseMeshAnnotations: the VK's
+// pre-exec script, read by meaning with a small shell lexer, its WireGuard snippet, and this
+// project's structured form AnnotMeshSpec), then injectMesh writes the result as mesh.json into a
+// pod-scoped Secret and adds the mesh-agent as a native sidecar whose startup probe holds the other
+// containers until the first WireGuard handshake. Status explains a mesh that does not come up
+// (ReasonMeshNotReady).
+//
+// Caveats: keys and the tunnel's path prefix are written only into the mesh Secret; the mesh
+// annotations, and every interlink.eu/*-client-commands annotation, are dropped from the remote
+// pod. A pod whose mesh inputs are missing or contradict each other is refused (422), never given a
+// sidecar that cannot work.
+package plugin

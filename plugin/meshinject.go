@@ -1,0 +1,292 @@
+package plugin
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
+)
+
+// DNSMode says which DNS an offloaded mesh pod uses.
+type DNSMode string
+
+// The DNS modes (option mesh.dns_mode).
+const (
+	// DNSLocal resolves through the local cluster's DNS, reached over the mesh: dnsPolicy None,
+	// the mesh nameservers and the search list of the pod's local namespace, so Service names
+	// resolve as they would at home. A pod whose author chose dnsPolicy None keeps its own
+	// setting, and a mesh without a nameserver the routes reach leaves the remote DNS in place.
+	DNSLocal DNSMode = "local"
+	// DNSRemote keeps the remote cluster's DNS; mesh.json still records the mesh nameservers.
+	DNSRemote DNSMode = "remote"
+	// DNSNone keeps the remote cluster's DNS and records no DNS in mesh.json.
+	DNSNone DNSMode = "none"
+)
+
+// Mesh shapes the mesh-agent sidecar injected into every pod that carries mesh annotations (see
+// AnnotPreExec, AnnotWGSnippet, AnnotMeshSpec). The zero value is the default configuration.
+type Mesh struct {
+	// Disabled offloads every pod without the mesh, mesh annotations or not (they are still
+	// stripped). Option mesh.enabled: false.
+	Disabled bool
+	// AgentImage is the mesh-agent image (default DefaultMeshAgentImage).
+	AgentImage string
+	// AgentImagePullPolicy is its pull policy (default IfNotPresent).
+	AgentImagePullPolicy corev1.PullPolicy
+	// AgentResources are the sidecar's requests and limits (default: requests cpu 10m and
+	// memory 32Mi, limit memory 256Mi). Native sidecars count towards the pod's requests.
+	AgentResources corev1.ResourceRequirements
+	// DNSMode selects the pod's DNS (default DNSLocal).
+	DNSMode DNSMode
+	// ClusterDomain is the local cluster's DNS domain, for the search list (default
+	// cluster.local).
+	ClusterDomain string
+	// RemotePodCIDRs and RemoteServiceCIDRs are the remote cluster's own ranges: a mesh route,
+	// address or nameserver inside them would cut the pod off from the remote cluster, so such
+	// a pod is refused. Empty: not checked.
+	RemotePodCIDRs, RemoteServiceCIDRs []netip.Prefix
+	// StartupTimeout is how long the sidecar may take to complete its first WireGuard handshake
+	// before the kubelet restarts it; the application containers wait meanwhile (default 5m).
+	StartupTimeout time.Duration
+}
+
+// Names and places of the injected sidecar.
+const (
+	// MeshAgentContainer is the name of the injected sidecar; a pod that already has a
+	// container of that name is refused.
+	MeshAgentContainer = "mesh-agent"
+	// DefaultMeshAgentImage is the default of option mesh.agent_image.
+	DefaultMeshAgentImage = "ghcr.io/interlink-k8s-mesh/mesh-agent:latest"
+	// MeshSpecKey is the key of the mesh spec in the pod's mesh Secret, mounted read-only as
+	// /etc/mesh-agent/mesh.json (the mesh-agent's default --config).
+	MeshSpecKey = "mesh.json"
+
+	meshAgentPort    = 9101 // meshagent.DefaultListenAddr: /healthz, /readyz, /metrics
+	meshConfigDir    = "/etc/mesh-agent"
+	meshConfigVolume = "mesh-agent-config"
+	meshRunVolume    = "mesh-agent-run"
+	meshRunDir       = "/var/run/wireguard" // meshagent.DefaultUAPIDir, on an emptyDir: the root filesystem is read-only
+	meshSecretName   = "mesh-agent"         // scoped with the pod UID like every other object
+)
+
+func (m Mesh) withDefaults() Mesh {
+	if m.AgentImage == "" {
+		m.AgentImage = DefaultMeshAgentImage
+	}
+	if m.AgentImagePullPolicy == "" {
+		m.AgentImagePullPolicy = corev1.PullIfNotPresent
+	}
+	if m.AgentResources.Requests == nil && m.AgentResources.Limits == nil && m.AgentResources.Claims == nil {
+		m.AgentResources = corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
+		}
+	}
+	if m.DNSMode == "" {
+		m.DNSMode = DNSLocal
+	}
+	if m.ClusterDomain == "" {
+		m.ClusterDomain = "cluster.local"
+	}
+	if m.StartupTimeout <= 0 {
+		m.StartupTimeout = 5 * time.Minute
+	}
+	return m
+}
+
+// injectMesh makes plan's pod join the mesh: the spec goes into a pod-scoped Secret (the only
+// place keys and the path prefix are written), the mesh-agent becomes the first init container
+// as a native sidecar (restartPolicy Always) whose startup probe holds the other containers
+// back until the first WireGuard handshake, and the pod's DNS follows m.DNSMode.
+func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error {
+	pod := &plan.Pod.Spec
+	if pod.HostNetwork {
+		return &ValidationError{Field: "pod.spec.hostNetwork", Reason: "a mesh pod cannot use the host network: the mesh-agent would reconfigure the remote node's network (set " + AnnotMeshNetwork + ": disabled to offload it without the mesh)"}
+	}
+	if err := checkMeshOverlap(spec, m); err != nil {
+		return err
+	}
+	for i, c := range pod.InitContainers {
+		if c.Name == MeshAgentContainer {
+			return &ValidationError{Field: fmt.Sprintf("pod.spec.initContainers[%d].name", i), Reason: fmt.Sprintf("%q is the name of the mesh sidecar the plugin injects", MeshAgentContainer)}
+		}
+	}
+	for i, c := range pod.Containers {
+		if c.Name == MeshAgentContainer {
+			return &ValidationError{Field: fmt.Sprintf("pod.spec.containers[%d].name", i), Reason: fmt.Sprintf("%q is the name of the mesh sidecar the plugin injects", MeshAgentContainer)}
+		}
+	}
+	for i, v := range pod.Volumes {
+		if v.Name == meshConfigVolume || v.Name == meshRunVolume {
+			return &ValidationError{Field: fmt.Sprintf("pod.spec.volumes[%d].name", i), Reason: fmt.Sprintf("%q is the name of a volume of the mesh sidecar", v.Name)}
+		}
+	}
+
+	switch m.DNSMode {
+	case DNSNone:
+		spec.DNS = meshspec.DNS{}
+	default:
+		if len(spec.DNS.Nameservers) > 0 && len(spec.DNS.Searches) == 0 {
+			// Names resolve as in the local namespace, whose DNS this is.
+			spec.DNS.Searches = []string{local.Namespace + ".svc." + m.ClusterDomain, "svc." + m.ClusterDomain, m.ClusterDomain}
+		}
+	}
+	data, err := meshspec.Marshal(spec)
+	if err != nil {
+		return specErr(err, []string{"the mesh annotations"})
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: scopedMeta(ScopedName(meshSecretName, string(local.UID)), plan.Namespace, local),
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{MeshSpecKey: data},
+	}
+	for _, s := range plan.Secrets {
+		if s.Name == secret.Name {
+			return &ValidationError{Field: "container[].secrets", Reason: fmt.Sprintf("the pod's Secret %q would take the name of the mesh Secret %s", meshSecretName, secret.Name)}
+		}
+	}
+	plan.Secrets = append(plan.Secrets, secret)
+	plan.Mesh = &spec
+
+	pod.InitContainers = append([]corev1.Container{meshAgent(m)}, pod.InitContainers...)
+	pod.Volumes = append(pod.Volumes,
+		corev1.Volume{Name: meshConfigVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: secret.Name, DefaultMode: ptrTo(int32(0o400)),
+		}}},
+		corev1.Volume{Name: meshRunVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
+	)
+	if m.DNSMode == DNSLocal && len(spec.DNS.Nameservers) > 0 {
+		applyMeshDNS(pod, spec.DNS)
+	}
+	return nil
+}
+
+// meshAgent is the sidecar container. It runs as root with NET_ADMIN (TUN device, addresses,
+// routes) and MKNOD (it creates /dev/net/tun when the runtime did not: containerd grants MKNOD
+// by default, CRI-O does not) and every other capability dropped; never privileged.
+func meshAgent(m Mesh) corev1.Container {
+	httpGet := func(path string) corev1.ProbeHandler {
+		return corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(meshAgentPort)}}
+	}
+	return corev1.Container{
+		Name:            MeshAgentContainer,
+		Image:           m.AgentImage,
+		ImagePullPolicy: m.AgentImagePullPolicy,
+		Args:            []string{"--config=" + meshConfigDir + "/" + MeshSpecKey},
+		Ports:           []corev1.ContainerPort{{Name: "mesh-agent", ContainerPort: meshAgentPort, Protocol: corev1.ProtocolTCP}},
+		Resources:       m.AgentResources,
+		RestartPolicy:   ptrTo(corev1.ContainerRestartPolicyAlways),
+		// /readyz answers 200 from the first handshake on: until then nothing else starts.
+		StartupProbe: &corev1.Probe{
+			ProbeHandler:     httpGet("/readyz"),
+			PeriodSeconds:    1,
+			TimeoutSeconds:   1,
+			FailureThreshold: int32(max(1, m.StartupTimeout/time.Second)),
+		},
+		// /healthz fails only when the WireGuard device is gone, never for a tunnel outage.
+		LivenessProbe: &corev1.Probe{
+			ProbeHandler:     httpGet("/healthz"),
+			PeriodSeconds:    10,
+			TimeoutSeconds:   2,
+			FailureThreshold: 3,
+		},
+		SecurityContext: &corev1.SecurityContext{
+			Capabilities: &corev1.Capabilities{
+				Add:  []corev1.Capability{"NET_ADMIN", "MKNOD"},
+				Drop: []corev1.Capability{"ALL"},
+			},
+			Privileged:               ptrTo(false),
+			AllowPrivilegeEscalation: ptrTo(false),
+			ReadOnlyRootFilesystem:   ptrTo(true),
+			RunAsUser:                ptrTo(int64(0)),
+			RunAsNonRoot:             ptrTo(false),
+		},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: meshConfigVolume, MountPath: meshConfigDir, ReadOnly: true},
+			{Name: meshRunVolume, MountPath: meshRunDir},
+		},
+		// A failing agent's last log lines (never keys: it does not log them) become its
+		// termination message, which the status reports.
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+// applyMeshDNS points the pod at the mesh nameservers, keeping what the author added.
+func applyMeshDNS(pod *corev1.PodSpec, dns meshspec.DNS) {
+	if pod.DNSPolicy == corev1.DNSNone {
+		return // the author chose the pod's DNS
+	}
+	cfg := &corev1.PodDNSConfig{Searches: slices.Clone(dns.Searches)}
+	for _, a := range dns.Nameservers {
+		cfg.Nameservers = append(cfg.Nameservers, a.String())
+	}
+	ndots := &corev1.PodDNSConfigOption{Name: "ndots", Value: ptrTo("5")} // as ClusterFirst
+	if old := pod.DNSConfig; old != nil {
+		for _, n := range old.Nameservers {
+			if len(cfg.Nameservers) < meshspec.MaxNameservers {
+				cfg.Nameservers = appendNew(cfg.Nameservers, n)
+			}
+		}
+		for _, s := range old.Searches {
+			if len(cfg.Searches) < meshspec.MaxSearches {
+				cfg.Searches = appendNew(cfg.Searches, s)
+			}
+		}
+		for _, o := range old.Options {
+			if o.Name == "ndots" {
+				ndots = nil
+			}
+			cfg.Options = append(cfg.Options, o)
+		}
+	}
+	if ndots != nil {
+		cfg.Options = append([]corev1.PodDNSConfigOption{*ndots}, cfg.Options...)
+	}
+	pod.DNSPolicy = corev1.DNSNone
+	pod.DNSConfig = cfg
+}
+
+// checkMeshOverlap refuses mesh ranges that cover the remote cluster's own pod or Service
+// ranges: the sidecar would route the remote cluster's traffic into the tunnel.
+func checkMeshOverlap(spec meshspec.Spec, m Mesh) error {
+	check := func(field string, p netip.Prefix) error {
+		for _, r := range []struct {
+			option, what string
+			cidrs        []netip.Prefix
+		}{
+			{"mesh.remote_pod_cidr", "pod", m.RemotePodCIDRs},
+			{"mesh.remote_service_cidr", "Service", m.RemoteServiceCIDRs},
+		} {
+			for _, c := range r.cidrs {
+				if p.Overlaps(c) {
+					return meshFieldErr(field, "%v overlaps the remote cluster's %s CIDR %v (option %s): routing it into the mesh would cut the pod off from remote %ss", p, r.what, c, r.option, r.what)
+				}
+			}
+		}
+		return nil
+	}
+	s := spec.WithDefaults()
+	for i, r := range s.Routes {
+		if err := check(fmt.Sprintf("routes[%d]", i), r); err != nil {
+			return err
+		}
+	}
+	if err := check("address", s.Address); err != nil {
+		return err
+	}
+	if err := check("peerAddress", netip.PrefixFrom(s.PeerAddress, s.PeerAddress.BitLen())); err != nil {
+		return err
+	}
+	for i, a := range s.DNS.Nameservers {
+		if err := check(fmt.Sprintf("dns.nameservers[%d]", i), netip.PrefixFrom(a, a.BitLen())); err != nil {
+			return err
+		}
+	}
+	return nil
+}

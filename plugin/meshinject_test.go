@@ -1,0 +1,339 @@
+package plugin
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/yaml"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshagent"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
+)
+
+// meshPod is a small pod with an init container that needs the mesh (it waits for a local
+// Service), so the golden files show the sidecar's place and nothing else distracts.
+func meshPod(uid, name, namespace string, annotations map[string]string) RetrievedPodData {
+	return RetrievedPodData{Pod: corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, UID: types.UID(uid), Labels: map[string]string{"app": name}, Annotations: annotations},
+		Spec: corev1.PodSpec{
+			NodeName:        "virtual-kubelet",
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptrTo(true), RunAsUser: ptrTo(int64(1000))},
+			InitContainers:  []corev1.Container{{Name: "wait-db", Image: "busybox:1", Command: []string{"sh", "-c", "until nslookup db; do sleep 1; done"}}},
+			Containers:      []corev1.Container{{Name: "web", Image: "registry.example/web:2", Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}},
+		},
+	}}
+}
+
+// meshVariant is one way a pod's mesh arrives, with the spec it must produce.
+type meshVariant struct {
+	name        string
+	annotations map[string]string
+	want        meshspec.Spec // as parsed, before the plugin adds the DNS search list
+}
+
+func meshVariants(t testing.TB) []meshVariant {
+	return []meshVariant{
+		{"vk-default", map[string]string{AnnotPreExec: meshFile(t, "vk-default.sh"), AnnotWGSnippet: meshFile(t, "vk-default.snippet")}, vkDefaultSpec},
+		{"seed-custom", map[string]string{AnnotPreExec: meshFile(t, "seed-custom.sh")}, seedCustomSpec},
+		{"structured", map[string]string{AnnotMeshSpec: meshFile(t, "structured-nokeys.json"), AnnotWGSnippet: meshFile(t, "structured.snippet")}, structuredWithSnippetSpec},
+	}
+}
+
+const meshTestUID = "0b6e3c5e-8f1a-4c1e-9a51-6f3f8a3d2c11"
+
+func TestTranslateMeshGolden(t *testing.T) {
+	for _, v := range meshVariants(t) {
+		t.Run(v.name, func(t *testing.T) {
+			req := meshPod(meshTestUID, "web-0", "team-a", v.annotations)
+			plan, err := Translate(&req, testOffloading)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := yaml.Marshal(plan)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, "mesh-"+v.name+".golden", got)
+		})
+	}
+}
+
+var netipComparers = cmp.Options{
+	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }),
+}
+
+// TestTranslateMeshPod checks what the golden files show, so that no -update can bless a sidecar
+// that leaks a key, runs privileged or lets the application start before the mesh.
+func TestTranslateMeshPod(t *testing.T) {
+	for _, v := range meshVariants(t) {
+		t.Run(v.name, func(t *testing.T) {
+			req := meshPod(meshTestUID, "web-0", "team-a", v.annotations)
+			plan, err := Translate(&req, testOffloading)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkMeshPod(t, plan.Pod)
+
+			// The keys live in the Secret only, and the Secret says what the annotations said.
+			want := v.want
+			want.DNS.Searches = []string{"team-a.svc.cluster.local", "svc.cluster.local", "cluster.local"}
+			secret := meshSecretOf(t, plan.Secrets, meshTestUID)
+			got, err := meshspec.Parse(secret.Data[MeshSpecKey])
+			if err != nil {
+				t.Fatalf("mesh.json: %v", err)
+			}
+			if diff := cmp.Diff(want.WithDefaults(), got, netipComparers); diff != "" {
+				t.Errorf("mesh.json (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(&want, plan.Mesh, netipComparers); diff != "" {
+				t.Errorf("plan.Mesh (-want +got):\n%s", diff)
+			}
+			var vol *corev1.Volume
+			for i := range plan.Pod.Spec.Volumes {
+				if plan.Pod.Spec.Volumes[i].Name == meshConfigVolume {
+					vol = &plan.Pod.Spec.Volumes[i]
+				}
+			}
+			if vol == nil || vol.Secret == nil || vol.Secret.SecretName != secret.Name {
+				t.Errorf("the sidecar's config volume %+v does not mount the mesh Secret %s", vol, secret.Name)
+			}
+
+			// Local DNS through the mesh, in the pod's local namespace.
+			dns := plan.Pod.Spec.DNSConfig
+			if plan.Pod.Spec.DNSPolicy != corev1.DNSNone || dns == nil || dns.Nameservers[0] != want.DNS.Nameservers[0].String() ||
+				!slices.Equal(dns.Searches, want.DNS.Searches) {
+				t.Errorf("dns %s %+v, want None with %v and %v", plan.Pod.Spec.DNSPolicy, dns, want.DNS.Nameservers, want.DNS.Searches)
+			}
+		})
+	}
+}
+
+// checkMeshPod asserts what every remote mesh pod must be: the sidecar first, native, gating
+// startup, with NET_ADMIN and MKNOD only, never privileged, and nothing secret in the pod.
+func checkMeshPod(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	spec := pod.Spec
+	if len(spec.InitContainers) == 0 || spec.InitContainers[0].Name != MeshAgentContainer {
+		t.Fatalf("init containers %v: the mesh-agent is not first", names(spec.InitContainers))
+	}
+	agent := spec.InitContainers[0]
+	if agent.RestartPolicy == nil || *agent.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("mesh-agent restartPolicy %v, want Always (a native sidecar)", agent.RestartPolicy)
+	}
+	if p := agent.StartupProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" || p.HTTPGet.Port.IntValue() != meshAgentPort {
+		t.Errorf("mesh-agent startup probe %+v, want GET /readyz on %d", p, meshAgentPort)
+	}
+	sc := agent.SecurityContext
+	switch {
+	case sc == nil || sc.Capabilities == nil:
+		t.Fatalf("mesh-agent has no securityContext capabilities")
+	case sc.Privileged == nil || *sc.Privileged:
+		t.Errorf("mesh-agent privileged = %v, want false", sc.Privileged)
+	case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+		t.Errorf("mesh-agent allowPrivilegeEscalation = %v, want false", sc.AllowPrivilegeEscalation)
+	}
+	if diff := cmp.Diff([]corev1.Capability{"NET_ADMIN", "MKNOD"}, sc.Capabilities.Add); diff != "" {
+		t.Errorf("added capabilities (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]corev1.Capability{"ALL"}, sc.Capabilities.Drop); diff != "" {
+		t.Errorf("dropped capabilities (-want +got):\n%s", diff)
+	}
+	mounted := false
+	for _, m := range agent.VolumeMounts {
+		if m.MountPath == meshConfigDir && m.ReadOnly {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Errorf("mesh-agent mounts %+v, want %s read-only", agent.VolumeMounts, meshConfigDir)
+	}
+	for i, c := range append(spec.InitContainers[1:], spec.Containers...) {
+		if c.SecurityContext != nil && c.SecurityContext.Capabilities != nil && len(c.SecurityContext.Capabilities.Add) > 0 {
+			t.Errorf("container %d (%s) gained capabilities %v", i, c.Name, c.SecurityContext.Capabilities.Add)
+		}
+	}
+	if spec.HostNetwork {
+		t.Error("the mesh pod uses the host network")
+	}
+	for _, k := range []string{AnnotPreExec, AnnotWGSnippet, AnnotMeshSpec} {
+		if _, ok := pod.Annotations[k]; ok {
+			t.Errorf("annotation %s reached the remote pod", k)
+		}
+	}
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range meshSecrets {
+		if strings.Contains(string(raw), s) {
+			t.Errorf("the remote pod contains the secret %.6s…", s)
+		}
+	}
+}
+
+func names(cs []corev1.Container) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+func meshSecretOf(t *testing.T, secrets []*corev1.Secret, uid string) *corev1.Secret {
+	t.Helper()
+	for _, s := range secrets {
+		if s.Name == ScopedName("mesh-agent", uid) {
+			return s
+		}
+	}
+	t.Fatalf("no mesh Secret %s among %d Secrets", ScopedName("mesh-agent", uid), len(secrets))
+	return nil
+}
+
+// TestMeshAgentContract ties the sidecar's wiring to the mesh-agent's defaults.
+func TestMeshAgentContract(t *testing.T) {
+	_, port, err := net.SplitHostPort(meshagent.DefaultListenAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if port != strconv.Itoa(meshAgentPort) {
+		t.Errorf("probes use port %d, the mesh-agent listens on %s", meshAgentPort, meshagent.DefaultListenAddr)
+	}
+	if meshRunDir != meshagent.DefaultUAPIDir {
+		t.Errorf("the writable volume is at %s, the mesh-agent's UAPI socket in %s", meshRunDir, meshagent.DefaultUAPIDir)
+	}
+}
+
+func TestTranslateMeshOptions(t *testing.T) {
+	vk := map[string]string{AnnotPreExec: meshFile(t, "vk-default.sh"), AnnotWGSnippet: meshFile(t, "vk-default.snippet")}
+	with := func(m Mesh) Offloading { o := testOffloading; o.Mesh = m; return o }
+	tests := []struct {
+		name   string
+		o      Offloading
+		mutate func(*RetrievedPodData)
+		check  func(t *testing.T, plan *Plan)
+		field  string
+	}{
+		{name: "mesh disabled in the plugin", o: with(Mesh{Disabled: true}), check: noMesh},
+		{name: "mesh disabled on the pod", mutate: func(r *RetrievedPodData) { r.Pod.Annotations[AnnotMeshNetwork] = "disabled" }, check: noMesh},
+		{name: "remote DNS", o: with(Mesh{DNSMode: DNSRemote}), check: func(t *testing.T, plan *Plan) {
+			if plan.Pod.Spec.DNSPolicy != "" || plan.Pod.Spec.DNSConfig != nil {
+				t.Errorf("dns %s %+v, want the remote cluster's", plan.Pod.Spec.DNSPolicy, plan.Pod.Spec.DNSConfig)
+			}
+			if len(plan.Mesh.DNS.Nameservers) != 1 || len(plan.Mesh.DNS.Searches) != 3 {
+				t.Errorf("mesh.json dns %+v, want the mesh nameserver and search list recorded", plan.Mesh.DNS)
+			}
+		}},
+		{name: "no DNS", o: with(Mesh{DNSMode: DNSNone}), check: func(t *testing.T, plan *Plan) {
+			if plan.Pod.Spec.DNSPolicy != "" || len(plan.Mesh.DNS.Nameservers) != 0 {
+				t.Errorf("dns %s, mesh.json dns %+v, want neither", plan.Pod.Spec.DNSPolicy, plan.Mesh.DNS)
+			}
+		}},
+		{name: "the author's DNS is kept", mutate: func(r *RetrievedPodData) {
+			r.Pod.Spec.DNSPolicy, r.Pod.Spec.DNSConfig = corev1.DNSNone, &corev1.PodDNSConfig{Nameservers: []string{"9.9.9.9"}}
+		}, check: func(t *testing.T, plan *Plan) {
+			if dns := plan.Pod.Spec.DNSConfig; dns == nil || !slices.Equal(dns.Nameservers, []string{"9.9.9.9"}) {
+				t.Errorf("dns %+v, want the author's", dns)
+			}
+		}},
+		{name: "the author's DNS additions are merged", mutate: func(r *RetrievedPodData) {
+			r.Pod.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: []string{"corp.example"}, Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptrTo("2")}}}
+		}, check: func(t *testing.T, plan *Plan) {
+			dns := plan.Pod.Spec.DNSConfig
+			want := &corev1.PodDNSConfig{
+				Nameservers: []string{"10.244.0.99"},
+				Searches:    []string{"team-a.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.example"},
+				Options:     []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptrTo("2")}},
+			}
+			if diff := cmp.Diff(want, dns); diff != "" {
+				t.Errorf("dns (-want +got):\n%s", diff)
+			}
+		}},
+		{name: "another cluster domain", o: with(Mesh{ClusterDomain: "corp.local"}), check: func(t *testing.T, plan *Plan) {
+			if got := plan.Pod.Spec.DNSConfig.Searches[0]; got != "team-a.svc.corp.local" {
+				t.Errorf("first search domain %q", got)
+			}
+		}},
+		{name: "sidecar options", o: with(Mesh{
+			AgentImage: "registry.example/mesh-agent:v1", AgentImagePullPolicy: corev1.PullAlways, StartupTimeout: 90 * time.Second,
+			AgentResources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}},
+		}), check: func(t *testing.T, plan *Plan) {
+			a := plan.Pod.Spec.InitContainers[0]
+			if a.Image != "registry.example/mesh-agent:v1" || a.ImagePullPolicy != corev1.PullAlways || a.StartupProbe.FailureThreshold != 90 ||
+				a.Resources.Requests.Cpu().String() != "100m" || a.Resources.Limits != nil {
+				t.Errorf("sidecar %s %s probe %d resources %+v", a.Image, a.ImagePullPolicy, a.StartupProbe.FailureThreshold, a.Resources)
+			}
+		}},
+		{name: "route over the remote Service CIDR", o: with(Mesh{RemoteServiceCIDRs: prefixes("10.96.0.0/12")}), field: "mesh.routes[1]"},
+		{name: "route over the remote pod CIDR", o: with(Mesh{RemotePodCIDRs: prefixes("10.244.0.0/16")}), field: "mesh.routes[2]"},
+		{name: "remote ranges clear of the mesh", o: with(Mesh{RemotePodCIDRs: prefixes("192.168.0.0/16"), RemoteServiceCIDRs: prefixes("172.20.0.0/16")}), check: func(t *testing.T, plan *Plan) {
+			checkMeshPod(t, plan.Pod)
+		}},
+		{name: "host network", mutate: func(r *RetrievedPodData) { r.Pod.Spec.HostNetwork = true }, field: "pod.spec.hostNetwork"},
+		{name: "a container named like the sidecar", mutate: func(r *RetrievedPodData) { r.Pod.Spec.Containers[0].Name = MeshAgentContainer }, field: "pod.spec.containers[0].name"},
+		{name: "a Secret named like the mesh Secret", mutate: func(r *RetrievedPodData) {
+			r.Pod.Spec.Volumes = append(r.Pod.Spec.Volumes, corev1.Volume{Name: "s", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "mesh-agent"}}})
+			r.Containers = []RetrievedContainer{{Name: "web", Secrets: []corev1.Secret{{ObjectMeta: metav1.ObjectMeta{Name: "mesh-agent"}}}}}
+		}, field: "container[].secrets"},
+		{name: "contradictory annotations", mutate: func(r *RetrievedPodData) { r.Pod.Annotations[AnnotWGSnippet] = meshFile(t, "seed-custom.snippet") }, field: "mesh.privateKey"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ann := map[string]string{}
+			for k, v := range vk {
+				ann[k] = v
+			}
+			req := meshPod(meshTestUID, "web-0", "team-a", ann)
+			if tt.mutate != nil {
+				tt.mutate(&req)
+			}
+			o := tt.o
+			if o.NamespacePrefix == "" {
+				o = testOffloading
+			}
+			plan, err := Translate(&req, o)
+			if tt.field != "" {
+				var verr *ValidationError
+				if !errors.As(err, &verr) || verr.Field != tt.field {
+					t.Fatalf("got %v, want a refusal on %s", err, tt.field)
+				}
+				if HTTPStatus(err) != 422 {
+					t.Errorf("refusal maps to %d, want 422", HTTPStatus(err))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, plan)
+		})
+	}
+}
+
+// noMesh checks a pod offloaded without the mesh: no sidecar, no mesh Secret, no key anywhere.
+func noMesh(t *testing.T, plan *Plan) {
+	t.Helper()
+	if plan.Mesh != nil || len(plan.Pod.Spec.InitContainers) != 1 || len(plan.Secrets) != 0 {
+		t.Errorf("mesh %v, init containers %v, %d Secrets: want the pod untouched", plan.Mesh, names(plan.Pod.Spec.InitContainers), len(plan.Secrets))
+	}
+	raw, _ := json.Marshal(plan)
+	for _, s := range meshSecrets {
+		if strings.Contains(string(raw), s) {
+			t.Errorf("the plan contains the secret %.6s…", s)
+		}
+	}
+}

@@ -65,7 +65,9 @@ bench: ## benchmarks against the test cluster (figures and commands in README)
 		echo "[bench] plugin: /status with 1,000 pods, create with 3 ConfigMaps + 2 Secrets, RSS (about 1 min)"; \
 		IKM_KUBECONFIG=$(KUBECONFIG_PATH) go test -count=1 -run '^$$' -bench . -benchmem -benchtime 300x ./plugin/; \
 		echo "[bench] tunnel: datagram round trip, batch and device throughput (about 1 min)"; \
-		go test -count=1 -run '^$$' -bench . -benchmem ./tunnel/
+		go test -count=1 -run '^$$' -bench . -benchmem ./tunnel/; \
+		echo "[bench] mesh in network namespaces (root): iperf3 5 s per path, 5 paths (about 1 min)"; \
+		go test -count=1 -run '^$$' -bench Throughput -benchtime 1x -v ./e2e/ | grep -E '^Benchmark|Gbit/s  
 
 clean: ## remove build outputs and the cluster state (keeps the binary cache)
 	-@testcluster/cluster.sh down 2>/dev/null

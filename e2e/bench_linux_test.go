@@ -53,15 +53,27 @@ func BenchmarkThroughput(b *testing.B) {
 	})
 	run("wireguard-go-udp", func(b *testing.B) (*netnstest.NS, *netnstest.NS, string) {
 		a, c := benchPair(b)
-		pa, _ := udpWireGuard(b, a, c, benchUnderA, benchUnderB, 1280)
+		pa, pb := udpWireGuard(b, a, c, benchUnderA, benchUnderB, 1280)
+		b.Cleanup(func() {
+			for side, p := range map[string]*proc{"receiver": pa.proc, "sender": pb.proc} {
+				if kib, err := p.status("VmHWM"); err == nil {
+					b.ReportMetric(float64(kib)/1024, side+"-peak-MiB")
+				}
+			}
+		})
 		return a, c, pa.overlay.String()
 	})
-	for _, viaNginx := range []bool{false, true} {
-		name := "mesh"
-		if viaNginx {
-			name = "mesh-nginx"
-		}
-		run(name, func(b *testing.B) (*netnstest.NS, *netnstest.NS, string) {
+	for _, v := range []struct {
+		name     string
+		viaNginx bool
+		batch    int // 0: the agents' default
+	}{{"mesh", false, 0}, {"mesh-nginx", true, 0}, {"mesh-batch128", false, 128}} {
+		viaNginx := v.viaNginx
+		run(v.name, func(b *testing.B) (*netnstest.NS, *netnstest.NS, string) {
+			if v.batch != 0 {
+				b.Setenv("SHADOW_BATCH_SIZE", itoa(v.batch))
+				b.Setenv("MESH_AGENT_BATCH_SIZE", itoa(v.batch))
+			}
 			a, c := benchPair(b)
 			m := startBenchMesh(b, a, c, viaNginx)
 			b.Cleanup(func() { m.report(b) })

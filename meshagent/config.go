@@ -43,6 +43,9 @@ type Config struct {
 	// UAPIDir holds the UAPI socket <UAPIDir>/<interface>.sock, through which wg(8) and wgctrl
 	// inspect the embedded device. Default DefaultUAPIDir.
 	UAPIDir string
+	// BatchSize is how many datagrams the tunnel hands WireGuard at once, 1 to 128: memory
+	// against throughput (README). Default tunnel.DefaultBatchSize.
+	BatchSize int
 	// Logger receives the agent's, the tunnel's and wireguard-go's logs (the latter at debug
 	// level, its errors at error level); nil discards them. Keys and the path prefix are never
 	// logged.
@@ -89,6 +92,7 @@ func New(cfg Config) (*Agent, error) {
 		CAFile:      spec.Tunnel.CAFile,
 		Unmasked:    spec.Tunnel.Unmasked,
 		OnSession:   a.rehandshake,
+		BatchSize:   cfg.BatchSize,
 		Logger:      cfg.Logger.With("component", "tunnel"),
 	})
 	if err != nil {

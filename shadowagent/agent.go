@@ -66,6 +66,7 @@ func New(cfg Config) (*Agent, error) {
 	srv, err := tunnel.NewServer(tunnel.ServerConfig{
 		PathPrefix:  string(cfg.PathPrefix),
 		Destination: cfg.Destination,
+		BatchSize:   cfg.BatchSize,
 		Logger:      cfg.Logger.With("component", "tunnel"),
 	})
 	if err != nil {

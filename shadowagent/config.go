@@ -102,6 +102,9 @@ type Config struct {
 	// ReassertInterval is how often the iptables rules are checked and repaired. Default
 	// netfilter.DefaultInterval.
 	ReassertInterval time.Duration
+	// BatchSize is how many datagrams the tunnel hands WireGuard at once, 1 to 128: memory
+	// against throughput (README). Default tunnel.DefaultBatchSize.
+	BatchSize int
 
 	// UAPIDir holds the UAPI socket <UAPIDir>/<Interface>.sock, through which wg(8) and wgctrl
 	// inspect the embedded device. Default DefaultUAPIDir.
@@ -245,6 +248,9 @@ func (c Config) validate() error {
 	if slices.Contains(c.ExcludeUDP, 0) {
 		add(fieldErrf("ExcludeUDP", "port 0"))
 	}
+	if c.BatchSize < 0 || c.BatchSize > 128 {
+		add(fieldErrf("BatchSize", "%d is outside 1..128", c.BatchSize))
+	}
 	if c.ReassertInterval < 0 {
 		add(fieldErrf("ReassertInterval", "negative: %v", c.ReassertInterval))
 	}
@@ -347,6 +353,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("exclude_tcp", ports(c.ExcludeTCP)),
 		slog.String("exclude_udp", ports(c.ExcludeUDP)),
 		slog.Duration("reassert_interval", c.ReassertInterval),
+		slog.Int("batch_size", c.BatchSize),
 		slog.String("uapi_dir", c.UAPIDir),
 	)
 }

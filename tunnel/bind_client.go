@@ -62,5 +62,5 @@ func (b *ClientBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 	return b.c.ep, nil
 }
 
-// BatchSize is wireguard-go's ideal batch, 128.
-func (b *ClientBind) BatchSize() int { return conn.IdealBatchSize }
+// BatchSize is the configured batch (DefaultBatchSize unless set).
+func (b *ClientBind) BatchSize() int { return b.c.common.batchSize }

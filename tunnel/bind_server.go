@@ -63,5 +63,5 @@ func (b *ServerBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 	return newEndpoint(ap), nil
 }
 
-// BatchSize is wireguard-go's ideal batch, 128.
-func (b *ServerBind) BatchSize() int { return conn.IdealBatchSize }
+// BatchSize is the configured batch (DefaultBatchSize unless set).
+func (b *ServerBind) BatchSize() int { return b.s.common.batchSize }

@@ -68,9 +68,10 @@ type ClientConfig struct {
 	// DialTimeout bounds one dial. Default DefaultDialTimeout.
 	DialTimeout time.Duration
 
-	// MaxMessageSize, QueueLen, Backlog, PingInterval, PingMisses and
-	// WriteTimeout are as in ServerConfig, with the same defaults.
+	// MaxMessageSize, QueueLen, BatchSize, Backlog, PingInterval, PingMisses
+	// and WriteTimeout are as in ServerConfig, with the same defaults.
 	MaxMessageSize int
+	BatchSize      int
 	Backlog        int
 	QueueLen       int
 	PingInterval   time.Duration
@@ -129,7 +130,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.MinBackoff < 0 || cfg.MaxBackoff < cfg.MinBackoff || cfg.DialTimeout < 0 {
 		return nil, fmt.Errorf("backoff or dial timeout: %w", ErrConfig)
 	}
-	cm, err := newCommon(cfg.Destination, cfg.PingInterval, cfg.PingMisses, cfg.MaxMessageSize, cfg.QueueLen, cfg.WriteTimeout, cfg.Logger)
+	cm, err := newCommon(cfg.Destination, cfg.PingInterval, cfg.PingMisses, cfg.MaxMessageSize, cfg.QueueLen, cfg.BatchSize, cfg.WriteTimeout, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
 )
 
 // Defaults shared by ClientConfig and ServerConfig.
@@ -20,6 +22,13 @@ const (
 	DefaultMaxMessageSize = 1 << 16
 	// DefaultQueueLen is how many received datagrams wait for the Bind.
 	DefaultQueueLen = 1024
+	// DefaultBatchSize is how many datagrams one receive hands wireguard-go.
+	// wireguard-go holds a 64 KiB buffer per datagram in flight and keeps a
+	// batch's buffers until the batch is decrypted, so the batch bounds the
+	// memory of the receiving device: measured with iperf3 through the mesh,
+	// a batch of 8 peaks at 37 MiB where wireguard-go's 128 peaks at 143 MiB,
+	// with the same throughput (README).
+	DefaultBatchSize = 8
 	// DefaultBacklog is how many datagrams sent while no session is up
 	// wait for the next one: one wireguard-go batch.
 	DefaultBacklog = 128
@@ -41,17 +50,19 @@ type common struct {
 	pingMisses     int
 	maxMessageSize int
 	queueLen       int
+	batchSize      int
 	writeTimeout   time.Duration
 	log            *slog.Logger
 }
 
-func newCommon(dst netip.AddrPort, ping time.Duration, misses, maxMsg, queueLen int, wt time.Duration, log *slog.Logger) (common, error) {
+func newCommon(dst netip.AddrPort, ping time.Duration, misses, maxMsg, queueLen, batch int, wt time.Duration, log *slog.Logger) (common, error) {
 	c := common{
 		destination:    orDefault(dst, DefaultDestination),
 		pingInterval:   orDefault(ping, DefaultPingInterval),
 		pingMisses:     orDefault(misses, DefaultPingMisses),
 		maxMessageSize: orDefault(maxMsg, DefaultMaxMessageSize),
 		queueLen:       orDefault(queueLen, DefaultQueueLen),
+		batchSize:      orDefault(batch, DefaultBatchSize),
 		writeTimeout:   orDefault(wt, DefaultWriteTimeout),
 		log:            log,
 	}
@@ -67,6 +78,8 @@ func newCommon(dst netip.AddrPort, ping time.Duration, misses, maxMsg, queueLen 
 		return c, fmt.Errorf("max message size %d: %w", maxMsg, ErrConfig)
 	case c.queueLen < 0:
 		return c, fmt.Errorf("queue length %d: %w", queueLen, ErrConfig)
+	case c.batchSize < 1 || c.batchSize > conn.IdealBatchSize:
+		return c, fmt.Errorf("batch size %d, want 1 to %d: %w", batch, conn.IdealBatchSize, ErrConfig)
 	}
 	return c, nil
 }

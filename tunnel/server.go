@@ -64,6 +64,9 @@ type ServerConfig struct {
 	// QueueLen is how many received datagrams wait for the Bind before
 	// the oldest is dropped. Default DefaultQueueLen.
 	QueueLen int
+	// BatchSize is how many datagrams one receive of the Bind returns, 1 to
+	// 128; it bounds the receiving device's memory. Default DefaultBatchSize.
+	BatchSize int
 	// Backlog is how many datagrams sent while no session is up are held
 	// for the next session (sent if younger than a second, oldest dropped
 	// first); negative disables. Default DefaultBacklog.
@@ -132,7 +135,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.UpgradeBurst < 0 {
 		return nil, fmt.Errorf("upgrade burst %d: %w", cfg.UpgradeBurst, ErrConfig)
 	}
-	cm, err := newCommon(cfg.Destination, cfg.PingInterval, cfg.PingMisses, cfg.MaxMessageSize, cfg.QueueLen, cfg.WriteTimeout, cfg.Logger)
+	cm, err := newCommon(cfg.Destination, cfg.PingInterval, cfg.PingMisses, cfg.MaxMessageSize, cfg.QueueLen, cfg.BatchSize, cfg.WriteTimeout, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}

@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ListenAddr: o.listen,
 		ReadyFile:  o.readyFile,
 		UAPIDir:    o.uapiDir,
+		BatchSize:  o.batchSize,
 		Logger:     log,
 	})
 	if err != nil {

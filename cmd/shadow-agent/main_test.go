@@ -99,7 +99,7 @@ func TestConfig(t *testing.T) {
 		"--path-prefix-file", prefixFile, "--private-key-file", keyFile, "--listen", "127.0.0.1:8443",
 		"--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--destination", "127.0.0.1:51821", "--health-listen", ":9999",
 		"--interface", "wgs", "--address", "10.9.0.1/24", "--peer-address", "10.9.0.2", "--mtu", "1420", "--keepalive", "30",
-		"--exclude-tcp", "22, 80", "--reassert-interval", "1m", "--uapi-dir", "/run/wg",
+		"--exclude-tcp", "22, 80", "--reassert-interval", "1m", "--uapi-dir", "/run/wg", "--batch-size", "64",
 	}, env(map[string]string{
 		"SHADOW_PEER_PUBLIC_KEY": b64(peer), "SHADOW_MAIN_INTERFACE": "eth1", "POD_IP": "10.244.1.7", "SHADOW_EXCLUDE_UDP": "53",
 		"SHADOW_LISTEN": "ignored:1", // the flag wins
@@ -116,7 +116,7 @@ func TestConfig(t *testing.T) {
 		TLSCertFile: "/c.pem", TLSKeyFile: "/k.pem", Destination: netip.MustParseAddrPort("127.0.0.1:51821"), HealthAddr: ":9999",
 		Interface: "wgs", Address: netip.MustParsePrefix("10.9.0.1/24"), PeerAddress: netip.MustParseAddr("10.9.0.2"), MTU: 1420,
 		PersistentKeepalive: 30 * time.Second, MainInterface: "eth1", PodIP: netip.MustParseAddr("10.244.1.7"),
-		ExcludeTCP: []uint16{22, 80}, ExcludeUDP: []uint16{53}, ReassertInterval: time.Minute, UAPIDir: "/run/wg",
+		ExcludeTCP: []uint16{22, 80}, ExcludeUDP: []uint16{53}, ReassertInterval: time.Minute, UAPIDir: "/run/wg", BatchSize: 64,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
 		cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {

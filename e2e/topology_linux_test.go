@@ -74,6 +74,12 @@ type nginx struct {
 // (host:port); check is one of ns's addresses, to know when it listens.
 func startNginx(t testing.TB, ns *netnstest.NS, check, upstream string) *nginx {
 	t.Helper()
+	return startNginxFor(t, ns, check, upstream, ingressHost)
+}
+
+// startNginxFor is startNginx for the virtual host host.
+func startNginxFor(t testing.TB, ns *netnstest.NS, check, upstream, host string) *nginx {
+	t.Helper()
 	n := &nginx{ns: ns, dir: t.TempDir(), check: check}
 	conf := fmt.Sprintf(`worker_processes 1;
 daemon off;
@@ -107,7 +113,7 @@ http {
 		return 404;
 	}
 }
-`, n.dir, ingressHost, upstream)
+`, n.dir, host, upstream)
 	if err := os.WriteFile(filepath.Join(n.dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

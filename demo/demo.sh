@@ -2,7 +2,9 @@
 # demo.sh: the product on an embedded default. Starts the project's real control plane as the remote
 # cluster, runs interlink-k8s-plugin against it on a unix socket, and plays InterLink's part with curl:
 # a pod is offloaded (create), watched until Running (status), its logs read (getLogs) and removed
-# (delete). Everything is torn down at the end.
+# (delete). Then the mesh, as root (demo/mesh.sh): a pod with the VK's mesh annotation is offloaded
+# with its sidecar and, in network namespaces, a local client reaches it on its shadow pod's IP.
+# Everything is torn down at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,13 +14,17 @@ kubeconfig=$PWD/.cache/cluster/kubeconfig
 sock=$PWD/.cache/demo/plugin.sock
 mkdir -p .cache/demo
 
-step "1/7 starting the remote cluster (first run builds it from source: about 10-15 min on 2 cores)"
+step "1/10 starting the remote cluster (first run builds it from source: about 10-15 min on 2 cores)"
 testcluster/cluster.sh up
 plugin_pid=
+mesh_pids=()
+mesh_ns=()
 cleanup() {
 	step "tearing down"
 	[ -z "$plugin_pid" ] || kill "$plugin_pid" 2>/dev/null || true
+	for p in "${mesh_pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
+	for n in "${mesh_ns[@]}"; do ip netns del "$n" 2>/dev/null || true; done
 	testcluster/cluster.sh down
 }
 trap cleanup EXIT
@@ -28,10 +34,10 @@ api() { # api METHOD PATH [BODY]: call the plugin as InterLink does
 		-H 'InterLink-Http-Session: demo' "http://plugin$2" ${3:+--data-binary "$3"}
 }
 
-step "2/7 remote nodes (kwok fakes the kubelets; capacity includes nvidia.com/gpu)"
+step "2/10 remote nodes (kwok fakes the kubelets; capacity includes nvidia.com/gpu)"
 k get nodes -o custom-columns='NAME:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,CPU:.status.capacity.cpu,GPU:.status.capacity.nvidia\.com/gpu'
 
-step "3/7 starting interlink-k8s-plugin on unix://$sock"
+step "3/10 starting interlink-k8s-plugin on unix://$sock"
 K8S_KUBECONFIG_PATH=$kubeconfig APP_SOCKET_ADDRESS=unix://$sock \
 	bin/interlink-k8s-plugin >.cache/demo/plugin.log 2>&1 &
 plugin_pid=$!
@@ -54,12 +60,12 @@ pod=$(
  "container": [{"name": "web", "configMaps": [{"metadata": {"name": "greeting"}, "data": {"text": "hello from the remote cluster"}}]}]}
 EOF
 )
-step "4/7 POST /create: InterLink offloads pod demo/hello (uid $uid)"
+step "4/10 POST /create: InterLink offloads pod demo/hello (uid $uid)"
 api POST /create "$pod"
 echo
 k get pods,configmaps -A -l "interlink.io/source.pod_uid=$uid" -o wide
 
-step "5/7 GET /status until the remote pod runs"
+step "5/10 GET /status until the remote pod runs"
 for _ in $(seq 60); do
 	st=$(api GET /status "[$(jq -c .pod <<<"$pod")]")
 	jq -e '.[0].containers[0].state.running' <<<"$st" >/dev/null && break
@@ -67,7 +73,7 @@ for _ in $(seq 60); do
 done
 jq -c '.[0] | {name, JID, containers: [.containers[] | {name, state}]}' <<<"$st"
 
-step "6/7 GET /getLogs (the remote kubelet's log, through the remote pods/log API)"
+step "6/10 GET /getLogs (the remote kubelet's log, through the remote pods/log API)"
 remote_ns=$(k get pods -A -l "interlink.io/source.pod_uid=$uid" -o jsonpath='{.items[0].metadata.namespace}')
 remote_pod=$(k get pods -A -l "interlink.io/source.pod_uid=$uid" -o jsonpath='{.items[0].metadata.name}')
 now=$(date -u +%Y-%m-%dT%H:%M:%S.000000000Z)
@@ -81,9 +87,16 @@ EOF
 for _ in $(seq 50); do out=$(api GET /getLogs "{\"Namespace\":\"demo\",\"PodName\":\"hello\",\"PodUID\":\"$uid\",\"ContainerName\":\"web\",\"Opts\":{\"Timestamps\":true}}" 2>/dev/null) && [ -n "$out" ] && break; sleep 0.2; done
 echo "$out"
 
-step "7/7 POST /delete: the remote pod and its scoped ConfigMap go away"
+step "7/10 POST /delete: the remote pod and its scoped ConfigMap go away"
 api POST /delete "$(jq -c .pod <<<"$pod")"
 echo
 for _ in $(seq 60); do [ -z "$(k get pods,configmaps -A -l "interlink.io/source.pod_uid=$uid" -o name)" ] && break; sleep 0.5; done
 echo "remote objects left for uid $uid: $(k get pods,configmaps -A -l "interlink.io/source.pod_uid=$uid" -o name | wc -l)"
 echo "plugin log: .cache/demo/plugin.log"
+
+if [ "$(id -u)" != 0 ] || ! command -v nginx >/dev/null || ! command -v openssl >/dev/null; then
+	step "8-10/10 the mesh needs root (network namespaces, TUN, iptables), nginx and openssl: skipped"
+	exit 0
+fi
+# shellcheck source=demo/mesh.sh
+. demo/mesh.sh

@@ -24,6 +24,22 @@ build: ## build the three binaries into bin/
 		CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/$$b ./cmd/$$b; \
 	done
 
+.PHONY: images
+images: ## build the three container images (images/*.Dockerfile) with docker or podman
+	@engine=$$(command -v docker || command -v podman || true); \
+	if [ -z "$$engine" ]; then \
+		echo "make images: neither docker nor podman is installed (looked in PATH); install one to build images/*.Dockerfile" >&2; \
+		exit 1; \
+	fi; \
+	if ! "$$engine" info >/dev/null 2>&1; then \
+		echo "make images: $$engine is installed but its engine is not reachable ($$engine info fails): start the daemon or the podman socket" >&2; \
+		exit 1; \
+	fi; \
+	for b in $(BINARIES); do \
+		echo "[images] ghcr.io/interlink-k8s-mesh/$$b:$(VERSION) with $$engine"; \
+		"$$engine" build --build-arg VERSION=$(VERSION) -f images/$$b.Dockerfile -t ghcr.io/interlink-k8s-mesh/$$b:$(VERSION) .; \
+	done
+
 $(STATICCHECK):
 	@echo "[lint] installing staticcheck $(STATICCHECK_VERSION) into $(IKM_CACHE)/tools (once, about 1 min)"
 	@mkdir -p $(IKM_CACHE)/tools

@@ -19,6 +19,7 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // handshakePoll is how often the agent asks the device for its first handshake; it stops asking
@@ -35,7 +36,7 @@ type Agent struct {
 	cfg     Config
 	log     *slog.Logger
 	spec    meshspec.Spec // with defaults, valid
-	plan    linkPlan
+	plan    wgdevice.LinkPlan
 	sock    string // UAPI socket path
 	client  *tunnel.Client
 	reg     *prometheus.Registry
@@ -44,7 +45,7 @@ type Agent struct {
 	started atomic.Bool
 	// dev and kern are set while the device is up, for the probes and the metrics.
 	dev   atomic.Pointer[device.Device]
-	kern  atomic.Pointer[kernel]
+	kern  atomic.Pointer[wgdevice.Link]
 	ready atomic.Bool // a handshake completed
 }
 
@@ -111,26 +112,26 @@ func (a *Agent) Run(ctx context.Context) error {
 // up creates and configures the device, then starts the goroutines that serve it. Each step
 // pushes its undo before it can fail half-way.
 func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func(), start time.Time) error {
-	k, err := openKernel()
+	k, err := wgdevice.OpenLink()
 	if err != nil {
 		return err
 	}
-	*undo = append(*undo, k.close)
+	*undo = append(*undo, k.Close)
 	tdev, err := tun.CreateTUN(a.spec.Interface, a.spec.MTU)
 	if err != nil {
 		return fmt.Errorf("create tun device %s: %w", a.spec.Interface, err)
 	}
-	dev := device.NewDevice(tdev, tunnel.NewClientBind(a.client), deviceLogger(a.log))
+	dev := device.NewDevice(tdev, tunnel.NewClientBind(a.client), wgdevice.NewLogger(a.log))
 	*undo = append(*undo, dev.Close) // also closes the TUN, which deletes the link
 	if err := dev.IpcSet(uapiConfig(a.spec)); err != nil {
 		return fmt.Errorf("configure wireguard device: %w", err)
 	}
 	*undo = append(*undo, func() {
-		if err := k.remove(); err != nil {
+		if err := k.Remove(); err != nil {
 			a.log.Warn("remove routes and address", "err", err)
 		}
 	})
-	if err := k.apply(a.plan); err != nil {
+	if err := k.Apply(a.plan); err != nil {
 		return err
 	}
 	if err := dev.Up(); err != nil {
@@ -139,12 +140,12 @@ func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func(), start
 	a.dev.Store(dev)
 	a.kern.Store(k)
 	*undo = append(*undo, func() { a.dev.Store(nil); a.kern.Store(nil) })
-	us, err := listenUAPI(a.sock)
+	us, err := wgdevice.ListenUAPI(a.sock)
 	if err != nil {
 		return err
 	}
-	*undo = append(*undo, us.close)
-	g.Go(func() error { return us.serve(dev) })
+	*undo = append(*undo, us.Close)
+	g.Go(func() error { return us.Serve(dev) })
 	g.Go(func() error { return a.awaitHandshake(ctx, dev, start) })
 	return nil
 }
@@ -160,7 +161,7 @@ func (a *Agent) awaitHandshake(ctx context.Context, dev *device.Device, start ti
 			return nil
 		case <-t.C:
 		}
-		p, err := readPeer(dev)
+		p, err := wgdevice.ReadPeer(dev)
 		if err != nil {
 			a.log.Warn("read device state", "err", err)
 			continue
@@ -177,22 +178,6 @@ func (a *Agent) awaitHandshake(ctx context.Context, dev *device.Device, start ti
 		}
 		return nil
 	}
-}
-
-// readPeer returns the state of the device's one peer.
-func readPeer(dev *device.Device) (peerStatus, error) {
-	text, err := dev.IpcGet()
-	if err != nil {
-		return peerStatus{}, fmt.Errorf("get device state: %w", err)
-	}
-	peers, err := parsePeers(text)
-	if err != nil {
-		return peerStatus{}, err
-	}
-	if len(peers) != 1 {
-		return peerStatus{}, fmt.Errorf("device has %d peers, want 1", len(peers))
-	}
-	return peers[0], nil
 }
 
 func removeFile(path string) error {

@@ -2,9 +2,7 @@ package meshagent
 
 import (
 	"context"
-	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -134,23 +132,6 @@ func TestReadyFile(t *testing.T) {
 	}
 	if err := removeFile(path); err != nil {
 		t.Errorf("removing a missing file: %v", err)
-	}
-}
-
-func TestDeviceLogger(t *testing.T) {
-	lb, log := newLogBuffer(t)
-	l := deviceLogger(log)
-	l.Verbosef("peer(%s) - handshake", "AbCd…WxYz")
-	l.Errorf("failed: %v", errors.New("boom"))
-	out := lb.String()
-	if !strings.Contains(out, "level=DEBUG msg=\"peer(AbCd…WxYz) - handshake\" component=wireguard") ||
-		!strings.Contains(out, "level=ERROR msg=\"failed: boom\" component=wireguard") {
-		t.Errorf("bridged log:\n%s", out)
-	}
-	var info strings.Builder
-	deviceLogger(slog.New(slog.NewTextHandler(&info, nil))).Verbosef("hidden")
-	if info.Len() != 0 {
-		t.Errorf("verbose line logged at info level: %s", info.String())
 	}
 }
 

@@ -9,7 +9,8 @@
 //     wireguard-go device whose conn.Bind is the tunnel (tunnel.ClientBind), and configures it
 //     with UAPI text computed from the spec (uapiConfig, a pure function);
 //  3. with netlink, sets the MTU and the address, brings the link up and routes the peer's
-//     address and the spec's routes to it (planLink computes, kernel.apply applies);
+//     address and the spec's routes to it (planLink computes,
+//     wgdevice.Link.Apply applies);
 //  4. serves the UAPI socket <UAPIDir>/<interface>.sock for wg(8) and wgctrl;
 //  5. polls the device until the first handshake, then answers /readyz with 200 and writes the
 //     ready file.
@@ -19,5 +20,5 @@
 // Caveats: it needs CAP_NET_ADMIN (TUN, netlink) and CAP_MKNOD only when /dev/net/tun is missing;
 // no sysctl is written. The TUN device belongs to the process: if the process dies, the kernel
 // deletes the link with its address and routes, so a restart starts clean. The kernel side is
-// Linux-only (kernel_linux.go); elsewhere Run fails with errors.ErrUnsupported.
+// Linux-only (wgdevice.Link); elsewhere Run fails with errors.ErrUnsupported.
 package meshagent

@@ -12,7 +12,7 @@ func (a *Agent) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "wireguard device not up", http.StatusServiceUnavailable)
 		return
 	}
-	if err := k.linkUp(); err != nil {
+	if err := k.CheckUp(); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}

@@ -30,6 +30,7 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 var (
@@ -315,7 +316,7 @@ func startShadow(t *testing.T, ns *testNS, key, peer meshspec.Key, prefix string
 	if err := ns.do(func() error { // NewDevice reads the MTU by name: in the namespace too
 		tdev, err := tun.CreateTUN("ikms0", meshspec.DefaultMTU)
 		if err == nil {
-			dev = device.NewDevice(tdev, tunnel.NewServerBind(srv), deviceLogger(log))
+			dev = device.NewDevice(tdev, tunnel.NewServerBind(srv), wgdevice.NewLogger(log))
 		}
 		return err
 	}); err != nil {

@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // routes returns the agent's HTTP API.
@@ -76,7 +78,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if dev == nil {
 		return
 	}
-	p, err := readPeer(dev)
+	p, err := wgdevice.ReadPeer(dev)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descPeerBytes, err)
 		return

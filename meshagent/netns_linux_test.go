@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // requireNetAdmin skips unless the test can make network namespaces and TUN devices.
@@ -21,8 +25,8 @@ func requireNetAdmin(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root (network namespaces, TUN devices, netlink)")
 	}
-	if _, err := os.Stat(tunPath); err != nil {
-		t.Skipf("skipping: %s is missing: %v", tunPath, err)
+	if _, err := os.Stat(wgdevice.TUNPath); err != nil {
+		t.Skipf("skipping: %s is missing: %v", wgdevice.TUNPath, err)
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("skipping: the ip command (iproute2) is missing")
@@ -135,4 +139,8 @@ func TestNetnsHelpersLeaveNothing(t *testing.T) {
 	if strings.Contains(string(out), name) {
 		t.Errorf("namespace %s left behind: %s", name, out)
 	}
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }

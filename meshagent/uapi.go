@@ -1,11 +1,8 @@
 package meshagent
 
 import (
-	"bufio"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -29,86 +26,4 @@ func uapiConfig(s meshspec.Spec) string {
 		fmt.Fprintf(&b, "allowed_ip=%s\n", p)
 	}
 	return b.String()
-}
-
-// peerStatus is what the agent reads back about a peer from the UAPI "get" text.
-type peerStatus struct {
-	PublicKey        meshspec.Key
-	RxBytes, TxBytes uint64
-	// LastHandshake is zero until a handshake completed.
-	LastHandshake time.Time
-}
-
-// parsePeers reads the peers out of a UAPI "get" reply (wireguard-go's IpcGet, or the socket's
-// reply without its errno line). Device lines, the private key among them, are skipped without
-// being kept; unknown keys are ignored, as the protocol asks. The text ends at an empty line or
-// at its end.
-func parsePeers(text string) ([]peerStatus, error) {
-	var (
-		peers []peerStatus
-		sec   = map[int][2]int64{} // peer index -> last handshake sec, nsec
-	)
-	sc := bufio.NewScanner(strings.NewReader(text))
-	for line := 1; sc.Scan(); line++ {
-		if sc.Text() == "" {
-			break
-		}
-		key, value, ok := strings.Cut(sc.Text(), "=")
-		if !ok {
-			return nil, fmt.Errorf("parse uapi line %d: no '='", line)
-		}
-		if key == "errno" {
-			if value != "0" {
-				return nil, fmt.Errorf("uapi reply: errno=%s", value)
-			}
-			continue
-		}
-		if key == "public_key" {
-			var p peerStatus
-			if len(value) != 2*meshspec.KeyLen {
-				return nil, fmt.Errorf("parse uapi line %d: public_key is not %d hex digits", line, 2*meshspec.KeyLen)
-			}
-			if _, err := hex.Decode(p.PublicKey[:], []byte(value)); err != nil {
-				return nil, fmt.Errorf("parse uapi line %d: public_key: %w", line, err)
-			}
-			peers = append(peers, p)
-			continue
-		}
-		if len(peers) == 0 {
-			continue // a device line
-		}
-		i := len(peers) - 1
-		var err error
-		switch key {
-		case "rx_bytes":
-			peers[i].RxBytes, err = strconv.ParseUint(value, 10, 64)
-		case "tx_bytes":
-			peers[i].TxBytes, err = strconv.ParseUint(value, 10, 64)
-		case "last_handshake_time_sec", "last_handshake_time_nsec":
-			var v int64
-			v, err = strconv.ParseInt(value, 10, 64)
-			t := sec[i]
-			if key == "last_handshake_time_sec" {
-				t[0] = v
-			} else {
-				t[1] = v
-			}
-			sec[i] = t
-		}
-		if err != nil {
-			return nil, fmt.Errorf("parse uapi line %d: %s: %w", line, key, errors.Unwrap(err))
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("parse uapi: %w", err)
-	}
-	for i, t := range sec {
-		if t[0] < 0 || t[1] < 0 || t[1] >= int64(time.Second) {
-			return nil, fmt.Errorf("parse uapi: peer %d: last handshake %d.%09d out of range", i, t[0], t[1])
-		}
-		if t != [2]int64{} {
-			peers[i].LastHandshake = time.Unix(t[0], t[1])
-		}
-	}
-	return peers, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -98,81 +99,18 @@ func TestUAPIConfigAccepted(t *testing.T) {
 	if n := strings.Count(text, "allowed_ip="); n != 3 {
 		t.Errorf("device has %d allowed IPs, want 3", n)
 	}
-	p, err := readPeer(dev)
+	p, err := wgdevice.ReadPeer(dev)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.PublicKey != s.PeerPublicKey || !p.LastHandshake.IsZero() {
-		t.Errorf("readPeer = key match %v, handshake %v; want the peer, no handshake", p.PublicKey == s.PeerPublicKey, p.LastHandshake)
+		t.Errorf("ReadPeer = key match %v, handshake %v; want the peer, no handshake", p.PublicKey == s.PeerPublicKey, p.LastHandshake)
 	}
-}
-
-var peerCases = []struct {
-	name string
-	in   string
-	want []peerStatus
-	err  string
-}{
-	{name: "device only", in: "private_key=" + strings.Repeat("ab", 32) + "\nlisten_port=51820\n", want: nil},
-	{name: "one peer, no handshake", in: "private_key=" + strings.Repeat("ab", 32) + "\npublic_key=" + strings.Repeat("01", 32) +
-		"\nendpoint=127.0.0.1:51820\nlast_handshake_time_sec=0\nlast_handshake_time_nsec=0\nrx_bytes=0\ntx_bytes=148\nallowed_ip=10.7.0.1/32\n",
-		want: []peerStatus{{PublicKey: meshspec.Key(bytesOf(0x01)), TxBytes: 148}}},
-	{name: "two peers and socket framing", in: "public_key=" + strings.Repeat("01", 32) + "\nrx_bytes=92\nlast_handshake_time_sec=1700000000\nlast_handshake_time_nsec=5\n" +
-		"public_key=" + strings.Repeat("02", 32) + "\nprotocol_version=1\nerrno=0\n\nignored=after the end\n",
-		want: []peerStatus{{PublicKey: meshspec.Key(bytesOf(0x01)), RxBytes: 92, LastHandshake: time.Unix(1700000000, 5)}, {PublicKey: meshspec.Key(bytesOf(0x02))}}},
-	{name: "no equals", in: "public_key\n", err: "no '='"},
-	{name: "short key", in: "public_key=abcd\n", err: "hex digits"},
-	{name: "bad hex", in: "public_key=" + strings.Repeat("zz", 32) + "\n", err: "invalid byte"},
-	{name: "bad counter", in: "public_key=" + strings.Repeat("01", 32) + "\nrx_bytes=-1\n", err: "rx_bytes"},
-	{name: "bad nsec", in: "public_key=" + strings.Repeat("01", 32) + "\nlast_handshake_time_nsec=1000000000\n", err: "out of range"},
-	{name: "errno", in: "errno=-22\n", err: "errno=-22"},
-}
-
-func bytesOf(b byte) (k [32]byte) {
-	for i := range k {
-		k[i] = b
-	}
-	return k
-}
-
-func TestParsePeers(t *testing.T) {
-	for _, tc := range peerCases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parsePeers(tc.in)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("parsePeers error = %v, want %q", err, tc.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Errorf("parsePeers (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
-// FuzzParsePeers checks that the parser of device state never panics and that it never keeps
-// more peers than the text has public_key lines.
-func FuzzParsePeers(f *testing.F) {
-	for _, tc := range peerCases {
-		f.Add(tc.in)
-	}
-	f.Add(uapiConfig(testSpec()))
-	f.Fuzz(func(t *testing.T, text string) {
-		peers, err := parsePeers(text)
-		if err == nil && len(peers) > strings.Count(text, "public_key=") {
-			t.Fatalf("%d peers from %d public_key lines", len(peers), strings.Count(text, "public_key="))
-		}
-	})
 }
 
 func TestPlanLink(t *testing.T) {
 	got := planLink(testSpec())
-	want := linkPlan{Name: "wg0", MTU: 1280, Address: netip.MustParsePrefix("10.7.0.2/32"), Routes: []netip.Prefix{
+	want := wgdevice.LinkPlan{Name: "wg0", MTU: 1280, Address: netip.MustParsePrefix("10.7.0.2/32"), Routes: []netip.Prefix{
 		netip.MustParsePrefix("10.7.0.1/32"), netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")}}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("planLink (-want +got):\n%s", diff)

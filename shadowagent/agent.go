@@ -21,6 +21,7 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netfilter"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // shutdownTimeout bounds the health server's graceful stop.
@@ -186,17 +187,17 @@ func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func()) (*net
 	if err != nil {
 		return nil, "", fmt.Errorf("create tun device %s: %w", a.cfg.Interface, err)
 	}
-	dev := device.NewDevice(tdev, freshInitiations{tunnel.NewServerBind(a.srv), a.srv}, deviceLogger(a.log))
+	dev := device.NewDevice(tdev, freshInitiations{tunnel.NewServerBind(a.srv), a.srv}, wgdevice.NewLogger(a.log))
 	*undo = append(*undo, dev.Close) // also closes the TUN, which deletes the link
 	if err := dev.IpcSet(uapiConfig(a.cfg)); err != nil {
 		return nil, "", fmt.Errorf("configure wireguard device: %w", err)
 	}
 	*undo = append(*undo, func() {
-		if err := k.remove(); err != nil {
+		if err := k.Remove(); err != nil {
 			a.log.Warn("remove route and address", "err", err)
 		}
 	})
-	if err := k.apply(planLink(a.cfg)); err != nil {
+	if err := k.Apply(planLink(a.cfg)); err != nil {
 		return nil, "", err
 	}
 	if err := dev.Up(); err != nil {
@@ -206,12 +207,12 @@ func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func()) (*net
 	a.dev.Store(dev)
 	*undo = append(*undo, func() { a.dev.Store(nil); a.kern.Store(nil) })
 
-	us, err := listenUAPI(a.cfg.socketPath())
+	us, err := wgdevice.ListenUAPI(a.cfg.socketPath())
 	if err != nil {
 		return nil, "", err
 	}
-	*undo = append(*undo, us.close)
-	g.Go(func() error { return us.serve(dev) })
+	*undo = append(*undo, us.Close)
+	g.Go(func() error { return us.Serve(dev) })
 
 	nf, err := netfilter.New(netfilter.Config{
 		MainInterface:      mainIface,
@@ -257,20 +258,4 @@ func (a *Agent) mainInterface(k *kernel) (string, error) {
 			"pod_ip", a.cfg.PodIP, "main_interface", name, "addresses", fmt.Sprint(addrs))
 	}
 	return name, nil
-}
-
-// readPeer returns the state of the device's one peer.
-func readPeer(dev *device.Device) (peerState, error) {
-	text, err := dev.IpcGet()
-	if err != nil {
-		return peerState{}, fmt.Errorf("get device state: %w", err)
-	}
-	peers, err := parsePeers(text)
-	if err != nil {
-		return peerState{}, err
-	}
-	if len(peers) != 1 {
-		return peerState{}, fmt.Errorf("device has %d peers, want 1", len(peers))
-	}
-	return peers[0], nil
 }

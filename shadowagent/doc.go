@@ -16,7 +16,7 @@
 //     text computed from the Config (uapiConfig, a pure function): its private key and one
 //     peer, the offloaded pod, allowed PeerAddress only;
 //  3. with netlink, sets the MTU and Address, brings the link up and routes PeerAddress to it
-//     (planLink computes, kernel.apply applies);
+//     (planLink computes, wgdevice.Link.Apply applies);
 //  4. serves the UAPI socket <UAPIDir>/<Interface>.sock for wg(8) and wgctrl;
 //  5. applies the netfilter rule set (DNAT of every TCP and UDP flow arriving on the main
 //     interface to PeerAddress, except the agent's own ports; MASQUERADE both ways; forwarding),
@@ -38,6 +38,6 @@
 //   - The tunnel serves one peer: a newer session with the path prefix replaces the older one
 //     (logged as "tunnel session replaced"); WireGuard's own authentication decides which one
 //     carries traffic.
-//   - Kernel code is Linux-only (kernel_linux.go); elsewhere Run fails with
+//   - Kernel code is Linux-only (wgdevice.Link, kernel_linux.go); elsewhere Run fails with
 //     errors.ErrUnsupported.
 package shadowagent

@@ -24,6 +24,7 @@ import (
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netfilter"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // The integration topology. Every address lives in a namespace the test creates.
@@ -48,8 +49,8 @@ var (
 // nothing secret reaches the logs.
 func TestShadowInNamespaces(t *testing.T) {
 	netnstest.Require(t, "ip", "iptables", "iptables-save")
-	if _, err := os.Stat(tunDevice); err != nil {
-		t.Skipf("skipping: needs %s: %v", tunDevice, err)
+	if _, err := os.Stat(wgdevice.TUNPath); err != nil {
+		t.Skipf("skipping: needs %s: %v", wgdevice.TUNPath, err)
 	}
 	meshAgent := buildMeshAgent(t)
 	client, shadow, pod := netnstest.New(t), netnstest.New(t), netnstest.New(t)
@@ -227,7 +228,7 @@ func TestShadowInNamespaces(t *testing.T) {
 	})
 	t.Run("uapi socket", func(t *testing.T) {
 		reply := uapiGet(t, filepath.Join(uapiDir, "wg0.sock"))
-		peers, err := parsePeers(reply)
+		peers, err := wgdevice.ParsePeers(reply)
 		if err != nil || len(peers) != 1 {
 			t.Fatalf("uapi get: %v, %d peers:\n%s", err, len(peers), reply)
 		}

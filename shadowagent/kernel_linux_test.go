@@ -8,14 +8,15 @@ import (
 	"testing"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // TestKernel applies and removes a link plan on a veth link in a fresh namespace, and finds
 // the default route's interface there.
 func TestKernel(t *testing.T) {
 	netnstest.Require(t, "ip")
-	if _, err := os.Stat(tunDevice); err != nil {
-		t.Skipf("skipping: needs %s: %v", tunDevice, err)
+	if _, err := os.Stat(wgdevice.TUNPath); err != nil {
+		t.Skipf("skipping: needs %s: %v", wgdevice.TUNPath, err)
 	}
 	ns := netnstest.New(t)
 	ns.MustExec("ip", "link", "add", "wgt", "type", "veth", "peer", "name", "wgtp")
@@ -57,12 +58,12 @@ func TestKernel(t *testing.T) {
 		plan := planLink(testConfig().withDefaults())
 		plan.Name = "wgt"
 		for range 2 { // idempotent
-			if err := k.apply(plan); err != nil {
+			if err := k.Apply(plan); err != nil {
 				return err
 			}
 		}
-		if err := k.linkUp(); err != nil {
-			t.Errorf("linkUp after apply: %v", err)
+		if err := k.CheckUp(); err != nil {
+			t.Errorf("CheckUp after apply: %v", err)
 		}
 		out := exec("ip", "-o", "addr", "show", "dev", "wgt")
 		if !strings.Contains(out, "inet 10.7.0.1/32") {
@@ -74,10 +75,10 @@ func TestKernel(t *testing.T) {
 		if out := exec("ip", "route", "show", "10.7.0.2/32"); !strings.Contains(out, "dev wgt scope link") {
 			t.Errorf("route not applied: %q", out)
 		}
-		if err := k.remove(); err != nil {
+		if err := k.Remove(); err != nil {
 			return err
 		}
-		if err := k.remove(); err != nil { // already gone
+		if err := k.Remove(); err != nil { // already gone
 			t.Errorf("second remove: %v", err)
 		}
 		if out := exec("ip", "-o", "addr", "show", "dev", "wgt"); strings.Contains(out, "10.7.0.1") {
@@ -89,10 +90,10 @@ func TestKernel(t *testing.T) {
 
 		// A route to the peer through another link is not taken over.
 		exec("ip", "route", "add", "10.7.0.2/32", "dev", "other")
-		if err := k.apply(plan); err == nil || !strings.Contains(err.Error(), "already exists via other") {
+		if err := k.Apply(plan); err == nil || !strings.Contains(err.Error(), "already exists via other") {
 			t.Errorf("apply over a foreign route = %v", err)
 		}
-		if err := k.remove(); err != nil {
+		if err := k.Remove(); err != nil {
 			t.Errorf("remove after a failed apply: %v", err)
 		}
 		if out := exec("ip", "route", "show", "10.7.0.2/32"); !strings.Contains(out, "dev other") {

@@ -1,19 +1,15 @@
 package shadowagent
 
-import "net/netip"
+import (
+	"net/netip"
 
-// linkPlan is the kernel state the agent wants for its WireGuard interface: computed from the
-// configuration by planLink, applied by kernel.apply, undone by kernel.remove.
-type linkPlan struct {
-	Name    string
-	MTU     int
-	Address netip.Prefix
-	// Routes go to the interface: the peer's address only, where forwarded flows are DNATed.
-	Routes []netip.Prefix
-}
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
+)
 
-func planLink(c Config) linkPlan {
-	return linkPlan{
+// planLink is the kernel state the agent wants for its WireGuard interface, applied by
+// wgdevice.Link.Apply. Its one route is the peer's address, where forwarded flows are DNATed.
+func planLink(c Config) wgdevice.LinkPlan {
+	return wgdevice.LinkPlan{
 		Name:    c.Interface,
 		MTU:     c.MTU,
 		Address: c.Address,

@@ -2,67 +2,28 @@ package shadowagent
 
 import (
 	"bytes"
-	"fmt"
 	"log/slog"
-	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/leakcheck"
 )
 
 // TestMain fails the run when goroutines of the agent, the tunnel, wireguard-go or an HTTP
 // server outlive the tests.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaks := waitGoroutines(5 * time.Second); leaks != "" {
-			fmt.Fprintf(os.Stderr, "goroutine leak:\n%s\n", leaks)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-var leakMarkers = []string{
-	"interlink-k8s-mesh/shadowagent.",
-	"interlink-k8s-mesh/tunnel.",
-	"interlink-k8s-mesh/netfilter.",
-	"golang.zx2c4.com/wireguard/device.",
-	"golang.zx2c4.com/wireguard/tun.",
-	"net/http.(*conn).serve",
-	"net/http.(*persistConn)",
-	"net/http.(*Server).Serve",
-}
-
-func waitGoroutines(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		leaks := leakedGoroutines()
-		if leaks == "" || time.Now().After(deadline) {
-			return leaks
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func leakedGoroutines() string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		if strings.Contains(g, "leakedGoroutines") || strings.Contains(g, "TestMain") {
-			continue
-		}
-		for _, m := range leakMarkers {
-			if strings.Contains(g, m) {
-				out = append(out, g)
-				break
-			}
-		}
-	}
-	return strings.Join(out, "\n\n")
+	leakcheck.Main(m, leakcheck.Config{Markers: []string{
+		"interlink-k8s-mesh/shadowagent.",
+		"interlink-k8s-mesh/tunnel.",
+		"interlink-k8s-mesh/wgdevice.",
+		"interlink-k8s-mesh/netfilter.",
+		"golang.zx2c4.com/wireguard/device.",
+		"golang.zx2c4.com/wireguard/tun.",
+		"net/http.(*conn).serve",
+		"net/http.(*persistConn)",
+		"net/http.(*Server).Serve",
+	}})
 }
 
 // logBuffer collects log output for assertions and echoes it to the test log with -v.

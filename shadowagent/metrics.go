@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // routes returns the agent's HTTP API on HealthAddr.
@@ -79,7 +81,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if dev == nil {
 		return
 	}
-	p, err := readPeer(dev)
+	p, err := wgdevice.ReadPeer(dev)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descPeerBytes, err)
 		return

@@ -30,6 +30,7 @@ import (
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // Helpers of the namespace tests: servers, clients and processes inside netnstest namespaces,
@@ -185,7 +186,7 @@ func startSecondClient(t *testing.T, ns *netnstest.NS, key, peer meshspec.Key, p
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := device.NewDevice(tuntest.NewChannelTUN().TUN(), tunnel.NewClientBind(cl), deviceLogger(log))
+	dev := device.NewDevice(tuntest.NewChannelTUN().TUN(), tunnel.NewClientBind(cl), wgdevice.NewLogger(log))
 	// A keepalive every second: a handshake at once, and traffic that keeps claiming the session.
 	if err := dev.IpcSet(fmt.Sprintf("private_key=%s\npublic_key=%s\nendpoint=%s\npersistent_keepalive_interval=1\nallowed_ip=10.7.0.1/32\n",
 		hex.EncodeToString(key[:]), hex.EncodeToString(peer[:]), tunnel.DefaultDestination)); err != nil {

@@ -14,8 +14,8 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -100,93 +100,19 @@ func TestUAPIConfigAccepted(t *testing.T) {
 	if !strings.Contains(text, "endpoint=127.0.0.1:51820\n") {
 		t.Error("the peer lacks its label endpoint")
 	}
-	p, err := readPeer(dev)
+	p, err := wgdevice.ReadPeer(dev)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.PublicKey != c.PeerPublicKey || !p.LastHandshake.IsZero() || p.Endpoint != "127.0.0.1:51820" {
-		t.Errorf("readPeer: key match %v, handshake %v, endpoint %q; want the peer, none, the label",
+		t.Errorf("ReadPeer: key match %v, handshake %v, endpoint %q; want the peer, none, the label",
 			p.PublicKey == c.PeerPublicKey, p.LastHandshake, p.Endpoint)
 	}
 }
 
-var peerCases = []struct {
-	name string
-	in   string
-	want []peerState
-	err  string
-}{
-	{name: "device only", in: "private_key=" + strings.Repeat("ab", 32) + "\nlisten_port=51820\n"},
-	{name: "one peer, no handshake", in: "private_key=" + strings.Repeat("ab", 32) + "\nlisten_port=51820\npublic_key=" + strings.Repeat("01", 32) +
-		"\nlast_handshake_time_sec=0\nlast_handshake_time_nsec=0\nrx_bytes=0\ntx_bytes=0\npersistent_keepalive_interval=25\nallowed_ip=10.7.0.2/32\nprotocol_version=1\nerrno=0\n\n",
-		want: []peerState{{PublicKey: meshspec.Key(bytesOf(0x01))}}},
-	{name: "one peer, handshake", in: "public_key=" + strings.Repeat("01", 32) + "\nendpoint=192.0.2.1:40000\nrx_bytes=92\ntx_bytes=148\n" +
-		"last_handshake_time_sec=1700000000\nlast_handshake_time_nsec=5\nunknown_key=whatever\n",
-		want: []peerState{{PublicKey: meshspec.Key(bytesOf(0x01)), Endpoint: "192.0.2.1:40000", RxBytes: 92, TxBytes: 148, LastHandshake: time.Unix(1700000000, 5)}}},
-	{name: "two peers, text after the end", in: "public_key=" + strings.Repeat("01", 32) + "\nrx_bytes=1\npublic_key=" + strings.Repeat("02", 32) + "\ntx_bytes=2\n\nrx_bytes=x\n",
-		want: []peerState{{PublicKey: meshspec.Key(bytesOf(0x01)), RxBytes: 1}, {PublicKey: meshspec.Key(bytesOf(0x02)), TxBytes: 2}}},
-	{name: "no equals", in: "public_key\n", err: "no '='"},
-	{name: "short key", in: "public_key=abcd\n", err: "hex digits"},
-	{name: "bad hex", in: "public_key=" + strings.Repeat("zz", 32) + "\n", err: "not hex"},
-	{name: "bad counter", in: "public_key=" + strings.Repeat("01", 32) + "\ntx_bytes=-1\n", err: "tx_bytes is not a number"},
-	{name: "bad nsec", in: "public_key=" + strings.Repeat("01", 32) + "\nlast_handshake_time_nsec=1000000000\n", err: "out of range"},
-	{name: "negative sec", in: "public_key=" + strings.Repeat("01", 32) + "\nlast_handshake_time_sec=-1\n", err: "out of range"},
-	{name: "errno", in: "errno=-22\n", err: "errno=-22"},
-	{name: "bad device line is not quoted", in: "private_key=secretsecret\nlisten_port=x\n"},
-}
-
-func bytesOf(b byte) (k [32]byte) {
-	for i := range k {
-		k[i] = b
-	}
-	return k
-}
-
-func TestParsePeers(t *testing.T) {
-	for _, tc := range peerCases {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := parsePeers(tc.in)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("parsePeers error = %v, want %q", err, tc.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Errorf("parsePeers (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
-// FuzzParsePeers checks that the parser never panics, never keeps more peers than the text has
-// public_key lines, and never quotes the device's private key in an error.
-func FuzzParsePeers(f *testing.F) {
-	for _, tc := range peerCases {
-		f.Add(tc.in)
-	}
-	f.Add(uapiConfig(testConfig().withDefaults()))
-	f.Fuzz(func(t *testing.T, text string) {
-		peers, err := parsePeers(text)
-		if err == nil && len(peers) > strings.Count(text, "public_key=") {
-			t.Fatalf("%d peers from %d public_key lines", len(peers), strings.Count(text, "public_key="))
-		}
-		if err != nil {
-			for line := range strings.Lines(text) {
-				if v, ok := strings.CutPrefix(strings.TrimRight(line, "\n"), "private_key="); ok && len(v) >= 8 && strings.Contains(err.Error(), v) {
-					t.Fatalf("error %q quotes the private key", err)
-				}
-			}
-		}
-	})
-}
-
 func TestPlanLink(t *testing.T) {
 	got := planLink(testConfig().withDefaults())
-	want := linkPlan{Name: "wg0", MTU: 1280, Address: netip.MustParsePrefix("10.7.0.1/32"),
+	want := wgdevice.LinkPlan{Name: "wg0", MTU: 1280, Address: netip.MustParsePrefix("10.7.0.1/32"),
 		Routes: []netip.Prefix{netip.MustParsePrefix("10.7.0.2/32")}}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("planLink (-want +got):\n%s", diff)

@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -18,60 +16,25 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/tun/netstack"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/leakcheck"
 )
 
 const testPrefix = "s3cr3t-pr3fix"
 
 // TestMain fails the run when goroutines of this package, wireguard-go or
-// the WebSocket library outlive the tests.
+// the WebSocket library outlive the tests. Goroutines of the tests' own
+// helpers (in _test.go files) are not counted.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaks := waitGoroutines(5 * time.Second); leaks != "" {
-			fmt.Fprintf(os.Stderr, "goroutine leak:\n%s\n", leaks)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// leakMarkers name the code whose goroutines must be gone after a test.
-var leakMarkers = []string{
-	"interlink-k8s-mesh/tunnel.",
-	"golang.zx2c4.com/wireguard/device.",
-	"github.com/gobwas/ws",
-	"net/http.(*conn).serve",
-}
-
-// waitGoroutines waits up to d for leaked goroutines to exit and returns
-// the stacks of those still there.
-func waitGoroutines(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		leaks := leakedGoroutines()
-		if leaks == "" || time.Now().After(deadline) {
-			return leaks
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func leakedGoroutines() string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		if strings.Contains(g, "leakedGoroutines") || strings.Contains(g, "testing.tRunner") && strings.Contains(g, "TestMain") {
-			continue
-		}
-		for _, m := range leakMarkers {
-			if strings.Contains(g, m) && !strings.Contains(g, "_test.go") {
-				out = append(out, g)
-				break
-			}
-		}
-	}
-	return strings.Join(out, "\n\n")
+	leakcheck.Main(m, leakcheck.Config{
+		Markers: []string{
+			"interlink-k8s-mesh/tunnel.",
+			"golang.zx2c4.com/wireguard/device.",
+			"github.com/gobwas/ws",
+			"net/http.(*conn).serve",
+		},
+		IgnoreTestFiles: true,
+	})
 }
 
 // testLogger writes to the test log at debug level when -v is given.

@@ -1,4 +1,4 @@
-package meshagent
+package wgdevice
 
 import (
 	"errors"
@@ -11,21 +11,22 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 )
 
-// uapiServer serves wireguard-go's UAPI on a unix socket, as wireguard-go's own ipc package does
-// at /var/run/wireguard, but in any directory and with an owner that closes every connection and
-// waits for its handlers.
-type uapiServer struct {
+// UAPISocket serves wireguard-go's UAPI on a unix socket, as wireguard-go's own ipc package
+// does at /var/run/wireguard, but in any directory, and with an owner: Close ends every
+// connection and waits for its handler.
+type UAPISocket struct {
 	ln *net.UnixListener
 
-	mu     sync.Mutex
+	mu     sync.Mutex // guards the fields below
 	closed bool
 	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // connection handlers; Add only under mu while !closed
 }
 
-// listenUAPI listens on path (mode 0600, its directory created 0755). A stale socket left by a
-// dead process is replaced; one that still answers is an error.
-func listenUAPI(path string) (*uapiServer, error) {
+// ListenUAPI listens on path with mode 0600, creating its directory 0755. A socket file left
+// by a dead process is replaced; one that still answers belongs to a live process and is an
+// error.
+func ListenUAPI(path string) (*UAPISocket, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create uapi directory: %w", err)
 	}
@@ -34,24 +35,24 @@ func listenUAPI(path string) (*uapiServer, error) {
 	if err != nil {
 		if c, derr := net.Dial("unix", path); derr == nil {
 			c.Close()
-			return nil, fmt.Errorf("listen on uapi socket %s: in use by another process", path)
+			return nil, fmt.Errorf("listen on uapi socket %s: in use by a live process", path)
 		}
 		if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-			return nil, fmt.Errorf("listen on uapi socket: %w", err)
+			return nil, fmt.Errorf("listen on uapi socket %s: %w", path, err)
 		}
 		if ln, err = net.ListenUnix("unix", addr); err != nil {
-			return nil, fmt.Errorf("listen on uapi socket: %w", err)
+			return nil, fmt.Errorf("listen on uapi socket %s: %w", path, err)
 		}
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("chmod uapi socket: %w", err)
 	}
-	return &uapiServer{ln: ln, conns: map[net.Conn]struct{}{}}, nil
+	return &UAPISocket{ln: ln, conns: map[net.Conn]struct{}{}}, nil
 }
 
-// serve hands each connection to the device until close.
-func (s *uapiServer) serve(dev *device.Device) error {
+// Serve hands each connection to dev until Close, then returns nil. Call it once.
+func (s *UAPISocket) Serve(dev *device.Device) error {
 	for {
 		c, err := s.ln.Accept()
 		if errors.Is(err, net.ErrClosed) {
@@ -79,10 +80,10 @@ func (s *uapiServer) serve(dev *device.Device) error {
 	}
 }
 
-// close stops accepting, removes the socket file, ends every connection and waits for their
-// handlers.
-func (s *uapiServer) close() {
-	s.ln.Close() // unlinks the socket file
+// Close stops accepting, removes the socket file (closing a UnixListener unlinks it), ends
+// every open connection and waits for their handlers. Serve then returns nil.
+func (s *UAPISocket) Close() {
+	s.ln.Close()
 	s.mu.Lock()
 	s.closed = true
 	for c := range s.conns {

@@ -1,4 +1,4 @@
-package shadowagent
+package wgdevice
 
 import (
 	"context"
@@ -8,10 +8,14 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 )
 
-// deviceLogger bridges wireguard-go's printf logger to slog: its verbose lines at debug level,
-// formatted only when debug is enabled, and its errors at error level. wireguard-go names peers
-// by an abbreviated public key and never logs private keys.
-func deviceLogger(log *slog.Logger) *device.Logger {
+// NewLogger bridges wireguard-go's printf logger to slog: verbose lines at debug level
+// (formatted only when debug is enabled), errors at error level, all with
+// component=wireguard. wireguard-go names peers by an abbreviated public key and never logs
+// private keys. A nil log discards everything.
+func NewLogger(log *slog.Logger) *device.Logger {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	log = log.With("component", "wireguard")
 	l := &device.Logger{
 		Verbosef: device.DiscardLogf,

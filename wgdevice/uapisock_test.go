@@ -1,4 +1,4 @@
-package shadowagent
+package wgdevice
 
 import (
 	"bufio"
@@ -13,25 +13,21 @@ import (
 )
 
 // TestUAPISocket serves a real device on a socket and talks the UAPI protocol to it, as wg(8)
-// does; close must remove the socket, end open connections and stop serve.
+// does; Close must remove the socket, end open connections and stop Serve.
 func TestUAPISocket(t *testing.T) {
-	dev := testDevice(t)
-	c := testConfig().withDefaults()
-	if err := dev.IpcSet(uapiConfig(c)); err != nil {
-		t.Fatal(err)
-	}
+	dev := testDevice(t, true)
 	path := filepath.Join(t.TempDir(), "run", "wg0.sock")
-	us, err := listenUAPI(path)
+	us, err := ListenUAPI(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- us.serve(dev) }()
+	go func() { served <- us.Serve(dev) }()
 
 	if fi, err := os.Stat(path); err != nil || fi.Mode()&fs.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket file: %v, %v; want a 0600 socket", fi, err)
 	}
-	if _, err := listenUAPI(path); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := ListenUAPI(path); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second listen = %v, want in use", err)
 	}
 
@@ -49,29 +45,34 @@ func TestUAPISocket(t *testing.T) {
 	for sc.Scan() && sc.Text() != "" {
 		reply.WriteString(sc.Text() + "\n")
 	}
-	peers, err := parsePeers(reply.String())
-	if err != nil || len(peers) != 1 || peers[0].PublicKey != c.PeerPublicKey || !strings.Contains(reply.String(), "errno=0\n") {
+	peers, err := ParsePeers(reply.String())
+	if err != nil || len(peers) != 1 || peers[0].PublicKey != testPeerKey || !strings.Contains(reply.String(), "errno=0\n") {
 		t.Fatalf("get over the socket: %d peers, %v:\n%s", len(peers), err, reply.String())
 	}
 
-	idle, err := net.Dial("unix", path) // open, never speaks: close must end it
+	idle, err := net.Dial("unix", path) // open, never speaks: Close must end it
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer idle.Close()
-	time.Sleep(10 * time.Millisecond) // let serve accept it
+	time.Sleep(20 * time.Millisecond) // let Serve accept it
 	closed := make(chan struct{})
-	go func() { us.close(); close(closed) }()
+	go func() { us.Close(); close(closed) }()
 	select {
 	case <-closed:
 	case <-time.After(5 * time.Second):
-		t.Fatal("close did not return: an open connection kept it waiting")
+		t.Fatal("Close did not return: an open connection kept it waiting")
 	}
-	if err := <-served; err != nil {
-		t.Errorf("serve = %v, want nil after close", err)
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve = %v, want nil after Close", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after Close")
 	}
 	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("socket file after close: %v", err)
+		t.Errorf("socket file after Close: %v", err)
 	}
 }
 
@@ -87,9 +88,9 @@ func TestUAPISocketStale(t *testing.T) {
 	if _, err := os.Lstat(path); err != nil {
 		t.Fatalf("stale socket not left behind: %v", err)
 	}
-	us, err := listenUAPI(path)
+	us, err := ListenUAPI(path)
 	if err != nil {
 		t.Fatalf("listen over a stale socket: %v", err)
 	}
-	us.close()
+	us.Close()
 }

@@ -1,18 +1,21 @@
-package meshagent
+package wgdevice
 
 import (
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 )
 
 func TestEnsureCharDev(t *testing.T) {
-	requireNetAdmin(t)
+	netnstest.Require(t)
 	path := filepath.Join(t.TempDir(), "net", "tun")
 	for range 2 { // the second call finds it
 		if err := ensureCharDev(path, 10, 200); err != nil {
@@ -28,13 +31,46 @@ func TestEnsureCharDev(t *testing.T) {
 	}
 }
 
-// TestKernelApplyRemove applies a plan to a veth in a fresh namespace: applying twice is fine,
+// nsNetlink opens a netlink socket in ns, which it keeps whatever thread uses it.
+func nsNetlink(t *testing.T, ns *netnstest.NS) *netlink.Handle {
+	t.Helper()
+	var h *netlink.Handle
+	if err := ns.Do(func() (err error) {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h
+}
+
+// TestOpenLink opens a Link inside a fresh namespace.
+func TestOpenLink(t *testing.T) {
+	netnstest.Require(t, "ip")
+	if _, err := os.Stat(TUNPath); err != nil {
+		t.Skipf("skipping: needs %s: %v", TUNPath, err)
+	}
+	ns := netnstest.New(t)
+	if err := ns.Do(func() error {
+		l, err := OpenLink()
+		if err != nil {
+			return err
+		}
+		l.Close()
+		return nil
+	}); err != nil {
+		t.Fatalf("OpenLink: %v", err)
+	}
+}
+
+// TestLinkApplyRemove applies a plan to a veth in a fresh namespace: applying twice is fine,
 // a route that another link owns is refused, remove deletes exactly what apply added while the
 // link stays, and removing twice is fine.
-func TestKernelApplyRemove(t *testing.T) {
-	requireNetAdmin(t)
-	ns := newNS(t, "krn")
-	nl := ns.netlink(t)
+func TestLinkApplyRemove(t *testing.T) {
+	netnstest.Require(t, "ip")
+	ns := netnstest.New(t)
+	nl := nsNetlink(t, ns)
 	if err := nl.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "mesh0"}, PeerName: "other0"}); err != nil {
 		t.Fatal(err)
 	}
@@ -45,23 +81,26 @@ func TestKernelApplyRemove(t *testing.T) {
 	if err := nl.LinkSetUp(other); err != nil {
 		t.Fatal(err)
 	}
-	plan := linkPlan{Name: "mesh0", MTU: 1300, Address: netip.MustParsePrefix("10.7.0.2/32"), Routes: []netip.Prefix{
+	plan := LinkPlan{Name: "mesh0", MTU: 1300, Address: netip.MustParsePrefix("10.7.0.2/32"), Routes: []netip.Prefix{
 		netip.MustParsePrefix("10.7.0.1/32"), netip.MustParsePrefix("10.96.0.0/16"), netip.MustParsePrefix("fd00:96::/64")}}
 
-	k := &kernel{h: nl}
-	if err := k.apply(plan); err != nil {
-		t.Fatalf("apply: %v", err)
+	l := &Link{h: nl}
+	if err := l.CheckUp(); err == nil {
+		t.Error("CheckUp before Apply succeeded")
 	}
-	k2 := &kernel{h: nl}
-	if err := k2.apply(plan); err != nil {
-		t.Fatalf("apply again: %v", err)
+	if err := l.Apply(plan); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	l2 := &Link{h: nl}
+	if err := l2.Apply(plan); err != nil {
+		t.Fatalf("Apply again: %v", err)
 	}
 	link, _ := nl.LinkByName("mesh0")
 	if link.Attrs().MTU != 1300 || link.Attrs().Flags&net.FlagUp == 0 {
 		t.Errorf("link mtu %d flags %v, want 1300 and up", link.Attrs().MTU, link.Attrs().Flags)
 	}
-	if err := k.linkUp(); err != nil {
-		t.Errorf("linkUp: %v", err)
+	if err := l.CheckUp(); err != nil {
+		t.Errorf("CheckUp: %v", err)
 	}
 	checkState(t, nl, "mesh0", true)
 
@@ -69,27 +108,35 @@ func TestKernelApplyRemove(t *testing.T) {
 	if err := nl.RouteAdd(&netlink.Route{LinkIndex: other.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("10.244.0.0/16"))}); err != nil {
 		t.Fatal(err)
 	}
-	k3 := &kernel{h: nl}
-	err = k3.apply(linkPlan{Name: "mesh0", MTU: 1300, Address: plan.Address, Routes: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}})
+	l3 := &Link{h: nl}
+	err = l3.Apply(LinkPlan{Name: "mesh0", MTU: 1300, Address: plan.Address, Routes: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}})
 	if err == nil || !strings.Contains(err.Error(), "already exists via other0") {
-		t.Errorf("apply over another link's route = %v, want a conflict", err)
+		t.Errorf("Apply over another link's route = %v, want a conflict", err)
 	}
-
 	for range 2 {
-		if err := k.remove(); err != nil {
-			t.Fatalf("remove: %v", err)
+		if err := l.Remove(); err != nil {
+			t.Fatalf("Remove: %v", err)
 		}
 	}
-	if err := k2.remove(); err != nil {
-		t.Fatalf("remove by a second owner: %v", err)
+	if err := l2.Remove(); err != nil {
+		t.Fatalf("Remove by a second owner: %v", err)
 	}
 	checkState(t, nl, "mesh0", false)
 	if _, err := nl.LinkByName("mesh0"); err != nil {
-		t.Errorf("remove deleted the link: %v", err)
+		t.Errorf("Remove deleted the link: %v", err)
+	}
+	if err := l.CheckUp(); err != nil {
+		t.Errorf("CheckUp after Remove (the link stays up): %v", err)
+	}
+	if err := nl.LinkSetDown(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.CheckUp(); err == nil || !strings.Contains(err.Error(), "down") {
+		t.Errorf("CheckUp of a down link = %v, want down", err)
 	}
 }
 
-// checkState asserts that the agent's address and routes are (or are not) on the link.
+// checkState asserts that the plan's address and routes are (or are not) on the link.
 func checkState(t *testing.T, nl *netlink.Handle, name string, present bool) {
 	t.Helper()
 	link, err := nl.LinkByName(name)

@@ -11,8 +11,8 @@
 //     format) and logs the connections net/http would refuse silently;
 //  2. makes sure /dev/net/tun exists, finds the main interface (the default route's unless
 //     set), creates the TUN device and an embedded wireguard-go device whose conn.Bind is the
-//     tunnel (tunnel.ServerBind, minus the handshake initiations sent while no session is up,
-//     which would cross the pod's own on replay: freshInitiations), and configures it with UAPI
+//     tunnel (tunnel.ServerBind, whose backlog drops the handshake initiations sent while no
+//     session is up: they would cross the pod's own on replay), and configures it with UAPI
 //     text computed from the Config (uapiConfig, a pure function): its private key and one
 //     peer, the offloaded pod, allowed PeerAddress only;
 //  3. with netlink, sets the MTU and Address, brings the link up and routes PeerAddress to it

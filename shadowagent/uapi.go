@@ -14,7 +14,7 @@ import (
 //
 // The endpoint is only a label, the tunnel's Destination: the tunnel's ServerBind sends to the
 // live session whatever the endpoint, and keeps datagrams sent while no session is up for the
-// next one (minus handshake initiations, see freshInitiations). With it, the keepalive and
+// next one (minus handshake initiations, see the tunnel's newLink). With it, the keepalive and
 // handshake initiations wireguard-go sends before the offloaded pod connects go nowhere quietly
 // instead of failing with "no known endpoint for peer" every few seconds. The first authenticated packet
 // roams the endpoint to its session. listen_port is the stock WireGuard port, for wg(8) to

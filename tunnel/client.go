@@ -142,7 +142,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		ep:     newEndpoint(cm.destination),
 		queue:  newQueue(cm.queueLen),
 	}
-	c.link = newLink(&c.common, &c.stats, orDefault(cfg.Backlog, DefaultBacklog))
+	c.link = newLink(&c.common, &c.stats, orDefault(cfg.Backlog, DefaultBacklog), false)
 	_, _ = crand.Read(c.key)
 	c.dialer = ws.Dialer{
 		ReadBufferSize:  bufSize,

@@ -1,9 +1,12 @@
 package tunnel
 
 import (
+	"encoding/binary"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.zx2c4.com/wireguard/device"
 )
 
 // backlogAge is how old a datagram held while no session was up may be
@@ -21,14 +24,31 @@ type link struct {
 	stats  *counters
 	cur    atomic.Pointer[wsConn]
 
+	// skipInitiations keeps WireGuard handshake initiations out of the
+	// backlog (the server's rule, see newLink).
+	skipInitiations bool
+
 	mu      sync.Mutex // guards the backlog
 	held    [][]byte
 	heldAt  []time.Time
 	heldCap int
 }
 
-func newLink(cm *common, st *counters, backlog int) *link {
-	return &link{common: cm, stats: st, heldCap: backlog}
+// newLink returns a link with a backlog of backlog datagrams. With
+// skipInitiations, handshake initiations sent while no connection is up are
+// dropped rather than held. The server needs it: a replayed initiation is
+// stale by the time a session opens, since the client sends its own as the
+// session opens; the two cross, each side answers the other and drops the
+// answer to its own, and nothing flows until wireguard-go retries 5 s later.
+// The client keeps its initiation: it is the fresh one.
+func newLink(cm *common, st *counters, backlog int, skipInitiations bool) *link {
+	return &link{common: cm, stats: st, heldCap: backlog, skipInitiations: skipInitiations}
+}
+
+// isInitiation reports whether p is a WireGuard handshake initiation: message
+// type 1 (a little-endian uint32) and its fixed size.
+func isInitiation(p []byte) bool {
+	return len(p) == device.MessageInitiationSize && binary.LittleEndian.Uint32(p) == device.MessageInitiationType
 }
 
 // send writes bufs to the live connection, or holds them for the next.
@@ -54,7 +74,8 @@ func (l *link) send(bufs [][]byte) {
 	l.stats.tx.Add(uint64(len(bufs)))
 }
 
-// hold copies bufs into the backlog, dropping the oldest when full.
+// hold copies bufs into the backlog, dropping the oldest when full (and
+// handshake initiations with skipInitiations).
 func (l *link) hold(bufs [][]byte) {
 	if l.heldCap <= 0 {
 		l.stats.txDropped.Add(uint64(len(bufs)))
@@ -64,6 +85,9 @@ func (l *link) hold(bufs [][]byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, b := range bufs {
+		if l.skipInitiations && isInitiation(b) {
+			continue
+		}
 		if len(l.held) == l.heldCap {
 			l.held, l.heldAt = l.held[1:], l.heldAt[1:]
 			l.stats.txDropped.Add(1)

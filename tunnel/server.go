@@ -150,7 +150,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			Protocol: func(p string) bool { return p == Subprotocol },
 		},
 	}
-	s.link = newLink(&s.common, &s.stats, orDefault(cfg.Backlog, DefaultBacklog))
+	s.link = newLink(&s.common, &s.stats, orDefault(cfg.Backlog, DefaultBacklog), true)
 	if cfg.UpgradeRate > 0 {
 		s.limiter = newRateLimiter(cfg.UpgradeRate, cfg.UpgradeBurst, time.Now)
 	}

@@ -2,9 +2,11 @@ package tunnel
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -329,4 +331,68 @@ func TestServerClosesOnOversizeMessage(t *testing.T) {
 		t.Fatalf("got %v %v, want close 1009", f, err)
 	}
 	waitFor(t, 2*time.Second, "session end", func() bool { return srv.Stats().Active == 0 })
+}
+
+// wgMessage returns a WireGuard-shaped datagram of the given type and size.
+func wgMessage(typ uint32, size int) []byte {
+	p := make([]byte, size)
+	binary.LittleEndian.PutUint32(p, typ)
+	_, _ = rand.Read(p[4:])
+	return p
+}
+
+func TestIsInitiation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		p    []byte
+		want bool
+	}{
+		{"initiation", wgMessage(1, 148), true},
+		{"response", wgMessage(2, 92), false},
+		{"cookie", wgMessage(3, 64), false},
+		{"data of the initiation's size", wgMessage(4, 148), false},
+		{"type 1, wrong size", wgMessage(1, 149), false},
+		{"empty", nil, false},
+	} {
+		if got := isInitiation(tc.p); got != tc.want {
+			t.Errorf("%s: isInitiation = %v", tc.name, got)
+		}
+	}
+}
+
+// TestServerBacklogSkipsInitiations: while no session is up, the server's backlog drops
+// handshake initiations and keeps data packets for the next session, without touching the
+// caller's batch; once a session is up, initiations pass.
+func TestServerBacklogSkipsInitiations(t *testing.T) {
+	srv, addr := newTestServer(t, ServerConfig{})
+	startServer(t, srv)
+	b := NewServerBind(srv)
+	ep, err := b.ParseEndpoint("127.0.0.1:51820")
+	if err != nil {
+		t.Fatal(err)
+	}
+	init1, data := wgMessage(1, 148), wgMessage(4, 96)
+	bufs := [][]byte{init1, data}
+	if err := b.Send(bufs, ep); err != nil {
+		t.Fatal(err)
+	}
+	if len(bufs) != 2 || !bytes.Equal(bufs[0], init1) || !bytes.Equal(bufs[1], data) {
+		t.Error("Send modified the caller's batch")
+	}
+	if err := b.Send([][]byte{wgMessage(1, 148)}, ep); err != nil { // only initiations: nothing held
+		t.Fatal(err)
+	}
+
+	_, c := sendUpgrade(t, addr, stockUpgrade(addr, testPrefix, stockToken("127.0.0.1", 51820)))
+	f, err := readDataFrame(c, c.br, 5*time.Second)
+	if err != nil || !bytes.Equal(f.Payload, data) {
+		t.Fatalf("first datagram of the session: %v %v, want the held data packet", f, err)
+	}
+	init2 := wgMessage(1, 148)
+	if err := b.Send([][]byte{init2}, ep); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := readDataFrame(c, c.br, 5*time.Second); err != nil || !bytes.Equal(f.Payload, init2) {
+		t.Fatalf("with a session up: %v %v, want the initiation", f, err)
+	}
 }

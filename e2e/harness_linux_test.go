@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/logtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 )
 
@@ -70,22 +71,7 @@ func binary(t testing.TB, name string) string {
 }
 
 // logBuffer collects a process's output for assertions while a test runs.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer = logtest.Buffer
 
 // proc is a binary running in a namespace. ip netns exec execs it, so the PID is the binary's.
 type proc struct {

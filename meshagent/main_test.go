@@ -1,13 +1,11 @@
 package meshagent
 
 import (
-	"bytes"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/leakcheck"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/logtest"
 )
 
 // TestMain fails the run when goroutines of the agent, the tunnel, wireguard-go or an HTTP
@@ -25,28 +23,6 @@ func TestMain(m *testing.M) {
 }
 
 // logBuffer collects log output for assertions and echoes it to the test log with -v.
-type logBuffer struct {
-	t  testing.TB
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type logBuffer = logtest.Buffer
 
-func newLogBuffer(t testing.TB) (*logBuffer, *slog.Logger) {
-	lb := &logBuffer{t: t}
-	return lb, slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if testing.Verbose() {
-		l.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+func newLogBuffer(t testing.TB) (*logBuffer, *slog.Logger) { return logtest.New(t) }

@@ -285,7 +285,7 @@ func TestShadowInNamespaces(t *testing.T) {
 		alive(t)
 	})
 	t.Run("oversized frame", func(t *testing.T) {
-		replaced := logs.count("tunnel session replaced")
+		replaced := logs.Count("tunnel session replaced")
 		c, br := rawUpgrade(t, pod, wsAddr, prefix)
 		defer c.Close()
 		hdr := []byte{0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4} // FIN binary, masked, 64-bit length
@@ -301,7 +301,7 @@ func TestShadowInNamespaces(t *testing.T) {
 			t.Errorf("answer to an oversized frame: % x, want a close frame with code 1009", frame)
 		}
 		waitLog(t, logs, "tunnel session down", "exceeds message size limit")
-		if logs.count("tunnel session replaced") <= replaced {
+		if logs.Count("tunnel session replaced") <= replaced {
 			t.Error("the raw session did not replace the mesh-agent's")
 		}
 		alive(t)
@@ -309,10 +309,10 @@ func TestShadowInNamespaces(t *testing.T) {
 		t.Logf("traffic back %v after the oversized frame", recovered.Round(time.Millisecond))
 	})
 	t.Run("second client with the same key", func(t *testing.T) {
-		replaced := logs.count("tunnel session replaced")
+		replaced := logs.Count("tunnel session replaced")
 		stopSecond := startSecondClient(t, pod, podKey, shadowKey.PublicKey(), prefix, log.With("side", "second-client"))
 		waitFor(t, "the second client to replace the first", 20*time.Second, func() error {
-			if logs.count("tunnel session replaced") <= replaced {
+			if logs.Count("tunnel session replaced") <= replaced {
 				return errors.New("no replacement logged")
 			}
 			return nil

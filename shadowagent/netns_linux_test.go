@@ -27,6 +27,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/logtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
@@ -88,7 +89,7 @@ func waitFor(t *testing.T, what string, d time.Duration, fn func() error) time.D
 func waitLog(t *testing.T, logs *logBuffer, subs ...string) {
 	t.Helper()
 	waitFor(t, fmt.Sprintf("a log line with %q", subs), 5*time.Second, func() error {
-		if logs.count(subs...) == 0 {
+		if logs.Count(subs...) == 0 {
 			return errors.New("not logged")
 		}
 		return nil
@@ -152,7 +153,7 @@ func startMeshAgent(t *testing.T, ns *netnstest.NS, bin string, spec meshspec.Sp
 	if err := os.WriteFile(config, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := &logBuffer{t: t}
+	out := logtest.NewBuffer(t)
 	cmd := exec.Command("ip", "netns", "exec", ns.Name, bin, "--config", config, "--uapi-dir", dir,
 		"--listen", "127.0.0.1:9101", "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = out, out

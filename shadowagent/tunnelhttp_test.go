@@ -54,7 +54,7 @@ func TestTunnelHTTPReportsGarbage(t *testing.T) {
 	}
 	waitLogs := func(want int, subs ...string) {
 		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); logs.count(subs...) < want; {
+		for deadline := time.Now().Add(5 * time.Second); logs.Count(subs...) < want; {
 			if time.Now().After(deadline) {
 				t.Fatalf("want %d log lines with %q, logs:\n%s", want, subs, logs)
 			}
@@ -96,9 +96,9 @@ func TestTunnelHTTPReportsGarbage(t *testing.T) {
 	}
 
 	time.Sleep(50 * time.Millisecond)
-	if n := malformed.Load(); n != 2 || logs.count("refused tunnel connection") != 2 {
+	if n := malformed.Load(); n != 2 || logs.Count("refused tunnel connection") != 2 {
 		t.Errorf("malformed = %d, logged %d; want 2 (garbage, truncated), not the idle one nor the refused upgrades\n%s",
-			n, logs.count("refused tunnel connection"), logs)
+			n, logs.Count("refused tunnel connection"), logs)
 	}
 	if strings.Contains(logs.String(), testPrefix) {
 		t.Error("the path prefix appears in the logs")

@@ -32,7 +32,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("takes no arguments but --version, got %q", args)
 	}
 	children := make(chan os.Signal, 1)
-	signal.Notify(children, syscall.SIGCHLD)
+	if len(childExit) > 0 {
+		signal.Notify(children, childExit...)
+	}
 	defer signal.Stop(children)
 	for {
 		select {
@@ -40,17 +42,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return nil
 		case <-children:
 			reap()
-		}
-	}
-}
-
-// reap collects every exited child, so none stays a zombie.
-func reap() {
-	for {
-		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
-		if pid <= 0 || err != nil {
-			return
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,6 +72,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		return o, errors.New("a command is required")
 	}
 	o.command = args[0]
+	if !slices.Contains([]string{"build", "fetch", "lock", "push"}, o.command) {
+		return o, fmt.Errorf("unknown command %q (build, fetch, lock or push)", o.command)
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return o, err
 	}

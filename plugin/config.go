@@ -199,7 +199,7 @@ func (c *FileConfig) options() []Option {
 			c.Mesh.Enabled = &b
 			return err
 		}},
-		{"mesh.agent_image", "mesh-agent image (default " + DefaultMeshAgentImage + ")", str(&c.Mesh.AgentImage)},
+		{"mesh.agent_image", "mesh-agent image (default " + meshAgentRepository + ":<plugin version>, :latest without one)", str(&c.Mesh.AgentImage)},
 		{"mesh.agent_image_pull_policy", "Always, IfNotPresent or Never (default IfNotPresent)", func(v string) error {
 			c.Mesh.AgentImagePullPolicy = corev1.PullPolicy(v)
 			return nil

@@ -140,7 +140,7 @@ func TestStatusDuringCreate(t *testing.T) {
 		seen []PodStatus
 	)
 	s.setTestHook(func(p string) {
-		if p == hookPodCreated || p == hookObjectsCreated {
+		if p == hookBeforePod || p == hookPodCreated || p == hookObjectsCreated {
 			st := s.status(t, req.Pod)[0]
 			mu.Lock()
 			seen = append(seen, st)
@@ -151,13 +151,21 @@ func TestStatusDuringCreate(t *testing.T) {
 	s.setTestHook(nil)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(seen) != 2 {
-		t.Fatalf("status taken at %d points, want 2", len(seen))
+	if len(seen) != 3 {
+		t.Fatalf("status taken at %d points, want 3", len(seen))
+	}
+	// Before the remote pod exists, the pod is being created, and says so.
+	for _, c := range append(seen[0].InitContainers, seen[0].Containers...) {
+		if c.State.Waiting == nil || c.State.Waiting.Reason != ReasonCreating {
+			t.Errorf("before the remote pod exists: %s is %+v, want waiting %s", c.Name, c.State, ReasonCreating)
+		}
 	}
 	for i, st := range seen {
+		// Once the remote pod exists it may really run (kwok completes init containers at once);
+		// what must never be said is that it vanished.
 		for _, c := range append(st.InitContainers, st.Containers...) {
-			if c.State.Terminated != nil {
-				t.Errorf("point %d: %s reported terminated (%s) while its create runs", i, c.Name, c.State.Terminated.Reason)
+			if term := c.State.Terminated; term != nil && term.Reason == ReasonRemotePodGone {
+				t.Errorf("point %d: %s reported vanished while its create runs: %s", i, c.Name, term.Message)
 			}
 		}
 		if len(st.Containers) != len(req.Pod.Spec.Containers) || len(st.InitContainers) != len(req.Pod.Spec.InitContainers) {

@@ -127,6 +127,7 @@ func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) 
 	if err := ctx.Err(); err != nil { // a delete arrived after the last remote call
 		return CreateResponse{}, rollback(err)
 	}
+	p.guard.markSeen(req.Pod.UID)
 	p.log.Info("pod offloaded", "pod", req.Pod.Namespace+"/"+req.Pod.Name, "remote", plan.Namespace+"/"+pod.Name,
 		"configmaps", len(plan.ConfigMaps), "secrets", len(plan.Secrets), "adopted", !created)
 	return CreateResponse{PodUID: string(req.Pod.UID), PodJID: string(pod.UID)}, nil

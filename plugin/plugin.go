@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
@@ -34,6 +35,10 @@ type Config struct {
 	// finished) before the plugin removes it as the leftover of a create cut short (default 5m,
 	// far above any create's own deadline). Checked every AbandonedAfter/5.
 	AbandonedAfter time.Duration
+	// NotCreatedGrace is how long after its local creation a pod that this process never saw
+	// remotely is reported as not created yet rather than vanished (default 5m): InterLink's VK
+	// polls a pod's status while it still makes its shadow pod (up to 30 s), before the create.
+	NotCreatedGrace time.Duration
 	// CapacityTTL is how long a computed ping capacity is reused (default 10s).
 	CapacityTTL time.Duration
 	// RemoteTimeout bounds each non-streaming remote call (default 30s).
@@ -83,6 +88,9 @@ func New(cfg Config) (*Plugin, error) {
 	if cfg.AbandonedAfter == 0 {
 		cfg.AbandonedAfter = 5 * time.Minute
 	}
+	if cfg.NotCreatedGrace == 0 {
+		cfg.NotCreatedGrace = 5 * time.Minute
+	}
 	if cfg.CapacityTTL == 0 {
 		cfg.CapacityTTL = 10 * time.Second
 	}
@@ -118,6 +126,14 @@ func New(cfg Config) (*Plugin, error) {
 		return nil, nil
 	}}); err != nil {
 		return nil, fmt.Errorf("add pod index: %w", err)
+	}
+	// Every remote pod the cache ever holds existed: status may later call it vanished.
+	if _, err := p.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
+		if pod, ok := obj.(*corev1.Pod); ok && pod.Annotations[AnnotSourceUID] != "" {
+			p.guard.markSeen(types.UID(pod.Annotations[AnnotSourceUID]))
+		}
+	}}); err != nil {
+		return nil, fmt.Errorf("watch remote pods: %w", err)
 	}
 	p.lister = podInformer.Lister()
 	p.metrics = newMetrics(cfg.Registry, func() float64 { return float64(len(p.pods.GetStore().ListKeys())) })

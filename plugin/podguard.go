@@ -34,7 +34,10 @@ type podGuard struct {
 	// deleted remembers recently deleted pods, oldest first in order, for tombstoneTTL.
 	deleted map[types.UID]time.Time
 	order   []types.UID
-	now     func() time.Time
+	// seen holds the pods this process knows to have existed remotely (it made them, or its cache
+	// or a lookup saw them), until their delete: only such a pod can be said to have vanished.
+	seen map[types.UID]struct{}
+	now  func() time.Time
 }
 
 // podCalls is the state of one pod with calls in flight; all fields are guarded by podGuard.mu.
@@ -50,7 +53,7 @@ type podCalls struct {
 }
 
 func newPodGuard() *podGuard {
-	return &podGuard{pods: map[types.UID]*podCalls{}, deleted: map[types.UID]time.Time{}, now: time.Now}
+	return &podGuard{pods: map[types.UID]*podCalls{}, deleted: map[types.UID]time.Time{}, seen: map[types.UID]struct{}{}, now: time.Now}
 }
 
 // beginCreate waits for the pod's turn and returns the context the create must use (cancelled by a
@@ -133,6 +136,23 @@ func (g *podGuard) creating(uid types.UID) bool {
 	return pc != nil && pc.creates > 0
 }
 
+// markSeen records that the pod exists remotely.
+func (g *podGuard) markSeen(uid types.UID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.deletedLocked(uid) {
+		g.seen[uid] = struct{}{}
+	}
+}
+
+// wasSeen reports whether the pod was known to exist remotely since this process started.
+func (g *podGuard) wasSeen(uid types.UID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.seen[uid]
+	return ok
+}
+
 // wasDeleted reports whether the pod has a tombstone.
 func (g *podGuard) wasDeleted(uid types.UID) bool {
 	g.mu.Lock()
@@ -199,4 +219,5 @@ func (g *podGuard) tombstoneLocked(uid types.UID) {
 		g.order = append(g.order, uid)
 	}
 	g.deleted[uid] = now
+	delete(g.seen, uid)
 }

@@ -324,3 +324,27 @@ func TestCreateCutShort(t *testing.T) {
 		dead.nothingLeft(t, &req.Pod)
 	})
 }
+
+// TestStatusBeforeCreate: InterLink's VK polls a pod's status while it is still making the pod's
+// shadow, before it sends the create. A young pod this plugin never saw is not created yet, not
+// vanished; an old one is reported gone, so a pod that never arrives does not stay Pending forever.
+func TestStatusBeforeCreate(t *testing.T) {
+	t.Parallel()
+	s := serve(t)
+	young := runnable("young", "before").Pod
+	young.CreationTimestamp = metav1.Now()
+	st := s.status(t, young)[0]
+	for _, c := range append(st.InitContainers, st.Containers...) {
+		if c.State.Waiting == nil || c.State.Waiting.Reason != ReasonNotCreated {
+			t.Errorf("young pod never created: %s is %+v, want waiting %s", c.Name, c.State, ReasonNotCreated)
+		}
+	}
+	old := runnable("old", "before").Pod
+	old.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour))
+	st = s.status(t, old)[0]
+	for _, c := range append(st.InitContainers, st.Containers...) {
+		if c.State.Terminated == nil || c.State.Terminated.Reason != ReasonRemotePodGone {
+			t.Errorf("hour-old pod never created: %s is %+v, want terminated %s", c.Name, c.State, ReasonRemotePodGone)
+		}
+	}
+}

@@ -16,6 +16,7 @@ const (
 	ReasonRemotePodGone = "RemotePodNotFound"
 	ReasonPending       = "RemotePodPending"
 	ReasonCreating      = "RemotePodCreating"
+	ReasonNotCreated    = "RemotePodNotCreated"
 )
 
 func (p *Plugin) handleStatus(w http.ResponseWriter, r *http.Request) error {
@@ -73,7 +74,16 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 		got, err := p.client.CoreV1().Pods(ns).Get(rctx, ScopedName(local.Name, string(local.UID)), metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			msg := fmt.Sprintf("the remote pod %s/%s no longer exists", ns, ScopedName(local.Name, string(local.UID)))
+			name := ns + "/" + ScopedName(local.Name, string(local.UID))
+			if !p.guard.wasSeen(local.UID) && time.Since(local.CreationTimestamp.Time) < p.cfg.NotCreatedGrace {
+				// InterLink's VK polls a pod while it is still making its shadow pod, before it
+				// sends the create: a young pod never seen remotely is not created yet.
+				msg := "the remote pod " + name + " is not created yet (InterLink has not sent its create)"
+				st.InitContainers = waitingStatuses(local.Spec.InitContainers, ReasonNotCreated, msg)
+				st.Containers = waitingStatuses(local.Spec.Containers, ReasonNotCreated, msg)
+				return st, nil
+			}
+			msg := "the remote pod " + name + " no longer exists"
 			st.InitContainers = goneStatuses(local.Spec.InitContainers, msg)
 			st.Containers = goneStatuses(local.Spec.Containers, msg)
 			return st, nil
@@ -81,6 +91,7 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 			return PodStatus{}, p.remoteErr("get pod", fmt.Errorf("get pod %s: %w", ns, err))
 		}
 		remote = got
+		p.guard.markSeen(local.UID)
 	}
 	st.JID = string(remote.UID)
 	st.InitContainers = withPending(remote.Spec.InitContainers, remote.Status.InitContainerStatuses, remote)

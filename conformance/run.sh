@@ -90,6 +90,7 @@ componentsPatches:
       # The VK's node must stay the VK's: kwok manages only the fake nodes.
       - key: manage-all-nodes
         value: "false"
+        override: true
       - key: manage-nodes-with-annotation-selector
         value: kwok.x-k8s.io/node=fake
       - key: cidr

@@ -269,7 +269,7 @@ func project(out, data map[string]string, items []corev1.KeyToPath) {
 // shadowPod is the pod of the shadow Deployment the VK made for the case's pod.
 func (r *Run) shadowPod(ctx context.Context) (*corev1.Pod, error) {
 	var shadow *corev1.Pod
-	err := r.poll(ctx, "shadow pod in "+r.shadowNS, func(ctx context.Context) (bool, string, error) {
+	err := r.poll(ctx, "shadow pod in "+r.shadowNS, waitShort, func(ctx context.Context) (bool, string, error) {
 		l, err := r.Env.Local.CoreV1().Pods(r.shadowNS).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err.Error(), nil
@@ -286,7 +286,7 @@ func (r *Run) shadowPod(ctx context.Context) (*corev1.Pod, error) {
 // shadowName is the name of the shadow Deployment (and of its Service and Ingress).
 func (r *Run) shadowName(ctx context.Context) (string, error) {
 	var name string
-	err := r.poll(ctx, "one shadow Deployment in "+r.shadowNS, func(ctx context.Context) (bool, string, error) {
+	err := r.poll(ctx, "one shadow Deployment in "+r.shadowNS, waitShort, func(ctx context.Context) (bool, string, error) {
 		l, err := r.Env.Local.AppsV1().Deployments(r.shadowNS).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err.Error(), nil
@@ -452,7 +452,7 @@ func (r *Run) logs(ctx context.Context) error {
 			return fmt.Errorf("create kwok Logs for the remote pod: %w", err)
 		}
 	}
-	return r.poll(ctx, "kubectl logs "+r.Case.Pod.Name+" -c "+ctr, func(ctx context.Context) (bool, string, error) {
+	return r.poll(ctx, "kubectl logs "+r.Case.Pod.Name+" -c "+ctr, waitShort, func(ctx context.Context) (bool, string, error) {
 		b, err := r.Env.Local.CoreV1().Pods(r.NS).GetLogs(r.Case.Pod.Name, &corev1.PodLogOptions{Container: ctr}).DoRaw(ctx)
 		if err != nil {
 			return false, err.Error(), nil
@@ -474,7 +474,7 @@ func (r *Run) deleted(ctx context.Context) error {
 	if err := core.Pods(r.NS).Delete(ctx, r.Case.Pod.Name, metav1.DeleteOptions{}); err != nil {
 		return fmt.Errorf("kubectl delete pod: %w", err)
 	}
-	if err := r.poll(ctx, "local pod gone", func(ctx context.Context) (bool, string, error) {
+	if err := r.poll(ctx, "local pod gone", waitDelete, func(ctx context.Context) (bool, string, error) {
 		p, err := core.Pods(r.NS).Get(ctx, r.Case.Pod.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return true, "", nil
@@ -487,7 +487,7 @@ func (r *Run) deleted(ctx context.Context) error {
 		return err
 	}
 	rc := r.Env.Remote.CoreV1()
-	return r.poll(ctx, "remote objects of uid "+r.uid+" gone", func(ctx context.Context) (bool, string, error) {
+	return r.poll(ctx, "remote objects of uid "+r.uid+" gone", waitDelete, func(ctx context.Context) (bool, string, error) {
 		var left []string
 		pods, err := rc.Pods("").List(ctx, r.selector())
 		if err != nil {
@@ -516,7 +516,7 @@ func (r *Run) deleted(ctx context.Context) error {
 
 // shadowDeleted waits until the VK removed the shadow objects of the deleted pod.
 func (r *Run) shadowDeleted(ctx context.Context) error {
-	return r.poll(ctx, "shadow objects in "+r.shadowNS+" gone", func(ctx context.Context) (bool, string, error) {
+	return r.poll(ctx, "shadow objects in "+r.shadowNS+" gone", waitDelete, func(ctx context.Context) (bool, string, error) {
 		var left []string
 		d, err := r.Env.Local.AppsV1().Deployments(r.shadowNS).List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -553,7 +553,7 @@ func serviceEndpointIsShadow(svc string) Check {
 		if err != nil {
 			return err
 		}
-		return r.poll(ctx, "EndpointSlice of "+svc, func(ctx context.Context) (bool, string, error) {
+		return r.poll(ctx, "EndpointSlice of "+svc, waitShort, func(ctx context.Context) (bool, string, error) {
 			l, err := r.Env.Local.DiscoveryV1().EndpointSlices(r.NS).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + svc})
 			if err != nil {
 				return false, err.Error(), nil
@@ -611,7 +611,7 @@ func (r *Run) realWants(ctx context.Context, podName string, w Want) {
 	var last *corev1.Pod
 	if w.Phase != "" {
 		r.do(ctx, fmt.Sprintf("%s: phase %s", podName, w.Phase), func(ctx context.Context) error {
-			return r.poll(ctx, "phase "+string(w.Phase), func(ctx context.Context) (bool, string, error) {
+			return r.poll(ctx, "phase "+string(w.Phase), 3*time.Minute, func(ctx context.Context) (bool, string, error) {
 				p, err := core.Pods(r.NS).Get(ctx, podName, metav1.GetOptions{})
 				if err != nil {
 					return false, err.Error(), nil
@@ -625,7 +625,7 @@ func (r *Run) realWants(ctx context.Context, podName string, w Want) {
 		for _, re := range w.Logs[ctr] {
 			r.do(ctx, fmt.Sprintf("%s: log of %s matches %q", podName, ctr, re), func(ctx context.Context) error {
 				rx := regexp.MustCompile(re)
-				return r.poll(ctx, "log line", func(ctx context.Context) (bool, string, error) {
+				return r.poll(ctx, "log line", time.Minute, func(ctx context.Context) (bool, string, error) {
 					b, err := core.Pods(r.NS).GetLogs(podName, &corev1.PodLogOptions{Container: ctr}).DoRaw(ctx)
 					if err != nil {
 						return false, err.Error(), nil

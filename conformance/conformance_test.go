@@ -28,11 +28,41 @@ const (
 	envServiceCIDR = "IKM_CONFORMANCE_SERVICE_CIDR"
 	envDNSIP       = "IKM_CONFORMANCE_DNS_IP"
 	envRealNodes   = "IKM_CONFORMANCE_REAL_NODES"
+	envPIDs        = "IKM_CONFORMANCE_PIDS" // "name=pid ..." of the chain's processes
 )
+
+// caseNamespace is the local namespace of Cases[i]: short, so that the VK's shadow names stay
+// within its limits ("<pod>-<ns>-<ns>-wstunnel" ≤ 63 characters).
+func caseNamespace(i int) string { return fmt.Sprintf("conf-%02d", i+1) }
+
+// alive watches the chain's processes (children of run.sh: a dead one is a zombie until reaped).
+func alive(spec string) func() error {
+	type proc struct{ name, pid string }
+	var procs []proc
+	for _, f := range strings.Fields(spec) {
+		name, pid, ok := strings.Cut(f, "=")
+		if ok {
+			procs = append(procs, proc{name, pid})
+		}
+	}
+	if len(procs) == 0 {
+		return nil
+	}
+	return func() error {
+		for _, p := range procs {
+			b, err := os.ReadFile("/proc/" + p.pid + "/stat")
+			_, rest, _ := strings.Cut(string(b), ") ")
+			if err != nil || strings.HasPrefix(rest, "Z") {
+				return fmt.Errorf("%s (pid %s) exited: the chain is broken, see its log in bin/conformance/logs", p.name, p.pid)
+			}
+		}
+		return nil
+	}
+}
 
 var (
 	runCases = flag.String("run-cases", "", "regexp selecting the cases to run (default all)")
-	parallel = flag.Int("parallel-cases", 5, "cases in flight at once")
+	parallel = flag.Int("parallel-cases", 8, "cases in flight at once")
 )
 
 // TestConformance runs the suite against the chain conformance/run.sh started (`make conformance`).
@@ -46,9 +76,11 @@ func TestConformance(t *testing.T) {
 		t.Fatalf("-run-cases: %v", err)
 	}
 	var cases []*Case
+	var namespaces []string
 	for i := range Cases {
 		if sel.MatchString(Cases[i].Name) {
 			cases = append(cases, &Cases[i])
+			namespaces = append(namespaces, caseNamespace(i))
 		}
 	}
 	start := time.Now()
@@ -61,7 +93,7 @@ func TestConformance(t *testing.T) {
 	sem := make(chan struct{}, max(1, *parallel))
 	var wg sync.WaitGroup
 	for i, c := range cases {
-		r := &Run{Env: env, Case: c}
+		r := &Run{Env: env, Case: c, NS: namespaces[i]}
 		mu.Lock()
 		runs[i] = r
 		mu.Unlock()
@@ -71,7 +103,7 @@ func TestConformance(t *testing.T) {
 			r.mu.Lock()
 			r.step = "starting"
 			r.mu.Unlock()
-			fmt.Fprintf(os.Stderr, "[conformance +%s] start %s: %s\n", since(start), c.Name, c.Doc)
+			fmt.Fprintf(os.Stderr, "[conformance +%s] start %s (namespace %s): %s\n", since(start), c.Name, r.NS, c.Doc)
 			cs := time.Now()
 			r.Execute(t.Context())
 			mu.Lock()
@@ -186,7 +218,7 @@ func setup(t *testing.T) (*Env, string) {
 		t.Fatal(err)
 	}
 	env := &Env{Local: local, Remote: remote, RemoteDynamic: remoteDyn, VKNode: "vk-node", LogDir: logDir,
-		RealNodes: os.Getenv(envRealNodes) == "1"}
+		RealNodes: os.Getenv(envRealNodes) == "1", Alive: alive(os.Getenv(envPIDs))}
 	var err error
 	if env.PodCIDR, err = netip.ParsePrefix(os.Getenv(envPodCIDR)); err != nil {
 		t.Fatalf("%s: %v", envPodCIDR, err)

@@ -38,8 +38,9 @@ type Env struct {
 	LogDir string
 	// RealNodes makes the real-node expectations checked instead of skipped.
 	RealNodes bool
-	// Timeout bounds each wait (a phase, an object); default 60 s.
-	Timeout time.Duration
+	// Alive reports whether every process of the chain still runs, and names the one that does not.
+	// Nil means "not watched".
+	Alive func() error
 }
 
 // Status is an expectation's outcome.
@@ -73,7 +74,8 @@ var errBlocked = errors.New("blocked")
 type Run struct {
 	Env  *Env
 	Case *Case
-	// NS is the case's local namespace.
+	// NS is the case's local namespace (short: the VK puts the shadow objects in a namespace it
+	// never created when "<pod>-<ns>-<ns>-wstunnel" exceeds 63 characters).
 	NS string
 
 	mu       sync.Mutex
@@ -122,22 +124,36 @@ func (r *Run) do(ctx context.Context, name string, f func(ctx context.Context) e
 
 func (r *Run) skip(name, reason string) { r.record(name, Skip, reason, 0) }
 
-// poll retries cond every 250 ms until it holds or the env's timeout passes; the error says what
-// was last seen.
-func (r *Run) poll(ctx context.Context, what string, cond func(ctx context.Context) (bool, string, error)) error {
-	timeout := r.Env.Timeout
-	if timeout == 0 {
-		timeout = 60 * time.Second
-	}
+// Waits, from what the VK does: it polls statuses every 5 s and gives a shadow pod 30 s for an IP.
+const (
+	waitShort   = 15 * time.Second // an object the previous step implies
+	waitRunning = 45 * time.Second // shadow pod IP (≤ 30 s) plus a status round
+	waitDelete  = 45 * time.Second
+)
+
+// poll retries cond every 250 ms until it holds or timeout passes; the error says what was last
+// seen. It gives up at once when a process of the chain died.
+func (r *Run) poll(ctx context.Context, what string, timeout time.Duration, cond func(ctx context.Context) (bool, string, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last string
+	var dead error
 	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		ok, seen, err := cond(ctx)
-		last = seen
+		if seen != "" && !strings.Contains(seen, "rate limiter") && !strings.Contains(seen, "context deadline") {
+			last = seen
+		}
+		if !ok && r.Env.Alive != nil {
+			if dead = r.Env.Alive(); dead != nil {
+				return false, dead
+			}
+		}
 		return ok, err
 	})
 	if err != nil {
+		if dead != nil {
+			return fmt.Errorf("%s: %w", what, dead)
+		}
 		if last == "" {
 			last = err.Error()
 		}
@@ -149,7 +165,6 @@ func (r *Run) poll(ctx context.Context, what string, cond func(ctx context.Conte
 // Execute runs the case from creation to deletion; its results are in Results.
 func (r *Run) Execute(ctx context.Context) {
 	c := r.Case
-	r.NS = "conf-" + c.Name
 	r.shadowNS = r.NS + "-wstunnel"
 	if !r.do(ctx, "created through the local API server, scheduled on the VK's node", r.create) {
 		r.blockRest("create")
@@ -246,7 +261,7 @@ func (r *Run) create(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create namespace %s: %w", r.NS, err)
 	}
-	if err := r.poll(ctx, "default ServiceAccount", func(ctx context.Context) (bool, string, error) {
+	if err := r.poll(ctx, "default ServiceAccount", 30*time.Second, func(ctx context.Context) (bool, string, error) {
 		_, err := env.Local.CoreV1().ServiceAccounts(r.NS).Get(ctx, "default", metav1.GetOptions{})
 		return err == nil, fmt.Sprint(err), nil
 	}); err != nil {
@@ -266,7 +281,7 @@ func (r *Run) create(ctx context.Context) error {
 		return fmt.Errorf("create pod: %w", err)
 	}
 	r.uid = string(got.UID)
-	return r.poll(ctx, "pod bound to "+env.VKNode, func(ctx context.Context) (bool, string, error) {
+	return r.poll(ctx, "pod bound to "+env.VKNode, waitShort, func(ctx context.Context) (bool, string, error) {
 		p, err := env.Local.CoreV1().Pods(r.NS).Get(ctx, got.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error(), nil
@@ -317,7 +332,7 @@ func (r *Run) selector() metav1.ListOptions {
 
 // findRemote waits for the plugin's pod in the remote cluster.
 func (r *Run) findRemote(ctx context.Context) error {
-	return r.poll(ctx, "remote pod labelled "+plugin.LabelSourceUID+"="+r.uid, func(ctx context.Context) (bool, string, error) {
+	return r.poll(ctx, "remote pod labelled "+plugin.LabelSourceUID+"="+r.uid, waitRunning, func(ctx context.Context) (bool, string, error) {
 		l, err := r.Env.Remote.CoreV1().Pods("").List(ctx, r.selector())
 		if err != nil {
 			return false, err.Error(), nil
@@ -346,7 +361,7 @@ func (r *Run) localPod(ctx context.Context) (*corev1.Pod, error) {
 // running waits for the local pod to be Running with an IP; for a meshed pod the IP is its shadow
 // pod's.
 func (r *Run) running(ctx context.Context) error {
-	err := r.poll(ctx, "local pod Running", func(ctx context.Context) (bool, string, error) {
+	err := r.poll(ctx, "local pod Running", waitRunning, func(ctx context.Context) (bool, string, error) {
 		p, err := r.localPod(ctx)
 		if err != nil {
 			return false, err.Error(), nil
@@ -408,7 +423,7 @@ func (r *Run) containersExact(ctx context.Context) error {
 		return sortedStrings(n)
 	}
 	want, wantInit := names(r.Case.Pod.Spec.Containers), names(r.Case.Pod.Spec.InitContainers)
-	return r.poll(ctx, "container statuses", func(ctx context.Context) (bool, string, error) {
+	return r.poll(ctx, "container statuses", waitShort, func(ctx context.Context) (bool, string, error) {
 		p, err := r.localPod(ctx)
 		if err != nil {
 			return false, err.Error(), nil

@@ -182,10 +182,21 @@ for i in $(seq 120); do
 done
 log "environment up; running the suite"
 
-IKM_CONFORMANCE_LOCAL_KUBECONFIG=$local_kc \
+IKM_CONFORMANCE_PIDS="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}" \
+	IKM_CONFORMANCE_LOCAL_KUBECONFIG=$local_kc \
 	IKM_CONFORMANCE_REMOTE_KUBECONFIG=$remote_kc \
 	IKM_CONFORMANCE_OUT=$out \
 	IKM_CONFORMANCE_SERVICE_CIDR=$service_cidr \
 	IKM_CONFORMANCE_POD_CIDR=$pod_cidr \
 	IKM_CONFORMANCE_DNS_IP=$dns_ip \
-	"$out/conformance.test" -test.run '^TestConformance$' -test.timeout 20m -run-cases="${IKM_CONFORMANCE_RUN:-}"
+	"$out/conformance.test" -test.run '^TestConformance$' -test.timeout 20m -run-cases="${IKM_CONFORMANCE_RUN:-}" || suite=$?
+# A process of the chain that died is the first thing to know about.
+names=(plugin interlink virtual-kubelet)
+for i in 0 1 2; do
+	state=$(awk '{print $3}' "/proc/${pids[$i]}/stat" 2>/dev/null || echo gone)
+	if [ "$state" = Z ] || [ "$state" = gone ]; then
+		log "${names[$i]} exited during the suite; the end of its log ($out/logs/${names[$i]}.log):"
+		grep -v 'level=debug' "$out/logs/${names[$i]}.log" | tail -n 25 >&2
+	fi
+done
+exit "${suite:-0}"

@@ -24,21 +24,26 @@ build: ## build the three binaries into bin/
 		CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/$$b ./cmd/$$b; \
 	done
 
-.PHONY: images
-images: ## build the three container images (images/*.Dockerfile) with docker or podman
-	@engine=$$(command -v docker || command -v podman || true); \
-	if [ -z "$$engine" ]; then \
-		echo "make images: neither docker nor podman is installed (looked in PATH); install one to build images/*.Dockerfile" >&2; \
-		exit 1; \
-	fi; \
-	if ! "$$engine" info >/dev/null 2>&1; then \
-		echo "make images: $$engine is installed but its engine is not reachable ($$engine info fails): start the daemon or the podman socket" >&2; \
-		exit 1; \
-	fi; \
-	for b in $(BINARIES); do \
-		echo "[images] ghcr.io/interlink-k8s-mesh/$$b:$(VERSION) with $$engine"; \
-		"$$engine" build --build-arg VERSION=$(VERSION) -f images/$$b.Dockerfile -t ghcr.io/interlink-k8s-mesh/$$b:$(VERSION) .; \
-	done
+# Images: built by cmd/ikm-images from images/images.yaml, without a container engine. Every file
+# and config carries the commit's time, so the same commit gives the same digests.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+IKM_IMAGES := VERSION=$(VERSION) REVISION=$(REVISION) SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) go run ./cmd/ikm-images
+
+.PHONY: images debs push lock
+images: ## build the OCI images (linux/amd64 + arm64) into bin/images/<name>.tar, no container engine
+	@echo "[images] $(VERSION) at $(REVISION) (SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)); the first run compiles for arm64 (minutes)"
+	@$(IKM_IMAGES) build
+
+debs: ## download and verify the Debian packages pinned in images/debs.lock into the cache (root adds arm64 to apt)
+	@$(IKM_IMAGES) fetch
+
+push: images ## push the image indexes to REGISTRY=host[:port]/path, tagged with VERSION (git describe)
+	@if [ -z "$(REGISTRY)" ]; then echo "make push: set REGISTRY=host[:port]/path" >&2; exit 1; fi
+	@REGISTRY=$(REGISTRY) $(IKM_IMAGES) push
+
+lock: ## pin the current Debian 12 versions of the images' packages in images/debs.lock
+	@$(IKM_IMAGES) lock
 
 $(STATICCHECK):
 	@echo "[lint] installing staticcheck $(STATICCHECK_VERSION) into $(IKM_CACHE)/tools (once, about 1 min)"

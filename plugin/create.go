@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,12 +31,30 @@ func (p *Plugin) handleCreate(w http.ResponseWriter, r *http.Request) error {
 
 // Create offloads one pod: its namespace, service account, the pod and its scoped ConfigMaps and
 // Secrets, owned by the remote pod so the remote garbage collector removes them with it. A retried
-// create of the same pod adopts what exists; a failed create removes what this call made.
+// create of the same pod adopts what exists; a failed create removes what this call made. A delete
+// of the same pod wins over its create, whichever arrives first (see podGuard): the create then
+// fails with ErrPodDeleted and leaves nothing behind.
 func (p *Plugin) Create(ctx context.Context, req *RetrievedPodData) (CreateResponse, error) {
 	plan, err := Translate(req, p.cfg.Offloading)
 	if err != nil {
 		return CreateResponse{}, err
 	}
+	uid := req.Pod.UID
+	ctx, done, err := p.guard.beginCreate(ctx, uid)
+	if err != nil {
+		return CreateResponse{}, fmt.Errorf("create pod %s/%s: %w", req.Pod.Namespace, req.Pod.Name, err)
+	}
+	defer done()
+	resp, err := p.create(ctx, req, plan)
+	if p.guard.wasDeleted(uid) {
+		// The delete waits for this call to end, then removes whatever it made.
+		return CreateResponse{}, fmt.Errorf("create pod %s/%s: %w", req.Pod.Namespace, req.Pod.Name, ErrPodDeleted)
+	}
+	return resp, err
+}
+
+// create runs Create once the pod's turn has come; ctx ends when a delete of the pod arrives.
+func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) (CreateResponse, error) {
 	if err := p.ensureNamespace(ctx, plan.Namespace); err != nil {
 		return CreateResponse{}, err
 	}
@@ -61,10 +80,12 @@ func (p *Plugin) Create(ctx context.Context, req *RetrievedPodData) (CreateRespo
 		return cause
 	}
 
+	p.hook(hookBeforePod)
 	pod, created, err := p.createOrAdoptPod(ctx, plan.Pod)
 	if err != nil {
 		return CreateResponse{}, err
 	}
+	p.hook(hookPodCreated)
 	pods := p.client.CoreV1().Pods(plan.Namespace)
 	if created {
 		undo = append(undo, func(ctx context.Context) error {
@@ -97,6 +118,10 @@ func (p *Plugin) Create(ctx context.Context, req *RetrievedPodData) (CreateRespo
 			undo = append(undo, func(ctx context.Context) error { return secrets.Delete(ctx, name, metav1.DeleteOptions{}) })
 		}
 	}
+	p.hook(hookObjectsCreated)
+	if err := ctx.Err(); err != nil { // a delete arrived after the last remote call
+		return CreateResponse{}, rollback(err)
+	}
 	p.log.Info("pod offloaded", "pod", req.Pod.Namespace+"/"+req.Pod.Name, "remote", plan.Namespace+"/"+pod.Name,
 		"configmaps", len(plan.ConfigMaps), "secrets", len(plan.Secrets), "adopted", !created)
 	return CreateResponse{PodUID: string(req.Pod.UID), PodJID: string(pod.UID)}, nil
@@ -109,6 +134,15 @@ func (p *Plugin) createOrAdoptPod(ctx context.Context, want *corev1.Pod) (pod *c
 	rctx, cancel := p.remoteCtx(ctx)
 	defer cancel()
 	pod, err = pods.Create(rctx, want, metav1.CreateOptions{})
+	if sa := missingServiceAccount(err); sa != "" {
+		// The namespace exists but the controller-manager has not made its ServiceAccount yet (a
+		// new namespace, or one whose account was just removed): a passing state, not a refusal.
+		p.log.Info("waiting for the remote ServiceAccount before creating the pod", "namespace", want.Namespace, "serviceaccount", sa)
+		if werr := p.waitServiceAccount(ctx, want.Namespace, sa); werr != nil {
+			return nil, false, werr
+		}
+		pod, err = pods.Create(rctx, want, metav1.CreateOptions{})
+	}
 	if err == nil {
 		return pod, true, nil
 	}
@@ -192,6 +226,21 @@ func (p *Plugin) ensureServiceAccount(ctx context.Context, namespace, name strin
 		return p.remoteErr("create serviceaccount", fmt.Errorf("create serviceaccount %s/%s: %w", namespace, name, err))
 	}
 	return nil
+}
+
+// saNotFound matches the admission refusal of a pod whose ServiceAccount does not exist (yet):
+// 403 `pods "x" is forbidden: error looking up service account ns/name: serviceaccount "name" not found`.
+var saNotFound = regexp.MustCompile(`serviceaccount "([^"]+)" not found`)
+
+// missingServiceAccount returns the name of the ServiceAccount whose absence refused a pod create.
+func missingServiceAccount(err error) string {
+	if !apierrors.IsForbidden(err) {
+		return ""
+	}
+	if m := saNotFound.FindStringSubmatch(err.Error()); m != nil {
+		return m[1]
+	}
+	return ""
 }
 
 func (p *Plugin) waitServiceAccount(ctx context.Context, namespace, name string) error {

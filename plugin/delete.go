@@ -36,6 +36,12 @@ func (p *Plugin) Delete(ctx context.Context, local *corev1.Pod) error {
 	case local.Namespace == "":
 		return &ValidationError{Field: "metadata.namespace", Reason: "is required"}
 	}
+	// A create of this pod in flight is stopped and rolls back first; later creates are refused.
+	done, err := p.guard.beginDelete(ctx, local.UID)
+	if err != nil {
+		return fmt.Errorf("delete pod %s/%s: %w", local.Namespace, local.Name, err)
+	}
+	defer done()
 	ns := RemoteNamespace(p.cfg.Offloading.NamespacePrefix, p.cfg.Offloading.NamespacePrefixExclusions, local.Namespace)
 	name := ScopedName(local.Name, string(local.UID))
 	rctx, cancel := p.remoteCtx(ctx)

@@ -202,8 +202,40 @@ func TestMeshStatusNotReady(t *testing.T) {
 			t.Errorf("message %q does not say %q", msg, want)
 		}
 	}
-	if len(st.InitContainers) != 2 || st.InitContainers[0].Name != MeshAgentContainer || st.InitContainers[0].State.Running == nil ||
-		st.InitContainers[1].State.Waiting == nil || st.InitContainers[1].State.Waiting.Reason != ReasonMeshNotReady {
-		t.Errorf("init container statuses %+v: want the mesh-agent running and migrate waiting on the mesh", st.InitContainers)
+	// The VK appends a status for every name it does not know and holds the pod Pending while any
+	// init container runs: the sidecar is never reported, only the local pod's own containers.
+	if len(st.InitContainers) != 1 || st.InitContainers[0].Name != "migrate" ||
+		st.InitContainers[0].State.Waiting == nil || st.InitContainers[0].State.Waiting.Reason != ReasonMeshNotReady {
+		t.Errorf("init container statuses %+v: want only migrate, waiting on the mesh", st.InitContainers)
+	}
+
+	// The mesh comes up: the sidecar starts, the init container completes, the app runs. The VK
+	// sees exactly what a pod without the mesh would show, so it turns the local pod Running.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p, err := pods.Get(t.Context(), remote.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		p.Status.InitContainerStatuses = []corev1.ContainerStatus{
+			{Name: MeshAgentContainer, Image: "mesh-agent", Started: ptrTo(true), Ready: true,
+				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}}},
+			{Name: "migrate", Image: "registry.example/migrate:1", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Completed"}}},
+		}
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{
+			{Name: "web", Image: "registry.example/web:2", Ready: true, Started: ptrTo(true),
+				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}}},
+		}
+		_, err = pods.UpdateStatus(t.Context(), p, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("write the remote pod's status: %v", err)
+	}
+	poll(t, "running status once the mesh is up", func(ctx context.Context) (bool, error) {
+		st = s.status(t, req.Pod)[0]
+		return len(st.Containers) == 1 && st.Containers[0].State.Running != nil, nil
+	})
+	if len(st.InitContainers) != 1 || st.InitContainers[0].Name != "migrate" || st.InitContainers[0].State.Terminated == nil {
+		t.Errorf("init container statuses %+v: want only migrate, terminated", st.InitContainers)
 	}
 }

@@ -503,7 +503,14 @@ func TestErrors(t *testing.T) {
 		field              string
 	}{
 		{"malformed create", "POST", "/create", []byte(`{"pod":`), http.StatusBadRequest, ""},
-		{"wrong shape", "POST", "/create", []byte(`[1,2]`), http.StatusBadRequest, ""},
+		{"wrong shape", "POST", "/create", []byte(`[1,2]`), http.StatusUnprocessableEntity, "(body)"},
+		{"wrong field type", "POST", "/create", []byte(`{"pod":{"metadata":{"uid":7}}}`), http.StatusUnprocessableEntity, "pod.metadata.uid"},
+		{"trailing garbage", "POST", "/create", append(mustJSON(t, valid), []byte(" x")...), http.StatusBadRequest, ""},
+		{"two JSON values", "POST", "/delete", []byte(`{"metadata":{"uid":"u","name":"n","namespace":"x"}} {}`), http.StatusBadRequest, ""},
+		{"invalid UTF-8", "POST", "/delete", []byte("{\"metadata\":{\"uid\":\"u\",\"name\":\"\xff\",\"namespace\":\"x\"}}"), http.StatusBadRequest, ""},
+		{"null status is not the ping", "GET", "/status", []byte(`null`), http.StatusBadRequest, ""},
+		{"status without name", "GET", "/status", []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{UID: "u", Namespace: "y"}}}, http.StatusUnprocessableEntity, "[].metadata.name"},
+		{"status without namespace", "GET", "/status", []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{UID: "u", Name: "x"}}}, http.StatusUnprocessableEntity, "[].metadata.namespace"},
 		{"create without uid", "POST", "/create", noUID, http.StatusUnprocessableEntity, "pod.metadata.uid"},
 		{"status without uid", "GET", "/status", []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: "y"}}}, http.StatusUnprocessableEntity, "[].metadata.uid"},
 		{"logs without container", "POST", "/getLogs", LogRequest{Namespace: "a", PodUID: "b", PodName: "c"}, http.StatusUnprocessableEntity, "ContainerName"},
@@ -533,6 +540,15 @@ func TestErrors(t *testing.T) {
 	}
 }
 
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestRemoteErrorsMapped(t *testing.T) {
 	t.Parallel()
 	c := testcluster.Get(t)
@@ -545,6 +561,16 @@ func TestRemoteErrorsMapped(t *testing.T) {
 		_, err := s.Create(t.Context(), ptrTo(fullPod(newUID(), "web", "x")))
 		if HTTPStatus(err) != http.StatusForbidden {
 			t.Errorf("create as nobody: %v → %d, want 403", err, HTTPStatus(err))
+		}
+	})
+	t.Run("entity too large", func(t *testing.T) {
+		// kube-apiserver refuses request bodies over 3 MiB with 413 before any validation.
+		p := mustNew(t, Config{Client: c.Client, Offloading: Offloading{NamespacePrefix: "large"}})
+		req := runnable("web", "large")
+		req.Containers[1].ConfigMaps[0].Data["huge"] = strings.Repeat("x", 3<<20+1)
+		_, err := p.Create(t.Context(), &req)
+		if HTTPStatus(err) != http.StatusRequestEntityTooLarge {
+			t.Errorf("create with a 3 MiB ConfigMap: %v → %d, want 413", err, HTTPStatus(err))
 		}
 	})
 	t.Run("unreachable", func(t *testing.T) {

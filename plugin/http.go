@@ -1,15 +1,19 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -105,11 +109,65 @@ type decodeError struct{ err error }
 func (e *decodeError) Error() string { return "malformed request body: " + e.err.Error() }
 func (e *decodeError) Unwrap() error { return e.err }
 
+// decodeJSON reads the whole body as exactly one JSON value into v. Bodies that are not UTF-8,
+// hold anything but white space after the value, or are the JSON null are refused (400); a value
+// of the wrong type is refused with the field named (422). Unknown fields are ignored: InterLink
+// and Kubernetes add fields in new releases, and an older plugin must keep serving a newer VK.
 func decodeJSON(r *http.Request, v any) error {
-	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var merr *http.MaxBytesError
+		if errors.As(err, &merr) {
+			return err
+		}
+		return &decodeError{fmt.Errorf("read body: %w", err)}
+	}
+	return decodeBody(b, v)
+}
+
+func decodeBody(b []byte, v any) error {
+	if !utf8.Valid(b) {
+		return &decodeError{errors.New("the body is not valid UTF-8")}
+	}
+	if t := bytes.TrimSpace(b); len(t) == 0 || string(t) == "null" {
+		return &decodeError{errors.New("the body is empty or null; it must be one JSON value")}
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(v); err != nil {
+		var terr *json.UnmarshalTypeError
+		if errors.As(err, &terr) {
+			field := terr.Field
+			if field == "" {
+				field = "(body)"
+			}
+			return &ValidationError{Field: field, Reason: fmt.Sprintf("must be a JSON %s, not %s", jsonKind(terr.Type), terr.Value)}
+		}
 		return &decodeError{err}
 	}
+	if rest := bytes.TrimSpace(b[dec.InputOffset():]); len(rest) > 0 {
+		return &decodeError{fmt.Errorf("%d bytes after the JSON value; the body must hold exactly one", len(rest))}
+	}
 	return nil
+}
+
+// jsonKind names the JSON form of a Go type, for error messages read by people who sent JSON.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "object"
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "string (base64)"
+		}
+		return "array"
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "number"
 }
 
 func writeJSON(w http.ResponseWriter, v any) error {
@@ -132,7 +190,7 @@ func HTTPStatus(err error) int {
 		nerr net.Error
 	)
 	switch {
-	case errors.As(err, &merr):
+	case errors.As(err, &merr), apierrors.IsRequestEntityTooLargeError(err):
 		return http.StatusRequestEntityTooLarge
 	case errors.As(err, &derr):
 		return http.StatusBadRequest
@@ -140,6 +198,8 @@ func HTTPStatus(err error) int {
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, ErrForeignObject):
 		return http.StatusConflict
+	case errors.Is(err, ErrPodDeleted):
+		return http.StatusGone
 	case apierrors.IsForbidden(err):
 		return http.StatusForbidden
 	case apierrors.IsNotFound(err):
@@ -168,6 +228,10 @@ func writeError(w http.ResponseWriter, err error) {
 	}
 	b, _ := json.Marshal(body)
 	w.Header().Set("Content-Type", "application/json")
+	if code == http.StatusServiceUnavailable {
+		// The remote side is not ready now; InterLink (or a person) may try again shortly.
+		w.Header().Set("Retry-After", "5")
+	}
 	w.WriteHeader(code)
 	_, _ = w.Write(append(b, '\n'))
 }
@@ -194,11 +258,20 @@ func (e *unavailableError) Temporary() bool { return true }
 
 var _ net.Error = (*unavailableError)(nil)
 
-// Serve serves h on network/address until ctx ends. A stale unix socket file is replaced and the new
-// one is made 0660.
+// ErrSocketInUse refuses to serve on a unix socket that another live process is serving.
+var ErrSocketInUse = errors.New("another process is serving this socket")
+
+// Serve serves h on network/address until ctx ends. A stale unix socket file (nothing answers on
+// it) is replaced, a live one is refused with ErrSocketInUse, and the new one is made 0660.
 func Serve(ctx context.Context, network, address string, h http.Handler) error {
 	if network == "unix" {
 		if fi, err := os.Lstat(address); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			// A socket that answers belongs to a live process (another plugin): removing it would
+			// cut that process off from InterLink without a word.
+			if c, err := net.DialTimeout("unix", address, time.Second); err == nil {
+				c.Close()
+				return fmt.Errorf("listen: %s: %w", address, ErrSocketInUse)
+			}
 			if err := os.Remove(address); err != nil {
 				return fmt.Errorf("remove stale socket: %w", err)
 			}

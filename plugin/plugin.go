@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +52,10 @@ type Plugin struct {
 	pods    cache.SharedIndexInformer
 	lister  listersv1.PodLister
 	metrics *metrics
+	guard   *podGuard
+	// testHook, nil outside tests, is called at the named points of a create so that tests can
+	// force interleavings with other calls.
+	testHook atomic.Pointer[func(point string)]
 
 	capMu     sync.Mutex
 	capAt     time.Time
@@ -86,7 +91,7 @@ func New(cfg Config) (*Plugin, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	p := &Plugin{cfg: cfg, log: cfg.Logger, client: cfg.Client}
+	p := &Plugin{cfg: cfg, log: cfg.Logger, client: cfg.Client, guard: newPodGuard()}
 	p.factory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.LabelSelector = labels.Set{LabelOffloaded: ValueOffloaded}.String()
@@ -157,6 +162,28 @@ func (p *Plugin) cachedBySourceUID(uid string) *corev1.Pod {
 	}
 	pod, _ := objs[0].(*corev1.Pod)
 	return pod
+}
+
+// Points of a create where tests can interleave other calls (Plugin.testHook).
+const (
+	hookBeforePod      = "before-pod"      // namespace and ServiceAccount ensured, the pod not yet made
+	hookPodCreated     = "pod-created"     // the remote pod exists, its ConfigMaps and Secrets not yet
+	hookObjectsCreated = "objects-created" // every remote object exists, the reply is not sent
+)
+
+func (p *Plugin) hook(point string) {
+	if h := p.testHook.Load(); h != nil {
+		(*h)(point)
+	}
+}
+
+// setTestHook sets (nil: removes) the function called at each hook point.
+func (p *Plugin) setTestHook(h func(point string)) {
+	if h == nil {
+		p.testHook.Store(nil)
+		return
+	}
+	p.testHook.Store(&h)
 }
 
 // stripManagedFields drops what the cache never reads, to keep memory flat with many pods.

@@ -15,6 +15,7 @@ import (
 const (
 	ReasonRemotePodGone = "RemotePodNotFound"
 	ReasonPending       = "RemotePodPending"
+	ReasonCreating      = "RemotePodCreating"
 )
 
 func (p *Plugin) handleStatus(w http.ResponseWriter, r *http.Request) error {
@@ -41,14 +42,30 @@ func (p *Plugin) handleStatus(w http.ResponseWriter, r *http.Request) error {
 }
 
 // Status reports the remote state of one local pod. It answers from the watch-backed cache and asks
-// the remote apiserver only when the cache has not seen the pod yet. A remote pod that is gone is
-// reported with every container terminated and a reason, so the local pod never freezes.
+// the remote apiserver only when the cache has not seen the pod yet. A pod whose create is in
+// flight is reported waiting (RemotePodCreating). A remote pod that is gone is reported with every
+// container terminated and a reason, so the local pod never freezes.
+//
+// Only the local pod's own containers are reported: the VK appends a status for every name it
+// does not know, and takes any running init container (the injected mesh-agent sidecar is one) for
+// an initialisation that never ends, holding the local pod Pending.
 func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, error) {
-	if local.UID == "" {
+	switch {
+	case local.UID == "":
 		return PodStatus{}, &ValidationError{Field: "[].metadata.uid", Reason: "is required"}
+	case local.Name == "":
+		return PodStatus{}, &ValidationError{Field: "[].metadata.name", Reason: "is required"}
+	case local.Namespace == "":
+		return PodStatus{}, &ValidationError{Field: "[].metadata.namespace", Reason: "is required"}
 	}
 	st := PodStatus{Name: local.Name, UID: string(local.UID), Namespace: local.Namespace}
 	remote := p.cachedBySourceUID(string(local.UID))
+	if remote == nil && p.guard.creating(local.UID) {
+		msg := "the plugin is creating the remote pod"
+		st.InitContainers = waitingStatuses(local.Spec.InitContainers, ReasonCreating, msg)
+		st.Containers = waitingStatuses(local.Spec.Containers, ReasonCreating, msg)
+		return st, nil
+	}
 	if remote == nil {
 		ns := RemoteNamespace(p.cfg.Offloading.NamespacePrefix, p.cfg.Offloading.NamespacePrefixExclusions, local.Namespace)
 		rctx, cancel := p.remoteCtx(ctx)
@@ -69,7 +86,37 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 	st.InitContainers = withPending(remote.Spec.InitContainers, remote.Status.InitContainerStatuses, remote)
 	st.Containers = withPending(remote.Spec.Containers, remote.Status.ContainerStatuses, remote)
 	markMeshNotReady(remote, &st, time.Now())
+	st.InitContainers = localOnly(st.InitContainers, local.Spec.InitContainers)
+	st.Containers = localOnly(st.Containers, local.Spec.Containers)
 	return st, nil
+}
+
+// localOnly keeps the statuses of the containers the local pod has. The plugin's own sidecar never
+// is one; a local pod sent without its spec gets every status but the sidecar's.
+func localOnly(ss []corev1.ContainerStatus, local []corev1.Container) []corev1.ContainerStatus {
+	keep := make(map[string]bool, len(local))
+	for _, c := range local {
+		keep[c.Name] = true
+	}
+	out := ss[:0]
+	for _, s := range ss {
+		if s.Name != MeshAgentContainer && (len(local) == 0 || keep[s.Name]) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func waitingStatuses(cs []corev1.Container, reason, msg string) []corev1.ContainerStatus {
+	out := make([]corev1.ContainerStatus, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, corev1.ContainerStatus{
+			Name:  c.Name,
+			Image: c.Image,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}},
+		})
+	}
+	return out
 }
 
 func goneStatuses(cs []corev1.Container, msg string) []corev1.ContainerStatus {

@@ -242,17 +242,28 @@ func TestTranslateListedPVC(t *testing.T) {
 	}
 }
 
-// FuzzDecodeCreate feeds arbitrary bodies through the create decoder and the translation: either
-// a clear error or a plan whose every name is a valid label.
+// FuzzDecodeCreate feeds arbitrary bodies through the strict request decoder and the translation:
+// either a clear error (400 or 422) or a plan whose every name is a valid label.
 func FuzzDecodeCreate(f *testing.F) {
 	seed, _ := json.Marshal(fullPod("0b6e3c5e-8f1a-4c1e-9a51-6f3f8a3d2c11", "web-0", "team-a"))
 	f.Add(seed)
 	f.Add([]byte(`{"pod":{"metadata":{"uid":"u","name":"N A M E","namespace":"x"},"spec":{"containers":[{"name":"c"}]}}}`))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"pod":null}`))
+	f.Add([]byte(`{"pod":{"metadata":{"uid":7}}}`))
+	f.Add([]byte("{} {}"))
+	f.Add([]byte("null"))
+	f.Add([]byte("{\"pod\":{\"metadata\":{\"name\":\"\xff\"}}}"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req RetrievedPodData
-		if err := json.Unmarshal(body, &req); err != nil {
+		if err := decodeBody(body, &req); err != nil {
+			var (
+				verr *ValidationError
+				derr *decodeError
+			)
+			if !errors.As(err, &verr) && !errors.As(err, &derr) {
+				t.Fatalf("decode error of no known kind: %T %v", err, err)
+			}
 			return
 		}
 		plan, err := Translate(&req, testOffloading)

@@ -1,0 +1,221 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/logtest"
+)
+
+// nothingLeft waits until no remote pod, ConfigMap or Secret of the local pod is left (the pod may
+// linger while its graceful deletion completes).
+func (s *served) nothingLeft(t *testing.T, local *corev1.Pod) {
+	t.Helper()
+	poll(t, "nothing of "+local.Name+" left remotely", func(ctx context.Context) (bool, error) {
+		_, err := s.remotePod(t, local)
+		cms, secrets := s.scoped(t, local)
+		return apierrors.IsNotFound(err) && len(cms)+len(secrets) == 0, nil
+	})
+	// And it stays so: nothing recreates it behind the delete.
+	time.Sleep(300 * time.Millisecond)
+	if _, err := s.remotePod(t, local); !apierrors.IsNotFound(err) {
+		t.Errorf("the remote pod of %s came back after its delete (err %v)", local.Name, err)
+	}
+}
+
+// deleteDuring makes the create stop at point and sends the pod's delete there; the create goes on
+// only once the delete has been received (its tombstone is set).
+func (s *served) deleteDuring(t *testing.T, point string, local *corev1.Pod) <-chan int {
+	t.Helper()
+	codes := make(chan int, 1)
+	var once sync.Once
+	s.setTestHook(func(p string) {
+		if p != point {
+			return
+		}
+		once.Do(func() {
+			go func() {
+				code, body := s.call(t, "POST", "/delete", local)
+				if code != http.StatusOK {
+					t.Errorf("delete during create: %d %s", code, body)
+				}
+				codes <- code
+			}()
+			for deadline := time.Now().Add(10 * time.Second); !s.guard.wasDeleted(local.UID); time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Error("the delete sent during the create was never received")
+					return
+				}
+			}
+		})
+	})
+	return codes
+}
+
+// TestDeleteRacingCreate forces each interleaving of a delete with the create of the same pod, as
+// InterLink's VK produces them (it sends deletes asynchronously and forgets the pod): the delete
+// always wins, nothing of the pod survives remotely, and the create says it lost.
+func TestDeleteRacingCreate(t *testing.T) {
+	t.Parallel()
+	s := serve(t)
+	t.Run("delete before create", func(t *testing.T) {
+		req := runnable("early", "race")
+		if code, body := s.call(t, "POST", "/delete", req.Pod); code != http.StatusOK {
+			t.Fatalf("delete of a pod never created: %d %s, want 200", code, body)
+		}
+		code, body := s.call(t, "POST", "/create", req)
+		if code != http.StatusGone {
+			t.Errorf("create after its delete: %d %s, want 410", code, body)
+		}
+		s.nothingLeft(t, &req.Pod)
+	})
+	for _, point := range []string{hookPodCreated, hookObjectsCreated} {
+		t.Run("delete at "+point, func(t *testing.T) {
+			req := runnable("mid", "race")
+			deleted := s.deleteDuring(t, point, &req.Pod)
+			defer s.setTestHook(nil)
+			code, body := s.call(t, "POST", "/create", req)
+			if code != http.StatusGone {
+				t.Errorf("create overtaken by its delete: %d %s, want 410", code, body)
+			}
+			var e ErrorResponse
+			if err := json.Unmarshal(body, &e); err != nil || e.Error == "" {
+				t.Errorf("error body %s", body)
+			}
+			if c := <-deleted; c != http.StatusOK {
+				t.Fatalf("delete: %d", c)
+			}
+			s.nothingLeft(t, &req.Pod)
+		})
+	}
+}
+
+// TestDeleteRacingCreateRounds replays the reported failure: create and delete of the same pod sent
+// together, 20 rounds, through the HTTP API. Whatever the interleaving, nothing survives.
+func TestDeleteRacingCreateRounds(t *testing.T) {
+	t.Parallel()
+	s := serve(t)
+	const rounds = 20
+	var wg sync.WaitGroup
+	reqs := make([]RetrievedPodData, rounds)
+	for i := range reqs {
+		reqs[i] = runnable(fmt.Sprintf("round-%d", i), "rounds")
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if code, body := s.call(t, "POST", "/create", reqs[i]); code != http.StatusOK && code != http.StatusGone {
+				t.Errorf("round %d create: %d %s, want 200 or 410", i, code, body)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if code, body := s.call(t, "POST", "/delete", reqs[i].Pod); code != http.StatusOK {
+				t.Errorf("round %d delete: %d %s", i, code, body)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range reqs {
+		s.nothingLeft(t, &reqs[i].Pod)
+	}
+}
+
+// TestStatusDuringCreate: a status poll while the create is still running reports the pod as being
+// created, never as vanished; once the create returns, the pod is reported from the remote side.
+func TestStatusDuringCreate(t *testing.T) {
+	t.Parallel()
+	s := serve(t)
+	req := runnable("slow", "creating")
+	var (
+		mu   sync.Mutex
+		seen []PodStatus
+	)
+	s.setTestHook(func(p string) {
+		if p == hookPodCreated || p == hookObjectsCreated {
+			st := s.status(t, req.Pod)[0]
+			mu.Lock()
+			seen = append(seen, st)
+			mu.Unlock()
+		}
+	})
+	s.create(t, req)
+	s.setTestHook(nil)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 {
+		t.Fatalf("status taken at %d points, want 2", len(seen))
+	}
+	for i, st := range seen {
+		for _, c := range append(st.InitContainers, st.Containers...) {
+			if c.State.Terminated != nil {
+				t.Errorf("point %d: %s reported terminated (%s) while its create runs", i, c.Name, c.State.Terminated.Reason)
+			}
+		}
+		if len(st.Containers) != len(req.Pod.Spec.Containers) || len(st.InitContainers) != len(req.Pod.Spec.InitContainers) {
+			t.Errorf("point %d: %d containers and %d init containers reported, want the local pod's %d and %d", i,
+				len(st.Containers), len(st.InitContainers), len(req.Pod.Spec.Containers), len(req.Pod.Spec.InitContainers))
+		}
+	}
+	poll(t, "status after the create", func(ctx context.Context) (bool, error) {
+		st := s.status(t, req.Pod)[0]
+		return st.JID != "" && len(st.Containers) == 1 && st.Containers[0].State.Terminated == nil, nil
+	})
+}
+
+// TestCreateWaitsForServiceAccount: a namespace whose ServiceAccount is missing for a moment (a new
+// namespace before the controller-manager makes "default", or an account being recreated) refuses
+// pods with 403. The create waits for the account instead of answering a refusal that looks final.
+func TestCreateWaitsForServiceAccount(t *testing.T) {
+	t.Parallel()
+	logs, logger := logtest.New(t)
+	s := serve(t, func(c *Config) { c.Logger = logger })
+	req := runnable("web", "sa-missing")
+	req.Pod.Spec.ServiceAccountName = "robot"
+	sas := s.cluster.Client.CoreV1().ServiceAccounts(s.remoteNS("sa-missing"))
+	pods := s.cluster.Client.CoreV1().Pods(s.remoteNS("sa-missing"))
+	back := make(chan error, 1)
+	s.setTestHook(func(p string) {
+		if p != hookBeforePod {
+			return
+		}
+		// The account the plugin just ensured goes away right before the pod is created, and
+		// comes back a second later.
+		ctx := context.Background()
+		if err := sas.Delete(ctx, "robot", metav1.DeleteOptions{}); err != nil {
+			t.Errorf("delete the ServiceAccount: %v", err)
+		}
+		// Admission reads accounts from a cache: wait until it refuses pods, so that the create
+		// meets the refusal rather than racing it.
+		probe := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "probe"}, Spec: corev1.PodSpec{
+			ServiceAccountName: "robot", Containers: []corev1.Container{{Name: "c", Image: "x"}}}}
+		poll(t, "admission refusing pods of a missing ServiceAccount", func(ctx context.Context) (bool, error) {
+			_, err := pods.Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return missingServiceAccount(err) == "robot", nil
+		})
+		go func() {
+			time.Sleep(time.Second)
+			_, err := sas.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "robot"}}, metav1.CreateOptions{})
+			back <- err
+		}()
+	})
+	defer s.setTestHook(nil)
+	s.create(t, req)
+	if err := <-back; err != nil {
+		t.Fatalf("recreate the ServiceAccount: %v", err)
+	}
+	if _, err := s.remotePod(t, &req.Pod); err != nil {
+		t.Fatalf("remote pod after the wait: %v", err)
+	}
+	if n := logs.Count("waiting for the remote ServiceAccount", "serviceaccount=robot"); n != 1 {
+		t.Errorf("%d waits for the ServiceAccount logged, want 1", n)
+	}
+}

@@ -51,6 +51,10 @@ const (
 	Pass Status = "PASS"
 	Fail Status = "FAIL"
 	Skip Status = "SKIP"
+	// XFail is a failure Case.Known explains by a defect outside this project (InterLink's VK):
+	// reported with the reason and the failure, counted neither as passed nor as failed. A known
+	// failure that passes is a FAIL, so the entry is removed once InterLink is fixed.
+	XFail Status = "XFAIL"
 )
 
 // Result is one expectation of one case.
@@ -66,6 +70,9 @@ type Check struct {
 	Name string
 	Run  func(ctx context.Context, r *Run) error
 }
+
+// checkVolumes is the name of the volume check (Case.Known refers to it).
+const checkVolumes = "remote volumes: ConfigMaps, Secrets, projected, emptyDir copied"
 
 // errBlocked marks a check that could not run because an earlier one failed.
 var errBlocked = errors.New("blocked")
@@ -114,12 +121,19 @@ func (r *Run) do(ctx context.Context, name string, f func(ctx context.Context) e
 	r.mu.Unlock()
 	start := time.Now()
 	// A blocked check fails too: what could not be checked is not proven.
-	if err := f(ctx); err != nil {
+	err := f(ctx)
+	known, isKnown := r.Case.Known[name]
+	switch {
+	case err != nil && isKnown:
+		r.record(name, XFail, known+"; seen: "+err.Error(), time.Since(start))
+	case err != nil:
 		r.record(name, Fail, err.Error(), time.Since(start))
-		return false
+	case isKnown:
+		r.record(name, Fail, "passes although marked as a known defect ("+known+"): remove the entry from Case.Known", time.Since(start))
+	default:
+		r.record(name, Pass, "", time.Since(start))
 	}
-	r.record(name, Pass, "", time.Since(start))
-	return true
+	return err == nil
 }
 
 func (r *Run) skip(name, reason string) { r.record(name, Skip, reason, 0) }
@@ -175,10 +189,10 @@ func (r *Run) Execute(ctx context.Context) {
 	r.do(ctx, "reported containers are exactly the local pod's", r.containersExact)
 	if offloaded {
 		r.do(ctx, "remote translation: containers, env, probes, hooks, resources", r.translation)
-		r.do(ctx, "remote volumes: ConfigMaps, Secrets, projected, emptyDir copied", r.volumes)
+		r.do(ctx, checkVolumes, r.volumes)
 	} else {
 		r.do(ctx, "remote translation: containers, env, probes, hooks, resources", blocked("no remote pod"))
-		r.do(ctx, "remote volumes: ConfigMaps, Secrets, projected, emptyDir copied", blocked("no remote pod"))
+		r.do(ctx, checkVolumes, blocked("no remote pod"))
 	}
 	if c.NoMesh {
 		r.do(ctx, "opted out: no shadow objects in <ns>-wstunnel", r.noShadow)

@@ -198,7 +198,7 @@ func (r *Run) files(ctx context.Context, c kubernetes.Interface, ns string, p *c
 	addCM := func(name string, items []corev1.KeyToPath) error {
 		cm, err := core.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return fmt.Errorf("ConfigMap %s/%s of volume %s: %w", ns, name, v.Name, err)
+			return fmt.Errorf("read ConfigMap %s/%s of volume %s: %w", ns, name, v.Name, err)
 		}
 		data := map[string]string{}
 		maps.Copy(data, cm.Data)
@@ -211,7 +211,7 @@ func (r *Run) files(ctx context.Context, c kubernetes.Interface, ns string, p *c
 	addSecret := func(name string, items []corev1.KeyToPath) error {
 		s, err := core.Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return fmt.Errorf("Secret %s/%s of volume %s: %w", ns, name, v.Name, err)
+			return fmt.Errorf("read Secret %s/%s of volume %s: %w", ns, name, v.Name, err)
 		}
 		data := map[string]string{}
 		for k, b := range s.Data {
@@ -593,7 +593,7 @@ var meshReachesLocalServices = Check{Name: "remote pod routes the local Service 
 		}
 	}
 	if !routed {
-		return fmt.Errorf("Service echo's IP %v is in no mesh route %v", svc.Spec.ClusterIPs, spec.Routes)
+		return fmt.Errorf("the IP of Service echo %v is in no mesh route %v", svc.Spec.ClusterIPs, spec.Routes)
 	}
 	dns := remote.Spec.DNSConfig
 	if dns == nil || !slices.Contains(dns.Nameservers, r.Env.DNSIP.String()) {

@@ -295,12 +295,18 @@ func (r *Run) create(ctx context.Context) error {
 		return fmt.Errorf("create pod: %w", err)
 	}
 	r.uid = string(got.UID)
-	return r.poll(ctx, "pod bound to "+env.VKNode, waitShort, func(ctx context.Context) (bool, string, error) {
+	return r.poll(ctx, "pod bound to "+env.VKNode, waitRunning, func(ctx context.Context) (bool, string, error) {
 		p, err := env.Local.CoreV1().Pods(r.NS).Get(ctx, got.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error(), nil
 		}
-		return p.Spec.NodeName == env.VKNode, "nodeName " + p.Spec.NodeName, nil
+		seen := "nodeName " + p.Spec.NodeName
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled {
+				seen += fmt.Sprintf(", PodScheduled %s %s: %s", c.Status, c.Reason, c.Message)
+			}
+		}
+		return p.Spec.NodeName == env.VKNode, seen, nil
 	})
 }
 

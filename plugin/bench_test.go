@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -192,18 +193,7 @@ func BenchmarkRSS1000(b *testing.B) {
 	c := testcluster.Get(b)
 	prefix := "br" + newUID()[:6]
 	seedPods(b, c, prefix, 1000)
-	bin := filepath.Join(b.TempDir(), "interlink-k8s-plugin")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/interlink-k8s-plugin").CombinedOutput(); err != nil {
-		b.Fatalf("build plugin: %v: %s", err, out)
-	}
-	sock := filepath.Join(b.TempDir(), "p.sock")
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "K8S_KUBECONFIG_PATH="+c.Kubeconfig, "APP_SOCKET_ADDRESS=unix://"+sock, "OFFLOADING_NAMESPACE_PREFIX="+prefix)
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	srv := &server{http: unixClient(sock)}
+	srv, pid := startBinary(b, buildPlugin(b), []string{"K8S_KUBECONFIG_PATH=" + c.Kubeconfig, "OFFLOADING_NAMESPACE_PREFIX=" + prefix})
 	// The cache holds every pod labelled as offloaded in the cluster: the 1,000 seeded and
 	// whatever earlier runs left terminating. Report how many it held.
 	pods := 0
@@ -219,7 +209,7 @@ func BenchmarkRSS1000(b *testing.B) {
 			}
 		}
 	}
-	b.ReportMetric(float64(rssKiB(b, cmd.Process.Pid))/1024, "rss-MiB")
+	b.ReportMetric(float64(rssKiB(b, pid))/1024, "rss-MiB")
 	b.ReportMetric(float64(pods), "pods")
 }
 
@@ -236,7 +226,12 @@ func gaugeValue(exposition []byte, name string) int {
 	return -1
 }
 
-func rssKiB(b *testing.B, pid int) int {
+func rssKiB(b *testing.B, pid int) int { return procStatusKiB(b, pid, "VmRSS:") }
+
+// peakRSSKiB is the highest resident memory the process has had.
+func peakRSSKiB(b *testing.B, pid int) int { return procStatusKiB(b, pid, "VmHWM:") }
+
+func procStatusKiB(b *testing.B, pid int, field string) int {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
@@ -244,13 +239,13 @@ func rssKiB(b *testing.B, pid int) int {
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(s.Text(), field); ok {
 			var kib int
 			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kib)
 			return kib
 		}
 	}
-	b.Fatal("no VmRSS")
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
 
@@ -310,4 +305,125 @@ func (s *server) do(b *testing.B, method, path string, body []byte) (int, []byte
 		b.Fatalf("%s %s failed", method, path)
 	}
 	return code, out
+}
+
+// BenchmarkLoad drives the real plugin binary as InterLink does under load: 200 creates, then a
+// status poll of each pod, then 200 deletes, each phase at concurrency 1, 20 and 100, with the
+// client's default rate limits and with the former defaults (qps 50, burst 100). It reports the
+// latency percentiles of each call and the plugin's peak RSS. Run it once: -benchtime 1x.
+func BenchmarkLoad(b *testing.B) {
+	c := testcluster.Get(b)
+	bin := buildPlugin(b)
+	limits := []struct{ name, qps, burst string }{{"default-limits", "", ""}, {"qps50-burst100", "50", "100"}}
+	for _, lim := range limits {
+		for _, conc := range []int{1, 20, 100} {
+			b.Run(fmt.Sprintf("%s/conc=%d", lim.name, conc), func(b *testing.B) {
+				prefix := "bl" + newUID()[:6]
+				env := []string{"K8S_KUBECONFIG_PATH=" + c.Kubeconfig, "OFFLOADING_NAMESPACE_PREFIX=" + prefix}
+				if lim.qps != "" {
+					env = append(env, "K8S_CLIENT_CONFIGURATION_QPS="+lim.qps, "K8S_CLIENT_CONFIGURATION_BURST="+lim.burst)
+				}
+				srv, pid := startBinary(b, bin, env)
+				b.Cleanup(func() {
+					_ = c.Client.CoreV1().Namespaces().Delete(context.Background(), RemoteNamespace(prefix, nil, "load"), metav1.DeleteOptions{})
+				})
+				const pods = 200
+				reqs := make([]RetrievedPodData, pods)
+				bodies := make([][]byte, pods)
+				for i := range reqs {
+					reqs[i] = podWithObjects(i)
+					reqs[i].Pod.Namespace = "load"
+					bodies[i], _ = json.Marshal(reqs[i])
+				}
+				var creates, statuses, deletes []time.Duration
+				for b.Loop() {
+					creates = fanOut(b, conc, pods, func(i int) int { code, _ := srv.do(b, "POST", "/create", bodies[i]); return code })
+					statuses = fanOut(b, conc, pods, func(i int) int {
+						body, _ := json.Marshal([]corev1.Pod{reqs[i].Pod})
+						code, _ := srv.do(b, "GET", "/status", body)
+						return code
+					})
+					deletes = fanOut(b, conc, pods, func(i int) int {
+						body, _ := json.Marshal(reqs[i].Pod)
+						code, _ := srv.do(b, "POST", "/delete", body)
+						return code
+					})
+				}
+				for _, ph := range []struct {
+					name string
+					lat  []time.Duration
+				}{{"create", creates}, {"status", statuses}, {"delete", deletes}} {
+					reportNamedPercentiles(b, ph.name, ph.lat)
+				}
+				b.ReportMetric(float64(peakRSSKiB(b, pid))/1024, "peak-rss-MiB")
+			})
+		}
+	}
+}
+
+// fanOut runs call(0..n-1) on conc workers and returns each call's latency; any answer but 200
+// fails the benchmark.
+func fanOut(b *testing.B, conc, n int, call func(i int) int) []time.Duration {
+	lat := make([]time.Duration, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			for i := range next {
+				start := time.Now()
+				if code := call(i); code != http.StatusOK {
+					b.Errorf("call %d answered %d", i, code)
+				}
+				lat[i] = time.Since(start)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return lat
+}
+
+func reportNamedPercentiles(b *testing.B, name string, lat []time.Duration) {
+	lat = slices.Clone(lat)
+	slices.Sort(lat)
+	at := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000 }
+	for _, q := range []struct {
+		unit string
+		q    float64
+	}{{"p50", 0.5}, {"p95", 0.95}, {"p99", 0.99}} {
+		b.ReportMetric(at(q.q), name+"-"+q.unit+"-ms")
+	}
+}
+
+// buildPlugin builds the plugin binary once per benchmark.
+func buildPlugin(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "interlink-k8s-plugin")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/interlink-k8s-plugin").CombinedOutput(); err != nil {
+		b.Fatalf("build plugin: %v: %s", err, out)
+	}
+	return bin
+}
+
+// startBinary runs the plugin binary with env on a socket of its own until the benchmark ends and
+// returns its API and its pid once it is ready.
+func startBinary(b *testing.B, bin string, env []string) (*server, int) {
+	sock := filepath.Join(b.TempDir(), "p.sock")
+	cmd := exec.Command(bin)
+	cmd.Env = append(append(os.Environ(), "APP_SOCKET_ADDRESS=unix://"+sock), env...)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	srv := &server{http: unixClient(sock)}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if code, _ := srv.try("GET", "/readyz", nil); code == http.StatusOK {
+			return srv, cmd.Process.Pid
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the plugin binary was not ready within a minute")
+		}
+	}
 }

@@ -36,9 +36,10 @@ type K8sOptions struct {
 
 // ClientOptions tune the client-go client of the remote cluster.
 type ClientOptions struct {
-	// QPS is the sustained request rate to the remote apiserver (default 50).
+	// QPS is the sustained request rate to the remote apiserver (default 200: a create takes
+	// about 8 requests and InterLink sends creates 20 and more at a time; see BenchmarkLoad).
 	QPS float32 `json:"qps,omitempty"`
-	// Burst is the short burst above QPS (default 100).
+	// Burst is the short burst above QPS (default 400).
 	Burst int `json:"burst,omitempty"`
 	// Timeout bounds each non-streaming remote request (default 30s).
 	Timeout Duration `json:"timeout,omitempty"`
@@ -164,12 +165,12 @@ func (c *FileConfig) options() []Option {
 	return []Option{
 		{"k8s.kubeconfig_path", "path of the remote cluster's kubeconfig", str(&c.K8s.KubeconfigPath)},
 		{"k8s.kubeconfig", "the remote cluster's kubeconfig, inline", str(&c.K8s.Kubeconfig)},
-		{"k8s.client_configuration.qps", "remote API requests per second (default 50)", func(v string) error {
+		{"k8s.client_configuration.qps", "remote API requests per second (default 200)", func(v string) error {
 			f, err := strconv.ParseFloat(v, 32)
 			c.K8s.ClientConfiguration.QPS = float32(f)
 			return err
 		}},
-		{"k8s.client_configuration.burst", "remote API burst (default 100)", intSetter(&c.K8s.ClientConfiguration.Burst)},
+		{"k8s.client_configuration.burst", "remote API burst (default 400)", intSetter(&c.K8s.ClientConfiguration.Burst)},
 		{"k8s.client_configuration.timeout", "timeout of a remote API request (default 30s)", durationSetter(&c.K8s.ClientConfiguration.Timeout)},
 		{"app.socket_address", "unix:///path or http://host (default " + DefaultSocket + ")", str(&c.App.SocketAddress)},
 		{"app.socket_port", "TCP port with an http:// socket_address", intSetter(&c.App.SocketPort)},
@@ -199,7 +200,7 @@ func (c *FileConfig) options() []Option {
 			c.Mesh.Enabled = &b
 			return err
 		}},
-		{"mesh.agent_image", "mesh-agent image (default " + DefaultMeshAgentImage + ")", str(&c.Mesh.AgentImage)},
+		{"mesh.agent_image", "mesh-agent image (default " + meshAgentRepository + ":<plugin version>, :latest without one)", str(&c.Mesh.AgentImage)},
 		{"mesh.agent_image_pull_policy", "Always, IfNotPresent or Never (default IfNotPresent)", func(v string) error {
 			c.Mesh.AgentImagePullPolicy = corev1.PullPolicy(v)
 			return nil
@@ -268,10 +269,10 @@ func (c *FileConfig) defaults() {
 		c.App.LogLevel = "info"
 	}
 	if c.K8s.ClientConfiguration.QPS == 0 {
-		c.K8s.ClientConfiguration.QPS = 50
+		c.K8s.ClientConfiguration.QPS = 200
 	}
 	if c.K8s.ClientConfiguration.Burst == 0 {
-		c.K8s.ClientConfiguration.Burst = 100
+		c.K8s.ClientConfiguration.Burst = 400
 	}
 	if c.K8s.ClientConfiguration.Timeout.Duration == 0 {
 		c.K8s.ClientConfiguration.Timeout.Duration = 30 * time.Second

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // ErrForeignObject is returned when a remote object with the scoped name exists but belongs to
@@ -118,6 +120,9 @@ func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) 
 			undo = append(undo, func(ctx context.Context) error { return secrets.Delete(ctx, name, metav1.DeleteOptions{}) })
 		}
 	}
+	if err := p.releaseGate(ctx, pod); err != nil {
+		return CreateResponse{}, rollback(err)
+	}
 	p.hook(hookObjectsCreated)
 	if err := ctx.Err(); err != nil { // a delete arrived after the last remote call
 		return CreateResponse{}, rollback(err)
@@ -157,6 +162,24 @@ func (p *Plugin) createOrAdoptPod(ctx context.Context, want *corev1.Pod) (pod *c
 		return nil, false, fmt.Errorf("pod %s/%s: %w", want.Namespace, want.Name, ErrForeignObject)
 	}
 	return pod, false, nil
+}
+
+// releaseGate removes GateObjects from the pod (made by this call or by an earlier attempt that
+// was cut short), so that the scheduler may place it now that its objects exist.
+func (p *Plugin) releaseGate(ctx context.Context, pod *corev1.Pod) error {
+	i := slices.IndexFunc(pod.Spec.SchedulingGates, func(g corev1.PodSchedulingGate) bool { return g.Name == GateObjects })
+	if i < 0 {
+		return nil
+	}
+	// The test guards against removing another gate if the list changed since it was read.
+	patch := fmt.Sprintf(`[{"op":"test","path":"/spec/schedulingGates/%d/name","value":%q},{"op":"remove","path":"/spec/schedulingGates/%d"}]`, i, GateObjects, i)
+	rctx, cancel := p.remoteCtx(ctx)
+	defer cancel()
+	_, err := p.client.CoreV1().Pods(pod.Namespace).Patch(rctx, pod.Name, types.JSONPatchType, []byte(patch), metav1.PatchOptions{})
+	if err != nil {
+		return p.remoteErr("release pod", fmt.Errorf("release pod %s/%s for scheduling: %w", pod.Namespace, pod.Name, err))
+	}
+	return nil
 }
 
 // object is what ensure needs of a ConfigMap or Secret.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -42,6 +44,11 @@ func (p *Plugin) Delete(ctx context.Context, local *corev1.Pod) error {
 		return fmt.Errorf("delete pod %s/%s: %w", local.Namespace, local.Name, err)
 	}
 	defer done()
+	return p.deleteRemote(ctx, local)
+}
+
+// deleteRemote removes the remote objects of a local pod; the caller holds the pod's turn.
+func (p *Plugin) deleteRemote(ctx context.Context, local *corev1.Pod) error {
 	ns := RemoteNamespace(p.cfg.Offloading.NamespacePrefix, p.cfg.Offloading.NamespacePrefixExclusions, local.Namespace)
 	name := ScopedName(local.Name, string(local.UID))
 	rctx, cancel := p.remoteCtx(ctx)
@@ -74,6 +81,41 @@ func (p *Plugin) Delete(ctx context.Context, local *corev1.Pod) error {
 	}
 	p.log.Info("pod deleted", "pod", local.Namespace+"/"+local.Name, "remote", ns+"/"+name)
 	return nil
+}
+
+// CollectAbandoned deletes the remote pods, and what they own, that are still held by GateObjects
+// longer than Config.AbandonedAfter after their creation with no create of theirs running: what a
+// create left when the plugin was killed in its middle. It returns how many it removed.
+func (p *Plugin) CollectAbandoned(ctx context.Context) (int, error) {
+	pods, err := p.lister.List(labels.Everything())
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	var errs []error
+	for _, remote := range pods {
+		uid, name, ns := remote.Annotations[AnnotSourceUID], remote.Annotations[AnnotSourceName], remote.Annotations[AnnotSourceNS]
+		gated := slices.ContainsFunc(remote.Spec.SchedulingGates, func(g corev1.PodSchedulingGate) bool { return g.Name == GateObjects })
+		if !gated || uid == "" || name == "" || ns == "" || !p.owns(remote) ||
+			time.Since(remote.CreationTimestamp.Time) < p.cfg.AbandonedAfter {
+			continue
+		}
+		done, ok := p.guard.beginCollect(types.UID(uid))
+		if !ok {
+			continue
+		}
+		local := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID(uid), Annotations: remote.Annotations}}
+		err := p.deleteRemote(ctx, local)
+		done()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p.log.Warn("removed the remote pod of a create that was cut short", "pod", ns+"/"+name, "remote", remote.Namespace+"/"+remote.Name,
+			"age", time.Since(remote.CreationTimestamp.Time).Round(time.Second))
+		removed++
+	}
+	return removed, errors.Join(errs...)
 }
 
 // SweepOrphans deletes remote pods whose local pod no longer exists (or was replaced by one with

@@ -61,8 +61,11 @@ const (
 	// MeshAgentContainer is the name of the injected sidecar; a pod that already has a
 	// container of that name is refused.
 	MeshAgentContainer = "mesh-agent"
-	// DefaultMeshAgentImage is the default of option mesh.agent_image.
-	DefaultMeshAgentImage = "ghcr.io/interlink-k8s-mesh/mesh-agent:latest"
+	// DefaultMeshAgentImage is the default of option mesh.agent_image for a plugin built without a
+	// version; a released plugin defaults to MeshAgentImage(its version), the sidecar of its release.
+	DefaultMeshAgentImage = meshAgentRepository + ":latest"
+	// meshAgentRepository is where `make push` publishes the mesh-agent (images/images.yaml).
+	meshAgentRepository = "ghcr.io/interlink-k8s-mesh/mesh-agent"
 	// MeshSpecKey is the key of the mesh spec in the pod's mesh Secret, mounted read-only as
 	// /etc/mesh-agent/mesh.json (the mesh-agent's default --config).
 	MeshSpecKey = "mesh.json"
@@ -74,6 +77,12 @@ const (
 	meshRunDir       = "/var/run/wireguard" // meshagent.DefaultUAPIDir, on an emptyDir: the root filesystem is read-only
 	meshSecretName   = "mesh-agent"         // scoped with the pod UID like every other object
 )
+
+// MeshAgentImage is the mesh-agent image that `make images` tags with version, the version the
+// plugin binary of the same build carries: plugin and sidecar come from one commit.
+func MeshAgentImage(version string) string {
+	return meshAgentRepository + ":" + version
+}
 
 func (m Mesh) withDefaults() Mesh {
 	if m.AgentImage == "" {

@@ -11,14 +11,17 @@ import (
 // Labels and annotations the plugin puts on every remote object. The first two are the seed's, so a
 // remote cluster migrated from it keeps working.
 const (
-	LabelOffloaded   = "interlink.io"                // value "offloading"
-	LabelSourceUID   = "interlink.io/source.pod_uid" // the local pod's UID
-	ValueOffloaded   = "offloading"
-	AnnotSourceUID   = "interlink.io/source.uid"
-	AnnotSourceName  = "interlink.io/source.name"
-	AnnotSourceNS    = "interlink.io/source.namespace"
-	AnnotRemotePVC   = "interlink.io/remote-pvc"
-	AnnotPVCRetain   = "interlink.io/pvc-retention-policy"
+	LabelOffloaded  = "interlink.io"                // value "offloading"
+	LabelSourceUID  = "interlink.io/source.pod_uid" // the local pod's UID
+	ValueOffloaded  = "offloading"
+	AnnotSourceUID  = "interlink.io/source.uid"
+	AnnotSourceName = "interlink.io/source.name"
+	AnnotSourceNS   = "interlink.io/source.namespace"
+	AnnotRemotePVC  = "interlink.io/remote-pvc"
+	AnnotPVCRetain  = "interlink.io/pvc-retention-policy"
+	// GateObjects is the scheduling gate that holds a remote pod until its ConfigMaps and Secrets
+	// exist: a create cut short (the plugin killed) never leaves a pod running without them.
+	GateObjects      = "interlink.io/objects-ready"
 	maxNameLength    = validation.DNS1123LabelMaxLength // 63
 	hashSuffixLength = 10
 )

@@ -30,6 +30,10 @@ type Config struct {
 	LocalClient kubernetes.Interface
 	// SweepInterval is the orphan sweep period (default 5m; used only with LocalClient).
 	SweepInterval time.Duration
+	// AbandonedAfter is how long a remote pod may stay held by GateObjects (its create not
+	// finished) before the plugin removes it as the leftover of a create cut short (default 5m,
+	// far above any create's own deadline). Checked every AbandonedAfter/5.
+	AbandonedAfter time.Duration
 	// CapacityTTL is how long a computed ping capacity is reused (default 10s).
 	CapacityTTL time.Duration
 	// RemoteTimeout bounds each non-streaming remote call (default 30s).
@@ -75,6 +79,9 @@ func New(cfg Config) (*Plugin, error) {
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Minute
+	}
+	if cfg.AbandonedAfter == 0 {
+		cfg.AbandonedAfter = 5 * time.Minute
 	}
 	if cfg.CapacityTTL == 0 {
 		cfg.CapacityTTL = 10 * time.Second
@@ -126,17 +133,25 @@ func (p *Plugin) Run(ctx context.Context) error {
 		return nil // stopped before the first sync
 	}
 	p.log.Info("remote pod cache synced", "pods", len(p.pods.GetStore().ListKeys()))
-	if p.cfg.LocalClient == nil {
-		<-ctx.Done()
-		return nil
+	collect := time.NewTicker(p.cfg.AbandonedAfter / 5)
+	defer collect.Stop()
+	var sweep <-chan time.Time // nil without a local client: never fires
+	if p.cfg.LocalClient != nil {
+		t := time.NewTicker(p.cfg.SweepInterval)
+		defer t.Stop()
+		sweep = t.C
 	}
-	t := time.NewTicker(p.cfg.SweepInterval)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-collect.C:
+			if n, err := p.CollectAbandoned(ctx); err != nil {
+				p.log.Warn("collect abandoned creates", "err", err)
+			} else if n > 0 {
+				p.log.Info("removed the leftovers of creates cut short", "count", n)
+			}
+		case <-sweep:
 			if n, err := p.SweepOrphans(ctx); err != nil {
 				p.log.Warn("orphan sweep", "err", err)
 			} else if n > 0 {

@@ -95,6 +95,26 @@ func (g *podGuard) beginDelete(ctx context.Context, uid types.UID) (func(), erro
 		pc.cancel()
 	}
 	g.mu.Unlock()
+	return g.turn(ctx, uid, pc)
+}
+
+// beginCollect takes the pod's turn to remove what a create cut short left behind, without a
+// tombstone (the local pod may still exist and be created again). It reports false, without the
+// turn, when a call of the pod is running or waiting: that call settles the pod.
+func (g *podGuard) beginCollect(uid types.UID) (func(), bool) {
+	g.mu.Lock()
+	if g.pods[uid] != nil {
+		g.mu.Unlock()
+		return nil, false
+	}
+	pc := g.enterLocked(uid)
+	g.mu.Unlock()
+	done, err := g.turn(context.Background(), uid, pc)
+	return done, err == nil
+}
+
+// turn waits for the pod's turn and returns the function that gives it back.
+func (g *podGuard) turn(ctx context.Context, uid types.UID, pc *podCalls) (func(), error) {
 	if err := g.wait(ctx, uid, pc, false); err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -140,7 +141,7 @@ func TestStatusDuringCreate(t *testing.T) {
 		seen []PodStatus
 	)
 	s.setTestHook(func(p string) {
-		if p == hookPodCreated || p == hookObjectsCreated {
+		if p == hookBeforePod || p == hookPodCreated || p == hookObjectsCreated {
 			st := s.status(t, req.Pod)[0]
 			mu.Lock()
 			seen = append(seen, st)
@@ -151,13 +152,21 @@ func TestStatusDuringCreate(t *testing.T) {
 	s.setTestHook(nil)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(seen) != 2 {
-		t.Fatalf("status taken at %d points, want 2", len(seen))
+	if len(seen) != 3 {
+		t.Fatalf("status taken at %d points, want 3", len(seen))
+	}
+	// Before the remote pod exists, the pod is being created, and says so.
+	for _, c := range append(seen[0].InitContainers, seen[0].Containers...) {
+		if c.State.Waiting == nil || c.State.Waiting.Reason != ReasonCreating {
+			t.Errorf("before the remote pod exists: %s is %+v, want waiting %s", c.Name, c.State, ReasonCreating)
+		}
 	}
 	for i, st := range seen {
+		// Once the remote pod exists it may really run (kwok completes init containers at once);
+		// what must never be said is that it vanished.
 		for _, c := range append(st.InitContainers, st.Containers...) {
-			if c.State.Terminated != nil {
-				t.Errorf("point %d: %s reported terminated (%s) while its create runs", i, c.Name, c.State.Terminated.Reason)
+			if term := c.State.Terminated; term != nil && term.Reason == ReasonRemotePodGone {
+				t.Errorf("point %d: %s reported vanished while its create runs: %s", i, c.Name, term.Message)
 			}
 		}
 		if len(st.Containers) != len(req.Pod.Spec.Containers) || len(st.InitContainers) != len(req.Pod.Spec.InitContainers) {
@@ -218,4 +227,100 @@ func TestCreateWaitsForServiceAccount(t *testing.T) {
 	if n := logs.Count("waiting for the remote ServiceAccount", "serviceaccount=robot"); n != 1 {
 		t.Errorf("%d waits for the ServiceAccount logged, want 1", n)
 	}
+}
+
+// blockAt makes the plugin's creates stop at point until the returned release is called, and
+// returns a channel that receives once a create has reached it.
+func (s *served) blockAt(t *testing.T, point string) (reached <-chan struct{}, release func()) {
+	t.Helper()
+	r := make(chan struct{}, 1)
+	gate := make(chan struct{})
+	var once sync.Once
+	s.setTestHook(func(p string) {
+		if p == point {
+			r <- struct{}{}
+			<-gate
+		}
+	})
+	release = func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	return r, release
+}
+
+// sendAndForget sends a call whose answer nobody waits for, as to a plugin that was killed.
+func (s *served) sendAndForget(t *testing.T, path string, body any) {
+	t.Helper()
+	b := mustJSON(t, body)
+	go func() {
+		req, _ := http.NewRequestWithContext(context.Background(), "POST", "http://plugin"+path, bytes.NewReader(b))
+		if resp, err := s.http.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+}
+
+// gated reports whether the remote pod is still held by the plugin's scheduling gate.
+func gated(p *corev1.Pod) bool {
+	for _, g := range p.Spec.SchedulingGates {
+		if g.Name == GateObjects {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCreateCutShort: a plugin stopped in the middle of a create (killed: it never answers) has
+// left a pod without its ConfigMaps and Secrets. That pod is held by a scheduling gate, so it never
+// runs without them; a retried create, by another plugin process, completes it; with no retry,
+// another plugin process collects it.
+func TestCreateCutShort(t *testing.T) {
+	t.Parallel()
+	dead := serve(t)
+	same := func(c *Config) { c.Offloading.NamespacePrefix = dead.prefix }
+	reached, release := dead.blockAt(t, hookPodCreated)
+
+	t.Run("retry completes it", func(t *testing.T) {
+		req := runnable("retried", "cut")
+		dead.sendAndForget(t, "/create", req)
+		<-reached
+		remote, err := dead.remotePod(t, &req.Pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !gated(remote) {
+			t.Fatalf("the pod exists without its objects and is not held: gates %v", remote.Spec.SchedulingGates)
+		}
+		if cms, secrets := dead.scoped(t, &req.Pod); len(cms)+len(secrets) != 0 {
+			t.Fatalf("objects made before the cut: %d ConfigMaps, %d Secrets", len(cms), len(secrets))
+		}
+		time.Sleep(500 * time.Millisecond) // the scheduler would have placed an ungated pod by now
+		if remote, _ = dead.remotePod(t, &req.Pod); remote.Spec.NodeName != "" {
+			t.Fatalf("the held pod was scheduled on %s", remote.Spec.NodeName)
+		}
+		// InterLink retries; the plugin that answers is another process.
+		next := serve(t, same)
+		next.create(t, req)
+		poll(t, "the retried pod running with its objects", func(ctx context.Context) (bool, error) {
+			remote, err := dead.remotePod(t, &req.Pod)
+			cms, secrets := dead.scoped(t, &req.Pod)
+			return err == nil && !gated(remote) && remote.Status.Phase == corev1.PodRunning && len(cms) == 1 && len(secrets) == 2, nil
+		})
+	})
+
+	t.Run("no retry: collected", func(t *testing.T) {
+		req := runnable("abandoned", "cut")
+		dead.sendAndForget(t, "/create", req)
+		<-reached
+		if _, err := dead.remotePod(t, &req.Pod); err != nil {
+			t.Fatal(err)
+		}
+		// A plugin whose leftover age is short removes it (it has no create of that pod running).
+		serve(t, same, func(c *Config) { c.AbandonedAfter = time.Second })
+		poll(t, "the abandoned pod collected", func(ctx context.Context) (bool, error) {
+			_, err := dead.remotePod(t, &req.Pod)
+			return apierrors.IsNotFound(err), nil
+		})
+		release() // the cut-short create resumes against a pod that is gone, and cleans up
+		dead.nothingLeft(t, &req.Pod)
+	})
 }

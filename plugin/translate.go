@@ -114,6 +114,9 @@ func Translate(req *RetrievedPodData, o Offloading) (*Plan, error) {
 		}
 	}
 	stripLocalScheduling(spec, o)
+	// Held until its ConfigMaps and Secrets exist (create removes the gate): a create cut short
+	// leaves a pod that never ran without them.
+	spec.SchedulingGates = append(spec.SchedulingGates, corev1.PodSchedulingGate{Name: GateObjects})
 	if spec.ServiceAccountName != "" && spec.ServiceAccountName != "default" {
 		plan.ServiceAccount = spec.ServiceAccountName
 	}

@@ -59,6 +59,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	_ = level.UnmarshalText([]byte(cfg.App.LogLevel))
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	klog.SetSlogLogger(log.With("component", "client-go"))
+	if cfg.Mesh.AgentImage == "" && version != "dev" {
+		cfg.Mesh.AgentImage = plugin.MeshAgentImage(version)
+	}
 	p, err := plugin.NewFromFile(cfg, log)
 	if err != nil {
 		return err

@@ -10,7 +10,7 @@ KUBECONFIG_PATH := $(CURDIR)/.cache/cluster/kubeconfig
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(IKM_CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)
 
-.PHONY: all build test unit lint cluster cluster-down demo bench clean clean-cache help
+.PHONY: all build test unit lint cluster cluster-down demo bench conformance clean clean-cache help
 
 all: build
 
@@ -79,6 +79,9 @@ unit: ## tests that need no cluster (cluster tests skip)
 
 demo: build ## start the control plane, offload a pod and show it running, then tear down
 	@demo/demo.sh
+
+conformance: ## the real InterLink VK and API server drive the plugin: two clusters, the suite, a JUnit report
+	@conformance/run.sh
 
 bench: ## benchmarks against the test cluster (figures and commands in README)
 	@testcluster/cluster.sh up

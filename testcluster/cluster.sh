@@ -12,6 +12,10 @@
 #                    $IKM_CLUSTER_DIR/kubeconfig
 #   IKM_CLUSTER_NAME kwokctl cluster name (default ikm-<hash of the state directory>)
 #   IKM_NODES        number of fake nodes (default 2)
+#   IKM_KWOKCTL_CONFIG  an extra kwokctl configuration file (KwokctlConfiguration, passed with
+#                    --config), e.g. componentsPatches that stop kwok from managing every node
+#                    (the fake nodes carry kwok.x-k8s.io/node=fake, so an annotation selector keeps
+#                    them) or that add kube-apiserver flags; default none
 #   IKM_CACHE        binary cache shared by every clone (default ~/.cache/interlink-k8s-mesh)
 set -euo pipefail
 
@@ -22,6 +26,7 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 name=${IKM_CLUSTER_NAME:-ikm-$(printf '%s' "$dir" | sha256sum | cut -c1-8)}
 nodes=${IKM_NODES:-2}
+kwokctl_config=${IKM_KWOKCTL_CONFIG:-}
 export KWOK_WORKDIR="$dir/kwok"
 kubeconfig="$dir/kubeconfig"
 
@@ -81,6 +86,7 @@ up() {
 		--kube-scheduler-binary "$bin/kube-scheduler" \
 		--kwok-controller-binary "$bin/kwok" \
 		--enable-crds=Logs,ClusterLogs \
+		${kwokctl_config:+--config "$kwokctl_config"} \
 		--kubeconfig "" --wait 2m --quiet-pull >"$dir/create.log" 2>&1 || {
 		log "kwokctl create cluster failed:"
 		cat "$dir/create.log" >&2

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# run.sh: `make conformance`. The whole InterLink chain on this machine, then the suite:
+#
+#   kubectl (local cluster) → virtual-kubelet (full mesh, manifests/*.tmpl) → interlink (API server)
+#     → bin/interlink-k8s-plugin (unix socket) → remote cluster
+#
+# Two control planes from testcluster/cluster.sh: "local" (kwok manages only the fake nodes that carry
+# kwok.x-k8s.io/node=fake, so the VK's node stays the VK's; the apiserver reaches kubelets by
+# InternalIP, never through DNS) and "remote". The InterLink binaries come from INTERLINK_BIN_DIR
+# (default ../shared/interlink next to the repository). Everything listens on 127.0.0.1 and is torn
+# down on exit, whatever happens.
+#
+# Environment: INTERLINK_BIN_DIR, IKM_CACHE (see testcluster/cluster.sh), IKM_CONFORMANCE_RUN (a Go
+# regexp selecting cases, default all).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+il_dir=${INTERLINK_BIN_DIR:-$repo/../shared/interlink}
+work=$repo/.cache/conformance
+out=$repo/bin/conformance
+cache=${IKM_CACHE:-$HOME/.cache/interlink-k8s-mesh}
+start=$SECONDS
+
+log() { printf '[conformance %s +%ds] %s\n' "$(date +%H:%M:%S)" "$((SECONDS - start))" "$*" >&2; }
+
+for b in interlink virtual-kubelet; do
+	[ -x "$il_dir/$b" ] || {
+		log "INTERLINK_BIN_DIR=$il_dir has no executable $b: point INTERLINK_BIN_DIR at a directory holding InterLink's interlink and virtual-kubelet binaries"
+		exit 2
+	}
+done
+il_dir=$(cd "$il_dir" && pwd)
+
+# The local cluster's address plan, given to kwok, the apiserver and the VK alike.
+pod_cidr=10.244.0.0/16
+service_cidr=10.96.0.0/16
+dns_ip=10.96.0.10
+
+pids=()
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	log "tearing down (plugin, VK, API server, both clusters)"
+	local p
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do
+		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	IKM_CLUSTER_DIR=$work/local IKM_CLUSTER_NAME=ikm-conformance-local testcluster/cluster.sh down || rc=1
+	IKM_CLUSTER_DIR=$work/remote IKM_CLUSTER_NAME=ikm-conformance-remote testcluster/cluster.sh down || rc=1
+	for p in "${pids[@]}"; do
+		if kill -0 "$p" 2>/dev/null; then log "process $p survived"; rc=1; fi
+	done
+	log "logs: $out/logs; report: $out/junit.xml; exit $rc after $((SECONDS - start)) s"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# free_port prints a TCP port on 127.0.0.1 that nothing listens on, avoiding ports already handed out.
+taken=" "
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 20000))
+		case $taken in *" $p "*) continue ;; esac
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			taken="$taken$p "
+			echo "$p"
+			return
+		fi
+	done
+}
+
+rm -rf "$work" "$out"
+mkdir -p "$work/local" "$work/remote" "$work/il" "$out/logs"
+
+log "building the plugin (make build) and the suite"
+make -s build >/dev/null
+go test -c -o "$out/conformance.test" ./conformance/
+
+cat >"$work/local-kwokctl.yaml" <<YAML
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+componentsPatches:
+  - name: kwok-controller
+    extraArgs:
+      # The VK's node must stay the VK's: kwok manages only the fake nodes.
+      - key: manage-all-nodes
+        value: "false"
+        override: true
+      - key: manage-nodes-with-annotation-selector
+        value: kwok.x-k8s.io/node=fake
+      - key: cidr
+        value: ${pod_cidr%.0/*}.1/${pod_cidr#*/}
+  - name: kube-apiserver
+    extraArgs:
+      # kubectl logs reaches the VK on its node's InternalIP (127.0.0.1), never through DNS.
+      - key: kubelet-preferred-address-types
+        value: InternalIP
+      - key: service-cluster-ip-range
+        value: $service_cidr
+YAML
+
+log "starting the local and the remote control planes (first run builds them: about 15 min on 2 cores)"
+testcluster/build-binaries.sh >/dev/null
+IKM_CLUSTER_DIR=$work/local IKM_CLUSTER_NAME=ikm-conformance-local IKM_KWOKCTL_CONFIG=$work/local-kwokctl.yaml \
+	testcluster/cluster.sh up
+IKM_CLUSTER_DIR=$work/remote IKM_CLUSTER_NAME=ikm-conformance-remote testcluster/cluster.sh up
+local_kc=$work/local/kubeconfig
+remote_kc=$work/remote/kubeconfig
+kl() { "$cache/bin/current/kubectl" --kubeconfig "$local_kc" "$@"; }
+
+# The DNS Service the VK names in the mesh (DNSServiceIP); kwok runs no DNS, the address is what counts.
+kl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  clusterIP: $dns_ip
+  selector: {k8s-app: kube-dns}
+  ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
+YAML
+
+api_port=$(free_port)
+kubelet_port=$(free_port)
+sock=$work/plugin.sock
+
+log "starting interlink-k8s-plugin on unix://$sock against the remote cluster"
+K8S_KUBECONFIG_PATH=$remote_kc APP_SOCKET_ADDRESS=unix://$sock APP_LOG_LEVEL=debug \
+	bin/interlink-k8s-plugin >"$out/logs/plugin.log" 2>&1 &
+pids+=($!)
+
+cat >"$work/interlink.yaml" <<YAML
+InterlinkAddress: "http://127.0.0.1"
+InterlinkPort: "$api_port"
+SidecarURL: "unix://$sock"
+SidecarPort: "0"
+VerboseLogging: true
+ErrorsOnlyLogging: false
+DataRootFolder: "$work/il/"
+YAML
+log "starting the InterLink API server on 127.0.0.1:$api_port ($il_dir/interlink)"
+INTERLINKCONFIGPATH=$work/interlink.yaml "$il_dir/interlink" >"$out/logs/interlink.log" 2>&1 &
+pids+=($!)
+
+cat >"$work/vk.yaml" <<YAML
+InterlinkURL: "http://127.0.0.1"
+InterlinkPort: "$api_port"
+VerboseLogging: true
+ErrorsOnlyLogging: false
+ServiceAccount: "default"
+Namespace: default
+VKTokenFile: ""
+DisableCSR: true
+Resources: {CPU: "100", Memory: "128Gi", Pods: "100"}
+HTTP: {Insecure: true}
+KubeletHTTP: {Insecure: true}
+Network:
+  FullMesh: true
+  WildcardDNS: mesh.test
+  WstunnelTemplatePath: $repo/manifests/shadow-pod.tmpl
+  MeshScriptTemplatePath: $repo/manifests/mesh-script.tmpl
+  PodCIDRCluster: $pod_cidr
+  ServiceCIDR: $service_cidr
+  DNSServiceIP: $dns_ip
+YAML
+log "starting the virtual kubelet (node vk-node, kubelet port 127.0.0.1:$kubelet_port, $il_dir/virtual-kubelet)"
+KUBECONFIG=$local_kc NODENAME=vk-node CONFIGPATH=$work/vk.yaml POD_IP=127.0.0.1 \
+	KUBELET_URL=127.0.0.1 KUBELET_PORT=$kubelet_port \
+	"$il_dir/virtual-kubelet" >"$out/logs/virtual-kubelet.log" 2>&1 &
+pids+=($!)
+
+log "waiting for node vk-node to be Ready"
+for i in $(seq 120); do
+	kl get node vk-node -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
+	for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { log "a component exited early; see $out/logs"; tail -n 20 "$out"/logs/*.log >&2; exit 1; }; done
+	[ "$i" -lt 120 ] || { log "vk-node never became Ready; see $out/logs/virtual-kubelet.log"; exit 1; }
+	sleep 0.5
+done
+log "environment up; running the suite"
+
+IKM_CONFORMANCE_PIDS="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}" \
+	IKM_CONFORMANCE_LOCAL_KUBECONFIG=$local_kc \
+	IKM_CONFORMANCE_REMOTE_KUBECONFIG=$remote_kc \
+	IKM_CONFORMANCE_OUT=$out \
+	IKM_CONFORMANCE_SERVICE_CIDR=$service_cidr \
+	IKM_CONFORMANCE_POD_CIDR=$pod_cidr \
+	IKM_CONFORMANCE_DNS_IP=$dns_ip \
+	"$out/conformance.test" -test.run '^TestConformance$' -test.timeout 20m -run-cases="${IKM_CONFORMANCE_RUN:-}" || suite=$?
+# A process of the chain that died is the first thing to know about.
+names=(plugin interlink virtual-kubelet)
+for i in 0 1 2; do
+	state=$(awk '{print $3}' "/proc/${pids[$i]}/stat" 2>/dev/null || echo gone)
+	if [ "$state" = Z ] || [ "$state" = gone ]; then
+		log "${names[$i]} exited during the suite; the end of its log ($out/logs/${names[$i]}.log):"
+		grep -v 'level=debug' "$out/logs/${names[$i]}.log" | tail -n 25 >&2
+	fi
+done
+exit "${suite:-0}"

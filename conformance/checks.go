@@ -514,7 +514,7 @@ func (r *Run) deleted(ctx context.Context) error {
 	})
 }
 
-// shadowDeleted waits until the VK removed the shadow objects of the deleted pod.
+// shadowDeleted waits until the VK removed the shadow Deployment and Service of the deleted pod.
 func (r *Run) shadowDeleted(ctx context.Context) error {
 	return r.poll(ctx, "shadow objects in "+r.shadowNS+" gone", waitDelete, func(ctx context.Context) (bool, string, error) {
 		var left []string
@@ -525,15 +525,6 @@ func (r *Run) shadowDeleted(ctx context.Context) error {
 		for _, o := range d.Items {
 			left = append(left, "deployment/"+o.Name)
 		}
-		s, err := r.Env.Local.CoreV1().Secrets(r.shadowNS).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		for _, o := range s.Items {
-			if o.Type != corev1.SecretTypeServiceAccountToken {
-				left = append(left, "secret/"+o.Name)
-			}
-		}
 		svc, err := r.Env.Local.CoreV1().Services(r.shadowNS).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err.Error(), nil
@@ -543,6 +534,25 @@ func (r *Run) shadowDeleted(ctx context.Context) error {
 		}
 		return len(left) == 0, fmt.Sprintf("left: %v", left), nil
 	})
+}
+
+// shadowSecretDeleted checks, once the VK has removed the rest of the shadow, that no Secret of
+// the shadow is left: no wait, the VK's delete is over.
+func (r *Run) shadowSecretDeleted(ctx context.Context) error {
+	s, err := r.Env.Local.CoreV1().Secrets(r.shadowNS).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	var left []string
+	for _, o := range s.Items {
+		if o.Type != corev1.SecretTypeServiceAccountToken {
+			left = append(left, "secret/"+o.Name)
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("left in %s: %v", r.shadowNS, left)
+	}
+	return nil
 }
 
 // serviceEndpointIsShadow checks that a local Service selecting the offloaded pod lists the pod's

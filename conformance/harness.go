@@ -71,6 +71,16 @@ type Check struct {
 	Run  func(ctx context.Context, r *Run) error
 }
 
+// checkShadowSecret is the name of the check that the shadow's key Secret goes with its pod.
+const checkShadowSecret = "kubectl delete removes the shadow key Secret"
+
+// vkDefects are the known defects of InterLink's VK that every case meets (XFAIL), by check name.
+var vkDefects = map[string]string{
+	checkShadowSecret: "InterLink's VK (f6321757) deletes a shadow's Deployment, Service, Ingress and the ConfigMap " +
+		"<name>-wg-config by name, never a Secret of the template; manifests/shadow-pod.tmpl keeps the key in a Secret " +
+		"(not a ConfigMap readable by the view role) and README says how to remove what is left",
+}
+
 // checkVolumes is the name of the volume check (Case.Known refers to it).
 const checkVolumes = "remote volumes: ConfigMaps, Secrets, projected, emptyDir copied"
 
@@ -123,6 +133,9 @@ func (r *Run) do(ctx context.Context, name string, f func(ctx context.Context) e
 	// A blocked check fails too: what could not be checked is not proven.
 	err := f(ctx)
 	known, isKnown := r.Case.Known[name]
+	if !isKnown {
+		known, isKnown = vkDefects[name]
+	}
 	switch {
 	case err != nil && isKnown:
 		r.record(name, XFail, known+"; seen: "+err.Error(), time.Since(start))
@@ -222,7 +235,11 @@ func (r *Run) Execute(ctx context.Context) {
 	}
 	r.do(ctx, "kubectl delete removes the pod and its objects remotely", r.deleted)
 	if !c.NoMesh {
-		r.do(ctx, "kubectl delete removes the shadow objects", r.shadowDeleted)
+		if r.do(ctx, "kubectl delete removes the shadow Deployment and Service", r.shadowDeleted) {
+			r.do(ctx, checkShadowSecret, r.shadowSecretDeleted)
+		} else {
+			r.do(ctx, checkShadowSecret, blocked("the shadow Deployment or Service is still there"))
+		}
 	}
 	r.mu.Lock()
 	r.step = "cleaning up"

@@ -155,6 +155,7 @@ func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func(), start
 func (a *Agent) awaitHandshake(ctx context.Context, dev *device.Device, start time.Time) error {
 	t := time.NewTicker(handshakePoll)
 	defer t.Stop()
+	var sessionSince, lastWhy time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -167,6 +168,16 @@ func (a *Agent) awaitHandshake(ctx context.Context, dev *device.Device, start ti
 			continue
 		}
 		if p.LastHandshake.IsZero() {
+			st := a.client.Stats()
+			now := time.Now()
+			if st.Sessions > 0 && sessionSince.IsZero() {
+				sessionSince = now
+			}
+			if !sessionSince.IsZero() && now.Sub(sessionSince) >= noHandshakeAfter && now.Sub(lastWhy) >= noHandshakeAfter {
+				lastWhy = now
+				a.log.Warn("tunnel session up but no WireGuard handshake", append([]any{"for", now.Sub(sessionSince).Round(time.Second)},
+					noHandshakeWhy(st, a.spec.Tunnel.Unmasked)...)...)
+			}
 			continue
 		}
 		a.ready.Store(true)
@@ -177,6 +188,31 @@ func (a *Agent) awaitHandshake(ctx context.Context, dev *device.Device, start ti
 			}
 		}
 		return nil
+	}
+}
+
+// noHandshakeAfter is how long a tunnel session may stand without a first handshake before the
+// agent says why, and how often it says it again.
+const noHandshakeAfter = 10 * time.Second
+
+// noHandshakeWhy gives the log attributes that explain a session with no handshake, from what
+// crossed the tunnel: the likely cause and what to check.
+func noHandshakeWhy(st tunnel.Stats, unmasked bool) []any {
+	attrs := []any{"datagrams_sent", st.TxDatagrams, "datagrams_received", st.RxDatagrams, "sessions", st.Sessions}
+	switch {
+	case st.TxDatagrams == 0:
+		return append(attrs, "why", "no handshake initiation was sent through the tunnel: the device is not sending")
+	case st.RxDatagrams == 0 && !unmasked:
+		return append(attrs, "why", "initiations go out and nothing comes back. This agent masks its frames (RFC 6455); "+
+			"a wstunnel server started without --websocket-mask-frame does not unmask them and hands garbage to WireGuard. "+
+			"Set the tunnel's unmasked option for a stock wstunnel server, or check that the shadow-agent holds the key "+
+			"whose public half this pod was given")
+	case st.RxDatagrams == 0:
+		return append(attrs, "why", "initiations go out and nothing comes back: the server behind the tunnel does not answer "+
+			"(wrong WireGuard port behind it, or a shadow that does not hold the key whose public half this pod was given)")
+	default:
+		return append(attrs, "why", "datagrams come back but no handshake completes: the keys do not pair "+
+			"(this pod's peer public key is not the shadow's, or the shadow expects another client key)")
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 )
 
 func TestNew(t *testing.T) {
@@ -140,5 +142,28 @@ func TestHostname(t *testing.T) {
 		if got := hostname(in); got != want {
 			t.Errorf("hostname(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestNoHandshakeWhy(t *testing.T) {
+	tests := []struct {
+		name     string
+		st       tunnel.Stats
+		unmasked bool
+		want     string
+	}{
+		{"nothing sent", tunnel.Stats{Sessions: 1}, false, "not sending"},
+		{"masked, nothing back", tunnel.Stats{Sessions: 1, TxDatagrams: 3}, false, "--websocket-mask-frame"},
+		{"unmasked, nothing back", tunnel.Stats{Sessions: 1, TxDatagrams: 3}, true, "does not answer"},
+		{"answers, keys do not pair", tunnel.Stats{Sessions: 1, TxDatagrams: 3, RxDatagrams: 2}, false, "keys do not pair"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			attrs := noHandshakeWhy(tt.st, tt.unmasked)
+			why, _ := attrs[len(attrs)-1].(string)
+			if !strings.Contains(why, tt.want) {
+				t.Errorf("why = %q, want it to say %q", why, tt.want)
+			}
+		})
 	}
 }

@@ -467,3 +467,51 @@ func metricValue(body, name string) (float64, bool) {
 	}
 	return 0, false
 }
+
+// TestAgentSaysWhyNoHandshake: a tunnel session that comes up but carries no WireGuard handshake
+// (here the shadow expects another client key and drops our initiations) is explained in the log,
+// with what crossed the tunnel, instead of "tunnel session up" and then silence.
+func TestAgentSaysWhyNoHandshake(t *testing.T) {
+	requireNetAdmin(t)
+	podNS, shadowNS := newNS(t, "pod"), newNS(t, "shd")
+	logs, log := newLogBuffer(t)
+	podKey, _ := meshspec.GeneratePrivateKey()
+	otherKey, _ := meshspec.GeneratePrivateKey()
+	shadowKey, _ := meshspec.GeneratePrivateKey()
+	prefix := "pfx-" + randHex(16)
+	sh := startShadow(t, shadowNS, shadowKey, otherKey.PublicKey(), prefix, log.With("side", "shadow"))
+	a, err := New(Config{
+		Spec: meshspec.Spec{
+			Interface:     "ikm" + randHex(4),
+			PrivateKey:    podKey,
+			PeerPublicKey: shadowKey.PublicKey(),
+			Routes:        []netip.Prefix{serviceCIDR},
+			Tunnel:        meshspec.Tunnel{URL: "ws://" + sh.addr, PathPrefix: meshspec.Secret(prefix)},
+		},
+		ListenAddr: "127.0.0.1:9101",
+		UAPIDir:    DefaultUAPIDir,
+		Logger:     log.With("side", "pod"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	runErr := make(chan error, 1)
+	go func() { runErr <- podNS.do(func() error { return a.Run(ctx) }) }()
+	defer func() {
+		cancel()
+		if err := <-runErr; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(noHandshakeAfter + 10*time.Second)
+	for logs.Count("tunnel session up but no WireGuard handshake") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no explanation logged within %v of the start\n%s", noHandshakeAfter+10*time.Second, logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if logs.Count("tunnel session up but no WireGuard handshake", "datagrams_received=0", "nothing comes back", "key") != 1 {
+		t.Errorf("the explanation does not say that nothing came back and what to check:\n%s", logs.String())
+	}
+}

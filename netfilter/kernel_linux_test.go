@@ -113,6 +113,9 @@ func newTopology(t *testing.T, b backend) topology {
 	netnstest.Veth(tp.shadow, "wg0", tp.backend, "wgb")
 	tp.client.MustExec("ip", "addr", "add", "10.201.0.2/24", "dev", "c0")
 	tp.client.MustExec("ip", "addr", "add", serviceIP.String()+"/32", "dev", "lo")
+	// A new namespace takes the host's forwarding setting: the shadow starts from 0 whatever the
+	// host does (a node of the real-node cluster forwards), so Ensure has something to change.
+	tp.shadow.MustExec("sh", "-c", "echo 0 > "+ipForwardPath)
 	tp.shadow.MustExec("ip", "addr", "add", shadowIP.String()+"/24", "dev", "eth0")
 	tp.shadow.MustExec("ip", "addr", "add", wgIP.String()+"/32", "dev", "wg0")
 	tp.shadow.MustExec("ip", "route", "add", peerIP.String()+"/32", "dev", "wg0")

@@ -135,7 +135,10 @@ func (s *Shadow) Ensure(ctx context.Context) (changes []string, err error) {
 	}
 	if cur != "1" {
 		if err := writeSysctl(s.forwardPath, "1"); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("net.ipv4.ip_forward is %s in this network namespace and cannot be set to 1 (%w): "+
+				"the shadow pod forwards the offloaded pod's traffic. A pod's namespace takes the node's value: "+
+				"enable forwarding on the node, or let the kubelet allow the unsafe sysctl net.ipv4.ip_forward "+
+				"(--allowed-unsafe-sysctls) and set it in the shadow pod's securityContext", cur, err)
 		}
 		first := s.forwardOld == ""
 		if first {

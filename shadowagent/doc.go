@@ -28,8 +28,8 @@
 //
 // Caveats:
 //   - It needs CAP_NET_ADMIN (TUN, netlink, iptables), CAP_MKNOD only when /dev/net/tun is
-//     missing, and a writable /proc/sys unless net.ipv4.ip_forward is already 1 (for instance
-//     through the pod's securityContext.sysctls). IPv4 only, as the netfilter package.
+//     missing, and net.ipv4.ip_forward at 1 in its network namespace (a pod's namespace takes the
+//     node's value; with a writable /proc/sys it sets it itself). IPv4 only, as the netfilter package.
 //   - Kernel state is made in the network namespace of the thread that calls Run, and the
 //     iptables calls keep running from it (see Agent.Run).
 //   - The TUN device belongs to the process: if it dies, the kernel deletes the link with its

@@ -30,10 +30,18 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 IKM_IMAGES := VERSION=$(VERSION) REVISION=$(REVISION) SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) go run ./cmd/ikm-images
 
-.PHONY: images debs push lock
+.PHONY: images manifests debs push lock
 images: ## build the OCI images (linux/amd64 + arm64) into bin/images/<name>.tar, no container engine
 	@echo "[images] $(VERSION) at $(REVISION) (SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)); the first run compiles for arm64 (minutes)"
 	@$(IKM_IMAGES) build
+
+manifests: ## bin/manifests/: the plugin Deployment and the VK's templates naming the images of this VERSION (REGISTRY= to point them at yours)
+	@mkdir -p bin/manifests
+	@reg=$${REGISTRY:-ghcr.io/interlink-k8s-mesh}; for f in plugin.yaml shadow-pod.tmpl mesh-script.tmpl vk-config-snippet.yaml; do \
+		sed -E "s#ghcr\.io/interlink-k8s-mesh/(interlink-k8s-plugin|mesh-agent|shadow-agent):latest#$$reg/\1:$(VERSION)#g" manifests/$$f >bin/manifests/$$f; \
+	done
+	@echo "[manifests] bin/manifests/ names $${REGISTRY:-ghcr.io/interlink-k8s-mesh}/*:$(VERSION), the tags make images gives this build"
+	@if grep -q ':latest' bin/manifests/*; then echo "make manifests: an image is still :latest in bin/manifests" >&2; exit 1; fi
 
 debs: ## download and verify the Debian packages pinned in images/debs.lock into the cache (root adds arm64 to apt)
 	@$(IKM_IMAGES) fetch

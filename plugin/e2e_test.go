@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +36,8 @@ type served struct {
 	cluster *testcluster.Cluster
 	http    *http.Client
 	prefix  string
+	// stop stops the plugin as a SIGTERM does (Run and Serve return); the test's end does it too.
+	stop func()
 }
 
 // serve starts a plugin against the test cluster with a namespace prefix of its own, so tests
@@ -56,19 +59,23 @@ func serve(t *testing.T, mutate ...func(*Config)) *served {
 	done := make(chan error, 2)
 	go func() { done <- p.Run(ctx) }()
 	go func() { done <- Serve(ctx, "unix", sock, p.Handler()) }()
-	t.Cleanup(func() {
-		cancel()
-		for range 2 {
-			if err := <-done; err != nil {
-				t.Errorf("plugin stopped with %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			for range 2 {
+				if err := <-done; err != nil {
+					t.Errorf("plugin stopped with %v", err)
+				}
 			}
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	}}}
-	s := &served{Plugin: p, cluster: c, http: client, prefix: prefix}
+	s := &served{Plugin: p, cluster: c, http: client, prefix: prefix, stop: stop}
 	poll(t, "plugin ready", func(ctx context.Context) (bool, error) {
 		req, _ := http.NewRequestWithContext(ctx, "GET", "http://plugin/readyz", nil)
 		resp, err := client.Do(req)
@@ -486,6 +493,29 @@ func TestLogs(t *testing.T) {
 		testcluster.AppendLog(t, paths["web"], testcluster.LogLine{Time: time.Now().UTC(), Text: "appended while following"})
 		if line, err := r.ReadString('\n'); err != nil || line != "appended while following\n" {
 			t.Fatalf("line appended during follow: %q (%v)", line, err)
+		}
+	})
+
+	t.Run("follow ends cleanly when the plugin stops", func(t *testing.T) {
+		// Another plugin process serving the same pods, stopped while a follower reads.
+		s2 := serve(t, func(c *Config) { c.Offloading.NamespacePrefix = s.prefix })
+		body, _ := json.Marshal(LogRequest{Namespace: "logs", PodUID: string(req.Pod.UID), PodName: "logger", ContainerName: "web", Opts: LogOptions{Follow: true}})
+		hreq, _ := http.NewRequestWithContext(t.Context(), "GET", "http://plugin/getLogs", bytes.NewReader(body))
+		resp, err := s2.http.Do(hreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		r := bufio.NewReader(resp.Body)
+		if line, err := r.ReadString('\n'); err != nil || line != "one\n" {
+			t.Fatalf("first followed line %q (%v)", line, err)
+		}
+		go s2.stop()
+		// The stream ends with a proper end of the chunked body (io.EOF), not cut short by the
+		// server's shutdown deadline (io.ErrUnexpectedEOF).
+		rest, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatalf("follow stream after the plugin stopped: %v (read %q)", err, rest)
 		}
 	})
 }

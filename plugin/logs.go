@@ -16,7 +16,16 @@ func (p *Plugin) handleLogs(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	stream, err := p.Logs(r.Context(), &req)
+	ctx := r.Context()
+	if req.Opts.Follow {
+		// A follower ends with a clean end of stream when the plugin stops, not cut by the
+		// server's shutdown deadline in the middle of a line.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(p.draining, cancel)()
+	}
+	stream, err := p.Logs(ctx, &req)
 	if err != nil {
 		return err
 	}
@@ -39,6 +48,9 @@ func (p *Plugin) handleLogs(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
+			if p.draining.Err() != nil {
+				p.log.Info("log stream ended: the plugin is stopping", "pod", req.Namespace+"/"+req.PodName, "container", req.ContainerName)
+			}
 			return nil
 		}
 		if err != nil {

@@ -62,6 +62,10 @@ type Plugin struct {
 	lister  listersv1.PodLister
 	metrics *metrics
 	guard   *podGuard
+	// draining ends when Run returns: follow log streams then end cleanly, so that the server's
+	// graceful shutdown is not cut short with streams still open.
+	draining    context.Context
+	stopStreams context.CancelFunc
 	// testHook, nil outside tests, is called at the named points of a create so that tests can
 	// force interleavings with other calls.
 	testHook atomic.Pointer[func(point string)]
@@ -107,6 +111,7 @@ func New(cfg Config) (*Plugin, error) {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	p := &Plugin{cfg: cfg, log: cfg.Logger, client: cfg.Client, guard: newPodGuard()}
+	p.draining, p.stopStreams = context.WithCancel(context.Background())
 	p.factory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.LabelSelector = labels.Set{LabelOffloaded: ValueOffloaded}.String()
@@ -141,8 +146,9 @@ func New(cfg Config) (*Plugin, error) {
 }
 
 // Run keeps the cache of offloaded remote pods and, with a local client, sweeps orphans. It returns
-// when ctx ends, after its goroutines have stopped.
+// when ctx ends, after its goroutines have stopped; then the follow log streams end cleanly.
 func (p *Plugin) Run(ctx context.Context) error {
+	defer p.stopStreams()
 	p.factory.Start(ctx.Done())
 	defer p.factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), p.pods.HasSynced) {

@@ -71,5 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.Run(ctx) })
 	g.Go(func() error { return plugin.Serve(ctx, network, address, p.Handler()) })
-	return g.Wait()
+	err = g.Wait()
+	log.Info("stopped", "err", err)
+	return err
 }

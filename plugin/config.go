@@ -71,6 +71,9 @@ type OffloadingOptions struct {
 	LocalKubeconfigPath string `json:"local_kubeconfig_path,omitempty"`
 	// OrphanSweepInterval is how often the sweep runs (default 5m).
 	OrphanSweepInterval Duration `json:"orphan_sweep_interval,omitempty"`
+	// EmptyNamespaceTTL is how long a remote namespace the plugin created may hold none of its
+	// pods before the plugin deletes it (default 10m; negative, such as -1s: never).
+	EmptyNamespaceTTL Duration `json:"empty_namespace_ttl,omitempty"`
 }
 
 // MeshOptions shape the mesh-agent sidecar injected into pods that carry mesh annotations (see
@@ -195,6 +198,7 @@ func (c *FileConfig) options() []Option {
 		}},
 		{"offloading.local_kubeconfig_path", "read-only local kubeconfig enabling the orphan sweep", str(&c.Offloading.LocalKubeconfigPath)},
 		{"offloading.orphan_sweep_interval", "orphan sweep period (default 5m)", durationSetter(&c.Offloading.OrphanSweepInterval)},
+		{"offloading.empty_namespace_ttl", "delete a remote namespace the plugin made once it held none of its pods this long (default 10m; negative: never)", durationSetter(&c.Offloading.EmptyNamespaceTTL)},
 		{"mesh.enabled", "inject the mesh-agent sidecar into pods with mesh annotations (default true)", func(v string) error {
 			b, err := strconv.ParseBool(v)
 			c.Mesh.Enabled = &b

@@ -57,6 +57,7 @@ func (p *Plugin) Create(ctx context.Context, req *RetrievedPodData) (CreateRespo
 
 // create runs Create once the pod's turn has come; ctx ends when a delete of the pod arrives.
 func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) (CreateResponse, error) {
+	defer p.useNamespace(plan.Namespace)()
 	if err := p.ensureNamespace(ctx, plan.Namespace); err != nil {
 		return CreateResponse{}, err
 	}
@@ -224,10 +225,24 @@ func (p *Plugin) ensureNamespace(ctx context.Context, name string) error {
 	rctx, cancel := p.remoteCtx(ctx)
 	defer cancel()
 	nss := p.client.CoreV1().Namespaces()
-	if _, err := nss.Get(rctx, name, metav1.GetOptions{}); err == nil {
-		return nil
-	} else if !apierrors.IsNotFound(err) {
-		return p.remoteErr("get namespace", fmt.Errorf("get namespace %s: %w", name, err))
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+		ns, err := nss.Get(rctx, name, metav1.GetOptions{})
+		if err == nil && ns.DeletionTimestamp == nil {
+			return nil
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			return p.remoteErr("get namespace", fmt.Errorf("get namespace %s: %w", name, err))
+		}
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		// Terminating (emptied by this plugin or by someone else): it takes no new pods, so wait
+		// until it is gone and make it anew.
+		select {
+		case <-rctx.Done():
+			return fmt.Errorf("namespace %s is still terminating: %w", name, rctx.Err())
+		case <-time.After(delay):
+		}
 	}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelOffloaded: ValueOffloaded}}}
 	if _, err := nss.Create(rctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {

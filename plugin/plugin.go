@@ -39,6 +39,9 @@ type Config struct {
 	// remotely is reported as not created yet rather than vanished (default 5m): InterLink's VK
 	// polls a pod's status while it still makes its shadow pod (up to 30 s), before the create.
 	NotCreatedGrace time.Duration
+	// EmptyNamespaceTTL is how long a remote namespace the plugin created may hold none of its
+	// pods before the plugin deletes it (default 10m; negative: never).
+	EmptyNamespaceTTL time.Duration
 	// CapacityTTL is how long a computed ping capacity is reused (default 10s).
 	CapacityTTL time.Duration
 	// RemoteTimeout bounds each non-streaming remote call (default 30s).
@@ -62,6 +65,7 @@ type Plugin struct {
 	lister  listersv1.PodLister
 	metrics *metrics
 	guard   *podGuard
+	nss     namespaces
 	// draining ends when Run returns: follow log streams then end cleanly, so that the server's
 	// graceful shutdown is not cut short with streams still open.
 	draining    context.Context
@@ -95,6 +99,9 @@ func New(cfg Config) (*Plugin, error) {
 	if cfg.NotCreatedGrace == 0 {
 		cfg.NotCreatedGrace = 5 * time.Minute
 	}
+	if cfg.EmptyNamespaceTTL == 0 {
+		cfg.EmptyNamespaceTTL = 10 * time.Minute
+	}
 	if cfg.CapacityTTL == 0 {
 		cfg.CapacityTTL = 10 * time.Second
 	}
@@ -111,6 +118,7 @@ func New(cfg Config) (*Plugin, error) {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	p := &Plugin{cfg: cfg, log: cfg.Logger, client: cfg.Client, guard: newPodGuard()}
+	p.nss = namespaces{busy: map[string]int{}, emptySince: map[string]time.Time{}}
 	p.draining, p.stopStreams = context.WithCancel(context.Background())
 	p.factory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -155,7 +163,11 @@ func (p *Plugin) Run(ctx context.Context) error {
 		return nil // stopped before the first sync
 	}
 	p.log.Info("remote pod cache synced", "pods", len(p.pods.GetStore().ListKeys()))
-	collect := time.NewTicker(p.cfg.AbandonedAfter / 5)
+	every := p.cfg.AbandonedAfter
+	if ttl := p.cfg.EmptyNamespaceTTL; ttl > 0 && ttl < every {
+		every = ttl
+	}
+	collect := time.NewTicker(every / 5)
 	defer collect.Stop()
 	var sweep <-chan time.Time // nil without a local client: never fires
 	if p.cfg.LocalClient != nil {
@@ -172,6 +184,9 @@ func (p *Plugin) Run(ctx context.Context) error {
 				p.log.Warn("collect abandoned creates", "err", err)
 			} else if n > 0 {
 				p.log.Info("removed the leftovers of creates cut short", "count", n)
+			}
+			if _, err := p.RemoveEmptyNamespaces(ctx); err != nil {
+				p.log.Warn("remove empty namespaces", "err", err)
 			}
 		case <-sweep:
 			if n, err := p.SweepOrphans(ctx); err != nil {

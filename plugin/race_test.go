@@ -348,3 +348,67 @@ func TestStatusBeforeCreate(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyNamespaceRemoved: a namespace the plugin made goes once it has held none of its pods
+// for the TTL, and a later create makes it anew.
+func TestEmptyNamespaceRemoved(t *testing.T) {
+	t.Parallel()
+	s := serve(t, func(c *Config) { c.EmptyNamespaceTTL = time.Second })
+	req := runnable("web", "tidy")
+	s.create(t, req)
+	nss := s.cluster.Client.CoreV1().Namespaces()
+	if code, body := s.call(t, "POST", "/delete", req.Pod); code != http.StatusOK {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	poll(t, "the emptied namespace removed", func(ctx context.Context) (bool, error) {
+		_, err := nss.Get(ctx, s.remoteNS("tidy"), metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	again := runnable("web-2", "tidy")
+	s.create(t, again)
+	if _, err := s.remotePod(t, &again.Pod); err != nil {
+		t.Fatalf("create after the namespace went: %v", err)
+	}
+}
+
+// TestCreateWaitsForTerminatingNamespace: a create into a namespace that is being deleted (it takes
+// no new pods) waits until the namespace is gone, makes it anew and succeeds. The namespace is
+// held in Terminating by a finalizer until the test lets it go.
+func TestCreateWaitsForTerminatingNamespace(t *testing.T) {
+	t.Parallel()
+	s := serve(t)
+	s.create(t, runnable("first", "terminating"))
+	ns := s.remoteNS("terminating")
+	cms := s.cluster.Client.CoreV1().ConfigMaps(ns)
+	hold := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "hold", Finalizers: []string{"interlink-k8s-mesh.test/hold"}}}
+	if _, err := cms.Create(t.Context(), hold, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cluster.Client.CoreV1().Namespaces().Delete(t.Context(), ns, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	req := runnable("second", "terminating")
+	done := make(chan int, 1)
+	go func() { code, _ := s.call(t, "POST", "/create", req); done <- code }()
+	select {
+	case code := <-done:
+		t.Fatalf("create answered %d while its namespace was terminating, want it to wait", code)
+	case <-time.After(2 * time.Second):
+	}
+	// Let the namespace go.
+	poll(t, "finalizer removed", func(ctx context.Context) (bool, error) {
+		cm, err := cms.Get(ctx, "hold", metav1.GetOptions{})
+		if err != nil {
+			return apierrors.IsNotFound(err), nil
+		}
+		cm.Finalizers = nil
+		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+		return err == nil, nil
+	})
+	if code := <-done; code != http.StatusOK {
+		t.Fatalf("create after the namespace went: %d", code)
+	}
+	if _, err := s.remotePod(t, &req.Pod); err != nil {
+		t.Fatalf("remote pod: %v", err)
+	}
+}

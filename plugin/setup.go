@@ -55,10 +55,11 @@ func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
 			NodeTolerations:           c.Offloading.NodeTolerations,
 			Mesh:                      c.MeshConfig(),
 		},
-		SweepInterval: c.Offloading.OrphanSweepInterval.Duration,
-		RemoteTimeout: c.K8s.ClientConfiguration.Timeout.Duration,
-		MaxBodyBytes:  c.App.MaxBodyBytes,
-		Logger:        log,
+		SweepInterval:     c.Offloading.OrphanSweepInterval.Duration,
+		EmptyNamespaceTTL: c.Offloading.EmptyNamespaceTTL.Duration,
+		RemoteTimeout:     c.K8s.ClientConfiguration.Timeout.Duration,
+		MaxBodyBytes:      c.App.MaxBodyBytes,
+		Logger:            log,
 	}
 	if c.Offloading.LocalKubeconfigPath != "" {
 		lc, err := clientcmd.BuildConfigFromFlags("", c.Offloading.LocalKubeconfigPath)

@@ -94,24 +94,22 @@ func (p *Plugin) CollectAbandoned(ctx context.Context) (int, error) {
 	removed := 0
 	var errs []error
 	for _, remote := range pods {
-		uid, name, ns := remote.Annotations[AnnotSourceUID], remote.Annotations[AnnotSourceName], remote.Annotations[AnnotSourceNS]
+		local := p.sourceOf(remote)
 		gated := slices.ContainsFunc(remote.Spec.SchedulingGates, func(g corev1.PodSchedulingGate) bool { return g.Name == GateObjects })
-		if !gated || uid == "" || name == "" || ns == "" || !p.owns(remote) ||
-			time.Since(remote.CreationTimestamp.Time) < p.cfg.AbandonedAfter {
+		if local == nil || !gated || time.Since(remote.CreationTimestamp.Time) < p.cfg.AbandonedAfter {
 			continue
 		}
-		done, ok := p.guard.beginCollect(types.UID(uid))
+		done, ok := p.guard.beginCollect(local.UID)
 		if !ok {
 			continue
 		}
-		local := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID(uid), Annotations: remote.Annotations}}
 		err := p.deleteRemote(ctx, local)
 		done()
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		p.log.Warn("removed the remote pod of a create that was cut short", "pod", ns+"/"+name, "remote", remote.Namespace+"/"+remote.Name,
+		p.log.Warn("removed the remote pod of a create that was cut short", "pod", local.Namespace+"/"+local.Name, "remote", remote.Namespace+"/"+remote.Name,
 			"age", time.Since(remote.CreationTimestamp.Time).Round(time.Second))
 		removed++
 	}
@@ -131,10 +129,11 @@ func (p *Plugin) SweepOrphans(ctx context.Context) (int, error) {
 	removed := 0
 	var errs []error
 	for _, remote := range pods {
-		uid, name, ns := remote.Annotations[AnnotSourceUID], remote.Annotations[AnnotSourceName], remote.Annotations[AnnotSourceNS]
-		if uid == "" || name == "" || ns == "" || !p.owns(remote) {
+		orphan := p.sourceOf(remote)
+		if orphan == nil {
 			continue
 		}
+		uid, name, ns := string(orphan.UID), orphan.Name, orphan.Namespace
 		rctx, cancel := p.remoteCtx(ctx)
 		local, err := p.cfg.LocalClient.CoreV1().Pods(ns).Get(rctx, name, metav1.GetOptions{})
 		cancel()
@@ -145,7 +144,6 @@ func (p *Plugin) SweepOrphans(ctx context.Context) (int, error) {
 			errs = append(errs, fmt.Errorf("get local pod %s/%s: %w", ns, name, err))
 			continue
 		}
-		orphan := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID(uid), Annotations: remote.Annotations}}
 		if err := p.Delete(ctx, orphan); err != nil {
 			errs = append(errs, err)
 			continue
@@ -153,6 +151,16 @@ func (p *Plugin) SweepOrphans(ctx context.Context) (int, error) {
 		removed++
 	}
 	return removed, errors.Join(errs...)
+}
+
+// sourceOf returns the local pod a remote pod of this plugin stands for (name, namespace, UID and
+// the annotations that name its PVCs), or nil for a pod that is not this plugin's.
+func (p *Plugin) sourceOf(remote *corev1.Pod) *corev1.Pod {
+	uid, name, ns := remote.Annotations[AnnotSourceUID], remote.Annotations[AnnotSourceName], remote.Annotations[AnnotSourceNS]
+	if uid == "" || name == "" || ns == "" || !p.owns(remote) {
+		return nil
+	}
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID(uid), Annotations: remote.Annotations}}
 }
 
 // owns tells the remote pods of this plugin from those of another plugin sharing the remote

@@ -217,3 +217,49 @@ func TestRealNodeNativeSidecar(t *testing.T) {
 	}
 	t.Logf("app started %v after the sidecar container", appStart.Sub(sideStart))
 }
+
+// TestRealNodeIsStock proves the real node is a stock kubelet, as the clusters the product runs in
+// are: it refuses a pod asking for the unsafe sysctl net.ipv4.ip_forward (SysctlForbidden), and a
+// pod's new network namespace inherits the node's IPv4 forwarding setting.
+func TestRealNodeIsStock(t *testing.T) {
+	c := Get(t)
+	c.RealNode(t)
+	ns := c.Namespace(t)
+	shell := imageRef(t, "shell")
+	pod := func(name string, sysctls []corev1.Sysctl) *corev1.Pod {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.PodSpec{
+				TerminationGracePeriodSeconds: ptr.To[int64](1),
+				RestartPolicy:                 corev1.RestartPolicyNever,
+				SecurityContext:               &corev1.PodSecurityContext{Sysctls: sysctls},
+				Containers: []corev1.Container{{
+					Name:            "shell",
+					Image:           shell,
+					ImagePullPolicy: corev1.PullNever,
+					Command:         []string{"cat", "/proc/sys/net/ipv4/ip_forward"},
+				}},
+			},
+		}
+		OnRealNode(&p.Spec)
+		if _, err := c.Client.CoreV1().Pods(ns).Create(t.Context(), p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	unsafe := pod("unsafe-sysctl", []corev1.Sysctl{{Name: "net.ipv4.ip_forward", Value: "1"}})
+	plain := pod("plain", nil)
+
+	got := c.waitPod(t, ns, unsafe.Name, "rejection", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+	if got.Status.Reason != "SysctlForbidden" {
+		t.Fatalf("pod with net.ipv4.ip_forward failed with %q (%s), want SysctlForbidden", got.Status.Reason, got.Status.Message)
+	}
+	c.waitPod(t, ns, plain.Name, "completion", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
+	host, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(c.logs(t, ns, plain.Name, "shell")), strings.TrimSpace(string(host)); got != want {
+		t.Fatalf("a pod's ip_forward = %s, want the node's %s (inherited by a new namespace)", got, want)
+	}
+}

@@ -16,7 +16,7 @@
 #   IKM_REAL_NODE    1: also start one real node (testcluster/node.sh: kubelet, containerd, runc, CNI;
 #                    root only). Default 0. The control plane is always ready for one: kwok manages only
 #                    the nodes annotated kwok.x-k8s.io/node=fake, kube-apiserver reaches kubelets by
-#                    InternalIP with the admin certificate.
+#                    InternalIP first (then Hostname, kwok's localhost) with the admin certificate.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -49,9 +49,10 @@ kind: KwokctlConfiguration
 componentsPatches:
 - name: kube-apiserver
   extraArgs:
-  # Never resolve node names through the machine's resolver: the kubelet's --node-ip is the way in.
+  # A real node by its InternalIP (the kubelet's --node-ip), never by resolving its name through
+  # the machine's resolver; kwok's nodes have only the Hostname localhost.
   - key: kubelet-preferred-address-types
-    value: InternalIP
+    value: InternalIP,Hostname
   - key: kubelet-client-certificate
     value: $pki/admin.crt
   - key: kubelet-client-key

@@ -64,6 +64,7 @@ our_mounts() {
 
 pick_cidr() {
 	if [ -n "${IKM_NODE_POD_CIDR:-}" ]; then
+		[[ $IKM_NODE_POD_CIDR =~ ^[0-9]+\.[0-9]+\.[0-9]+\.0/24$ ]] || die "IKM_NODE_POD_CIDR=$IKM_NODE_POD_CIDR: want a /24 such as 10.244.7.0/24"
 		echo "$IKM_NODE_POD_CIDR"
 		return
 	fi

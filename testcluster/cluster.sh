@@ -69,8 +69,10 @@ EOF
 }
 
 down() {
+	# A node that fails to go cleanly fails down, after the control plane has stopped all the same.
+	local node_failed=0
 	if [ -d "$dir/node" ]; then
-		"$here/node.sh" down || return 1
+		"$here/node.sh" down || node_failed=1
 	fi
 	local kwokctl="${IKM_CACHE:-$HOME/.cache/interlink-k8s-mesh}/bin/current/kwokctl"
 	if [ -d "$KWOK_WORKDIR/clusters/$name" ] && [ -x "$kwokctl" ]; then
@@ -95,6 +97,7 @@ down() {
 		return 1
 	fi
 	log "cluster $name is down, no process left"
+	return $node_failed
 }
 
 answers() {

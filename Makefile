@@ -75,12 +75,15 @@ cluster: ## start the test control plane; kubeconfig in .cache/cluster/kubeconfi
 cluster-down: ## stop the test control plane, leaving no process behind
 	@testcluster/cluster.sh down
 
-test: lint build ## lint, then every test (unit, fuzz seeds, cluster-backed, netns when root)
+test: lint build ## lint, then every test (unit, fuzz seeds, cluster-backed, netns and a real node when root)
+	@if [ "$$(id -u)" = 0 ]; then echo "[test] root: the cluster gets a real node, which runs the images from make images"; $(MAKE) --no-print-directory images; fi
 	@echo "[test] starting the shared test cluster (the first run builds it: about 15 min on 2 cores)"
-	@testcluster/cluster.sh up
-	@trap 'testcluster/cluster.sh down' EXIT; \
+	@IKM_REAL_NODE=$$([ "$$(id -u)" = 0 ] && echo 1 || echo 0) testcluster/cluster.sh up
+	@trap 'testcluster/cluster.sh down' INT TERM; \
 		echo "[test] go test ./... (cluster-backed and, as root, network-namespace tests included)"; \
-		IKM_KUBECONFIG=$(KUBECONFIG_PATH) IKM_REQUIRE_CLUSTER=1 go test -count=1 -timeout 30m ./...
+		rc=0; IKM_KUBECONFIG=$(KUBECONFIG_PATH) IKM_REQUIRE_CLUSTER=1 go test -count=1 -timeout 30m ./... || rc=$$?; \
+		testcluster/cluster.sh down || { echo "[test] teardown failed or left something behind" >&2; rc=1; }; \
+		exit $$rc
 
 unit: ## tests that need no cluster (cluster tests skip)
 	go test -count=1 ./...

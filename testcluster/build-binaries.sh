@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # build-binaries.sh builds the test control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok, kwokctl) from the Go module proxy into a cache keyed by the pinned
-# versions and the Go toolchain. A cache entry is trusted only when its stamp lists every binary with
+# kube-scheduler, kubectl, kwok, kwokctl) and the real node's kubelet, containerd,
+# containerd-shim-runc-v2 and ctr from the Go module proxy into a cache keyed by the pinned versions,
+# the build flags and the Go toolchain. A cache entry is trusted only when its stamp lists every binary with
 # a matching checksum; anything else is removed and rebuilt. Prints the cache's bin directory last.
 #
 # Environment: IKM_CACHE (default ~/.cache/interlink-k8s-mesh) holds the binaries so that every clone
@@ -27,7 +28,18 @@ build_group() {
 	shift 2
 	local mod="$here/tools/$name"
 	local key
-	key=$( { cat "$mod/go.mod" "$mod/go.sum"; go version; echo "$*"; } | sha256sum | cut -c1-16)
+	local ldflags="-s -w" tags=""
+	case $name in
+	kube | kubelet) ldflags="$ldflags -X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37" ;;
+	containerd)
+		# No cgo: the snapshotters that need C libraries are left out; overlayfs and native remain.
+		ldflags="$ldflags -X github.com/containerd/containerd/v2/version.Version=v2.4.2"
+		tags="no_btrfs no_devmapper no_zfs"
+		;;
+	esac
+	# A group built with tags keys its flags too; the others keep the key they always had, so their
+	# cache entries stay valid.
+	key=$( { cat "$mod/go.mod" "$mod/go.sum"; go version; echo "$*"; [ -z "$tags" ] || echo "$ldflags|$tags"; } | sha256sum | cut -c1-16)
 	local dest="$cache/bin/$name-$key"
 	if [ -f "$dest/.complete" ] && (cd "$dest" && sha256sum --quiet -c .complete >/dev/null 2>&1); then
 		log "$name: cached in $dest"
@@ -41,10 +53,6 @@ build_group() {
 	local tmp
 	tmp=$(mktemp -d "$cache/bin/.$name-XXXXXX")
 	local start=$SECONDS
-	local ldflags="-s -w"
-	case $name in
-	kube) ldflags="$ldflags -X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37" ;;
-	esac
 	local pair bin pkg
 	for pair in "$@"; do
 		bin=${pair%%=*}
@@ -54,7 +62,7 @@ build_group() {
 		# It writes to stderr only: stdout is the caller's command substitution, which would wait for it.
 		(while sleep 60; do log "$name: still building $bin, $((SECONDS - start)) s elapsed of about $((minutes * 60)) s"; done) >&2 &
 		local ticker=$!
-		if ! (cd "$mod" && CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags "$ldflags" -o "$tmp/$bin" "$pkg"); then
+		if ! (cd "$mod" && CGO_ENABLED=0 go build -mod=mod -trimpath -tags "$tags" -ldflags "$ldflags" -o "$tmp/$bin" "$pkg"); then
 			stop_ticker "$ticker"
 			rm -rf "$tmp"
 			log "$name: build of $bin failed"
@@ -75,14 +83,30 @@ kube=$(build_group kube 11 \
 	kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
 	kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler \
 	kubectl=k8s.io/kubernetes/cmd/kubectl)
+# The real node: apart from the control plane so that each cache entry stays valid on its own.
+kubelet=$(build_group kubelet 4 kubelet=k8s.io/kubernetes/cmd/kubelet)
+containerd=$(build_group containerd 4 \
+	containerd=github.com/containerd/containerd/v2/cmd/containerd \
+	containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+	ctr=github.com/containerd/containerd/v2/cmd/ctr)
 
 # One stable directory of symlinks for the scripts and tests.
 link="$cache/bin/current"
 rm -rf "$link.tmp"
 mkdir -p "$link.tmp"
-for d in "$etcd" "$kwok" "$kube"; do
+for d in "$etcd" "$kwok" "$kube" "$kubelet" "$containerd"; do
 	for f in "$d"/*; do ln -s "$f" "$link.tmp/$(basename "$f")"; done
 done
 rm -rf "$link"
 mv "$link.tmp" "$link"
+# The real node's binaries also in a directory of their own: clones whose build-binaries.sh predates
+# the real node rewrite current without them.
+node="$cache/bin/node"
+rm -rf "$node.tmp"
+mkdir -p "$node.tmp"
+for d in "$kubelet" "$containerd"; do
+	for f in "$d"/*; do ln -s "$f" "$node.tmp/$(basename "$f")"; done
+done
+rm -rf "$node"
+mv "$node.tmp" "$node"
 echo "$link"

@@ -12,11 +12,15 @@
 #                    $IKM_CLUSTER_DIR/kubeconfig
 #   IKM_CLUSTER_NAME kwokctl cluster name (default ikm-<hash of the state directory>)
 #   IKM_NODES        number of fake nodes (default 2)
-#   IKM_KWOKCTL_CONFIG  an extra kwokctl configuration file (KwokctlConfiguration, passed with
-#                    --config), e.g. componentsPatches that stop kwok from managing every node
-#                    (the fake nodes carry kwok.x-k8s.io/node=fake, so an annotation selector keeps
-#                    them) or that add kube-apiserver flags; default none
+#   IKM_KWOKCTL_CONFIG  a kwokctl configuration file (KwokctlConfiguration, passed with --config)
+#                    that replaces the default one below whole: keep its kwok-controller annotation
+#                    selector (the fake nodes carry kwok.x-k8s.io/node=fake) and the apiserver's
+#                    kubelet address types; default: the configuration control_plane_config writes
 #   IKM_CACHE        binary cache shared by every clone (default ~/.cache/interlink-k8s-mesh)
+#   IKM_REAL_NODE    1: also start one real node (testcluster/node.sh: kubelet, containerd, runc, CNI;
+#                    root only). Default 0. The control plane is always ready for one: kwok manages only
+#                    the nodes annotated kwok.x-k8s.io/node=fake, kube-apiserver reaches kubelets by
+#                    InternalIP first (then Hostname, kwok's localhost) with the admin certificate.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,7 +30,7 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 name=${IKM_CLUSTER_NAME:-ikm-$(printf '%s' "$dir" | sha256sum | cut -c1-8)}
 nodes=${IKM_NODES:-2}
-kwokctl_config=${IKM_KWOKCTL_CONFIG:-}
+real_node=${IKM_REAL_NODE:-0}
 export KWOK_WORKDIR="$dir/kwok"
 kubeconfig="$dir/kubeconfig"
 
@@ -40,7 +44,40 @@ bins() {
 # survivors lists processes still running from this cluster's state directory.
 survivors() { pgrep -f -- "$KWOK_WORKDIR/clusters/$name" || true; }
 
+# control_plane_config writes the kwokctl configuration that lets real nodes join.
+control_plane_config() {
+	local pki="$KWOK_WORKDIR/clusters/$name/pki"
+	cat >"$dir/kwokctl.yaml" <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+componentsPatches:
+- name: kube-apiserver
+  extraArgs:
+  # A real node by its InternalIP (the kubelet's --node-ip), never by resolving its name through
+  # the machine's resolver; kwok's nodes have only the Hostname localhost.
+  - key: kubelet-preferred-address-types
+    value: InternalIP,Hostname
+  - key: kubelet-client-certificate
+    value: $pki/admin.crt
+  - key: kubelet-client-key
+    value: $pki/admin.key
+- name: kwok-controller
+  extraArgs:
+  - key: manage-all-nodes
+    value: "false"
+    override: true
+  - key: manage-nodes-with-annotation-selector
+    value: kwok.x-k8s.io/node=fake
+EOF
+	echo "$dir/kwokctl.yaml"
+}
+
 down() {
+	# A node that fails to go cleanly fails down, after the control plane has stopped all the same.
+	local node_failed=0
+	if [ -d "$dir/node" ]; then
+		"$here/node.sh" down || node_failed=1
+	fi
 	local kwokctl="${IKM_CACHE:-$HOME/.cache/interlink-k8s-mesh}/bin/current/kwokctl"
 	if [ -d "$KWOK_WORKDIR/clusters/$name" ] && [ -x "$kwokctl" ]; then
 		log "stopping cluster $name"
@@ -64,6 +101,7 @@ down() {
 		return 1
 	fi
 	log "cluster $name is down, no process left"
+	return $node_failed
 }
 
 answers() {
@@ -74,10 +112,15 @@ up() {
 	bins
 	if answers; then
 		log "cluster $name already answers; kubeconfig: $kubeconfig"
+		[ "$real_node" != 1 ] || "$here/node.sh" up
 		return
 	fi
 	down >/dev/null 2>&1 || true
 	local start=$SECONDS
+	# IKM_KWOKCTL_CONFIG replaces the default configuration whole (its author keeps what the
+	# default does that the cluster needs).
+	local kwokctl_config=${IKM_KWOKCTL_CONFIG:-}
+	[ -n "$kwokctl_config" ] || kwokctl_config=$(control_plane_config)
 	log "starting control plane $name (about 10 s)"
 	kwokctl create cluster --name "$name" --runtime binary \
 		--etcd-binary "$bin/etcd" \
@@ -86,7 +129,7 @@ up() {
 		--kube-scheduler-binary "$bin/kube-scheduler" \
 		--kwok-controller-binary "$bin/kwok" \
 		--enable-crds=Logs,ClusterLogs \
-		${kwokctl_config:+--config "$kwokctl_config"} \
+		--config "$kwokctl_config" \
 		--kubeconfig "" --wait 2m --quiet-pull >"$dir/create.log" 2>&1 || {
 		log "kwokctl create cluster failed:"
 		cat "$dir/create.log" >&2
@@ -109,6 +152,12 @@ up() {
 		[ $n -lt 120 ] || { log "default ServiceAccount never appeared"; return 1; }
 		sleep 0.5
 	done
+	if [ "$real_node" = 1 ]; then
+		"$here/node.sh" up || {
+			down || true
+			return 1
+		}
+	fi
 	log "cluster $name ready in $((SECONDS - start)) s; kubeconfig: $kubeconfig"
 }
 

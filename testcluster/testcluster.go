@@ -56,6 +56,8 @@ var shared struct {
 	err     error
 	skip    string
 	stop    func()
+	// env runs cluster.sh and node.sh against the cluster this process started; nil for a shared one.
+	env []string
 }
 
 // Get returns the cluster shared by this test binary, starting it on first use. It skips the test
@@ -105,6 +107,7 @@ func start() {
 		"IKM_CLUSTER_DIR="+dir,
 		"IKM_CLUSTER_NAME=ikm-test-"+strconv.Itoa(os.Getpid()),
 	)
+	shared.env = env
 	cluster := filepath.Join(sourceDir(), "cluster.sh")
 	shared.stop = func() {
 		cmd := exec.Command("bash", cluster, "down")

@@ -1,0 +1,459 @@
+#!/usr/bin/env bash
+# node.sh up|down|check: one real node (kubelet, its own containerd, runc, CNI bridge) joined to the
+# test control plane that cluster.sh started with IKM_REAL_NODE=1. Root only.
+#
+#   up      start containerd and the kubelet with state under $IKM_CLUSTER_DIR/node, import the
+#           project's images (bin/images/*.tar from `make images`) and wait until the node is Ready.
+#   down    stop both, undo every mount, link, cgroup, iptables chain, host directory and kernel setting
+#           the node made, then run check.
+#   check   fail, listing them, if any process, mount, link, cgroup or file of the node is left.
+#
+# Network: the pod range is one /24 of 10.244.0.0/16 that no address or route on the machine uses; it
+# lives only on a bridge this script creates (ikm<8 hex of the cluster name>), whose first address is
+# also the node's IP (the kubelet refuses loopback node IPs). Pods get no default route and no
+# forwarding is switched on: they reach the bridge and the host's address on it, nothing else.
+#
+# Environment: as cluster.sh (IKM_CLUSTER_DIR, IKM_CLUSTER_NAME, IKM_CACHE), plus
+#   IKM_NODE_POD_CIDR  the pod range (default: the first free 10.244.N.0/24, N from the name's hash)
+#   IKM_IMAGES_DIR     OCI archives to import (default <repo>/bin/images); none found is an error
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+dir=${IKM_CLUSTER_DIR:-$repo/.cache/cluster}
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+name=${IKM_CLUSTER_NAME:-ikm-$(printf '%s' "$dir" | sha256sum | cut -c1-8)}
+hash=$(printf '%s' "$name" | sha256sum | cut -c1-8)
+cache=${IKM_CACHE:-$HOME/.cache/interlink-k8s-mesh}
+bin=$cache/bin/node # kubelet, containerd, its shim and ctr (build-binaries.sh)
+kubectl_bin=$cache/bin/current/kubectl
+images=${IKM_IMAGES_DIR:-$repo/bin/images}
+state=$dir/node
+node=$name-node
+bridge=ikm$hash
+cgroot=/ikm-$hash
+kubeconfig=$dir/kubeconfig
+pki=$dir/kwok/clusters/$name/pki
+cni_bin=/usr/lib/cni
+sock=$state/containerd/containerd.sock
+# Host paths the kubelet, containerd or its shims use whatever their configuration says; each is
+# removed at down when up found it missing.
+host_paths=(/var/lib/kubelet /run/containerd /var/log/containers /var/log/pods /var/lib/cni /etc/cdi /var/run/cdi /run/nri /opt/containerd /usr/libexec/kubernetes)
+# Kernel settings the kubelet changes on start (pkg/kubelet/cm setupKernelTunables); restored at down.
+tunables=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
+
+log() { printf '[node %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+	log "$*"
+	exit 1
+}
+kubectl() { "$kubectl_bin" --kubeconfig "$kubeconfig" "$@"; }
+
+[ "$(id -u)" = 0 ] || die "a real node needs root (containerd, runc, CNI, cgroups)"
+
+# survivors lists the node's processes: everything started from its state directory, and the shims
+# containerd started for it (their command line names its socket).
+survivors() { pgrep -f -- "$state/" || true; }
+
+# our_mounts lists mount points under the node's state and the shared host paths, deepest first.
+our_mounts() {
+	awk '{print $2}' /proc/mounts | sed 's/\\040/ /g' |
+		grep -E "^($state|/var/lib/kubelet|/run/containerd)(/|$)" | sort -r || true
+}
+
+pick_cidr() {
+	if [ -n "${IKM_NODE_POD_CIDR:-}" ]; then
+		[[ $IKM_NODE_POD_CIDR =~ ^[0-9]+\.[0-9]+\.[0-9]+\.0/24$ ]] || die "IKM_NODE_POD_CIDR=$IKM_NODE_POD_CIDR: want a /24 such as 10.244.7.0/24"
+		echo "$IKM_NODE_POD_CIDR"
+		return
+	fi
+	local n=$((16#${hash:0:4} % 250 + 1)) i
+	for i in $(seq 0 249); do
+		local c="10.244.$(((n + i) % 250 + 1))"
+		# Free when no address and no route of the machine mentions the /24.
+		if ! ip -4 addr show | grep -q " $c\." && ! ip -4 route show table all | grep -q "^$c\." &&
+			! ip -4 route show table all | grep -q "^10\.244\.0\.0/16"; then
+			echo "$c.0/24"
+			return
+		fi
+	done
+	die "no free /24 in 10.244.0.0/16"
+}
+
+write_configs() {
+	local cidr=$1 node_ip=$2
+	# $3: the name of the pause image, as its archive carries it.
+	mkdir -p "$state"/{containerd/root,containerd/state,cni/net.d,cni/ipam,cni/cache,kubelet,pod-logs,pki,volume-plugins}
+	cat >"$state/containerd/config.toml" <<EOF
+version = 3
+root = "$state/containerd/root"
+state = "$state/containerd/state"
+# Plugins that would write outside the state directory or that the node does not use.
+disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt", "io.containerd.tracing.processor.v1.otlp", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs"]
+
+[grpc]
+address = "$sock"
+
+[ttrpc]
+address = "$sock.ttrpc"
+
+[plugins."io.containerd.cri.v1.images"]
+snapshotter = "overlayfs"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+# The project's own pause image (images/images.yaml), imported with the others: no registry needed.
+sandbox = "$3"
+
+[plugins."io.containerd.cri.v1.runtime"]
+enable_cdi = false
+# The VM lacks CAP_SYS_RESOURCE: without this every sandbox fails ("can't get final child's PID").
+restrict_oom_score_adj = true
+netns_mounts_under_state_dir = true
+[plugins."io.containerd.cri.v1.runtime".cni]
+bin_dirs = ["$cni_bin"]
+conf_dir = "$state/cni/net.d"
+max_conf_num = 1
+[plugins."io.containerd.cri.v1.runtime".containerd]
+default_runtime_name = "runc"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+BinaryName = "/usr/sbin/runc"
+Root = "$state/runc"
+SystemdCgroup = false
+
+[plugins."io.containerd.grpc.v1.cri"]
+stream_server_address = "127.0.0.1"
+stream_server_port = "0"
+EOF
+	# isGateway false: the bridge plugin would otherwise switch on the host's forwarding. The script
+	# gives the bridge its address itself.
+	cat >"$state/cni/net.d/10-ikm.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "ikm-$hash",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$bridge",
+      "isGateway": false,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$state/cni/ipam",
+        "ranges": [[{"subnet": "$cidr", "gateway": "$node_ip"}]]
+      }
+    },
+    {"type": "loopback"}
+  ]
+}
+EOF
+	cat >"$state/kubelet-config.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# The host is cgroup v1 (cgroup2 holds only hugetlb) and has no systemd to delegate to.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+# Our own cgroup subtree, so nodes of two clusters on one machine never share kubepods.
+cgroupRoot: $cgroot
+# No CAP_SYS_RESOURCE in this VM: the kubelet cannot lower its own OOM score.
+oomScoreAdj: 0
+containerRuntimeEndpoint: unix://$sock
+address: $node_ip
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: $node_ip
+healthzPort: 10248
+podCIDR: $cidr
+podLogsDir: $state/pod-logs
+volumePluginDir: $state/volume-plugins
+# Pods never inherit the machine's resolver.
+resolvConf: ""
+clusterDomain: cluster.local
+failSwapOn: false
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: false
+  x509:
+    clientCAFile: $pki/ca.crt
+# Only holders of a certificate from the cluster CA get this far (kube-apiserver for logs and exec).
+authorization:
+  mode: AlwaysAllow
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 1%
+  imagefs.available: 1%
+  nodefs.inodesFree: 1%
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+serializeImagePulls: false
+EOF
+}
+
+node_credentials() {
+	[ -f "$pki/ca.crt" ] && [ -f "$pki/ca.key" ] || die "no cluster CA in $pki: start the cluster with IKM_REAL_NODE=1 testcluster/cluster.sh up"
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$state/pki/node.key" \
+		-subj "/O=system:nodes/CN=system:node:$node" -out "$state/pki/node.csr" 2>/dev/null
+	openssl x509 -req -in "$state/pki/node.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+		-days 2 -out "$state/pki/node.crt" 2>/dev/null
+	local server
+	server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+	cat >"$state/kubelet.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: cluster
+  cluster:
+    server: $server
+    certificate-authority: $pki/ca.crt
+users:
+- name: node
+  user:
+    client-certificate: $state/pki/node.crt
+    client-key: $state/pki/node.key
+contexts:
+- name: node
+  context: {cluster: cluster, user: node}
+current-context: node
+EOF
+}
+
+# record notes what the machine looked like before up, for down to restore.
+record() {
+	local p t
+	: >"$state/created-paths"
+	for p in "${host_paths[@]}"; do [ -e "$p" ] || echo "$p" >>"$state/created-paths"; done
+	: >"$state/tunables"
+	for t in "${tunables[@]}"; do echo "$t $(cat "/proc/sys/$t")" >>"$state/tunables"; done
+	iptables_chains >"$state/iptables-before"
+}
+
+# iptables_chains lists "family table chain" for every user-defined chain of the host's tables (the
+# kubelet adds KUBE-FIREWALL, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT).
+iptables_chains() {
+	local f
+	for f in iptables ip6tables; do
+		"$f-save" 2>/dev/null | awk -v f="$f" '/^\*/{t=substr($0,2)} /^:/{print f, t, substr($1,2)}'
+	done | grep -Ev ' (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING)$' | sort || true
+}
+
+wait_for() {
+	local what=$1 tries=$2
+	shift 2
+	local i
+	for i in $(seq "$tries"); do
+		"$@" >/dev/null && return
+		sleep 0.5
+	done
+	die "$what did not happen in $((tries / 2)) s"
+}
+
+up() {
+	[ -x "$bin/kubelet" ] && [ -x "$bin/containerd" ] || die "no kubelet or containerd in $bin: run testcluster/build-binaries.sh"
+	command -v /usr/sbin/runc >/dev/null || die "runc missing: apt-get install runc (.ci/run installs it)"
+	[ -x "$cni_bin/bridge" ] || die "CNI plugins missing: apt-get install containernetworking-plugins (.ci/run installs them)"
+	[ -f "$kubeconfig" ] || die "no cluster at $kubeconfig"
+	compgen -G "$images/*.tar" >/dev/null || die "no images in $images: run make images"
+	if [ -f "$state/up" ] && kubectl get node "$node" >/dev/null 2>&1 && [ -n "$(survivors)" ]; then
+		log "node $node already up"
+		return
+	fi
+	down >/dev/null 2>&1 || true
+	local start=$SECONDS
+	mkdir -p "$state"
+	record
+	local cidr node_ip
+	cidr=$(pick_cidr)
+	node_ip=${cidr%.0/24}.1
+	echo "$cidr" >"$state/pod-cidr"
+	log "node $node: pod range $cidr on bridge $bridge, node IP $node_ip"
+	local pause
+	pause=$(image_ref "$images/pause.tar")
+	write_configs "$cidr" "$node_ip" "$pause"
+	node_credentials
+	make_cgroup_root
+	ip link add "$bridge" type bridge
+	ip addr add "$node_ip/24" dev "$bridge"
+	ip link set "$bridge" up
+	touch "$state/up"
+
+	log "starting containerd"
+	PATH="$bin:$PATH" setsid "$bin/containerd" --config "$state/containerd/config.toml" >"$state/containerd.log" 2>&1 </dev/null &
+	echo $! >"$state/containerd.pid"
+	wait_for "containerd answering on $sock" 60 ctr_answers
+	local tar
+	for tar in "$images"/*.tar; do
+		"$bin/ctr" --address "$sock" -n k8s.io images import --snapshotter overlayfs "$tar" >>"$state/import.log" 2>&1 ||
+			die "import $tar failed (see $state/import.log)"
+	done
+	log "imported $(find "$images" -name '*.tar' | wc -l) images; starting the kubelet"
+	setsid "$bin/kubelet" --config "$state/kubelet-config.yaml" --kubeconfig "$state/kubelet.kubeconfig" \
+		--root-dir "$state/kubelet" --cert-dir "$state/pki" --hostname-override "$node" --node-ip "$node_ip" \
+		--node-labels "ikm.interlink.dev/real-node=true" --register-with-taints "ikm.interlink.dev/real-node=true:NoSchedule" >"$state/kubelet.log" 2>&1 </dev/null &
+	echo $! >"$state/kubelet.pid"
+	wait_for "node $node registering" 120 registered
+	kubectl wait --for=condition=Ready "node/$node" --timeout=120s >/dev/null || die "node $node not Ready (see $state/kubelet.log)"
+	log "node $node Ready in $((SECONDS - start)) s (kubelet RSS $(rss kubelet) MB, containerd RSS $(rss containerd) MB)"
+}
+
+# image_ref ARCHIVE prints the name (io.containerd.image.name) an archive from make images carries.
+image_ref() {
+	[ -f "$1" ] || die "no $1: run make images"
+	tar -xOf "$1" index.json | jq -er '.manifests[0].annotations["io.containerd.image.name"]'
+}
+
+ctr_answers() { "$bin/ctr" --address "$sock" version 2>/dev/null; }
+
+# registered succeeds once the node exists; it stops the script when the kubelet exited.
+registered() {
+	kill -0 "$(cat "$state/kubelet.pid")" 2>/dev/null || {
+		tail -5 "$state/kubelet.log" >&2
+		die "the kubelet exited (see $state/kubelet.log)"
+	}
+	kubectl get node "$node" 2>/dev/null
+}
+
+rss() { awk '/VmRSS/{print int($2/1024)}' "/proc/$(cat "$state/$1.pid")/status" 2>/dev/null || echo '?'; }
+
+# stop_pids PIDS: TERM, then KILL after 10 s.
+stop_pids() {
+	[ -n "$*" ] || return 0
+	# shellcheck disable=SC2086
+	kill "$@" 2>/dev/null || true
+	local i
+	for i in $(seq 20); do
+		kill -0 "$@" 2>/dev/null || return 0
+		sleep 0.5
+	done
+	kill -9 "$@" 2>/dev/null || true
+}
+
+# make_cgroup_root creates the kubelet's cgroup root in every v1 hierarchy (the kubelet refuses a
+# missing one); a new cpuset cgroup starts with no CPUs or memory nodes, so it gets its parent's.
+make_cgroup_root() {
+	local h
+	for h in /sys/fs/cgroup/*/; do
+		[ -d "$h" ] && [ "$h" != /sys/fs/cgroup/unified/ ] || continue
+		mkdir -p "$h${cgroot#/}"
+		if [ -f "$h/cpuset.cpus" ]; then
+			cat "$h/cpuset.cpus" >"$h${cgroot#/}/cpuset.cpus"
+			cat "$h/cpuset.mems" >"$h${cgroot#/}/cpuset.mems"
+		fi
+	done
+}
+
+# cgroup_dirs lists the node's cgroups in every v1 hierarchy, deepest first.
+cgroup_dirs() {
+	local h
+	for h in /sys/fs/cgroup/*/; do
+		[ -d "$h${cgroot#/}" ] && find "$h${cgroot#/}" -type d
+	done | sort -r
+}
+
+down() {
+	if [ -f "$state/kubelet.pid" ]; then
+		log "stopping the kubelet"
+		stop_pids "$(cat "$state/kubelet.pid")"
+	fi
+	# The kubelet is gone; the pods' containers go with their shims. Killing the shims' processes
+	# (containers first: they are children of the shims) leaves nothing for containerd to restart.
+	local pids
+	pids=$(survivors | grep -vx "$(cat "$state/containerd.pid" 2>/dev/null || echo none)" || true)
+	if [ -n "$pids" ]; then
+		local p children=""
+		for p in $pids; do children="$children $(pgrep -P "$p" || true)"; done
+		# shellcheck disable=SC2086
+		stop_pids $children
+		# shellcheck disable=SC2086
+		stop_pids $pids
+	fi
+	if [ -f "$state/containerd.pid" ]; then
+		log "stopping containerd"
+		stop_pids "$(cat "$state/containerd.pid")"
+	fi
+	# shellcheck disable=SC2046
+	stop_pids $(survivors)
+	local m
+	for m in $(our_mounts); do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+	local c
+	for c in $(cgroup_dirs); do rmdir "$c" 2>/dev/null || true; done
+	# The host ends of the pods' veth pairs go with the pods' namespaces; check looks for them.
+	ip -o link show master "$bridge" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 >"$state/veths" || true
+	ip link del "$bridge" 2>/dev/null || true
+	# Pod ends of veth pairs go with their namespaces; host ends whose peer went are gone too.
+	if [ -f "$state/iptables-before" ]; then
+		local f t ch
+		iptables_chains | comm -13 "$state/iptables-before" - | while read -r f t ch; do
+			"$f" -t "$t" -F "$ch" 2>/dev/null || true
+		done
+		iptables_chains | comm -13 "$state/iptables-before" - | while read -r f t ch; do
+			# Drop the jumps to the chain first, then the chain.
+			{ "$f-save" -t "$t" | grep -- "-j $ch\b" || true; } | sed 's/^-A /-D /' | while read -r rule; do
+				# shellcheck disable=SC2086
+				"$f" -t "$t" $rule 2>/dev/null || true
+			done
+			"$f" -t "$t" -X "$ch" 2>/dev/null || true
+		done
+	fi
+	if [ -f "$state/tunables" ]; then
+		local k v
+		while read -r k v; do echo "$v" >"/proc/sys/$k" 2>/dev/null || true; done <"$state/tunables"
+	fi
+	if [ -f "$state/created-paths" ]; then
+		local p
+		while read -r p; do rm -rf "$p"; done <"$state/created-paths"
+	fi
+	kubectl delete node "$node" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+	local keep
+	keep=$(mktemp -d)
+	cp "$state/created-paths" "$state/iptables-before" "$state/veths" "$keep/" 2>/dev/null || true
+	# The logs outlive the node, for whoever asks why it failed.
+	mkdir -p "$dir/node-logs"
+	cp "$state"/*.log "$dir/node-logs/" 2>/dev/null || true
+	rm -rf "$state"
+	check "$keep"
+	rm -rf "$keep"
+	log "node $node is down, nothing left"
+}
+
+# check [DIR]: DIR holds created-paths and iptables-before from up, when known.
+check() {
+	local keep=${1:-$state} left=()
+	[ -z "$(survivors)" ] || left+=("processes: $(survivors | tr '\n' ' ')")
+	pgrep -f "containerd-shim-runc-v2.*$state" >/dev/null && left+=("shims")
+	[ -z "$(our_mounts)" ] || left+=("mounts: $(our_mounts | tr '\n' ' ')")
+	[ -z "$(cgroup_dirs)" ] || left+=("cgroups: $(cgroup_dirs | head -3 | tr '\n' ' ')")
+	! ip link show "$bridge" >/dev/null 2>&1 || left+=("link $bridge")
+	[ ! -e "$state" ] || left+=("state directory $state")
+	if [ -f "$keep/created-paths" ]; then
+		local p
+		while read -r p; do [ ! -e "$p" ] || left+=("host path $p"); done <"$keep/created-paths"
+	fi
+	if [ -f "$keep/veths" ]; then
+		local v
+		while read -r v; do ! ip link show "$v" >/dev/null 2>&1 || left+=("link $v"); done <"$keep/veths"
+	fi
+	if [ -f "$keep/iptables-before" ]; then
+		local extra
+		extra=$(iptables_chains | comm -13 "$keep/iptables-before" - | tr '\n' ' ')
+		[ -z "$extra" ] || left+=("iptables chains: $extra")
+	fi
+	if [ ${#left[@]} -gt 0 ]; then
+		log "node $node left behind:"
+		printf '  %s\n' "${left[@]}" >&2
+		return 1
+	fi
+}
+
+case ${1:-} in
+up) up ;;
+down) down ;;
+check) check ;;
+*)
+	echo "usage: $0 up|down|check" >&2
+	exit 2
+	;;
+esac

@@ -81,32 +81,12 @@ log "building the plugin (make build) and the suite"
 make -s build >/dev/null
 go test -c -o "$out/conformance.test" ./conformance/
 
-cat >"$work/local-kwokctl.yaml" <<YAML
-apiVersion: config.kwok.x-k8s.io/v1alpha1
-kind: KwokctlConfiguration
-componentsPatches:
-  - name: kwok-controller
-    extraArgs:
-      # The VK's node must stay the VK's: kwok manages only the fake nodes.
-      - key: manage-all-nodes
-        value: "false"
-        override: true
-      - key: manage-nodes-with-annotation-selector
-        value: kwok.x-k8s.io/node=fake
-      - key: cidr
-        value: ${pod_cidr%.0/*}.1/${pod_cidr#*/}
-  - name: kube-apiserver
-    extraArgs:
-      # kubectl logs reaches the VK on its node's InternalIP (127.0.0.1), never through DNS.
-      - key: kubelet-preferred-address-types
-        value: InternalIP
-      - key: service-cluster-ip-range
-        value: $service_cidr
-YAML
 
 log "starting the local and the remote control planes (first run builds them: about 15 min on 2 cores)"
 testcluster/build-binaries.sh >/dev/null
-IKM_CLUSTER_DIR=$work/local IKM_CLUSTER_NAME=ikm-conformance-local IKM_KWOKCTL_CONFIG=$work/local-kwokctl.yaml \
+# cluster.sh's default configuration already keeps kwok off the VK's node (it manages only the fake
+# nodes) and reaches kubelets by InternalIP (the VK's 127.0.0.1), never through DNS.
+IKM_CLUSTER_DIR=$work/local IKM_CLUSTER_NAME=ikm-conformance-local IKM_KWOK_POD_CIDR=$pod_cidr IKM_SERVICE_CIDR=$service_cidr \
 	testcluster/cluster.sh up
 IKM_CLUSTER_DIR=$work/remote IKM_CLUSTER_NAME=ikm-conformance-remote testcluster/cluster.sh up
 local_kc=$work/local/kubeconfig

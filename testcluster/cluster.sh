@@ -12,6 +12,8 @@
 #                    $IKM_CLUSTER_DIR/kubeconfig
 #   IKM_CLUSTER_NAME kwokctl cluster name (default ikm-<hash of the state directory>)
 #   IKM_NODES        number of fake nodes (default 2)
+#   IKM_KWOK_POD_CIDR  the range kwok gives its fake nodes' pods (a .0/N network; default kwok's own)
+#   IKM_SERVICE_CIDR   the apiserver's Service range (default kwokctl's own)
 #   IKM_KWOKCTL_CONFIG  a kwokctl configuration file (KwokctlConfiguration, passed with --config)
 #                    that replaces the default one below whole: keep its kwok-controller annotation
 #                    selector (the fake nodes carry kwok.x-k8s.io/node=fake) and the apiserver's
@@ -31,6 +33,8 @@ dir=$(cd "$dir" && pwd)
 name=${IKM_CLUSTER_NAME:-ikm-$(printf '%s' "$dir" | sha256sum | cut -c1-8)}
 nodes=${IKM_NODES:-2}
 real_node=${IKM_REAL_NODE:-0}
+pod_cidr=${IKM_KWOK_POD_CIDR:-}
+service_cidr=${IKM_SERVICE_CIDR:-}
 export KWOK_WORKDIR="$dir/kwok"
 kubeconfig="$dir/kubeconfig"
 
@@ -46,7 +50,9 @@ survivors() { pgrep -f -- "$KWOK_WORKDIR/clusters/$name" || true; }
 
 # control_plane_config writes the kwokctl configuration that lets real nodes join.
 control_plane_config() {
-	local pki="$KWOK_WORKDIR/clusters/$name/pki"
+	local pki="$KWOK_WORKDIR/clusters/$name/pki" apiserver_extra="" kwok_extra=""
+	[ -z "$service_cidr" ] || apiserver_extra=$(printf '  - key: service-cluster-ip-range\n    value: %s\n' "$service_cidr")$'\n'
+	[ -z "$pod_cidr" ] || kwok_extra=$(printf '  - key: cidr\n    value: %s.1/%s' "${pod_cidr%.0/*}" "${pod_cidr#*/}")
 	cat >"$dir/kwokctl.yaml" <<EOF
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokctlConfiguration
@@ -61,13 +67,14 @@ componentsPatches:
     value: $pki/admin.crt
   - key: kubelet-client-key
     value: $pki/admin.key
-- name: kwok-controller
+$apiserver_extra- name: kwok-controller
   extraArgs:
   - key: manage-all-nodes
     value: "false"
     override: true
   - key: manage-nodes-with-annotation-selector
     value: kwok.x-k8s.io/node=fake
+$kwok_extra
 EOF
 	echo "$dir/kwokctl.yaml"
 }

@@ -101,6 +101,8 @@ bench: ## benchmarks against the test cluster (figures and commands in README)
 		IKM_KUBECONFIG=$(KUBECONFIG_PATH) go test -count=1 -run '^$$' -bench '^Benchmark(Status1000|Create|RSS1000)$$' -benchmem -benchtime 300x ./plugin/; \
 		echo "[bench] plugin under load: 200 creates, polls and deletes at concurrency 1, 20, 100, two client limits (about 5 min)"; \
 		IKM_KUBECONFIG=$(KUBECONFIG_PATH) go test -count=1 -run '^$$' -bench '^BenchmarkLoad$$' -benchtime 1x -timeout 30m ./plugin/; \
+		echo "[bench] plugin after a 20 s apiserver outage: how long status stays stale, twice (about 1 min)"; \
+		IKM_KUBECONFIG=$(KUBECONFIG_PATH) go test -count=1 -run '^$$' -bench '^BenchmarkResyncAfterOutage$$' -benchtime 2x ./plugin/; \
 		echo "[bench] tunnel: datagram round trip, batch and device throughput (about 1 min)"; \
 		go test -count=1 -run '^$$' -bench . -benchmem ./tunnel/; \
 		echo "[bench] mesh in network namespaces (root): iperf3 5 s per path, 5 paths (about 1 min)"; \

@@ -103,7 +103,7 @@ func BenchmarkStatus1000(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := startServing(b, p)
-	for deadline := time.Now().Add(2 * time.Minute); p.cachedBySourceUID(string(locals[len(locals)-1].UID)) == nil || len(p.pods.GetStore().ListKeys()) < 1000; {
+	for deadline := time.Now().Add(2 * time.Minute); p.cachedBySourceUID(string(locals[len(locals)-1].UID)) == nil || p.pods.len() < 1000; {
 		if time.Now().After(deadline) {
 			b.Fatalf("the watch cache never held the 1,000 seeded pods")
 		}

@@ -3,7 +3,6 @@ package plugin
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -12,10 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -60,8 +56,7 @@ type Plugin struct {
 	cfg     Config
 	log     *slog.Logger
 	client  kubernetes.Interface
-	factory informers.SharedInformerFactory
-	pods    cache.SharedIndexInformer
+	pods    *podCache
 	lister  listersv1.PodLister
 	metrics *metrics
 	guard   *podGuard
@@ -120,36 +115,10 @@ func New(cfg Config) (*Plugin, error) {
 	p := &Plugin{cfg: cfg, log: cfg.Logger, client: cfg.Client, guard: newPodGuard()}
 	p.nss = namespaces{busy: map[string]int{}, emptySince: map[string]time.Time{}}
 	p.draining, p.stopStreams = context.WithCancel(context.Background())
-	p.factory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.LabelSelector = labels.Set{LabelOffloaded: ValueOffloaded}.String()
-		}),
-		informers.WithTransform(stripManagedFields),
-	)
-	podInformer := p.factory.Core().V1().Pods()
-	p.pods = podInformer.Informer()
-	if err := p.pods.AddIndexers(cache.Indexers{indexSourceUID: func(obj any) ([]string, error) {
-		pod, ok := obj.(*corev1.Pod)
-		if !ok {
-			return nil, nil
-		}
-		if uid := pod.Annotations[AnnotSourceUID]; uid != "" {
-			return []string{uid}, nil
-		}
-		return nil, nil
-	}}); err != nil {
-		return nil, fmt.Errorf("add pod index: %w", err)
-	}
 	// Every remote pod the cache ever holds existed: status may later call it vanished.
-	if _, err := p.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
-		if pod, ok := obj.(*corev1.Pod); ok && pod.Annotations[AnnotSourceUID] != "" {
-			p.guard.markSeen(types.UID(pod.Annotations[AnnotSourceUID]))
-		}
-	}}); err != nil {
-		return nil, fmt.Errorf("watch remote pods: %w", err)
-	}
-	p.lister = podInformer.Lister()
-	p.metrics = newMetrics(cfg.Registry, func() float64 { return float64(len(p.pods.GetStore().ListKeys())) })
+	p.pods = newPodCache(cfg.Client, func(uid string) { p.guard.markSeen(types.UID(uid)) })
+	p.lister = p.pods.lister
+	p.metrics = newMetrics(cfg.Registry, func() float64 { return float64(p.pods.len()) })
 	return p, nil
 }
 
@@ -157,12 +126,17 @@ func New(cfg Config) (*Plugin, error) {
 // when ctx ends, after its goroutines have stopped; then the follow log streams end cleanly.
 func (p *Plugin) Run(ctx context.Context) error {
 	defer p.stopStreams()
-	p.factory.Start(ctx.Done())
-	defer p.factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), p.pods.HasSynced) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.pods.run(ctx)
+	}()
+	defer wg.Wait()
+	if !cache.WaitForCacheSync(ctx.Done(), p.pods.hasSynced) {
 		return nil // stopped before the first sync
 	}
-	p.log.Info("remote pod cache synced", "pods", len(p.pods.GetStore().ListKeys()))
+	p.log.Info("remote pod cache synced", "pods", p.pods.len())
 	every := p.cfg.AbandonedAfter
 	if ttl := p.cfg.EmptyNamespaceTTL; ttl > 0 && ttl < every {
 		every = ttl
@@ -199,7 +173,7 @@ func (p *Plugin) Run(ctx context.Context) error {
 }
 
 // Synced reports whether the remote pod cache has been filled.
-func (p *Plugin) Synced() bool { return p.pods.HasSynced() }
+func (p *Plugin) Synced() bool { return p.pods.hasSynced() }
 
 // remoteCtx bounds one non-streaming remote call.
 func (p *Plugin) remoteCtx(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -207,14 +181,7 @@ func (p *Plugin) remoteCtx(ctx context.Context) (context.Context, context.Cancel
 }
 
 // cachedBySourceUID returns the cached remote pod standing for the local pod uid.
-func (p *Plugin) cachedBySourceUID(uid string) *corev1.Pod {
-	objs, err := p.pods.GetIndexer().ByIndex(indexSourceUID, uid)
-	if err != nil || len(objs) == 0 {
-		return nil
-	}
-	pod, _ := objs[0].(*corev1.Pod)
-	return pod
-}
+func (p *Plugin) cachedBySourceUID(uid string) *corev1.Pod { return p.pods.bySourceUID(uid) }
 
 // Points of a create where tests can interleave other calls (Plugin.testHook).
 const (
@@ -236,12 +203,4 @@ func (p *Plugin) setTestHook(h func(point string)) {
 		return
 	}
 	p.testHook.Store(&h)
-}
-
-// stripManagedFields drops what the cache never reads, to keep memory flat with many pods.
-func stripManagedFields(obj any) (any, error) {
-	if o, ok := obj.(metav1.Object); ok {
-		o.SetManagedFields(nil)
-	}
-	return obj, nil
 }

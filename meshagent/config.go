@@ -91,6 +91,7 @@ func New(cfg Config) (*Agent, error) {
 		ServerName:  hostname(spec.Tunnel.Host), // an ingress dialed by address serves the host's certificate
 		CAFile:      spec.Tunnel.CAFile,
 		Unmasked:    spec.Tunnel.Unmasked,
+		Proxy:       tunnel.ProxyFromEnvironment(), // HTTPS_PROXY, HTTP_PROXY, NO_PROXY
 		OnSession:   a.rehandshake,
 		BatchSize:   cfg.BatchSize,
 		Logger:      cfg.Logger.With("component", "tunnel"),

@@ -163,7 +163,9 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	plan.Secrets = append(plan.Secrets, secret)
 	plan.Mesh = &spec
 
-	pod.InitContainers = append([]corev1.Container{meshAgent(m)}, pod.InitContainers...)
+	agent := meshAgent(m)
+	agent.Env = proxyEnv(pod)
+	pod.InitContainers = append([]corev1.Container{agent}, pod.InitContainers...)
 	pod.Volumes = append(pod.Volumes,
 		corev1.Volume{Name: meshConfigVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: secret.Name, DefaultMode: ptrTo(int32(0o400)),
@@ -224,6 +226,31 @@ func meshAgent(m Mesh) corev1.Container {
 		// termination message, which the status reports.
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
+}
+
+// proxyEnvNames are the variables the sidecar's tunnel dial honours.
+var proxyEnvNames = []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"}
+
+// proxyEnv returns the proxy settings the pod's own containers carry, for the sidecar: the
+// workload's way out of the remote cluster is the tunnel's way to the local one. The first
+// container (app containers, then init containers) to set a name wins; values only, as InterLink's
+// VK resolves valueFrom before the plugin sees the pod.
+func proxyEnv(pod *corev1.PodSpec) []corev1.EnvVar {
+	var out []corev1.EnvVar
+	for _, name := range proxyEnvNames {
+	find:
+		for _, cs := range [][]corev1.Container{pod.Containers, pod.InitContainers} {
+			for _, c := range cs {
+				for _, e := range c.Env {
+					if e.Name == name && e.ValueFrom == nil {
+						out = append(out, corev1.EnvVar{Name: name, Value: e.Value})
+						break find
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // applyMeshDNS points the pod at the mesh nameservers, keeping what the author added.

@@ -278,6 +278,15 @@ func TestTranslateMeshOptions(t *testing.T) {
 				t.Errorf("sidecar %s %s probe %d resources %+v", a.Image, a.ImagePullPolicy, a.StartupProbe.FailureThreshold, a.Resources)
 			}
 		}},
+		{name: "the workload's proxy is the tunnel's", mutate: func(r *RetrievedPodData) {
+			r.Pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "HTTPS_PROXY", Value: "http://egress.example:3128"}, {Name: "LANG", Value: "C"}}
+			r.Pod.Spec.InitContainers[0].Env = []corev1.EnvVar{{Name: "HTTPS_PROXY", Value: "http://other.example:3128"}, {Name: "no_proxy", Value: ".svc"}}
+		}, check: func(t *testing.T, plan *Plan) {
+			want := []corev1.EnvVar{{Name: "HTTPS_PROXY", Value: "http://egress.example:3128"}, {Name: "no_proxy", Value: ".svc"}}
+			if diff := cmp.Diff(want, plan.Pod.Spec.InitContainers[0].Env); diff != "" {
+				t.Errorf("sidecar env (-want +got):\n%s", diff)
+			}
+		}},
 		{name: "route over the remote Service CIDR", o: with(Mesh{RemoteServiceCIDRs: prefixes("10.96.0.0/12")}), field: "mesh.routes[1]"},
 		{name: "route over the remote pod CIDR", o: with(Mesh{RemotePodCIDRs: prefixes("10.244.0.0/16")}), field: "mesh.routes[2]"},
 		{name: "remote ranges clear of the mesh", o: with(Mesh{RemotePodCIDRs: prefixes("192.168.0.0/16"), RemoteServiceCIDRs: prefixes("172.20.0.0/16")}), check: func(t *testing.T, plan *Plan) {

@@ -47,6 +47,10 @@ type ClientConfig struct {
 	Destination netip.AddrPort
 	// Host overrides the Host header (e.g. dialing an ingress by address).
 	Host string
+	// Proxy picks the HTTP proxy to dial the server through (CONNECT), nil for a direct dial;
+	// http:// and https:// proxies, with user:password as Basic authentication. Default: no
+	// proxy. ProxyFromEnvironment honours HTTPS_PROXY, HTTP_PROXY and NO_PROXY.
+	Proxy func(*url.URL) (*url.URL, error)
 
 	// CAFile holds PEM roots to verify a wss:// server; empty uses the
 	// system roots.
@@ -149,6 +153,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		WriteBufferSize: 4096,
 		Timeout:         cfg.DialTimeout,
 		Host:            cfg.Host,
+	}
+	dial, proxy, err := proxyDial(cfg.Proxy, u)
+	if err != nil {
+		return nil, err
+	}
+	if proxy != nil {
+		c.dialer.NetDial = dial
+		cm.log.Info("dialing the tunnel server through a proxy", "server", u.Host, "proxy", proxy.Redacted())
 	}
 	if u.Scheme == "wss" {
 		if c.dialer.TLSConfig, err = clientTLS(cfg); err != nil {

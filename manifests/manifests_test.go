@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"flag"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -648,4 +649,61 @@ func runtimeConvert(u *unstructured.Unstructured, out any) error {
 		return err
 	}
 	return nil
+}
+
+// meshDataIngress has the fields VKs since interlink-hq/interLink PR #538 add to
+// MeshScriptTemplateData. IngressPort is any: the template prints it, whichever type the VK uses.
+type meshDataIngress struct {
+	meshData
+	IngressProtocol string
+	IngressPort     any
+}
+
+// TestMeshScriptIngress renders mesh-script-ingress.tmpl as a VK with and without
+// Network.IngressTLS would, and checks the plugin dials what the VK serves; the two mesh scripts
+// differ in nothing else, and an older VK can render only mesh-script.tmpl.
+func TestMeshScriptIngress(t *testing.T) {
+	for _, tc := range []struct {
+		proto string
+		port  any
+		want  string
+	}{
+		{"wss", 443, "wss://web-0-default-default.tunnel.example.com:443"},
+		{"ws", "80", "ws://web-0-default-default.tunnel.example.com:80"},
+	} {
+		t.Run(tc.proto, func(t *testing.T) {
+			c := newMeshCase(t)
+			script := render(t, "mesh-script-ingress.tmpl", meshDataIngress{c.data, tc.proto, tc.port})
+			checkScriptRuns(t, script)
+			req := &plugin.RetrievedPodData{Pod: corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "web-0", Namespace: "default", UID: types.UID("0a1b2c3d-4e5f-6789-abcd-ef0123456789"),
+					Annotations: map[string]string{plugin.AnnotPreExec: script}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "busybox"}}},
+			}}
+			plan, err := plugin.Translate(req, plugin.Offloading{NamespacePrefix: "offloading"})
+			if err != nil || plan.Mesh == nil {
+				t.Fatalf("Translate: mesh %v, err %v\n%s", plan != nil && plan.Mesh != nil, err, script)
+			}
+			if got := plan.Mesh.Tunnel.URL; got != tc.want {
+				t.Errorf("tunnel.url = %s, want %s", got, tc.want)
+			}
+			if got := plan.Mesh.Tunnel.Host; got != c.data.IngressEndpoint {
+				t.Errorf("tunnel.host = %s, want %s (the TLS server name)", got, c.data.IngressEndpoint)
+			}
+		})
+	}
+
+	c := newMeshCase(t)
+	old := render(t, "mesh-script.tmpl", c.data)
+	// A newer VK renders the older script too, and both say the same for a VK without TLS.
+	if got := render(t, "mesh-script.tmpl", meshDataIngress{c.data, "wss", 443}); got != old {
+		t.Error("mesh-script.tmpl renders differently with a newer VK's data")
+	}
+	if got := render(t, "mesh-script-ingress.tmpl", meshDataIngress{c.data, "ws", 80}); got != old {
+		t.Errorf("the two mesh scripts differ beyond the tunnel URL:\n%s\n----\n%s", old, got)
+	}
+	b, _ := os.ReadFile("mesh-script-ingress.tmpl")
+	if err := template.Must(template.New("").Parse(string(b))).Execute(io.Discard, c.data); err == nil {
+		t.Error("an older VK's data renders mesh-script-ingress.tmpl; its header says it fails")
+	}
 }

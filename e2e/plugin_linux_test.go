@@ -27,11 +27,11 @@ import (
 func TestMain(m *testing.M) { testcluster.Main(m) }
 
 // vkPod is a pod as the VK offloads it with the full mesh: its mesh script (one of the two
-// template variants the plugin reads, rendered in plugin/testdata/mesh) and its WireGuard
+// template variants the plugin reads, rendered in vkmesh/testdata/mesh) and its WireGuard
 // snippet, with this test's keys, prefix and ingress host in place of the rendered ones.
 type vkPod struct {
 	name            string
-	script, snippet string // files in plugin/testdata/mesh
+	script, snippet string // files in vkmesh/testdata/mesh
 	host, prefix    string // what the rendering put there
 }
 
@@ -49,7 +49,7 @@ var (
 // key and the prefix. The ingress host stays: the pod's namespace resolves it to the ingress.
 func (v vkPod) render(t *testing.T, file string, k meshKeys) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "plugin", "testdata", "mesh", file))
+	b, err := os.ReadFile(filepath.Join("..", "vkmesh", "testdata", "mesh", file))
 	if err != nil {
 		t.Fatal(err)
 	}

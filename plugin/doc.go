@@ -6,7 +6,7 @@
 // step fails. Status answers from a watch-backed cache of the remote pods; Delete removes a pod and
 // its scoped objects. HTTPStatus is the one place where errors become status codes.
 //
-// The mesh: Translate recovers a pod's mesh from its annotations (parseMeshAnnotations: the VK's
+// The mesh: Translate recovers a pod's mesh from its annotations (package vkmesh: the VK's
 // pre-exec script, read by meaning with a small shell lexer, its WireGuard snippet, and this
 // project's structured form AnnotMeshSpec), then injectMesh writes the result as mesh.json into a
 // pod-scoped Secret and adds the mesh-agent as a native sidecar whose startup probe holds the other

@@ -109,7 +109,7 @@ func TestMeshRefusals(t *testing.T) {
 			if err := json.Unmarshal(body, &e); err != nil || e.Field != tt.field {
 				t.Errorf("error %s, want field %s", body, tt.field)
 			}
-			for _, secret := range meshSecrets {
+			for _, secret := range meshSecrets(t) {
 				if strings.Contains(string(body), secret) {
 					t.Errorf("the refusal reveals a secret: %s", body)
 				}
@@ -143,7 +143,7 @@ func TestMeshDisabledPod(t *testing.T) {
 		t.Errorf("mesh Secret of a pod without the mesh: %v", err)
 	}
 	raw, _ := json.Marshal(remote)
-	for _, secret := range meshSecrets {
+	for _, secret := range meshSecrets(t) {
 		if strings.Contains(string(raw), secret) {
 			t.Errorf("the remote pod contains the secret %.6s…", secret)
 		}

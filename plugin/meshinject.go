@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/vkmesh"
 )
 
 // DNSMode says which DNS an offloaded mesh pod uses.
@@ -148,7 +149,7 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	}
 	data, err := meshspec.Marshal(spec)
 	if err != nil {
-		return specErr(err, []string{"the mesh annotations"})
+		return inputErr(vkmesh.SpecError(err, []string{"the mesh annotations"}))
 	}
 	secret := &corev1.Secret{
 		ObjectMeta: scopedMeta(ScopedName(meshSecretName, string(local.UID)), plan.Namespace, local),
@@ -266,12 +267,16 @@ func applyMeshDNS(pod *corev1.PodSpec, dns meshspec.DNS) {
 	if old := pod.DNSConfig; old != nil {
 		for _, n := range old.Nameservers {
 			if len(cfg.Nameservers) < meshspec.MaxNameservers {
-				cfg.Nameservers = appendNew(cfg.Nameservers, n)
+				if !slices.Contains(cfg.Nameservers, n) {
+					cfg.Nameservers = append(cfg.Nameservers, n)
+				}
 			}
 		}
 		for _, s := range old.Searches {
 			if len(cfg.Searches) < meshspec.MaxSearches {
-				cfg.Searches = appendNew(cfg.Searches, s)
+				if !slices.Contains(cfg.Searches, s) {
+					cfg.Searches = append(cfg.Searches, s)
+				}
 			}
 		}
 		for _, o := range old.Options {
@@ -301,7 +306,7 @@ func checkMeshOverlap(spec meshspec.Spec, m Mesh) error {
 		} {
 			for _, c := range r.cidrs {
 				if p.Overlaps(c) {
-					return meshFieldErr(field, "%v overlaps the remote cluster's %s CIDR %v (option %s): routing it into the mesh would cut the pod off from remote %ss", p, r.what, c, r.option, r.what)
+					return &ValidationError{Field: "mesh." + field, Reason: fmt.Sprintf("%v overlaps the remote cluster's %s CIDR %v (option %s): routing it into the mesh would cut the pod off from remote %ss", p, r.what, c, r.option, r.what)}
 				}
 			}
 		}

@@ -1,10 +1,13 @@
 package plugin
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +23,7 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshagent"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/vkmesh"
 )
 
 // meshPod is a small pod with an init container that needs the mesh (it waits for a local
@@ -40,15 +44,60 @@ func meshPod(uid, name, namespace string, annotations map[string]string) Retriev
 type meshVariant struct {
 	name        string
 	annotations map[string]string
-	want        meshspec.Spec // as parsed, before the plugin adds the DNS search list
+	want        meshspec.Spec // as vkmesh parses it, before the plugin adds the DNS search list
 }
 
 func meshVariants(t testing.TB) []meshVariant {
-	return []meshVariant{
-		{"vk-default", map[string]string{AnnotPreExec: meshFile(t, "vk-default.sh"), AnnotWGSnippet: meshFile(t, "vk-default.snippet")}, vkDefaultSpec},
-		{"seed-custom", map[string]string{AnnotPreExec: meshFile(t, "seed-custom.sh")}, seedCustomSpec},
-		{"structured", map[string]string{AnnotMeshSpec: meshFile(t, "structured-nokeys.json"), AnnotWGSnippet: meshFile(t, "structured.snippet")}, structuredWithSnippetSpec},
+	vs := []meshVariant{
+		{name: "vk-default", annotations: map[string]string{AnnotPreExec: meshFile(t, "vk-default.sh"), AnnotWGSnippet: meshFile(t, "vk-default.snippet")}},
+		{name: "seed-custom", annotations: map[string]string{AnnotPreExec: meshFile(t, "seed-custom.sh")}},
+		{name: "structured", annotations: map[string]string{AnnotMeshSpec: meshFile(t, "structured-nokeys.json"), AnnotWGSnippet: meshFile(t, "structured.snippet")}},
 	}
+	for i := range vs {
+		spec, ok, err := vkmesh.Parse(vs[i].annotations)
+		if err != nil || !ok {
+			t.Fatalf("%s: vkmesh.Parse: ok %v, %v", vs[i].name, ok, err)
+		}
+		vs[i].want = spec
+	}
+	return vs
+}
+
+// meshFile reads a sample mesh input from vkmesh's testdata (its README says where each comes from).
+func meshFile(t testing.TB, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "vkmesh", "testdata", "mesh", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// meshSecrets are the private keys and tunnel path prefixes of the sample inputs: no error and
+// no remote pod may contain them.
+func meshSecrets(t testing.TB) []string {
+	t.Helper()
+	specs := []meshspec.Spec{}
+	for _, v := range meshVariants(t) {
+		specs = append(specs, v.want)
+	}
+	full, err := meshspec.Parse([]byte(meshFile(t, "structured.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, s := range append(specs, full) {
+		out = append(out, base64.StdEncoding.EncodeToString(s.PrivateKey[:]), string(s.Tunnel.PathPrefix))
+	}
+	return out
+}
+
+func prefixes(ss ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
+	}
+	return out
 }
 
 const meshTestUID = "0b6e3c5e-8f1a-4c1e-9a51-6f3f8a3d2c11"
@@ -178,7 +227,7 @@ func checkMeshPod(t *testing.T, pod *corev1.Pod) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range meshSecrets {
+	for _, s := range meshSecrets(t) {
 		if strings.Contains(string(raw), s) {
 			t.Errorf("the remote pod contains the secret %.6s…", s)
 		}
@@ -340,7 +389,7 @@ func noMesh(t *testing.T, plan *Plan) {
 		t.Errorf("mesh %v, init containers %v, %d Secrets: want the pod untouched", plan.Mesh, names(plan.Pod.Spec.InitContainers), len(plan.Secrets))
 	}
 	raw, _ := json.Marshal(plan)
-	for _, s := range meshSecrets {
+	for _, s := range meshSecrets(t) {
 		if strings.Contains(string(raw), s) {
 			t.Errorf("the plan contains the secret %.6s…", s)
 		}

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/vkmesh"
 )
 
 // Offloading describes how pods are shaped for the remote cluster; it is the pure part of the
@@ -47,6 +49,24 @@ type ValidationError struct {
 
 func (e *ValidationError) Error() string { return e.Field + ": " + e.Reason }
 
+// inputErr turns vkmesh's refusal of a mesh input into the plugin's; other errors pass.
+func inputErr(err error) error {
+	var ie *vkmesh.InputError
+	if errors.As(err, &ie) {
+		return &ValidationError{Field: ie.Field, Reason: ie.Reason}
+	}
+	return err
+}
+
+// The pod annotations that carry a pod's mesh (see package vkmesh).
+const (
+	AnnotPreExec          = vkmesh.AnnotPreExec
+	AnnotWGSnippet        = vkmesh.AnnotWGSnippet
+	AnnotMeshNetwork      = vkmesh.AnnotMeshNetwork
+	AnnotWstunnelCommands = vkmesh.AnnotWstunnelCommands
+	AnnotMeshSpec         = vkmesh.AnnotMeshSpec
+)
+
 // Local scheduling leftovers: selectors and tolerations that only make sense for the virtual node.
 var (
 	localSelectorKeys   = []string{"kubernetes.io/hostname", "type", "virtual-node.interlink/type"}
@@ -65,9 +85,9 @@ func Translate(req *RetrievedPodData, o Offloading) (*Plan, error) {
 	}
 	var mesh *meshspec.Spec
 	if !o.Mesh.Disabled {
-		spec, ok, err := parseMeshAnnotations(local.Annotations)
+		spec, ok, err := vkmesh.Parse(local.Annotations)
 		if err != nil {
-			return nil, err
+			return nil, inputErr(err)
 		}
 		if ok {
 			mesh = &spec

@@ -1,4 +1,4 @@
-package plugin
+package vkmesh
 
 import (
 	"fmt"
@@ -185,6 +185,18 @@ func appendNew[T comparable](s []T, vs ...T) []T {
 }
 
 // meshFieldErr is a refused mesh input; field is the mesh.json field at fault.
-func meshFieldErr(field, format string, args ...any) *ValidationError {
-	return &ValidationError{Field: "mesh." + field, Reason: fmt.Sprintf(format, args...)}
+func meshFieldErr(field, format string, args ...any) *InputError {
+	return &InputError{Field: "mesh." + field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// splitList splits a wg-quick list ("a, b,c") into its trimmed, non-empty items.
+func splitList(v string) []string {
+	items := strings.Split(v, ",")
+	out := items[:0]
+	for _, s := range items {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -1,4 +1,4 @@
-package plugin
+package vkmesh
 
 import (
 	"errors"
@@ -199,11 +199,11 @@ func meshInputCases(t testing.TB) []meshInputCase {
 func TestParseMeshAnnotations(t *testing.T) {
 	for _, tt := range meshInputCases(t) {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok, err := parseMeshAnnotations(tt.annotations)
+			got, ok, err := Parse(tt.annotations)
 			if tt.field != "" {
-				var verr *ValidationError
+				var verr *InputError
 				if !errors.As(err, &verr) {
-					t.Fatalf("got %v (ok=%v), want a ValidationError on %s", err, ok, tt.field)
+					t.Fatalf("got %v (ok=%v), want a InputError on %s", err, ok, tt.field)
 				}
 				if verr.Field != tt.field {
 					t.Errorf("field %q, want %q (%v)", verr.Field, tt.field, err)
@@ -276,7 +276,7 @@ tail`
 }
 
 // FuzzParseMeshAnnotations feeds arbitrary annotations to the mesh parser: it must never panic,
-// refuse only with a ValidationError, and recover only specs that validate and survive the
+// refuse only with a InputError, and recover only specs that validate and survive the
 // mesh.json round trip the mesh-agent depends on.
 func FuzzParseMeshAnnotations(f *testing.F) {
 	for _, tt := range meshInputCases(f) {
@@ -285,11 +285,11 @@ func FuzzParseMeshAnnotations(f *testing.F) {
 	f.Add("cat <<'EOFMESH'\nwstunnel client -L udp://[::1]:1:[::1]:2 -P p ws://h\n[Peer]\nEOFMESH", "[Interface]\nMTU = 1", "")
 	f.Add("echo \"$(unterminated", "", "{")
 	f.Fuzz(func(t *testing.T, preExec, snippet, structured string) {
-		got, ok, err := parseMeshAnnotations(map[string]string{AnnotPreExec: preExec, AnnotWGSnippet: snippet, AnnotMeshSpec: structured})
+		got, ok, err := Parse(map[string]string{AnnotPreExec: preExec, AnnotWGSnippet: snippet, AnnotMeshSpec: structured})
 		if err != nil {
-			var verr *ValidationError
+			var verr *InputError
 			if !errors.As(err, &verr) || verr.Field == "" {
-				t.Fatalf("refusal %v is not a ValidationError with a field", err)
+				t.Fatalf("refusal %v is not a InputError with a field", err)
 			}
 			return
 		}

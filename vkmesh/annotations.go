@@ -1,4 +1,4 @@
-package plugin
+package vkmesh
 
 import (
 	"encoding/json"
@@ -38,10 +38,10 @@ const (
 	AnnotMeshSpec = "mesh.interlink-k8s-mesh.io/spec"
 )
 
-// parseMeshAnnotations recovers the mesh a pod must join from its annotations. ok is false when
+// Parse recovers the mesh a pod must join from its annotations. ok is false when
 // the pod carries no mesh input or opts out with AnnotMeshNetwork: disabled. Every source must
 // agree with the others on each value it gives; a missing, contradictory or invalid value is a
-// *ValidationError whose Field is "mesh.<mesh.json field>" and whose reason names the
+// *InputError whose Field is "mesh.<mesh.json field>" and whose reason names the
 // annotations involved, never a key or the path prefix.
 //
 // By meaning: the WireGuard interface is the one wireguard-go and wg are run on (or WG_IFACE);
@@ -51,7 +51,7 @@ const (
 // command (server URL, --http-upgrade-path-prefix, the udp -L destination; unmasked frames
 // unless --websocket-mask-frame); nameservers from resolv.conf lines and DNS keys, keeping only
 // those the mesh routes reach (public resolvers and the host's are not the mesh's DNS).
-func parseMeshAnnotations(annotations map[string]string) (spec meshspec.Spec, ok bool, err error) {
+func Parse(annotations map[string]string) (spec meshspec.Spec, ok bool, err error) {
 	if strings.EqualFold(strings.TrimSpace(annotations[AnnotMeshNetwork]), "disabled") {
 		return spec, false, nil
 	}
@@ -107,7 +107,7 @@ func parseMeshAnnotations(annotations map[string]string) (spec meshspec.Spec, ok
 		return spec, false, err
 	}
 	if err := spec.Validate(); err != nil {
-		return spec, false, specErr(err, sourceNames(sources))
+		return spec, false, SpecError(err, sourceNames(sources))
 	}
 	return spec, true, nil
 }
@@ -147,7 +147,7 @@ func preExecSource(v string) (meshSource, bool, error) {
 func snippetSource(v string) (meshSource, error) {
 	src := meshSource{name: AnnotWGSnippet}
 	if !isWGConfig(v) {
-		return src, &ValidationError{Field: "pod.metadata.annotations[" + AnnotWGSnippet + "]", Reason: "holds no WireGuard [Interface] or [Peer] section"}
+		return src, &InputError{Field: "pod.metadata.annotations[" + AnnotWGSnippet + "]", Reason: "holds no WireGuard [Interface] or [Peer] section"}
 	}
 	c, err := parseWGConfig(v)
 	if err != nil {
@@ -224,7 +224,7 @@ func sourceNames(sources []meshSource) []string {
 
 // annotationErr names the annotation in an error that does not already name a mesh field.
 func annotationErr(annotation string, err error) error {
-	var verr *ValidationError
+	var verr *InputError
 	if errors.As(err, &verr) {
 		if !strings.Contains(verr.Reason, annotation) {
 			verr.Reason += " (in " + annotation + ")"
@@ -235,18 +235,18 @@ func annotationErr(annotation string, err error) error {
 	if errors.As(err, &ferr) {
 		return meshFieldErr(ferr.Field, "%v (in %s)", ferr.Err, annotation)
 	}
-	return &ValidationError{Field: "pod.metadata.annotations[" + annotation + "]", Reason: err.Error()}
+	return &InputError{Field: "pod.metadata.annotations[" + annotation + "]", Reason: err.Error()}
 }
 
-// specErr turns meshspec.Validate's errors into one ValidationError on the first field.
-func specErr(err error, sources []string) error {
+// SpecError turns meshspec.Validate's errors into one InputError on the first field.
+func SpecError(err error, sources []string) error {
 	var errs []error
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()
 	} else {
 		errs = []error{err}
 	}
-	verr := &ValidationError{Field: "mesh"}
+	verr := &InputError{Field: "mesh"}
 	var reasons []string
 	for i, e := range errs {
 		var ferr *meshspec.FieldError

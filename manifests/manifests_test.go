@@ -275,6 +275,10 @@ func TestShadowPodGolden(t *testing.T) {
 		t.Errorf("the shadow pod sets sysctls %v: a stock kubelet refuses unsafe ones", sc.Sysctls)
 	}
 
+	// The ingress must reach a shadow that says the mesh is lost (not ready), or it never comes back.
+	if pub, _, _ := unstructured.NestedBool(kinds["Service"].Object, "spec", "publishNotReadyAddresses"); !pub {
+		t.Error("the Service does not publish the shadow pod while it is not ready")
+	}
 	ports, _, _ := unstructured.NestedSlice(kinds["Service"].Object, "spec", "ports")
 	var got28080 bool
 	seen := map[string]bool{}

@@ -238,11 +238,13 @@ func saveString(s string) string {
 	}
 	var b strings.Builder
 	b.WriteByte('"')
-	for _, r := range s {
-		if r == '"' || r == '\\' || r == '\'' {
+	// Bytes, as iptables-save writes them: ranging over runes would turn bytes that are not
+	// UTF-8 into U+FFFD (FuzzListedComment found 0x88).
+	for i := range len(s) {
+		if c := s[i]; c == '"' || c == '\\' || c == '\'' {
 			b.WriteByte('\\')
 		}
-		b.WriteRune(r)
+		b.WriteByte(s[i])
 	}
 	b.WriteByte('"')
 	return b.String()

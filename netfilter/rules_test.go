@@ -124,6 +124,8 @@ func TestListedComment(t *testing.T) {
 		{`-A X -m comment --comment plain`, "plain"},
 		{`-A X -m comment --comment "say \"hi\" it\'s a \\ path" -j ACCEPT`, `say "hi" it's a \ path`},
 		{`-A X -m comment --comment ""`, ""},
+		// As iptables-save v1.8.9 wrote it: bytes that are not UTF-8 pass raw.
+		{"-A X -m comment --comment \"a\x88b \\\"q\\\" it\\'s\" -j RETURN", "a\x88b \"q\" it's"},
 		{`-A X -j ACCEPT`, ""},
 		{`-A X -m comment --comment "unterminated`, "unterminated"},
 		{`-A X -m comment --comment "trailing\`, "trailing"},
@@ -138,7 +140,7 @@ func TestListedComment(t *testing.T) {
 // FuzzListedComment checks that listedComment undoes iptables' quoting of any comment, and
 // survives any line.
 func FuzzListedComment(f *testing.F) {
-	for _, s := range []string{"interlink-k8s-mesh: dnat tcp to the peer", "plain", "", `a"b\c'd`, "--comment x", "é ü"} {
+	for _, s := range []string{"interlink-k8s-mesh: dnat tcp to the peer", "plain", "", `a"b\c'd`, "--comment x", "é ü", "a\x88b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, comment string) {

@@ -47,6 +47,10 @@ type Agent struct {
 	dev          atomic.Pointer[device.Device]
 	kern         atomic.Pointer[kernel]
 	malformed    atomic.Uint64 // tunnel connections without a valid request
+	lost         atomic.Bool   // the mesh was up and is lost (meshLost)
+
+	// lastHandshake, when set (tests), replaces reading the peer's last handshake off the device.
+	lastHandshake func() (time.Time, error)
 }
 
 // New validates cfg and prepares an Agent. It reads the TLS key pair, if any, and touches

@@ -9,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
 )
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {
@@ -116,4 +120,46 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// TestReadyzMeshLost: a mesh that was up and has had no handshake for MeshLostAfter makes the
+// shadow not ready, saying why; a mesh never up (the offloaded pod not there yet) does not, and a
+// fresh handshake makes it ready again. The handshake times stand in for the device's; the real
+// loss, with the real mesh-agent stopped, is TestShadowMeshLost.
+func TestReadyzMeshLost(t *testing.T) {
+	logs, log := newLogBuffer(t)
+	cfg := testConfig()
+	cfg.Logger = log
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := device.NewDevice(tuntest.NewChannelTUN().TUN(), conn.NewDefaultBind(), device.NewLogger(device.LogLevelSilent, ""))
+	t.Cleanup(dev.Close)
+	a.listening.Store(true)
+	a.rulesApplied.Store(true)
+	a.dev.Store(dev)
+	var last time.Time
+	a.lastHandshake = func() (time.Time, error) { return last, nil }
+	for _, tc := range []struct {
+		name string
+		last time.Time
+		code int
+		body string
+	}{
+		{"never up", time.Time{}, http.StatusOK, "ready\n"},
+		{"up", time.Now().Add(-30 * time.Second), http.StatusOK, "ready\n"},
+		{"lost", time.Now().Add(-MeshLostAfter - 10*time.Second), http.StatusServiceUnavailable, "not ready: mesh to the offloaded pod lost (last WireGuard handshake 3m10s ago)\n"},
+		{"back", time.Now(), http.StatusOK, "ready\n"},
+	} {
+		last = tc.last
+		if code, body := get(t, a.handler, "/readyz"); code != tc.code || body != tc.body {
+			t.Errorf("%s: /readyz = %d %q, want %d %q", tc.name, code, body, tc.code, tc.body)
+		}
+	}
+	for _, want := range []string{"mesh to the offloaded pod lost", "mesh to the offloaded pod back"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %q:\n%s", want, logs)
+		}
+	}
 }

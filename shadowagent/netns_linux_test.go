@@ -109,13 +109,8 @@ func normSave(s string) string {
 	return strings.Join(out, "")
 }
 
-var (
-	meshAgentOnce sync.Once
-	meshAgentBin  string
-	meshAgentErr  error
-)
-
-// buildMeshAgent builds cmd/mesh-agent once per test process.
+// buildMeshAgent builds cmd/mesh-agent once per test process; TestMain removes it at the end
+// (a test's cleanup would remove it under the tests that run after it).
 func buildMeshAgent(t *testing.T) string {
 	t.Helper()
 	meshAgentOnce.Do(func() {
@@ -136,7 +131,6 @@ func buildMeshAgent(t *testing.T) string {
 	if meshAgentErr != nil {
 		t.Fatal(meshAgentErr)
 	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(meshAgentBin)) })
 	return meshAgentBin
 }
 

@@ -26,12 +26,18 @@ type Config struct {
 	// IgnoreTestFiles exempts goroutines with a frame in a _test.go file, for packages whose
 	// markers also match their own test helpers. Default false: every match is a leak.
 	IgnoreTestFiles bool
+	// AfterRun, if set, runs once the tests are done, before the leak check: it removes what the
+	// tests shared (a binary built once for all of them).
+	AfterRun func()
 }
 
 // Main runs the tests and exits with their code; when they passed but goroutines c names are
 // still there after up to 5 s, it prints their stacks to stderr and exits 1.
 func Main(m *testing.M, c Config) {
 	code := m.Run()
+	if c.AfterRun != nil {
+		c.AfterRun()
+	}
 	if code == 0 {
 		if leaks := c.wait(wait); leaks != "" {
 			fmt.Fprintf(os.Stderr, "goroutine leak:\n%s\n", leaks)

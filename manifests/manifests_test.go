@@ -471,7 +471,7 @@ func TestPluginConfig(t *testing.T) {
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		c, err := plugin.LoadConfig(path, func(string) string { return "" })
+		c, err := plugin.LoadConfig(path, func(string) (string, bool) { return "", false })
 		if err != nil {
 			t.Fatalf("plugin.LoadConfig: %v", err)
 		}

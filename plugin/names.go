@@ -46,9 +46,12 @@ func ScopedName(name, uid string) string {
 }
 
 // RemoteNamespace maps a local namespace to the remote one: "<prefix>-<namespace>", unless the
-// namespace is excluded from prefixing. Names that would pass 63 characters are cut and end with a
+// prefix is empty or the namespace is excluded from prefixing. Names that would pass 63 characters are cut and end with a
 // hash of the full name, so distinct namespaces stay distinct.
 func RemoteNamespace(prefix string, exclusions []string, namespace string) string {
+	if prefix == "" {
+		return namespace
+	}
 	for _, e := range exclusions {
 		if e == namespace {
 			return namespace

@@ -48,6 +48,9 @@ type Config struct {
 	RemoteTimeout time.Duration
 	// MaxBodyBytes limits request bodies (default 16 MiB).
 	MaxBodyBytes int64
+	// DocsPath, when set, serves the documentation page there as well as at /docs (the Python
+	// plugin's app.api_docs_path).
+	DocsPath string
 	// Logger receives the plugin's logs (nil discards them).
 	Logger *slog.Logger
 	// Registry receives the plugin's metrics (nil: a private registry, served on /metrics).
@@ -86,9 +89,6 @@ const indexSourceUID = "sourceUID"
 func New(cfg Config) (*Plugin, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("plugin config: Client is required")
-	}
-	if cfg.Offloading.NamespacePrefix == "" {
-		cfg.Offloading.NamespacePrefix = "offloading"
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Minute

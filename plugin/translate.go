@@ -16,6 +16,7 @@ import (
 // Offloading describes how pods are shaped for the remote cluster; it is the pure part of the
 // configuration that Translate needs.
 type Offloading struct {
+	// NamespacePrefix makes remote namespaces <prefix>-<namespace>; empty: the local names.
 	NamespacePrefix           string
 	NamespacePrefixExclusions []string
 	NodeSelector              map[string]string

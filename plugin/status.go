@@ -2,13 +2,10 @@ package plugin
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Reasons the plugin writes into container states it synthesizes.
@@ -69,11 +66,11 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 	}
 	if remote == nil {
 		ns := RemoteNamespace(p.cfg.Offloading.NamespacePrefix, p.cfg.Offloading.NamespacePrefixExclusions, local.Namespace)
-		rctx, cancel := p.remoteCtx(ctx)
-		defer cancel()
-		got, err := p.client.CoreV1().Pods(ns).Get(rctx, ScopedName(local.Name, string(local.UID)), metav1.GetOptions{})
+		got, err := p.findRemotePod(ctx, ns, local.Name, local.UID)
 		switch {
-		case apierrors.IsNotFound(err):
+		case err != nil:
+			return PodStatus{}, err
+		case got == nil:
 			name := ns + "/" + ScopedName(local.Name, string(local.UID))
 			if !p.guard.wasSeen(local.UID) && time.Since(local.CreationTimestamp.Time) < p.cfg.NotCreatedGrace {
 				// InterLink's VK polls a pod while it is still making its shadow pod, before it
@@ -87,8 +84,6 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 			st.InitContainers = goneStatuses(local.Spec.InitContainers, msg)
 			st.Containers = goneStatuses(local.Spec.Containers, msg)
 			return st, nil
-		case err != nil:
-			return PodStatus{}, p.remoteErr("get pod", fmt.Errorf("get pod %s: %w", ns, err))
 		}
 		remote = got
 		p.guard.markSeen(local.UID)

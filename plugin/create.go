@@ -121,6 +121,18 @@ func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) 
 			undo = append(undo, func(ctx context.Context) error { return secrets.Delete(ctx, name, metav1.DeleteOptions{}) })
 		}
 	}
+	for _, pvc := range plan.PVCs {
+		made, err := p.ensurePVC(ctx, pvc)
+		if err != nil {
+			return CreateResponse{}, rollback(err)
+		}
+		if made {
+			name := pvc.Name
+			undo = append(undo, func(ctx context.Context) error {
+				return p.client.CoreV1().PersistentVolumeClaims(plan.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
+			})
+		}
+	}
 	if err := p.releaseGate(ctx, pod); err != nil {
 		return CreateResponse{}, rollback(err)
 	}
@@ -130,7 +142,7 @@ func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) 
 	}
 	p.guard.markSeen(req.Pod.UID)
 	p.log.Info("pod offloaded", "pod", req.Pod.Namespace+"/"+req.Pod.Name, "remote", plan.Namespace+"/"+pod.Name,
-		"configmaps", len(plan.ConfigMaps), "secrets", len(plan.Secrets), "adopted", !created)
+		"configmaps", len(plan.ConfigMaps), "secrets", len(plan.Secrets), "pvcs", len(plan.PVCs), "adopted", !created)
 	return CreateResponse{PodUID: string(req.Pod.UID), PodJID: string(pod.UID)}, nil
 }
 

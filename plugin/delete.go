@@ -76,13 +76,13 @@ func (p *Plugin) deleteRemote(ctx context.Context, local *corev1.Pod) error {
 	sel := metav1.ListOptions{LabelSelector: labels.Set{LabelSourceUID: sanitizeLabelValue(string(local.UID))}.String()}
 	gone("delete configmaps", core.ConfigMaps(ns).DeleteCollection(rctx, metav1.DeleteOptions{}, sel))
 	gone("delete secrets", core.Secrets(ns).DeleteCollection(rctx, metav1.DeleteOptions{}, sel))
-	for _, claim := range splitList(local.Annotations[AnnotRemotePVC]) {
+	for _, claim := range claimsOf(local) {
 		pvc, err := core.PersistentVolumeClaims(ns).Get(rctx, claim, metav1.GetOptions{})
 		if err != nil {
 			gone("get pvc", err)
 			continue
 		}
-		if pvc.Annotations[AnnotPVCRetain] == "delete" {
+		if deleteWithPod(pvc) {
 			gone("delete pvc", core.PersistentVolumeClaims(ns).Delete(rctx, claim, metav1.DeleteOptions{}))
 		}
 	}

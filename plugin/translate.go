@@ -33,6 +33,8 @@ type Plan struct {
 	// names; they get an ownerReference to the remote pod once it exists.
 	ConfigMaps []*corev1.ConfigMap
 	Secrets    []*corev1.Secret
+	// PVCs are the remote claims to create when missing (see remotePVCs); never owned by the pod.
+	PVCs []*corev1.PersistentVolumeClaim `json:",omitempty"`
 	// ServiceAccount is the service account the remote pod runs as, ensured to exist ("" for default).
 	ServiceAccount string
 	// Mesh is the mesh the pod's mesh-agent sidecar joins, nil for a pod without the mesh. It is
@@ -141,6 +143,7 @@ func Translate(req *RetrievedPodData, o Offloading) (*Plan, error) {
 		}
 	}
 	plan.Pod = &corev1.Pod{ObjectMeta: meta, Spec: *spec}
+	plan.PVCs = remotePVCs(req, plan.Namespace)
 	if mesh != nil {
 		if err := injectMesh(plan, local, *mesh, o.Mesh.withDefaults()); err != nil {
 			return nil, err

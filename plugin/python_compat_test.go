@@ -117,6 +117,17 @@ func TestPythonOffloadedPodSurvivesTheSwitch(t *testing.T) {
 		return code == http.StatusOK && string(body) == "from python\n", nil
 	})
 
+	// A plugin whose cache never saw the pod (not started) finds it by the Python plugin's name.
+	cold := mustNew(t, Config{Client: s.cluster.Client, Offloading: Offloading{NamespacePrefix: s.prefix}})
+	if st, err := cold.Status(t.Context(), &local); err != nil || st.JID != string(remote.UID) {
+		t.Errorf("status without the cache: JID %q, %v; want %s", st.JID, err, remote.UID)
+	}
+	if rc, err := cold.Logs(t.Context(), &LogRequest{Namespace: "legacy", PodUID: string(uid), PodName: local.Name, ContainerName: "main"}); err != nil {
+		t.Errorf("logs without the cache: %v", err)
+	} else {
+		rc.Close()
+	}
+
 	if resp := s.create(t, req); resp.PodJID != string(remote.UID) {
 		t.Errorf("a repeated create answered JID %s, want the adopted pod %s", resp.PodJID, remote.UID)
 	}

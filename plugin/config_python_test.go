@@ -312,6 +312,17 @@ current-context: c
 		{"verify_ssl false alone: anonymous", `{"verify_ssl": false}`, false, "forbidden"},
 		{"CA alone: anonymous", `{"ssl_ca_cert": "` + tls.CAFile + `"}`, false, "forbidden"},
 	}
+	t.Run("YAML file with the same keys", func(t *testing.T) {
+		file := writeFile(t, filepath.Join(t.TempDir(), "c.yaml"), "k8s:\n  kubeconfig_path: "+bare+
+			"\n  client_configuration: {ssl_ca_cert: "+tls.CAFile+", cert_file: "+tls.CertFile+", key_file: "+tls.KeyFile+"}\n")
+		c, err := LoadConfig(file, envOf(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := reach(t, c); err != nil {
+			t.Fatalf("get namespace: %v", err)
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := client(t, tt.json)

@@ -167,7 +167,7 @@ func (p *Plugin) Run(ctx context.Context) error {
 	if ttl := p.cfg.EmptyNamespaceTTL; ttl > 0 && ttl < every {
 		every = ttl
 	}
-	collect := time.NewTicker(every / 5)
+	collect := time.NewTicker(max(every/5, 100*time.Millisecond)) // a TTL of 1ns must not stop the plugin
 	defer collect.Stop()
 	var sweep <-chan time.Time // nil without a local client: never fires
 	if p.cfg.LocalClient != nil {

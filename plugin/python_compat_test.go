@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/uuid"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/testcluster"
 )
@@ -146,4 +147,61 @@ func TestPythonOffloadedPodSurvivesTheSwitch(t *testing.T) {
 	if cms, secrets := s.scoped(t, &local); len(cms)+len(secrets) != 0 {
 		t.Errorf("left behind: %d ConfigMaps, %d Secrets", len(cms), len(secrets))
 	}
+}
+
+// The Python plugin's namespace semantics on the test cluster: an empty prefix keeps the local
+// namespace's name (and such namespaces are never removed as empty); an excluded namespace keeps
+// its name under a prefix, the others get it.
+func TestNamespacePrefixSemantics(t *testing.T) {
+	t.Parallel()
+	suffix := string(uuid.NewUUID())[:8]
+	nss := cleanupNamespaces(t)
+	t.Run("no prefix", func(t *testing.T) {
+		s := serve(t, func(c *Config) { c.Offloading.NamespacePrefix = ""; c.EmptyNamespaceTTL = time.Nanosecond })
+		req := runnable("web", "plain-"+suffix)
+		nss.add("plain-" + suffix)
+		s.create(t, req)
+		if _, err := s.cluster.Client.CoreV1().Pods("plain-"+suffix).Get(t.Context(), ScopedName("web", string(req.Pod.UID)), metav1.GetOptions{}); err != nil {
+			t.Fatalf("the pod is not in the local namespace's name: %v", err)
+		}
+		if code, body := s.call(t, "POST", "/delete", req.Pod); code != http.StatusOK {
+			t.Fatalf("delete: %d %s", code, body)
+		}
+		for range 2 { // the first sweep marks it empty, the second would remove it
+			if n, err := s.RemoveEmptyNamespaces(t.Context()); err != nil || n != 0 {
+				t.Fatalf("removed %d namespaces, %v", n, err)
+			}
+		}
+		if ns, err := s.cluster.Client.CoreV1().Namespaces().Get(t.Context(), "plain-"+suffix, metav1.GetOptions{}); err != nil || ns.DeletionTimestamp != nil {
+			t.Errorf("the unprefixed namespace went: %v", err)
+		}
+	})
+	t.Run("exclusions", func(t *testing.T) {
+		s := serve(t, func(c *Config) { c.Offloading.NamespacePrefixExclusions = []string{"kept-" + suffix} })
+		kept, other := runnable("web", "kept-"+suffix), runnable("web", "other-"+suffix)
+		nss.add("kept-"+suffix, s.prefix+"-other-"+suffix)
+		s.create(t, kept)
+		s.create(t, other)
+		for ns, req := range map[string]RetrievedPodData{"kept-" + suffix: kept, s.prefix + "-other-" + suffix: other} {
+			if _, err := s.cluster.Client.CoreV1().Pods(ns).Get(t.Context(), ScopedName("web", string(req.Pod.UID)), metav1.GetOptions{}); err != nil {
+				t.Errorf("pod of %s: %v", req.Pod.Namespace, err)
+			}
+		}
+	})
+}
+
+// namespaceCleanup deletes the namespaces a test made outside its prefix.
+type namespaceCleanup struct{ names []string }
+
+func (n *namespaceCleanup) add(names ...string) { n.names = append(n.names, names...) }
+
+func cleanupNamespaces(t *testing.T) *namespaceCleanup {
+	cl := testcluster.Get(t)
+	n := &namespaceCleanup{}
+	t.Cleanup(func() {
+		for _, ns := range n.names {
+			_ = cl.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+		}
+	})
+	return n
 }

@@ -37,7 +37,7 @@ func pythonMeta(local metav1.ObjectMeta, podUID types.UID, namespace string) met
 // namespace <prefix>-<namespace> labelled interlink.io=offloading, each ConfigMap and Secret under
 // its scoped name, never owned by the pod, then the pod with its volumes and env references renamed
 // the same way. It returns the remote pod.
-func pythonOffload(t *testing.T, cl *testcluster.Cluster, prefix string, req RetrievedPodData) *corev1.Pod {
+func pythonOffload(t *testing.T, cl *testcluster.Cluster, prefix string, req RetrievedPodData, initContainers ...corev1.Container) *corev1.Pod {
 	t.Helper()
 	ctx, core, uid := t.Context(), cl.Client.CoreV1(), req.Pod.UID
 	ns := prefix + "-" + req.Pod.Namespace
@@ -66,6 +66,7 @@ func pythonOffload(t *testing.T, cl *testcluster.Cluster, prefix string, req Ret
 			v.SecretName = PythonScopedName(v.SecretName, string(uid))
 		}
 	}
+	spec.InitContainers = append(spec.InitContainers, initContainers...)
 	meta := pythonMeta(req.Pod.ObjectMeta, uid, ns)
 	meta.Annotations[AnnotSourceUID] = string(uid)
 	pod, err := core.Pods(ns).Create(ctx, &corev1.Pod{ObjectMeta: meta, Spec: *spec}, metav1.CreateOptions{})
@@ -147,6 +148,34 @@ func TestPythonOffloadedPodSurvivesTheSwitch(t *testing.T) {
 	if cms, secrets := s.scoped(t, &local); len(cms)+len(secrets) != 0 {
 		t.Errorf("left behind: %d ConfigMaps, %d Secrets", len(cms), len(secrets))
 	}
+}
+
+// The Python plugin ran a pod's mesh script in a sidecar init container, "mesh-setup"; a pod it
+// offloaded so keeps it, and /status never reports it: InterLink's VK crashes on an init container
+// the local pod lacks, or holds the pod Pending while one runs.
+func TestPythonMeshSidecarNotReported(t *testing.T) {
+	t.Parallel()
+	s := serve(t)
+	req := RetrievedPodData{Pod: corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "meshed", Namespace: "legacy-mesh", UID: types.UID(newUID()), CreationTimestamp: metav1.Now()},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "busybox"}}},
+	}}
+	always := corev1.ContainerRestartPolicyAlways
+	remote := pythonOffload(t, s.cluster, s.prefix, req, corev1.Container{
+		Name: "mesh-setup", Image: "alpine:latest", Command: []string{"/bin/sh", "-c"}, Args: []string{"bash /tmp/interlink/mesh.sh"},
+		RestartPolicy: &always,
+	})
+	poll(t, "the remote sidecar running", func(ctx context.Context) (bool, error) {
+		p, err := s.cluster.Client.CoreV1().Pods(remote.Namespace).Get(ctx, remote.Name, metav1.GetOptions{})
+		return err == nil && len(p.Status.InitContainerStatuses) == 1 && p.Status.InitContainerStatuses[0].State.Running != nil, nil
+	})
+	poll(t, "status from the cache", func(context.Context) (bool, error) {
+		st := s.status(t, req.Pod)
+		if len(st) == 1 && len(st[0].InitContainers) != 0 {
+			t.Fatalf("init containers reported: %+v", st[0].InitContainers)
+		}
+		return len(st) == 1 && st[0].JID == string(remote.UID) && len(st[0].Containers) == len(req.Pod.Spec.Containers), nil
+	})
 }
 
 // The Python plugin's namespace semantics on the test cluster: an empty prefix keeps the local

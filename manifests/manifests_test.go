@@ -2,6 +2,7 @@ package manifests
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"flag"
 	"fmt"
@@ -21,13 +22,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
@@ -476,7 +480,7 @@ func TestPluginConfig(t *testing.T) {
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		c, err := plugin.LoadConfig(path, func(string) string { return "" })
+		c, err := plugin.LoadConfig(path, func(string) (string, bool) { return "", false })
 		if err != nil {
 			t.Fatalf("plugin.LoadConfig: %v", err)
 		}
@@ -591,6 +595,7 @@ func TestClusterRoleLeastPrivilege(t *testing.T) {
 		{"create", "pods", "", "offloading-x", true},
 		{"get", "pods", "", "offloading-x", true},
 		{"delete", "pods", "", "offloading-x", true},
+		{"patch", "pods", "", "offloading-x", true},
 		{"list", "pods", "", "", true},
 		{"watch", "pods", "", "", true},
 		{"get", "pods", "log", "offloading-x", true},
@@ -605,15 +610,16 @@ func TestClusterRoleLeastPrivilege(t *testing.T) {
 		{"create", "serviceaccounts", "", "offloading-x", true},
 		{"get", "serviceaccounts", "", "offloading-x", true},
 		{"get", "persistentvolumeclaims", "", "offloading-x", true},
+		{"create", "persistentvolumeclaims", "", "offloading-x", true},
 		{"delete", "persistentvolumeclaims", "", "offloading-x", true},
 		{"list", "nodes", "", "", true},
 		// Not needed, so not granted.
 		{"delete", "namespaces", "", "", false},
 		{"list", "secrets", "", "", false},
 		{"watch", "secrets", "", "", false},
-		{"patch", "pods", "", "offloading-x", false},
+		{"update", "pods", "", "offloading-x", false},
 		{"create", "pods", "exec", "offloading-x", false},
-		{"create", "persistentvolumeclaims", "", "offloading-x", false},
+		{"update", "persistentvolumeclaims", "", "offloading-x", false},
 		{"create", "serviceaccounts", "token", "offloading-x", false},
 		{"update", "nodes", "", "", false},
 		{"create", "clusterrolebindings", "", "", false},
@@ -641,6 +647,45 @@ func TestClusterRoleLeastPrivilege(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+	}
+
+	// The plugin itself, as that ServiceAccount: a create with a ConfigMap and a claim to make
+	// (which releases the pod's scheduling gate with a patch), then its delete.
+	rc := rest.CopyConfig(cl.Config)
+	rc.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:serviceaccounts", "system:authenticated"}}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := plugin.New(plugin.Config{Client: client, Offloading: plugin.Offloading{NamespacePrefix: "rbac"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := types.UID(ns + "-pod")
+	req := plugin.RetrievedPodData{
+		Pod: corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns, UID: uid, Annotations: map[string]string{plugin.AnnotRemotePVC: "data"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "busybox"}}, Volumes: []corev1.Volume{
+				{Name: "conf", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "conf"}}}},
+				{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}},
+			}},
+		},
+		Containers: []plugin.RetrievedContainer{{
+			Name:       "web",
+			ConfigMaps: []corev1.ConfigMap{{ObjectMeta: metav1.ObjectMeta{Name: "conf"}, Data: map[string]string{"a": "b"}}},
+			PersistentVolumeClaims: []corev1.PersistentVolumeClaim{{ObjectMeta: metav1.ObjectMeta{Name: "data", Annotations: map[string]string{plugin.AnnotPVCRetain: "delete"}},
+				Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}},
+		}},
+	}
+	t.Cleanup(func() {
+		_ = cl.Client.CoreV1().Namespaces().Delete(context.Background(), "rbac-"+ns, metav1.DeleteOptions{})
+	})
+	if _, err := p.Create(t.Context(), &req); err != nil {
+		t.Fatalf("create as the plugin's ServiceAccount: %v", err)
+	}
+	if err := p.Delete(t.Context(), &req.Pod); err != nil {
+		t.Fatalf("delete as the plugin's ServiceAccount: %v", err)
 	}
 }
 

@@ -30,6 +30,10 @@ type RetrievedContainer struct {
 	ProjectedVolumeMaps []corev1.ConfigMap `json:"projectedvolumemaps"`
 	Secrets             []corev1.Secret    `json:"secrets"`
 	EmptyDirs           []string           `json:"emptyDirs"`
+	// PersistentVolumeClaims are the claims the container mounts, a field of InterLink's plugin
+	// SDK (InterLink's own VK does not send it today); those named in interlink.io/remote-pvc are
+	// created remotely when missing.
+	PersistentVolumeClaims []corev1.PersistentVolumeClaim `json:"persistentVolumeClaims,omitempty"`
 }
 
 // CreateResponse is the reply to POST /create. PodJID is the remote pod's UID; the VK stores it.

@@ -2,29 +2,45 @@ package plugin
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
-	"net/url"
 	"os"
-	"strconv"
+	"path/filepath"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 )
 
-// FileConfig is the plugin's configuration file, with the seed plugin's option names. Every option
-// can be overridden by an environment variable named after its path: `app.socket_port` is
-// APP_SOCKET_PORT, `k8s.client_configuration.qps` is K8S_CLIENT_CONFIGURATION_QPS.
+// FileConfig is the plugin's configuration file, with the Python plugin's option names, in YAML or
+// in that plugin's INI form (see LoadConfig). Every option can be overridden by an environment
+// variable named after its path: `app.socket_port` is APP_SOCKET_PORT,
+// `k8s.client_configuration.qps` is K8S_CLIENT_CONFIGURATION_QPS.
 type FileConfig struct {
 	K8s        K8sOptions        `json:"k8s"`
 	App        AppOptions        `json:"app"`
 	Offloading OffloadingOptions `json:"offloading"`
 	Mesh       MeshOptions       `json:"mesh"`
+
+	// Path is the file read ("" for none) and Format its form: FormatYAML, FormatINI or "".
+	Path   string `json:"-"`
+	Format string `json:"-"`
+	// Notices are what the plugin reports at start about the configuration: options of the Python
+	// plugin that this plugin replaces, ignores or reads differently, and unknown INI keys.
+	Notices []Notice `json:"-"`
 }
+
+// The forms of the configuration file.
+const (
+	FormatYAML = "yaml"
+	FormatINI  = "ini"
+)
+
+// DefaultConfigPath is read, relative to the working directory, when no file is named and it
+// exists: where the Python plugin reads its config.ini.
+const DefaultConfigPath = "private/config.ini"
 
 // K8sOptions say how to reach the remote cluster. With neither a path nor an inline kubeconfig the
 // plugin uses its in-cluster service account.
@@ -34,8 +50,16 @@ type K8sOptions struct {
 	ClientConfiguration ClientOptions `json:"client_configuration"`
 }
 
-// ClientOptions tune the client-go client of the remote cluster.
+// ClientOptions tune the client-go client of the remote cluster. VerifySSL, SSLCACert, CertFile
+// and KeyFile are the Python client's names; set, they take precedence over the kubeconfig's own.
 type ClientOptions struct {
+	// VerifySSL false accepts any server certificate (the kubeconfig's CA is then not used).
+	VerifySSL *bool `json:"verify_ssl,omitempty"`
+	// SSLCACert is the file of the CA that signed the apiserver's certificate.
+	SSLCACert string `json:"ssl_ca_cert,omitempty"`
+	// CertFile and KeyFile are the client certificate and its key, both PEM files.
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
 	// QPS is the sustained request rate to the remote apiserver (default 200: a create takes
 	// about 8 requests and InterLink sends creates 20 and more at a time; see BenchmarkLoad).
 	QPS float32 `json:"qps,omitempty"`
@@ -55,12 +79,16 @@ type AppOptions struct {
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
 	// LogLevel is debug, info, warn or error (default info).
 	LogLevel string `json:"log_level,omitempty"`
+	// APIDocsPath also serves the API's documentation page at this path (it is always at /docs).
+	APIDocsPath string `json:"api_docs_path,omitempty"`
 }
 
 // OffloadingOptions shape the remote objects.
 type OffloadingOptions struct {
-	// NamespacePrefix makes the remote namespace <prefix>-<namespace> (default "offloading").
-	NamespacePrefix string `json:"namespace_prefix,omitempty"`
+	// NamespacePrefix makes the remote namespace <prefix>-<namespace>; empty: the local name
+	// (default "offloading" in YAML and the environment; in the INI form, as in the Python
+	// plugin, none).
+	NamespacePrefix *string `json:"namespace_prefix,omitempty"`
 	// NamespacePrefixExclusions are local namespaces kept as they are remotely.
 	NamespacePrefixExclusions []string `json:"namespace_prefix_exclusions,omitempty"`
 	// NodeSelector and NodeTolerations are added to every offloaded pod.
@@ -124,144 +152,91 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()
 // DefaultSocket is where the plugin listens when nothing says otherwise, as the seed did.
 const DefaultSocket = "unix:///var/run/.plugin.sock"
 
-// LoadConfig reads the file at path (none when path is empty), applies environment overrides
-// through getenv, fills defaults and validates. Errors name the option at fault.
-func LoadConfig(path string, getenv func(string) string) (FileConfig, error) {
+// LoadConfig reads the configuration file at path, applies environment overrides through
+// lookupEnv (os.LookupEnv), fills defaults and validates. Errors name the option at fault.
+//
+// With no path, DefaultConfigPath is read if it exists, else the environment alone configures the
+// plugin. A file whose name ends in .ini, or whose first line that is not blank or a comment is a
+// "[section]" header, is read in the Python plugin's INI form (readINI); any other file is YAML.
+// An environment variable set to the empty string counts as unset, except
+// OFFLOADING_NAMESPACE_PREFIX, for which empty means no prefix.
+func LoadConfig(path string, lookupEnv func(string) (string, bool)) (FileConfig, error) {
 	var c FileConfig
+	if path == "" {
+		if _, err := os.Stat(DefaultConfigPath); err == nil {
+			path = DefaultConfigPath
+		}
+	}
 	if path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return c, fmt.Errorf("read config: %w", err)
 		}
-		if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		c.Path = path
+		if isINI(path, b) {
+			c.Format = FormatINI
+			err = c.readINI(b)
+		} else {
+			c.Format = FormatYAML
+			err = yaml.UnmarshalStrict(b, &c)
+		}
+		if err != nil {
 			return c, fmt.Errorf("parse config %s: %w", path, err)
 		}
 	}
-	for _, o := range c.options() {
-		v := getenv(o.Env())
-		if v == "" {
-			continue
-		}
-		if err := o.set(v); err != nil {
-			return c, fmt.Errorf("option %s (env %s): %w", o.Key, o.Env(), err)
-		}
+	if err := c.applyEnv(lookupEnv); err != nil {
+		return c, err
+	}
+	if c.Format == FormatINI {
+		c.resolveKubeconfigAsPython()
 	}
 	c.defaults()
+	if strings.HasPrefix(c.App.SocketAddress, "https://") {
+		c.Notices = append(c.Notices, Notice{Option: "app.socket_address", Level: slog.LevelWarn,
+			Message: "https:// serves plain HTTP, as in the Python plugin; write http://"})
+	}
 	return c, c.Validate()
 }
 
-// Option is one configuration option: its path in the file and how to set it from a string.
-type Option struct {
-	Key  string
-	Help string
-	set  func(string) error
-}
-
-// Env is the environment variable overriding the option.
-func (o Option) Env() string { return strings.ToUpper(strings.ReplaceAll(o.Key, ".", "_")) }
-
-// Options lists every option, for help text and environment overrides.
-func Options() []Option { var c FileConfig; return c.options() }
-
-func (c *FileConfig) options() []Option {
-	str := func(p *string) func(string) error { return func(v string) error { *p = v; return nil } }
-	return []Option{
-		{"k8s.kubeconfig_path", "path of the remote cluster's kubeconfig", str(&c.K8s.KubeconfigPath)},
-		{"k8s.kubeconfig", "the remote cluster's kubeconfig, inline", str(&c.K8s.Kubeconfig)},
-		{"k8s.client_configuration.qps", "remote API requests per second (default 200)", func(v string) error {
-			f, err := strconv.ParseFloat(v, 32)
-			c.K8s.ClientConfiguration.QPS = float32(f)
-			return err
-		}},
-		{"k8s.client_configuration.burst", "remote API burst (default 400)", intSetter(&c.K8s.ClientConfiguration.Burst)},
-		{"k8s.client_configuration.timeout", "timeout of a remote API request (default 30s)", durationSetter(&c.K8s.ClientConfiguration.Timeout)},
-		{"app.socket_address", "unix:///path or http://host (default " + DefaultSocket + ")", str(&c.App.SocketAddress)},
-		{"app.socket_port", "TCP port with an http:// socket_address", intSetter(&c.App.SocketPort)},
-		{"app.max_body_bytes", "request body limit in bytes (default 16777216)", func(v string) error {
-			n, err := strconv.ParseInt(v, 10, 64)
-			c.App.MaxBodyBytes = n
-			return err
-		}},
-		{"app.log_level", "debug, info, warn or error (default info)", str(&c.App.LogLevel)},
-		{"offloading.namespace_prefix", "remote namespace prefix (default offloading)", str(&c.Offloading.NamespacePrefix)},
-		{"offloading.namespace_prefix_exclusions", "comma-separated namespaces kept unprefixed", func(v string) error {
-			c.Offloading.NamespacePrefixExclusions = splitList(v)
-			return nil
-		}},
-		{"offloading.node_selector", "remote node selector: JSON object or k=v,k=v", func(v string) error {
-			m, err := parseSelector(v)
-			c.Offloading.NodeSelector = m
-			return err
-		}},
-		{"offloading.node_tolerations", "remote tolerations: JSON list of Kubernetes tolerations", func(v string) error {
-			return json.Unmarshal([]byte(v), &c.Offloading.NodeTolerations)
-		}},
-		{"offloading.local_kubeconfig_path", "read-only local kubeconfig enabling the orphan sweep", str(&c.Offloading.LocalKubeconfigPath)},
-		{"offloading.orphan_sweep_interval", "orphan sweep period (default 5m)", durationSetter(&c.Offloading.OrphanSweepInterval)},
-		{"offloading.empty_namespace_ttl", "delete a remote namespace the plugin made once it held none of its pods this long (default 10m; negative: never)", durationSetter(&c.Offloading.EmptyNamespaceTTL)},
-		{"mesh.enabled", "inject the mesh-agent sidecar into pods with mesh annotations (default true)", func(v string) error {
-			b, err := strconv.ParseBool(v)
-			c.Mesh.Enabled = &b
-			return err
-		}},
-		{"mesh.agent_image", "mesh-agent image (default " + meshAgentRepository + ":<plugin version>, :latest without one)", str(&c.Mesh.AgentImage)},
-		{"mesh.agent_image_pull_policy", "Always, IfNotPresent or Never (default IfNotPresent)", func(v string) error {
-			c.Mesh.AgentImagePullPolicy = corev1.PullPolicy(v)
-			return nil
-		}},
-		{"mesh.agent_resources", `sidecar resources: JSON such as {"requests":{"cpu":"10m","memory":"32Mi"},"limits":{"memory":"256Mi"}} (the default)`, func(v string) error {
-			c.Mesh.AgentResources = &corev1.ResourceRequirements{}
-			return json.Unmarshal([]byte(v), c.Mesh.AgentResources)
-		}},
-		{"mesh.agent_startup_timeout", "wait for the first WireGuard handshake before the sidecar restarts (default 5m)", durationSetter(&c.Mesh.AgentStartupTimeout)},
-		{"mesh.dns_mode", "local (the local cluster's DNS over the mesh), remote or none (default local)", str(&c.Mesh.DNSMode)},
-		{"mesh.cluster_domain", "the local cluster's DNS domain (default cluster.local)", str(&c.Mesh.ClusterDomain)},
-		{"mesh.remote_pod_cidr", "the remote cluster's pod CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemotePodCIDR)},
-		{"mesh.remote_service_cidr", "the remote cluster's Service CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemoteServiceCIDR)},
+// isINI tells the INI form from YAML: by the .ini extension, else by a first significant line that
+// is a [section] header (a YAML configuration is a mapping, never such a list).
+func isINI(path string, b []byte) bool {
+	if strings.EqualFold(filepath.Ext(path), ".ini") {
+		return true
 	}
-}
-
-func intSetter(p *int) func(string) error {
-	return func(v string) error {
-		n, err := strconv.Atoi(v)
-		*p = n
-		return err
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(line, "\ufeff"))
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		_, ok := iniHeader(line)
+		return ok && !strings.Contains(line, ",")
 	}
+	return false
 }
 
-func durationSetter(p *Duration) func(string) error {
-	return func(v string) error {
-		d, err := time.ParseDuration(v)
-		p.Duration = d
-		return err
-	}
-}
-
-func splitList(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
+// applyEnv sets every option whose environment variable is set, the Python plugin's own first so
+// that this plugin's more specific names win.
+func (c *FileConfig) applyEnv(lookupEnv func(string) (string, bool)) error {
+	for _, o := range append(c.pythonOptions(), c.options()...) {
+		v, ok := lookupEnv(o.Env())
+		if !ok || (v == "" && o.Key != "offloading.namespace_prefix") {
+			continue
+		}
+		if o.set == nil {
+			c.notice(o, v)
+			continue
+		}
+		if err := o.set(v); err != nil {
+			return fmt.Errorf("option %s (env %s): %w", o.Key, o.Env(), err)
 		}
 	}
-	return out
-}
-
-func parseSelector(v string) (map[string]string, error) {
-	m := map[string]string{}
-	if strings.HasPrefix(strings.TrimSpace(v), "{") {
-		return m, json.Unmarshal([]byte(v), &m)
+	if c.Format == "" && c.Offloading.NamespacePrefix == nil {
+		c.Notices = append(c.Notices, Notice{Option: "offloading.namespace_prefix", Level: slog.LevelInfo,
+			Message: "not set: remote namespaces are offloading-<namespace>; set OFFLOADING_NAMESPACE_PREFIX= (empty) for the local names, the Python plugin's default without a file"})
 	}
-	for _, kv := range splitList(v) {
-		k, val, ok := strings.Cut(kv, "=")
-		if !ok {
-			return nil, fmt.Errorf("%q is not key=value", kv)
-		}
-		m[strings.TrimSpace(k)] = strings.TrimSpace(val)
-	}
-	return m, nil
+	return nil
 }
-
 func (c *FileConfig) defaults() {
 	if c.App.SocketAddress == "" {
 		c.App.SocketAddress = DefaultSocket
@@ -281,8 +256,8 @@ func (c *FileConfig) defaults() {
 	if c.K8s.ClientConfiguration.Timeout.Duration == 0 {
 		c.K8s.ClientConfiguration.Timeout.Duration = 30 * time.Second
 	}
-	if c.Offloading.NamespacePrefix == "" {
-		c.Offloading.NamespacePrefix = "offloading"
+	if c.Offloading.NamespacePrefix == nil {
+		c.Offloading.NamespacePrefix = ptrTo("offloading")
 	}
 	if c.Offloading.OrphanSweepInterval.Duration == 0 {
 		c.Offloading.OrphanSweepInterval.Duration = 5 * time.Minute
@@ -309,6 +284,14 @@ func (c *FileConfig) defaults() {
 	if c.Mesh.ClusterDomain == "" {
 		c.Mesh.ClusterDomain = d.ClusterDomain
 	}
+}
+
+// Prefix is the namespace prefix, "" for none.
+func (o OffloadingOptions) Prefix() string {
+	if o.NamespacePrefix == nil {
+		return ""
+	}
+	return *o.NamespacePrefix
 }
 
 // MeshConfig is the mesh part of the configuration, for Offloading.Mesh. It assumes Validate
@@ -344,125 +327,4 @@ func parseCIDRList(v string) ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-// Validate reports the first option with a value the plugin cannot use.
-func (c FileConfig) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("option %s: %s", key, fmt.Sprintf(format, args...)))
-	}
-	if c.K8s.KubeconfigPath != "" && c.K8s.Kubeconfig != "" {
-		bad("k8s.kubeconfig", "set either k8s.kubeconfig_path or k8s.kubeconfig, not both")
-	}
-	if c.K8s.KubeconfigPath != "" {
-		if _, err := os.Stat(c.K8s.KubeconfigPath); err != nil {
-			bad("k8s.kubeconfig_path", "%v", err)
-		}
-	}
-	if c.K8s.ClientConfiguration.QPS < 0 {
-		bad("k8s.client_configuration.qps", "must be positive, got %v", c.K8s.ClientConfiguration.QPS)
-	}
-	if c.K8s.ClientConfiguration.Burst < 0 {
-		bad("k8s.client_configuration.burst", "must be positive, got %d", c.K8s.ClientConfiguration.Burst)
-	}
-	if _, _, err := c.App.Listen(); err != nil {
-		bad("app.socket_address", "%v", err)
-	}
-	if c.App.MaxBodyBytes < 1024 {
-		bad("app.max_body_bytes", "must be at least 1024, got %d", c.App.MaxBodyBytes)
-	}
-	switch c.App.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("app.log_level", "must be debug, info, warn or error, got %q", c.App.LogLevel)
-	}
-	if msgs := validation.IsDNS1123Label(c.Offloading.NamespacePrefix); len(msgs) > 0 {
-		bad("offloading.namespace_prefix", "%q: %s", c.Offloading.NamespacePrefix, strings.Join(msgs, "; "))
-	} else if len(c.Offloading.NamespacePrefix) > 20 {
-		bad("offloading.namespace_prefix", "%q is longer than 20 characters, leaving too little of the namespace", c.Offloading.NamespacePrefix)
-	}
-	for k, v := range c.Offloading.NodeSelector {
-		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
-			bad("offloading.node_selector", "key %q: %s", k, strings.Join(msgs, "; "))
-		}
-		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
-			bad("offloading.node_selector", "value %q: %s", v, strings.Join(msgs, "; "))
-		}
-	}
-	for i, t := range c.Offloading.NodeTolerations {
-		switch t.Effect {
-		case "", corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
-		default:
-			bad("offloading.node_tolerations", "[%d] effect %q is not a taint effect", i, t.Effect)
-		}
-	}
-	if c.Offloading.LocalKubeconfigPath != "" {
-		if _, err := os.Stat(c.Offloading.LocalKubeconfigPath); err != nil {
-			bad("offloading.local_kubeconfig_path", "%v", err)
-		}
-	}
-	c.Mesh.validate(bad)
-	return errors.Join(errs...)
-}
-
-func (m MeshOptions) validate(bad func(key, format string, args ...any)) {
-	if m.AgentImage == "" || strings.ContainsAny(m.AgentImage, " \t\n") {
-		bad("mesh.agent_image", "%q is not an image reference", m.AgentImage)
-	}
-	switch m.AgentImagePullPolicy {
-	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
-	default:
-		bad("mesh.agent_image_pull_policy", "must be Always, IfNotPresent or Never, got %q", m.AgentImagePullPolicy)
-	}
-	if r := m.AgentResources; r != nil {
-		for name, limit := range r.Limits {
-			if req, ok := r.Requests[name]; ok && req.Cmp(limit) > 0 {
-				bad("mesh.agent_resources", "the %s request %s is above its limit %s", name, req.String(), limit.String())
-			}
-		}
-	}
-	if m.AgentStartupTimeout.Duration < time.Second {
-		bad("mesh.agent_startup_timeout", "must be at least 1s, got %v", m.AgentStartupTimeout.Duration)
-	}
-	switch DNSMode(m.DNSMode) {
-	case DNSLocal, DNSRemote, DNSNone:
-	default:
-		bad("mesh.dns_mode", "must be local, remote or none, got %q", m.DNSMode)
-	}
-	if msgs := validation.IsDNS1123Subdomain(m.ClusterDomain); len(msgs) > 0 {
-		bad("mesh.cluster_domain", "%q: %s", m.ClusterDomain, strings.Join(msgs, "; "))
-	}
-	if _, err := parseCIDRList(m.RemotePodCIDR); err != nil {
-		bad("mesh.remote_pod_cidr", "%v", err)
-	}
-	if _, err := parseCIDRList(m.RemoteServiceCIDR); err != nil {
-		bad("mesh.remote_service_cidr", "%v", err)
-	}
-}
-
-// Listen returns the network and address to listen on: ("unix", path) or ("tcp", host:port).
-func (a AppOptions) Listen() (network, address string, err error) {
-	u, err := url.Parse(a.SocketAddress)
-	if err != nil {
-		return "", "", err
-	}
-	switch u.Scheme {
-	case "unix":
-		path := u.Path
-		if u.Host != "" { // unix://relative/path
-			path = u.Host + u.Path
-		}
-		if path == "" {
-			return "", "", fmt.Errorf("%q names no socket path", a.SocketAddress)
-		}
-		return "unix", path, nil
-	case "http":
-		if a.SocketPort <= 0 || a.SocketPort > 65535 {
-			return "", "", fmt.Errorf("http socket address %q needs app.socket_port in 1..65535, got %d", a.SocketAddress, a.SocketPort)
-		}
-		return "tcp", fmt.Sprintf("%s:%d", strings.Trim(u.Hostname(), "[]"), a.SocketPort), nil
-	default:
-		return "", "", fmt.Errorf("%q: scheme must be unix:// or http://", a.SocketAddress)
-	}
 }

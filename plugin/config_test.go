@@ -13,7 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
 
 func TestLoadConfig(t *testing.T) {
 	dir := t.TempDir()
@@ -47,7 +49,7 @@ offloading:
 			K8s: K8sOptions{KubeconfigPath: kubeconfig, ClientConfiguration: ClientOptions{QPS: 20, Burst: 40, Timeout: Duration{10 * time.Second}}},
 			App: AppOptions{SocketAddress: "http://0.0.0.0", SocketPort: 4000, MaxBodyBytes: 16 << 20, LogLevel: "info"},
 			Offloading: OffloadingOptions{
-				NamespacePrefix: "remote", NamespacePrefixExclusions: []string{"kube-system"},
+				NamespacePrefix: ptrTo("remote"), NamespacePrefixExclusions: []string{"kube-system"},
 				NodeSelector:        map[string]string{"pool": "gpu"},
 				NodeTolerations:     []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
 				OrphanSweepInterval: Duration{5 * time.Minute},
@@ -61,6 +63,7 @@ offloading:
 				AgentStartupTimeout: Duration{5 * time.Minute}, DNSMode: "local", ClusterDomain: "cluster.local",
 			},
 		}
+		want.Path, want.Format = file, FormatYAML
 		if diff := cmp.Diff(want, c); diff != "" {
 			t.Errorf("config (-want +got):\n%s", diff)
 		}
@@ -80,7 +83,7 @@ offloading:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.App.SocketAddress != "unix:///tmp/p.sock" || c.Offloading.NamespacePrefix != "other" || c.K8s.ClientConfiguration.QPS != 7.5 {
+		if c.App.SocketAddress != "unix:///tmp/p.sock" || c.Offloading.Prefix() != "other" || c.K8s.ClientConfiguration.QPS != 7.5 {
 			t.Errorf("overrides not applied: %+v", c)
 		}
 		if diff := cmp.Diff(map[string]string{"a": "b", "c": "d"}, c.Offloading.NodeSelector); diff != "" {

@@ -121,6 +121,18 @@ func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) 
 			undo = append(undo, func(ctx context.Context) error { return secrets.Delete(ctx, name, metav1.DeleteOptions{}) })
 		}
 	}
+	for _, pvc := range plan.PVCs {
+		made, err := p.ensurePVC(ctx, pvc)
+		if err != nil {
+			return CreateResponse{}, rollback(err)
+		}
+		if made {
+			name := pvc.Name
+			undo = append(undo, func(ctx context.Context) error {
+				return p.client.CoreV1().PersistentVolumeClaims(plan.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
+			})
+		}
+	}
 	if err := p.releaseGate(ctx, pod); err != nil {
 		return CreateResponse{}, rollback(err)
 	}
@@ -130,13 +142,17 @@ func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) 
 	}
 	p.guard.markSeen(req.Pod.UID)
 	p.log.Info("pod offloaded", "pod", req.Pod.Namespace+"/"+req.Pod.Name, "remote", plan.Namespace+"/"+pod.Name,
-		"configmaps", len(plan.ConfigMaps), "secrets", len(plan.Secrets), "adopted", !created)
+		"configmaps", len(plan.ConfigMaps), "secrets", len(plan.Secrets), "pvcs", len(plan.PVCs), "adopted", !created)
 	return CreateResponse{PodUID: string(req.Pod.UID), PodJID: string(pod.UID)}, nil
 }
 
 // createOrAdoptPod creates the remote pod, or returns the one a previous attempt made for the same
 // local pod.
 func (p *Plugin) createOrAdoptPod(ctx context.Context, want *corev1.Pod) (pod *corev1.Pod, created bool, err error) {
+	if old := p.cachedBySourceUID(want.Annotations[AnnotSourceUID]); old != nil && old.Namespace == want.Namespace && old.Name != want.Name {
+		// Offloaded by the Python plugin before the switch, under its name: that pod runs on.
+		return old, false, nil
+	}
 	pods := p.client.CoreV1().Pods(want.Namespace)
 	rctx, cancel := p.remoteCtx(ctx)
 	defer cancel()
@@ -211,7 +227,7 @@ func ensure[T object](
 	if err != nil {
 		return false, p.remoteErr(verb, err)
 	}
-	if have.GetAnnotations()[AnnotSourceUID] != obj.GetAnnotations()[AnnotSourceUID] {
+	if !samePod(have, obj) {
 		return false, ErrForeignObject
 	}
 	obj.SetResourceVersion(have.GetResourceVersion())
@@ -219,6 +235,17 @@ func ensure[T object](
 		return false, p.remoteErr(verb, err)
 	}
 	return false, nil
+}
+
+// samePod tells whether an existing remote object belongs to the same local pod as the one
+// wanted: by the pod UID this plugin writes in an annotation, or by the pod UID label both plugins
+// write (the Python plugin's ConfigMaps and Secrets carry their own local UID in the annotation).
+func samePod(have, want metav1.Object) bool {
+	if have.GetAnnotations()[AnnotSourceUID] == want.GetAnnotations()[AnnotSourceUID] {
+		return true
+	}
+	l := have.GetLabels()[LabelSourceUID]
+	return l != "" && l == want.GetLabels()[LabelSourceUID]
 }
 
 func (p *Plugin) ensureNamespace(ctx context.Context, name string) error {

@@ -61,18 +61,28 @@ func (p *Plugin) deleteRemote(ctx context.Context, local *corev1.Pod) error {
 		}
 	}
 	gone("delete pod", core.Pods(ns).Delete(rctx, name, metav1.DeleteOptions{}))
+	if names := remoteNames(local.Name, local.UID); len(names) > 1 {
+		// A pod the Python plugin offloaded has its name; delete it only if it is this pod's.
+		theirs, err := core.Pods(ns).Get(rctx, names[1], metav1.GetOptions{})
+		if err == nil && theirs.Annotations[AnnotSourceUID] == string(local.UID) {
+			gone("delete pod", core.Pods(ns).Delete(rctx, theirs.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &theirs.UID}}))
+		} else {
+			gone("get pod", err)
+		}
+	}
 	// The garbage collector would remove these with the pod; deleting them now frees them at once
-	// and covers objects a crashed create left without an owner.
+	// and covers objects a crashed create left without an owner, and those the Python plugin made
+	// (never owned, labelled alike).
 	sel := metav1.ListOptions{LabelSelector: labels.Set{LabelSourceUID: sanitizeLabelValue(string(local.UID))}.String()}
 	gone("delete configmaps", core.ConfigMaps(ns).DeleteCollection(rctx, metav1.DeleteOptions{}, sel))
 	gone("delete secrets", core.Secrets(ns).DeleteCollection(rctx, metav1.DeleteOptions{}, sel))
-	for _, claim := range splitList(local.Annotations[AnnotRemotePVC]) {
+	for _, claim := range claimsOf(local) {
 		pvc, err := core.PersistentVolumeClaims(ns).Get(rctx, claim, metav1.GetOptions{})
 		if err != nil {
 			gone("get pvc", err)
 			continue
 		}
-		if pvc.Annotations[AnnotPVCRetain] == "delete" {
+		if deleteWithPod(pvc) {
 			gone("delete pvc", core.PersistentVolumeClaims(ns).Delete(rctx, claim, metav1.DeleteOptions{}))
 		}
 	}

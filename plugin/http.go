@@ -39,6 +39,9 @@ func (p *Plugin) Handler() http.Handler {
 	mux.Handle("GET /readyz", api("/readyz", p.handleReady))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.cfg.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /docs", serveDocsPage)
+	if d := p.cfg.DocsPath; d != "" && d != "/docs" {
+		mux.HandleFunc("GET "+d, serveDocsPage)
+	}
 	mux.HandleFunc("GET /docs/openapi.json", serveOpenAPI)
 	return mux
 }

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 func (p *Plugin) handleLogs(w http.ResponseWriter, r *http.Request) error {
@@ -80,6 +81,11 @@ func (p *Plugin) Logs(ctx context.Context, req *LogRequest) (io.ReadCloser, erro
 	}
 	ns := RemoteNamespace(p.cfg.Offloading.NamespacePrefix, p.cfg.Offloading.NamespacePrefixExclusions, req.Namespace)
 	name := ScopedName(req.PodName, req.PodUID)
+	if remote, err := p.findRemotePod(ctx, ns, req.PodName, types.UID(req.PodUID)); err != nil {
+		return nil, err
+	} else if remote != nil {
+		name = remote.Name // the Python plugin's name, for a pod it offloaded
+	}
 	rc, err := p.client.CoreV1().Pods(ns).GetLogs(name, opts).Stream(ctx)
 	if err != nil {
 		return nil, p.remoteErr("get logs", fmt.Errorf("logs of %s/%s container %s: %w", ns, name, req.ContainerName, err))

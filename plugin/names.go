@@ -46,9 +46,12 @@ func ScopedName(name, uid string) string {
 }
 
 // RemoteNamespace maps a local namespace to the remote one: "<prefix>-<namespace>", unless the
-// namespace is excluded from prefixing. Names that would pass 63 characters are cut and end with a
+// prefix is empty or the namespace is excluded from prefixing. Names that would pass 63 characters are cut and end with a
 // hash of the full name, so distinct namespaces stay distinct.
 func RemoteNamespace(prefix string, exclusions []string, namespace string) string {
+	if prefix == "" {
+		return namespace
+	}
 	for _, e := range exclusions {
 		if e == namespace {
 			return namespace
@@ -86,4 +89,36 @@ func sanitizeLabel(s string) string {
 func shortHash(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])[:hashSuffixLength]
+}
+
+// PythonScopedName is the name the Python InterLink Kubernetes plugin gave the remote copy of a
+// local object of one pod: "<name>-<uid>" cut to 63 characters (so the UID is cut, not the name),
+// lower-cased, every character but a-z, 0-9, '-' and '.' replaced by '-', and what is not
+// alphanumeric trimmed at both ends. Pods and objects it offloaded before a switch to this plugin
+// carry these names; for names of up to 26 characters without a dot they equal ScopedName's.
+func PythonScopedName(name, uid string) string {
+	s := name
+	if uid != "" {
+		s = name + "-" + uid
+	}
+	if r := []rune(s); len(r) > maxNameLength { // Python cuts characters, not bytes
+		s = string(r[:maxNameLength])
+	}
+	out := make([]byte, 0, len(s))
+	for _, c := range strings.ToLower(s) { // one '-' per character, as Python's re.sub
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' {
+			out = append(out, byte(c))
+		} else {
+			out = append(out, '-')
+		}
+	}
+	alnum := func(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+	i, j := 0, len(out)
+	for i < j && !alnum(out[i]) {
+		i++
+	}
+	for j > i && !alnum(out[j-1]) {
+		j--
+	}
+	return string(out[i:j])
 }

@@ -57,7 +57,9 @@ func (p *Plugin) RemoveEmptyNamespaces(ctx context.Context) (int, error) {
 	var errs []error
 	for i := range list.Items {
 		ns := &list.Items[i]
-		if ns.DeletionTimestamp != nil || !strings.HasPrefix(ns.Name, p.cfg.Offloading.NamespacePrefix+"-") {
+		// Without a prefix, remote namespaces carry the local names and may hold anything:
+		// the plugin never removes them.
+		if ns.DeletionTimestamp != nil || p.cfg.Offloading.NamespacePrefix == "" || !strings.HasPrefix(ns.Name, p.cfg.Offloading.NamespacePrefix+"-") {
 			continue
 		}
 		pods, err := p.lister.Pods(ns.Name).List(labels.Everything())

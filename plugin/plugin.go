@@ -44,6 +44,9 @@ type Config struct {
 	RemoteTimeout time.Duration
 	// MaxBodyBytes limits request bodies (default 16 MiB).
 	MaxBodyBytes int64
+	// DocsPath, when set, serves the documentation page there as well as at /docs (the Python
+	// plugin's app.api_docs_path).
+	DocsPath string
 	// Logger receives the plugin's logs (nil discards them).
 	Logger *slog.Logger
 	// Registry receives the plugin's metrics (nil: a private registry, served on /metrics).
@@ -81,9 +84,6 @@ const indexSourceUID = "sourceUID"
 func New(cfg Config) (*Plugin, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("plugin config: Client is required")
-	}
-	if cfg.Offloading.NamespacePrefix == "" {
-		cfg.Offloading.NamespacePrefix = "offloading"
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Minute
@@ -141,7 +141,7 @@ func (p *Plugin) Run(ctx context.Context) error {
 	if ttl := p.cfg.EmptyNamespaceTTL; ttl > 0 && ttl < every {
 		every = ttl
 	}
-	collect := time.NewTicker(every / 5)
+	collect := time.NewTicker(max(every/5, 100*time.Millisecond)) // a TTL of 1ns must not stop the plugin
 	defer collect.Stop()
 	var sweep <-chan time.Time // nil without a local client: never fires
 	if p.cfg.LocalClient != nil {

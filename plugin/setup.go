@@ -30,6 +30,7 @@ func (c FileConfig) RESTConfig() (*rest.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("remote cluster config: %w", err)
 	}
+	applyClientTLS(cfg, c.K8s.ClientConfiguration)
 	cfg.QPS = c.K8s.ClientConfiguration.QPS
 	cfg.Burst = c.K8s.ClientConfiguration.Burst
 	cfg.UserAgent = "interlink-k8s-plugin"
@@ -49,7 +50,7 @@ func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
 	cfg := Config{
 		Client: client,
 		Offloading: Offloading{
-			NamespacePrefix:           c.Offloading.NamespacePrefix,
+			NamespacePrefix:           c.Offloading.Prefix(),
 			NamespacePrefixExclusions: c.Offloading.NamespacePrefixExclusions,
 			NodeSelector:              c.Offloading.NodeSelector,
 			NodeTolerations:           c.Offloading.NodeTolerations,
@@ -59,6 +60,7 @@ func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
 		EmptyNamespaceTTL: c.Offloading.EmptyNamespaceTTL.Duration,
 		RemoteTimeout:     c.K8s.ClientConfiguration.Timeout.Duration,
 		MaxBodyBytes:      c.App.MaxBodyBytes,
+		DocsPath:          c.App.APIDocsPath,
 		Logger:            log,
 	}
 	if c.Offloading.LocalKubeconfigPath != "" {
@@ -71,4 +73,24 @@ func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
 		}
 	}
 	return New(cfg)
+}
+
+// applyClientTLS lays the Python client's TLS options over the kubeconfig's: each one set replaces
+// what the kubeconfig says (client-go refuses a CA together with an insecure connection, so
+// verify_ssl false drops the CA).
+func applyClientTLS(cfg *rest.Config, o ClientOptions) {
+	tls := &cfg.TLSClientConfig
+	if o.SSLCACert != "" {
+		tls.CAFile, tls.CAData = o.SSLCACert, nil
+	}
+	if o.CertFile != "" {
+		tls.CertFile, tls.CertData = o.CertFile, nil
+		tls.KeyFile, tls.KeyData = o.KeyFile, nil
+	}
+	if o.VerifySSL != nil {
+		tls.Insecure = !*o.VerifySSL
+		if tls.Insecure {
+			tls.CAFile, tls.CAData = "", nil
+		}
+	}
 }

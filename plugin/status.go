@@ -2,13 +2,10 @@ package plugin
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Reasons the plugin writes into container states it synthesizes.
@@ -69,11 +66,11 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 	}
 	if remote == nil {
 		ns := RemoteNamespace(p.cfg.Offloading.NamespacePrefix, p.cfg.Offloading.NamespacePrefixExclusions, local.Namespace)
-		rctx, cancel := p.remoteCtx(ctx)
-		defer cancel()
-		got, err := p.client.CoreV1().Pods(ns).Get(rctx, ScopedName(local.Name, string(local.UID)), metav1.GetOptions{})
+		got, err := p.findRemotePod(ctx, ns, local.Name, local.UID)
 		switch {
-		case apierrors.IsNotFound(err):
+		case err != nil:
+			return PodStatus{}, err
+		case got == nil:
 			name := ns + "/" + ScopedName(local.Name, string(local.UID))
 			if !p.guard.wasSeen(local.UID) && time.Since(local.CreationTimestamp.Time) < p.cfg.NotCreatedGrace {
 				// InterLink's VK polls a pod while it is still making its shadow pod, before it
@@ -87,8 +84,6 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 			st.InitContainers = goneStatuses(local.Spec.InitContainers, msg)
 			st.Containers = goneStatuses(local.Spec.Containers, msg)
 			return st, nil
-		case err != nil:
-			return PodStatus{}, p.remoteErr("get pod", fmt.Errorf("get pod %s: %w", ns, err))
 		}
 		remote = got
 		p.guard.markSeen(local.UID)
@@ -97,21 +92,27 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 	st.InitContainers = withPending(remote.Spec.InitContainers, remote.Status.InitContainerStatuses, remote)
 	st.Containers = withPending(remote.Spec.Containers, remote.Status.ContainerStatuses, remote)
 	markMeshNotReady(remote, &st, time.Now())
-	st.InitContainers = localOnly(st.InitContainers, local.Spec.InitContainers)
-	st.Containers = localOnly(st.Containers, local.Spec.Containers)
+	specSent := len(local.Spec.Containers) > 0
+	st.InitContainers = localOnly(st.InitContainers, local.Spec.InitContainers, specSent)
+	st.Containers = localOnly(st.Containers, local.Spec.Containers, specSent)
 	return st, nil
 }
 
-// localOnly keeps the statuses of the containers the local pod has. The plugin's own sidecar never
-// is one; a local pod sent without its spec gets every status but the sidecar's.
-func localOnly(ss []corev1.ContainerStatus, local []corev1.Container) []corev1.ContainerStatus {
+// pythonMeshContainer is the sidecar the Python plugin added to pods with a mesh script; a pod it
+// offloaded before the switch still runs it.
+const pythonMeshContainer = "mesh-setup"
+
+// localOnly keeps the statuses of the containers the local pod has (none, when it has none). The
+// plugin's own sidecar never is one, nor the Python plugin's; a local pod sent without its spec
+// (specSent false) gets every other status.
+func localOnly(ss []corev1.ContainerStatus, local []corev1.Container, specSent bool) []corev1.ContainerStatus {
 	keep := make(map[string]bool, len(local))
 	for _, c := range local {
 		keep[c.Name] = true
 	}
 	out := ss[:0]
 	for _, s := range ss {
-		if s.Name != MeshAgentContainer && (len(local) == 0 || keep[s.Name]) {
+		if s.Name != MeshAgentContainer && (keep[s.Name] || !specSent && s.Name != pythonMeshContainer) {
 			out = append(out, s)
 		}
 	}

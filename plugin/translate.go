@@ -18,6 +18,7 @@ import (
 // Offloading describes how pods are shaped for the remote cluster; it is the pure part of the
 // configuration that Translate needs.
 type Offloading struct {
+	// NamespacePrefix makes remote namespaces <prefix>-<namespace>; empty: the local names.
 	NamespacePrefix           string
 	NamespacePrefixExclusions []string
 	NodeSelector              map[string]string
@@ -34,6 +35,8 @@ type Plan struct {
 	// names; they get an ownerReference to the remote pod once it exists.
 	ConfigMaps []*corev1.ConfigMap
 	Secrets    []*corev1.Secret
+	// PVCs are the remote claims to create when missing (see remotePVCs); never owned by the pod.
+	PVCs []*corev1.PersistentVolumeClaim `json:",omitempty"`
 	// ServiceAccount is the service account the remote pod runs as, ensured to exist ("" for default).
 	ServiceAccount string
 	// Mesh is the mesh the pod's mesh-agent sidecar joins, nil for a pod without the mesh. It is
@@ -160,6 +163,7 @@ func Translate(req *RetrievedPodData, o Offloading) (*Plan, error) {
 		}
 	}
 	plan.Pod = &corev1.Pod{ObjectMeta: meta, Spec: *spec}
+	plan.PVCs = remotePVCs(req, plan.Namespace)
 	if mesh != nil {
 		if err := injectMesh(plan, local, *mesh, o.Mesh.withDefaults()); err != nil {
 			return nil, err

@@ -1,0 +1,175 @@
+package plugin
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Option is one configuration option: its path in the file and how to set it from a string (in
+// the environment and in the INI form). An option of the Python plugin that this plugin does not
+// use has no setter: it is reported (see Notice).
+type Option struct {
+	Key  string
+	Help string
+	set  func(string) error
+}
+
+// Env is the environment variable overriding the option.
+func (o Option) Env() string { return strings.ToUpper(strings.ReplaceAll(o.Key, ".", "_")) }
+
+// Options lists every option, for help text and environment overrides.
+func Options() []Option { var c FileConfig; return c.options() }
+
+func (c *FileConfig) options() []Option {
+	str := func(p *string) func(string) error { return func(v string) error { *p = v; return nil } }
+	return []Option{
+		{"k8s.kubeconfig_path", "path of the remote cluster's kubeconfig", str(&c.K8s.KubeconfigPath)},
+		{"k8s.kubeconfig", "the remote cluster's kubeconfig, inline", str(&c.K8s.Kubeconfig)},
+		{"k8s.client_configuration", `client options as one JSON object, the Python plugin's form: {"verify_ssl": false, "ssl_ca_cert": "ca.crt", "cert_file": "client.crt", "key_file": "client.key", "qps": 200, "burst": 400, "timeout": "30s"}`, c.setClientJSON},
+		{"k8s.client_configuration.verify_ssl", "false: accept any remote apiserver certificate (default true)", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			c.K8s.ClientConfiguration.VerifySSL = &b
+			return err
+		}},
+		{"k8s.client_configuration.ssl_ca_cert", "CA file for the remote apiserver (default: the kubeconfig's)", str(&c.K8s.ClientConfiguration.SSLCACert)},
+		{"k8s.client_configuration.cert_file", "client certificate file (default: the kubeconfig's)", str(&c.K8s.ClientConfiguration.CertFile)},
+		{"k8s.client_configuration.key_file", "client key file (default: the kubeconfig's)", str(&c.K8s.ClientConfiguration.KeyFile)},
+		{"k8s.client_configuration.qps", "remote API requests per second (default 200)", func(v string) error {
+			f, err := strconv.ParseFloat(v, 32)
+			c.K8s.ClientConfiguration.QPS = float32(f)
+			return err
+		}},
+		{"k8s.client_configuration.burst", "remote API burst (default 400)", intSetter(&c.K8s.ClientConfiguration.Burst)},
+		{"k8s.client_configuration.timeout", "timeout of a remote API request (default 30s)", durationSetter(&c.K8s.ClientConfiguration.Timeout)},
+		{"app.socket_address", "unix:///path or http://host (default " + DefaultSocket + ")", str(&c.App.SocketAddress)},
+		{"app.socket_port", "TCP port with an http:// socket_address", intSetter(&c.App.SocketPort)},
+		{"app.max_body_bytes", "request body limit in bytes (default 16777216)", func(v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			c.App.MaxBodyBytes = n
+			return err
+		}},
+		{"app.log_level", "debug, info, warn or error (default info)", str(&c.App.LogLevel)},
+		{"app.api_docs_path", "also serve the API documentation page here (always at /docs)", str(&c.App.APIDocsPath)},
+		{"offloading.namespace_prefix", "remote namespace prefix; empty: none (default offloading; none in the INI form)", func(v string) error {
+			c.Offloading.NamespacePrefix = &v
+			return nil
+		}},
+		{"offloading.namespace_prefix_exclusions", `namespaces kept unprefixed: JSON list ["a","b"] or a,b`, func(v string) error {
+			l, err := parseList(v)
+			c.Offloading.NamespacePrefixExclusions = l
+			return err
+		}},
+		{"offloading.node_selector", "remote node selector: JSON object or k=v,k=v", func(v string) error {
+			m, err := parseSelector(v)
+			c.Offloading.NodeSelector = m
+			return err
+		}},
+		{"offloading.node_tolerations", "remote tolerations: JSON list of Kubernetes tolerations (toleration_seconds as in the Python plugin, or tolerationSeconds)", func(v string) error {
+			t, err := parseTolerations(v)
+			c.Offloading.NodeTolerations = t
+			return err
+		}},
+		{"offloading.local_kubeconfig_path", "read-only local kubeconfig enabling the orphan sweep", str(&c.Offloading.LocalKubeconfigPath)},
+		{"offloading.orphan_sweep_interval", "orphan sweep period (default 5m)", durationSetter(&c.Offloading.OrphanSweepInterval)},
+		{"offloading.empty_namespace_ttl", "delete a remote namespace the plugin made once it held none of its pods this long (default 10m; negative: never)", durationSetter(&c.Offloading.EmptyNamespaceTTL)},
+		{"mesh.enabled", "inject the mesh-agent sidecar into pods with mesh annotations (default true)", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			c.Mesh.Enabled = &b
+			return err
+		}},
+		{"mesh.agent_image", "mesh-agent image (default " + meshAgentRepository + ":<plugin version>, :latest without one)", str(&c.Mesh.AgentImage)},
+		{"mesh.agent_image_pull_policy", "Always, IfNotPresent or Never (default IfNotPresent)", func(v string) error {
+			c.Mesh.AgentImagePullPolicy = corev1.PullPolicy(v)
+			return nil
+		}},
+		{"mesh.agent_resources", `sidecar resources: JSON such as {"requests":{"cpu":"10m","memory":"32Mi"},"limits":{"memory":"256Mi"}} (the default)`, func(v string) error {
+			c.Mesh.AgentResources = &corev1.ResourceRequirements{}
+			return json.Unmarshal([]byte(v), c.Mesh.AgentResources)
+		}},
+		{"mesh.agent_startup_timeout", "wait for the first WireGuard handshake before the sidecar restarts (default 5m)", durationSetter(&c.Mesh.AgentStartupTimeout)},
+		{"mesh.dns_mode", "local (the local cluster's DNS over the mesh), remote or none (default local)", str(&c.Mesh.DNSMode)},
+		{"mesh.cluster_domain", "the local cluster's DNS domain (default cluster.local)", str(&c.Mesh.ClusterDomain)},
+		{"mesh.remote_pod_cidr", "the remote cluster's pod CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemotePodCIDR)},
+		{"mesh.remote_service_cidr", "the remote cluster's Service CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemoteServiceCIDR)},
+	}
+}
+
+func intSetter(p *int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		*p = n
+		return err
+	}
+}
+
+func durationSetter(p *Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(v)
+		p.Duration = d
+		return err
+	}
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// parseList reads a JSON list of strings (the Python plugin's form) or a comma-separated list.
+func parseList(v string) ([]string, error) {
+	if !strings.HasPrefix(strings.TrimSpace(v), "[") {
+		return splitList(v), nil
+	}
+	var l []string
+	if err := json.Unmarshal([]byte(v), &l); err != nil {
+		return nil, fmt.Errorf("not a JSON list of strings: %w", err)
+	}
+	return l, nil
+}
+
+// parseTolerations reads a JSON list of tolerations. The Python plugin built them from the
+// Python client's keyword names, so toleration_seconds is accepted for tolerationSeconds; any
+// other unknown key is refused.
+func parseTolerations(v string) ([]corev1.Toleration, error) {
+	var raw []map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(v), &raw); err != nil {
+		return nil, fmt.Errorf("not a JSON list of tolerations: %w", err)
+	}
+	for _, t := range raw {
+		if s, ok := t["toleration_seconds"]; ok {
+			t["tolerationSeconds"] = s
+			delete(t, "toleration_seconds")
+		}
+	}
+	b, _ := json.Marshal(raw)
+	var out []corev1.Toleration
+	if err := strictJSON(b, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func parseSelector(v string) (map[string]string, error) {
+	m := map[string]string{}
+	if strings.HasPrefix(strings.TrimSpace(v), "{") {
+		return m, json.Unmarshal([]byte(v), &m)
+	}
+	for _, kv := range splitList(v) {
+		k, val, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q is not key=value", kv)
+		}
+		m[strings.TrimSpace(k)] = strings.TrimSpace(val)
+	}
+	return m, nil
+}

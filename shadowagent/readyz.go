@@ -3,6 +3,8 @@ package shadowagent
 import (
 	"net/http"
 	"strings"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 )
 
 // handleReadyz answers 200 once the tunnel listens, the device is up and the iptables rules are
@@ -29,7 +31,11 @@ func (a *Agent) notReady() []string {
 		missing = append(missing, "wireguard device")
 	}
 	if !a.rulesApplied.Load() {
-		missing = append(missing, "netfilter rules")
+		if a.cfg.Mode == meshspec.ModeNetstack {
+			missing = append(missing, "port relays")
+		} else {
+			missing = append(missing, "netfilter rules")
+		}
 	}
 	return missing
 }

@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 )
 
 // FileConfig is the plugin's configuration file, with the seed plugin's option names. Every option
@@ -93,6 +95,9 @@ type MeshOptions struct {
 	AgentStartupTimeout Duration `json:"agent_startup_timeout,omitempty"`
 	// DNSMode is local, remote or none (default local).
 	DNSMode string `json:"dns_mode,omitempty"`
+	// Mode is the sidecar's mode, kernel or netstack (default kernel); a pod's
+	// mesh.interlink-k8s-mesh.io/mode annotation overrides it.
+	Mode string `json:"mode,omitempty"`
 	// ClusterDomain is the local cluster's DNS domain (default cluster.local).
 	ClusterDomain string `json:"cluster_domain,omitempty"`
 	// RemotePodCIDR and RemoteServiceCIDR are the remote cluster's ranges, comma-separated
@@ -214,6 +219,7 @@ func (c *FileConfig) options() []Option {
 			return json.Unmarshal([]byte(v), c.Mesh.AgentResources)
 		}},
 		{"mesh.agent_startup_timeout", "wait for the first WireGuard handshake before the sidecar restarts (default 5m)", durationSetter(&c.Mesh.AgentStartupTimeout)},
+		{"mesh.mode", "kernel (a TUN device, NET_ADMIN) or netstack (a user-space stack, no capability, Pod Security restricted) (default kernel; the pod annotation mesh.interlink-k8s-mesh.io/mode overrides it)", str(&c.Mesh.Mode)},
 		{"mesh.dns_mode", "local (the local cluster's DNS over the mesh), remote or none (default local)", str(&c.Mesh.DNSMode)},
 		{"mesh.cluster_domain", "the local cluster's DNS domain (default cluster.local)", str(&c.Mesh.ClusterDomain)},
 		{"mesh.remote_pod_cidr", "the remote cluster's pod CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemotePodCIDR)},
@@ -306,6 +312,9 @@ func (c *FileConfig) defaults() {
 	if c.Mesh.DNSMode == "" {
 		c.Mesh.DNSMode = string(d.DNSMode)
 	}
+	if c.Mesh.Mode == "" {
+		c.Mesh.Mode = string(d.Mode)
+	}
 	if c.Mesh.ClusterDomain == "" {
 		c.Mesh.ClusterDomain = d.ClusterDomain
 	}
@@ -319,6 +328,7 @@ func (c FileConfig) MeshConfig() Mesh {
 		AgentImage:           c.Mesh.AgentImage,
 		AgentImagePullPolicy: c.Mesh.AgentImagePullPolicy,
 		DNSMode:              DNSMode(c.Mesh.DNSMode),
+		Mode:                 meshspec.Mode(c.Mesh.Mode),
 		ClusterDomain:        c.Mesh.ClusterDomain,
 		StartupTimeout:       c.Mesh.AgentStartupTimeout.Duration,
 	}
@@ -429,6 +439,9 @@ func (m MeshOptions) validate(bad func(key, format string, args ...any)) {
 	case DNSLocal, DNSRemote, DNSNone:
 	default:
 		bad("mesh.dns_mode", "must be local, remote or none, got %q", m.DNSMode)
+	}
+	if _, err := meshspec.ParseMode(m.Mode); err != nil {
+		bad("mesh.mode", "%v", err)
 	}
 	if msgs := validation.IsDNS1123Subdomain(m.ClusterDomain); len(msgs) > 0 {
 		bad("mesh.cluster_domain", "%q: %s", m.ClusterDomain, strings.Join(msgs, "; "))

@@ -7,11 +7,19 @@ import (
 	"sync"
 )
 
-// BufferSize is the size of each of a stream's two copy buffers. 16 KiB is a dozen segments at
-// the mesh's MTU: enough to keep a WireGuard path busy, small enough for 10,000 flows.
-const BufferSize = 16 << 10
+// Buffer sizes of a stream's copy. Each direction reads into a small buffer and moves to a
+// large pooled one while reads fill it (a bulk transfer), back to the small one after a short
+// read: an idle or interactive flow holds 2 KiB per direction, not 32, which is what lets one
+// shadow hold 10,000 flows in tens of MiB.
+const (
+	SmallBufferSize = 2 << 10
+	BufferSize      = 32 << 10
+)
 
-var streamBufs = sync.Pool{New: func() any { b := make([]byte, BufferSize); return &b }}
+var (
+	smallBufs  = sync.Pool{New: func() any { b := make([]byte, SmallBufferSize); return &b }}
+	streamBufs = sync.Pool{New: func() any { b := make([]byte, BufferSize); return &b }}
+)
 
 // closeWriter is a connection whose write half can be closed alone (*net.TCPConn, gonet's
 // TCPConn, *net.UnixConn).
@@ -59,13 +67,24 @@ func Stream(a, b net.Conn) (aToB, bToA int64, err error) {
 }
 
 // copyHalf copies src to dst until src ends, then closes dst's write half. It hides ReaderFrom
-// and WriterTo so that every copy uses one pooled buffer, never a fresh 32 KiB one.
+// and WriterTo so that every copy uses the pooled buffers, never a fresh 32 KiB one. It reads
+// into the small buffer, takes a large one while reads fill what they are given, and gives it
+// back after a read that would have fit the small one.
 func copyHalf(dst, src net.Conn) (int64, error) {
-	bp := streamBufs.Get().(*[]byte)
-	defer streamBufs.Put(bp)
-	buf := *bp
+	small := smallBufs.Get().(*[]byte)
+	defer smallBufs.Put(small)
+	var large *[]byte
+	defer func() {
+		if large != nil {
+			streamBufs.Put(large)
+		}
+	}()
 	var n int64
 	for {
+		buf := *small
+		if large != nil {
+			buf = *large
+		}
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
 			nw, werr := dst.Write(buf[:nr])
@@ -73,6 +92,13 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 			if werr != nil {
 				return n, werr
 			}
+		}
+		switch {
+		case large == nil && nr == len(buf):
+			large = streamBufs.Get().(*[]byte)
+		case large != nil && nr <= SmallBufferSize:
+			streamBufs.Put(large)
+			large = nil
 		}
 		if rerr == io.EOF {
 			if cw, ok := dst.(closeWriter); ok {

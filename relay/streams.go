@@ -12,8 +12,14 @@ import (
 	"sync/atomic"
 )
 
-// DefaultMaxStreams bounds the streams of one Streams.
-const DefaultMaxStreams = 16384
+// Defaults of Streams.
+const (
+	DefaultMaxStreams = 16384
+	// DefaultMaxDialing bounds the dials in progress: a burst of accepted connections waits
+	// for a slot here rather than as a storm of handshakes upstream, where a full backlog
+	// drops them into retransmission back-offs.
+	DefaultMaxDialing = 256
+)
 
 // Streams relays every connection a listener accepts to an upstream it dials: a port forward.
 // A connection whose upstream cannot be dialed is reset; one beyond MaxStreams too. Set the
@@ -26,6 +32,9 @@ type Streams struct {
 	Dial func(ctx context.Context, client netip.AddrPort) (net.Conn, error)
 	// MaxStreams bounds the streams at once. Default DefaultMaxStreams.
 	MaxStreams int
+	// MaxDialing bounds the upstream dials in progress; more connections wait for a slot.
+	// Default DefaultMaxDialing.
+	MaxDialing int
 	// Logger receives a line per refused connection at debug level; nil discards.
 	Logger *slog.Logger
 
@@ -53,6 +62,11 @@ func (s *Streams) Run(ctx context.Context) error {
 	if max <= 0 {
 		max = DefaultMaxStreams
 	}
+	dialing := s.MaxDialing
+	if dialing <= 0 {
+		dialing = DefaultMaxDialing
+	}
+	slots := make(chan struct{}, dialing)
 	log := s.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -116,7 +130,14 @@ func (s *Streams) Run(ctx context.Context) error {
 				mu.Unlock()
 			}()
 			client, _ := addrPort(c.RemoteAddr())
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				c.Close()
+				return
+			}
 			up, err := s.Dial(ctx, client)
+			<-slots
 			if err != nil {
 				s.refused.Add(1)
 				log.Debug("dial stream upstream", "client", client, "err", err)

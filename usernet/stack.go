@@ -33,7 +33,7 @@ import (
 const (
 	DefaultMTU        = 1280
 	DefaultMaxFlows   = 16384
-	DefaultMaxPending = 1024
+	DefaultMaxPending = 4096
 	DefaultBatchSize  = 8
 	// DefaultDialTimeout bounds the dial of a TCP flow's upstream; the peer's SYN waits meanwhile.
 	DefaultDialTimeout = 10 * time.Second

@@ -25,7 +25,7 @@ var (
 
 // pair joins two stacks as wireguard-go would: what one sends, the other receives. The pumps
 // stop when either stack closes.
-func pair(t *testing.T, a, b *Stack) {
+func pair(t testing.TB, a, b *Stack) {
 	t.Helper()
 	var wg sync.WaitGroup
 	pump := func(from, to *Stack) {
@@ -67,7 +67,7 @@ func loopback(network string) func(context.Context, netip.AddrPort, netip.AddrPo
 
 // newPair returns the pod's stack (flows to its address go to loopback) and the shadow's (flows
 // to any address go where toShadow says).
-func newPair(t *testing.T, pod Config, shadow Config) (p, s *Stack) {
+func newPair(t testing.TB, pod Config, shadow Config) (p, s *Stack) {
 	t.Helper()
 	pod.Addresses = []netip.Addr{podAddr}
 	if pod.DialTCP == nil {

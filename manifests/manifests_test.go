@@ -186,16 +186,18 @@ func sampleShadow(priv, clientPub, ns string) shadowData {
 	}
 }
 
-// TestShadowPodGolden pins the rendered shadow pod (deterministic keys) and checks its shape.
-func TestShadowPodGolden(t *testing.T) {
+// shadowGolden renders a shadow template with deterministic keys, compares it with
+// testdata/<golden> (-update rewrites it) and returns the data and the text.
+func shadowGolden(t *testing.T, file, golden string) (shadowData, string) {
+	t.Helper()
 	var priv, client meshspec.Key
 	for i := range priv {
 		priv[i], client[i] = byte(i+1), byte(2*i+7)
 	}
 	clientPub := client.PublicKey()
 	data := sampleShadow(base64.StdEncoding.EncodeToString(priv[:]), base64.StdEncoding.EncodeToString(clientPub[:]), "default")
-	got := render(t, "shadow-pod.tmpl", data)
-	golden := filepath.Join("testdata", "shadow-pod.golden")
+	got := render(t, file, data)
+	golden = filepath.Join("testdata", golden)
 	if *update {
 		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
@@ -206,8 +208,14 @@ func TestShadowPodGolden(t *testing.T) {
 		t.Fatalf("%v (run go test ./manifests/ -run Golden -update)", err)
 	}
 	if got != string(want) {
-		t.Errorf("rendered shadow-pod.tmpl differs from %s; rerun with -update if intended\n%s", golden, got)
+		t.Errorf("rendered %s differs from %s; rerun with -update if intended\n%s", file, golden, got)
 	}
+	return data, got
+}
+
+// TestShadowPodGolden pins the rendered shadow pod (deterministic keys) and checks its shape.
+func TestShadowPodGolden(t *testing.T) {
+	data, got := shadowGolden(t, "shadow-pod.tmpl", "shadow-pod.golden")
 
 	objs := vkDecode(t, got)
 	kinds := map[string]*unstructured.Unstructured{}
@@ -510,6 +518,7 @@ func TestDryRun(t *testing.T) {
 		files[f] = string(b)
 	}
 	files["shadow-pod.tmpl"] = render(t, "shadow-pod.tmpl", sampleShadow(priv, clientPub, ns))
+	files["shadow-pod-netstack.tmpl"] = render(t, "shadow-pod-netstack.tmpl", sampleShadow(priv, clientPub, ns))
 
 	// vk-config-snippet.yaml is VK configuration, not Kubernetes objects: it only has to parse.
 	var vk struct {
@@ -524,7 +533,7 @@ func TestDryRun(t *testing.T) {
 		}
 	}
 
-	for _, f := range []string{"plugin.yaml", "shadow-pod.tmpl"} {
+	for _, f := range []string{"plugin.yaml", "shadow-pod.tmpl", "shadow-pod-netstack.tmpl"} {
 		for _, o := range decodeAll(t, f, files[f]) {
 			name := f + ": " + o.GetKind() + " " + o.GetName()
 			gvk := o.GroupVersionKind()
@@ -754,5 +763,72 @@ func TestMeshScriptIngress(t *testing.T) {
 	b, _ := os.ReadFile("mesh-script-ingress.tmpl")
 	if err := template.Must(template.New("").Parse(string(b))).Execute(io.Discard, c.data); err == nil {
 		t.Error("an older VK's data renders mesh-script-ingress.tmpl; its header says it fails")
+	}
+}
+
+// shadowPodSpec renders a shadow template and returns its Deployment's pod template as a Pod.
+func shadowPodSpec(t *testing.T, file string, data shadowData) *corev1.Pod {
+	t.Helper()
+	for _, o := range vkDecode(t, render(t, file, data)) {
+		if o.GetKind() != "Deployment" {
+			continue
+		}
+		tmpl, ok, err := unstructured.NestedMap(o.Object, "spec", "template")
+		if err != nil || !ok {
+			t.Fatalf("%s: no pod template: %v", file, err)
+		}
+		var pod corev1.Pod
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(tmpl, &pod); err != nil {
+			t.Fatal(err)
+		}
+		pod.Name = "shadow"
+		return &pod
+	}
+	t.Fatalf("%s: no Deployment", file)
+	return nil
+}
+
+// TestShadowPodNetstackGolden pins the netstack shadow template and its differences from the
+// kernel one: the declared ports as --ports, netstack mode, nothing granted.
+func TestShadowPodNetstackGolden(t *testing.T) {
+	data, _ := shadowGolden(t, "shadow-pod-netstack.tmpl", "shadow-pod-netstack.golden")
+	pod := shadowPodSpec(t, "shadow-pod-netstack.tmpl", data)
+	c := pod.Spec.Containers[0]
+	for _, arg := range []string{"--mode=netstack", "--ports=8080/TCP,5353/UDP,9000/TCP"} {
+		if !slices.Contains(c.Args, arg) {
+			t.Errorf("args %q lack %s", c.Args, arg)
+		}
+	}
+	if sc := c.SecurityContext; sc == nil || sc.Capabilities == nil || len(sc.Capabilities.Add) != 0 || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+		t.Errorf("security context %+v, want nonroot with nothing added", sc)
+	}
+}
+
+// TestShadowPodRestricted asks the real apiserver's Pod Security admission (server-side
+// dry-run in a namespace enforcing "restricted") about both shadow templates' pods: the
+// netstack one is admitted, the kernel one is refused for its capabilities.
+func TestShadowPodRestricted(t *testing.T) {
+	cl := testcluster.Get(t)
+	ns := cl.RestrictedNamespace(t)
+	priv, _ := keyPair(t)
+	_, clientPub := keyPair(t)
+	data := sampleShadow(priv, clientPub, ns)
+	for _, tc := range []struct {
+		file   string
+		refuse string // "": admitted
+	}{
+		{"shadow-pod-netstack.tmpl", ""},
+		{"shadow-pod.tmpl", "NET_ADMIN"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			pod := shadowPodSpec(t, tc.file, data)
+			_, err := cl.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			switch {
+			case tc.refuse == "" && err != nil:
+				t.Fatalf("refused in a restricted namespace: %v", err)
+			case tc.refuse != "" && (err == nil || !strings.Contains(err.Error(), "restricted") || !strings.Contains(err.Error(), tc.refuse)):
+				t.Fatalf("admission %v, want a Pod Security refusal naming %s", err, tc.refuse)
+			}
+		})
 	}
 }

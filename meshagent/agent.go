@@ -19,6 +19,7 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
@@ -45,8 +46,9 @@ type Agent struct {
 	started atomic.Bool
 	// dev and kern are set while the device is up, for the probes and the metrics.
 	dev   atomic.Pointer[device.Device]
-	kern  atomic.Pointer[wgdevice.Link]
-	ready atomic.Bool // a handshake completed
+	kern  atomic.Pointer[wgdevice.Link] // kernel mode
+	stack atomic.Pointer[usernet.Stack] // netstack mode
+	ready atomic.Bool                   // a handshake completed
 }
 
 // Run brings the mesh up and keeps it up until ctx is done, then removes the routes and the
@@ -82,9 +84,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.client.Run(gctx) })
 
 	var undo []func() // teardown steps, run last first
-	setupErr := a.up(gctx, g, &undo, start)
+	var setupErr error
+	if a.spec.Mode == meshspec.ModeNetstack {
+		setupErr = a.upNetstack(gctx, g, &undo)
+		if setupErr == nil {
+			g.Go(func() error { return a.awaitHandshake(gctx, a.dev.Load(), start) })
+		}
+	} else {
+		setupErr = a.up(gctx, g, &undo, start)
+	}
 	if setupErr == nil {
-		a.log.Info("mesh up", "interface", a.spec.Interface, "address", a.spec.Address, "peer", a.spec.PeerAddress,
+		a.log.Info("mesh up", "mode", a.spec.Mode, "dns", a.cfg.DNSListen, "proxy", a.cfg.ProxyListen, "interface", a.spec.Interface, "address", a.spec.Address, "peer", a.spec.PeerAddress,
 			"routes", len(a.spec.Routes), "mtu", a.spec.MTU, "listen", ln.Addr().String(), "uapi", a.sock,
 			"setup", time.Since(start).Round(time.Microsecond))
 		<-gctx.Done()
@@ -112,6 +122,9 @@ func (a *Agent) Run(ctx context.Context) error {
 // up creates and configures the device, then starts the goroutines that serve it. Each step
 // pushes its undo before it can fail half-way.
 func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func(), start time.Time) error {
+	if err := wgdevice.CheckKernelMode(); err != nil {
+		return err
+	}
 	k, err := wgdevice.OpenLink()
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -23,6 +24,10 @@ const (
 	DefaultListenAddr = ":9101"
 	// DefaultUAPIDir is where wg(8) and wgctrl look for userspace WireGuard sockets.
 	DefaultUAPIDir = "/var/run/wireguard"
+	// DefaultDNSListen is the netstack mode's DNS forwarder, the pod's resolv.conf nameserver.
+	DefaultDNSListen = "127.0.0.1:53"
+	// DefaultProxyListen is the netstack mode's HTTP proxy, the workload's HTTP_PROXY.
+	DefaultProxyListen = "127.0.0.1:3128"
 )
 
 // maxSocketPath is the longest unix socket path Linux accepts (sun_path minus the NUL).
@@ -43,6 +48,23 @@ type Config struct {
 	// UAPIDir holds the UAPI socket <UAPIDir>/<interface>.sock, through which wg(8) and wgctrl
 	// inspect the embedded device. Default DefaultUAPIDir.
 	UAPIDir string
+	// Mode, when set, overrides the spec's mode (meshspec.ModeKernel or ModeNetstack).
+	Mode meshspec.Mode
+	// DNSListen is where, in netstack mode, a DNS forwarder (UDP and TCP) relays queries
+	// through the mesh to the spec's first nameserver the routes reach; the plugin points the
+	// pod's resolv.conf at it. "none": none. Default DefaultDNSListen in netstack mode.
+	DNSListen string
+	// ProxyListen is where, in netstack mode, an HTTP proxy (CONNECT and plain HTTP) dials
+	// hosts the mesh DNS resolves into the routes through the mesh, and others from the pod;
+	// the plugin gives it to the workload as HTTP_PROXY. "none": none. Default
+	// DefaultProxyListen in netstack mode.
+	ProxyListen string
+	// MaxFlows bounds the flows from the mesh relayed at once in netstack mode. Default
+	// usernet.DefaultMaxFlows.
+	MaxFlows int
+	// UDPIdle ends a UDP flow from the mesh without a datagram for this long. Default
+	// relay.DefaultIdle.
+	UDPIdle time.Duration
 	// BatchSize is how many datagrams the tunnel hands WireGuard at once, 1 to 128: memory
 	// against throughput (README). Default tunnel.DefaultBatchSize.
 	BatchSize int
@@ -65,8 +87,30 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	spec := cfg.Spec.WithDefaults()
+	if cfg.Mode != "" {
+		spec.Mode = cfg.Mode
+	}
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("validate mesh spec: %w", err)
+	}
+	if spec.Mode == "" {
+		spec.Mode = meshspec.ModeKernel
+	}
+	if spec.Mode == meshspec.ModeNetstack {
+		for _, l := range []struct {
+			addr *string
+			def  string
+		}{{&cfg.DNSListen, DefaultDNSListen}, {&cfg.ProxyListen, DefaultProxyListen}} {
+			switch *l.addr {
+			case "":
+				*l.addr = l.def
+			case "none":
+				*l.addr = ""
+			}
+		}
+	}
+	if cfg.MaxFlows < 0 || cfg.UDPIdle < 0 {
+		return nil, errors.New("max flows and udp idle must not be negative")
 	}
 	sock := filepath.Join(cfg.UAPIDir, spec.Interface+".sock")
 	if len(sock) > maxSocketPath {

@@ -42,13 +42,22 @@ var (
 		"Datagrams lost: rx to a full queue, tx while no session was up or with a failing one.", dirLabel, nil)
 )
 
+var (
+	descFlows = prometheus.NewDesc("mesh_agent_flows_active",
+		"Netstack mode: flows from the mesh relayed to the workload now, by protocol.", []string{"proto"}, nil)
+	descFlowsTotal = prometheus.NewDesc("mesh_agent_flows_total",
+		"Netstack mode: flows from the mesh relayed, by protocol.", []string{"proto"}, nil)
+	descFlowsRefused = prometheus.NewDesc("mesh_agent_flows_refused_total",
+		"Netstack mode: flows from the mesh refused: nothing listens on the port (refused) or over --max-flows (limit).", []string{"reason"}, nil)
+)
+
 // collector reads the device and the tunnel at scrape time, so the metrics cost nothing between
 // scrapes.
 type collector struct{ a *Agent }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReady, descPeerBytes, descHandshake, descHandshakeAge,
-		descSessions, descDialFailures, descActive, descDatagrams, descDropped} {
+		descSessions, descDialFailures, descActive, descDatagrams, descDropped, descFlows, descFlowsTotal, descFlowsRefused} {
 		ch <- d
 	}
 }
@@ -73,6 +82,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDatagrams, st.TxDatagrams, "tx")
 	counter(descDropped, st.RxDropped, "rx")
 	counter(descDropped, st.TxDropped, "tx")
+	if s := c.a.stack.Load(); s != nil {
+		fs := s.Stats()
+		ch <- prometheus.MustNewConstMetric(descFlows, prometheus.GaugeValue, float64(fs.TCPActive), "tcp")
+		ch <- prometheus.MustNewConstMetric(descFlows, prometheus.GaugeValue, float64(fs.UDPActive), "udp")
+		counter(descFlowsTotal, uint64(fs.TCPTotal), "tcp")
+		counter(descFlowsTotal, uint64(fs.UDPTotal), "udp")
+		counter(descFlowsRefused, uint64(fs.Refused), "refused")
+		counter(descFlowsRefused, uint64(fs.OverLimit), "limit")
+	}
 
 	dev := c.a.dev.Load()
 	if dev == nil {

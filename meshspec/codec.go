@@ -63,6 +63,7 @@ func (s *Spec) UnmarshalJSON(data []byte) error {
 type (
 	wireSpec struct {
 		Version             *string     `json:"version"`
+		Mode                string      `json:"mode,omitempty"`
 		Interface           string      `json:"interface,omitempty"`
 		PrivateKey          string      `json:"privateKey,omitempty"`
 		PeerPublicKey       string      `json:"peerPublicKey,omitempty"`
@@ -100,6 +101,7 @@ func toWire(s Spec) wireSpec {
 	}
 	w := wireSpec{
 		Version:             &s.Version,
+		Mode:                string(s.Mode),
 		Interface:           s.Interface,
 		PrivateKey:          key(s.PrivateKey),
 		PeerPublicKey:       key(s.PeerPublicKey),
@@ -195,6 +197,7 @@ func (w *wireSpec) spec() (Spec, error) {
 	}
 	s := Spec{
 		Version:   *w.Version,
+		Mode:      Mode(w.Mode),
 		Interface: w.Interface,
 		MTU:       w.MTU,
 

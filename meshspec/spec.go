@@ -1,6 +1,7 @@
 package meshspec
 
 import (
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -27,6 +28,30 @@ var (
 	DefaultDestination = netip.MustParseAddrPort("127.0.0.1:51820")
 )
 
+// Mode is how an agent joins the mesh.
+type Mode string
+
+// The modes. The empty Mode is ModeKernel.
+const (
+	// ModeKernel runs WireGuard on a TUN device: the mesh-agent routes the spec's Routes to it,
+	// the shadow-agent forwards with iptables. Needs CAP_NET_ADMIN and /dev/net/tun.
+	ModeKernel Mode = "kernel"
+	// ModeNetstack runs WireGuard on a user-space IP stack (package usernet): no TUN device, no
+	// capability, no root. The mesh's flows end in the agent and are relayed from its sockets.
+	ModeNetstack Mode = "netstack"
+)
+
+// ParseMode accepts "kernel", "netstack" or "" (kernel).
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case "", ModeKernel:
+		return ModeKernel, nil
+	case ModeNetstack:
+		return m, nil
+	}
+	return "", fmt.Errorf("mode %q: want %q or %q", s, ModeKernel, ModeNetstack)
+}
+
 // Spec is everything the mesh-agent of one offloaded pod needs: its WireGuard identity, its
 // addresses and routes, and how to reach its shadow pod's tunnel. The JSON tags name the wire
 // fields. MarshalJSON and UnmarshalJSON speak the mesh.json format (PersistentKeepalive as a Go
@@ -35,6 +60,9 @@ var (
 type Spec struct {
 	// Version is the format version, Version1. Parse requires it; Marshal fills it in.
 	Version string `json:"version"`
+	// Mode is how the mesh-agent joins the mesh. Empty is ModeKernel (and is what Marshal
+	// writes for it, so kernel-mode specs stay as they were).
+	Mode Mode `json:"mode,omitempty"`
 	// Interface is the WireGuard network interface in the pod (at most 15 bytes, a valid Linux
 	// interface name). Default DefaultInterface.
 	Interface string `json:"interface,omitempty"`
@@ -130,6 +158,7 @@ func (s Spec) AllowedIPs() []netip.Prefix {
 func (s Spec) LogValue() slog.Value {
 	attrs := []slog.Attr{
 		slog.String("version", s.Version),
+		slog.String("mode", string(s.Mode)),
 		slog.String("interface", s.Interface),
 		slog.Any("private_key", s.PrivateKey),
 		slog.Any("peer_public_key", s.PeerPublicKey),

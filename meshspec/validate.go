@@ -58,6 +58,9 @@ func (s Spec) Validate() error {
 	if s.Version != Version1 {
 		add(fieldErrf("version", "unsupported version %q, want %q", s.Version, Version1))
 	}
+	if _, err := ParseMode(string(s.Mode)); err != nil {
+		add(fieldErr("mode", err))
+	}
 	add(validateInterface(s.Interface))
 	switch {
 	case s.PrivateKey.IsZero():

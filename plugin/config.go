@@ -12,6 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 )
 
 // FileConfig is the plugin's configuration file, with the Python plugin's option names, in YAML or
@@ -121,6 +123,9 @@ type MeshOptions struct {
 	AgentStartupTimeout Duration `json:"agent_startup_timeout,omitempty"`
 	// DNSMode is local, remote or none (default local).
 	DNSMode string `json:"dns_mode,omitempty"`
+	// Mode is the sidecar's mode, kernel or netstack (default kernel); a pod's
+	// mesh.interlink-k8s-mesh.io/mode annotation overrides it.
+	Mode string `json:"mode,omitempty"`
 	// ClusterDomain is the local cluster's DNS domain (default cluster.local).
 	ClusterDomain string `json:"cluster_domain,omitempty"`
 	// RemotePodCIDR and RemoteServiceCIDR are the remote cluster's ranges, comma-separated
@@ -281,6 +286,9 @@ func (c *FileConfig) defaults() {
 	if c.Mesh.DNSMode == "" {
 		c.Mesh.DNSMode = string(d.DNSMode)
 	}
+	if c.Mesh.Mode == "" {
+		c.Mesh.Mode = string(d.Mode)
+	}
 	if c.Mesh.ClusterDomain == "" {
 		c.Mesh.ClusterDomain = d.ClusterDomain
 	}
@@ -302,6 +310,7 @@ func (c FileConfig) MeshConfig() Mesh {
 		AgentImage:           c.Mesh.AgentImage,
 		AgentImagePullPolicy: c.Mesh.AgentImagePullPolicy,
 		DNSMode:              DNSMode(c.Mesh.DNSMode),
+		Mode:                 meshspec.Mode(c.Mesh.Mode),
 		ClusterDomain:        c.Mesh.ClusterDomain,
 		StartupTimeout:       c.Mesh.AgentStartupTimeout.Duration,
 	}

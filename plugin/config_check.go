@@ -10,6 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 )
 
 // Validate reports the first option with a value the plugin cannot use.
@@ -117,6 +119,9 @@ func (m MeshOptions) validate(bad func(key, format string, args ...any)) {
 	case DNSLocal, DNSRemote, DNSNone:
 	default:
 		bad("mesh.dns_mode", "must be local, remote or none, got %q", m.DNSMode)
+	}
+	if _, err := meshspec.ParseMode(m.Mode); err != nil {
+		bad("mesh.mode", "%v", err)
 	}
 	if msgs := validation.IsDNS1123Subdomain(m.ClusterDomain); len(msgs) > 0 {
 		bad("mesh.cluster_domain", "%q: %s", m.ClusterDomain, strings.Join(msgs, "; "))

@@ -92,6 +92,7 @@ func (c *FileConfig) options() []Option {
 			return json.Unmarshal([]byte(v), c.Mesh.AgentResources)
 		}},
 		{"mesh.agent_startup_timeout", "wait for the first WireGuard handshake before the sidecar restarts (default 5m)", durationSetter(&c.Mesh.AgentStartupTimeout)},
+		{"mesh.mode", "kernel (a TUN device, NET_ADMIN) or netstack (a user-space stack, no capability, Pod Security restricted) (default kernel; the pod annotation mesh.interlink-k8s-mesh.io/mode overrides it)", str(&c.Mesh.Mode)},
 		{"mesh.dns_mode", "local (the local cluster's DNS over the mesh), remote or none (default local)", str(&c.Mesh.DNSMode)},
 		{"mesh.cluster_domain", "the local cluster's DNS domain (default cluster.local)", str(&c.Mesh.ClusterDomain)},
 		{"mesh.remote_pod_cidr", "the remote cluster's pod CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemotePodCIDR)},

@@ -60,7 +60,7 @@ offloading:
 					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
 					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
 				},
-				AgentStartupTimeout: Duration{5 * time.Minute}, DNSMode: "local", ClusterDomain: "cluster.local",
+				AgentStartupTimeout: Duration{5 * time.Minute}, DNSMode: "local", Mode: "kernel", ClusterDomain: "cluster.local",
 			},
 		}
 		want.Path, want.Format = file, FormatYAML
@@ -107,6 +107,7 @@ mesh:
 		}
 		c, err := LoadConfig(file, envOf(map[string]string{
 			"MESH_DNS_MODE":            "remote",
+			"MESH_MODE":                "netstack",
 			"MESH_REMOTE_SERVICE_CIDR": "10.96.0.0/12, fd00:10:96::/112",
 		}))
 		if err != nil {
@@ -118,7 +119,7 @@ mesh:
 				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m")},
 				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
 			},
-			DNSMode: DNSRemote, ClusterDomain: "corp.local", StartupTimeout: 2 * time.Minute,
+			DNSMode: DNSRemote, Mode: "netstack", ClusterDomain: "corp.local", StartupTimeout: 2 * time.Minute,
 			RemotePodCIDRs:     []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
 			RemoteServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("fd00:10:96::/112")},
 		}
@@ -166,6 +167,7 @@ func TestLoadConfigErrorsNameTheOption(t *testing.T) {
 		{"request above limit", "", map[string]string{"MESH_AGENT_RESOURCES": `{"requests":{"memory":"1Gi"},"limits":{"memory":"64Mi"}}`}, "mesh.agent_resources"},
 		{"startup timeout too short", "", map[string]string{"MESH_AGENT_STARTUP_TIMEOUT": "500ms"}, "mesh.agent_startup_timeout"},
 		{"bad dns mode", "", map[string]string{"MESH_DNS_MODE": "cluster"}, "mesh.dns_mode"},
+		{"bad mode", "", map[string]string{"MESH_MODE": "userspace"}, "mesh.mode"},
 		{"bad cluster domain", "", map[string]string{"MESH_CLUSTER_DOMAIN": "Not_A_Domain"}, "mesh.cluster_domain"},
 		{"bad pod cidr", "", map[string]string{"MESH_REMOTE_POD_CIDR": "10.244.0.0"}, "mesh.remote_pod_cidr"},
 		{"service cidr with host bits", "", map[string]string{"MESH_REMOTE_SERVICE_CIDR": "10.96.0.1/12"}, "mesh.remote_service_cidr"},

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
@@ -237,5 +238,78 @@ func TestMeshStatusNotReady(t *testing.T) {
 	})
 	if len(st.InitContainers) != 1 || st.InitContainers[0].Name != "migrate" || st.InitContainers[0].State.Terminated == nil {
 		t.Errorf("init container statuses %+v: want only migrate, terminated", st.InitContainers)
+	}
+}
+
+// restrictedPod is a pod whose own containers Pod Security "restricted" admits, carrying a mesh
+// in the given mode.
+func restrictedPod(name, namespace string, mode meshspec.Mode, annotations map[string]string) RetrievedPodData {
+	a := map[string]string{AnnotMeshMode: string(mode)}
+	for k, v := range annotations {
+		a[k] = v
+	}
+	return RetrievedPodData{Pod: corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, UID: types.UID(newUID()), Annotations: a},
+		Spec: corev1.PodSpec{
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot:   ptrTo(true),
+				RunAsUser:      ptrTo(int64(1000)),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Containers: []corev1.Container{{
+				Name: "web", Image: "registry.example/web:2",
+				SecurityContext: &corev1.SecurityContext{
+					AllowPrivilegeEscalation: ptrTo(false),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				},
+			}},
+		},
+	}}
+}
+
+// TestMeshRestricted offloads a mesh pod into a remote namespace that enforces Pod Security
+// "restricted", as the real apiserver's admission judges it: in netstack mode it is admitted
+// with its sidecar (no capability, nonroot, read-only root, RuntimeDefault seccomp, no
+// escalation), in kernel mode the sidecar's NET_ADMIN has it refused.
+func TestMeshRestricted(t *testing.T) {
+	t.Parallel()
+	s := serve(t)
+	const local = "psa"
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.remoteNS(local), Labels: map[string]string{
+		"pod-security.kubernetes.io/enforce":         "restricted",
+		"pod-security.kubernetes.io/enforce-version": "latest",
+		"interlink.io": "offloading",
+	}}}
+	if _, err := s.cluster.Client.CoreV1().Namespaces().Create(t.Context(), ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = s.cluster.Client.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
+	})
+	v := meshVariants(t)[2] // structured: any input makes the same sidecar
+
+	req := restrictedPod("web-netstack", local, meshspec.ModeNetstack, v.annotations)
+	s.create(t, req)
+	remote, err := s.remotePod(t, &req.Pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := remote.Spec.InitContainers[0].SecurityContext
+	if remote.Spec.InitContainers[0].Name != MeshAgentContainer || sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot ||
+		sc.Capabilities == nil || len(sc.Capabilities.Add) != 0 {
+		t.Fatalf("admitted sidecar %+v, want a nonroot one without capabilities", remote.Spec.InitContainers[0])
+	}
+	secret, err := s.cluster.Client.CoreV1().Secrets(remote.Namespace).Get(t.Context(), ScopedName("mesh-agent", string(req.Pod.UID)), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec, err := meshspec.Parse(secret.Data[MeshSpecKey]); err != nil || spec.Mode != meshspec.ModeNetstack {
+		t.Errorf("mesh.json mode %q, %v; want netstack", spec.Mode, err)
+	}
+
+	kreq := restrictedPod("web-kernel", local, meshspec.ModeKernel, v.annotations)
+	code, body := s.call(t, "POST", "/create", kreq)
+	if code == http.StatusOK || !strings.Contains(string(body), "restricted") || !strings.Contains(string(body), "NET_ADMIN") {
+		t.Fatalf("kernel-mode create in a restricted namespace: %d %s; want refused by Pod Security naming NET_ADMIN", code, body)
 	}
 }

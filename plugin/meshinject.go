@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -45,6 +46,10 @@ type Mesh struct {
 	AgentResources corev1.ResourceRequirements
 	// DNSMode selects the pod's DNS (default DNSLocal).
 	DNSMode DNSMode
+	// Mode is the sidecar's mode unless the pod's AnnotMeshMode says otherwise: kernel (a
+	// TUN device; NET_ADMIN) or netstack (a user-space stack; no capability, admitted by Pod
+	// Security "restricted"). Option mesh.mode; default meshspec.ModeKernel.
+	Mode meshspec.Mode
 	// ClusterDomain is the local cluster's DNS domain, for the search list (default
 	// cluster.local).
 	ClusterDomain string
@@ -77,7 +82,36 @@ const (
 	meshRunVolume    = "mesh-agent-run"
 	meshRunDir       = "/var/run/wireguard" // meshagent.DefaultUAPIDir, on an emptyDir: the root filesystem is read-only
 	meshSecretName   = "mesh-agent"         // scoped with the pod UID like every other object
+
+	// AnnotMeshMode chooses one pod's mesh mode, "kernel" or "netstack", over option mesh.mode.
+	AnnotMeshMode = "mesh.interlink-k8s-mesh.io/mode"
+	// meshAgentUser is the image's nonroot user, which netstack mode runs as.
+	meshAgentUser = 65532
+	// netstackDNS and netstackProxy are where the netstack sidecar serves the pod
+	// (meshagent.DefaultDNSListen, DefaultProxyListen).
+	netstackDNS   = "127.0.0.1"
+	netstackProxy = "http://127.0.0.1:3128"
 )
+
+// proxyEnv are the variables that make HTTP clients use the netstack sidecar's proxy; both
+// spellings, as curl reads the lower-case ones and Go's net/http either.
+var proxyEnv = []string{"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"}
+
+// noProxy keeps the pod's own loopback off the proxy.
+const noProxy = "localhost,127.0.0.1,::1"
+
+// meshMode is the pod's mode: its AnnotMeshMode, else m.Mode.
+func meshMode(local *corev1.Pod, m Mesh) (meshspec.Mode, error) {
+	v, ok := local.Annotations[AnnotMeshMode]
+	if !ok {
+		return m.Mode, nil
+	}
+	mode, err := meshspec.ParseMode(strings.TrimSpace(v))
+	if err != nil {
+		return "", &ValidationError{Field: "metadata.annotations[" + AnnotMeshMode + "]", Reason: err.Error()}
+	}
+	return mode, nil
+}
 
 // MeshAgentImage is the mesh-agent image that `make images` tags with version, the version the
 // plugin binary of the same build carries: plugin and sidecar come from one commit.
@@ -100,6 +134,9 @@ func (m Mesh) withDefaults() Mesh {
 	}
 	if m.DNSMode == "" {
 		m.DNSMode = DNSLocal
+	}
+	if m.Mode == "" {
+		m.Mode = meshspec.ModeKernel
 	}
 	if m.ClusterDomain == "" {
 		m.ClusterDomain = "cluster.local"
@@ -138,6 +175,13 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 		}
 	}
 
+	mode, err := meshMode(local, m)
+	if err != nil {
+		return err
+	}
+	if mode == meshspec.ModeNetstack {
+		spec.Mode = meshspec.ModeNetstack // kernel stays unwritten: mesh.json as before
+	}
 	switch m.DNSMode {
 	case DNSNone:
 		spec.DNS = meshspec.DNS{}
@@ -164,8 +208,11 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	plan.Secrets = append(plan.Secrets, secret)
 	plan.Mesh = &spec
 
-	agent := meshAgent(m)
-	agent.Env = proxyEnv(pod)
+	agent := meshAgent(m, mode)
+	agent.Env = tunnelProxyEnv(pod) // before setProxyEnv: the workload's own proxy, not the sidecar's
+	if mode == meshspec.ModeNetstack {
+		setProxyEnv(pod)
+	}
 	pod.InitContainers = append([]corev1.Container{agent}, pod.InitContainers...)
 	pod.Volumes = append(pod.Volumes,
 		corev1.Volume{Name: meshConfigVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
@@ -174,15 +221,44 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 		corev1.Volume{Name: meshRunVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
 	)
 	if m.DNSMode == DNSLocal && len(spec.DNS.Nameservers) > 0 {
-		applyMeshDNS(pod, spec.DNS)
+		dns := spec.DNS
+		if mode == meshspec.ModeNetstack {
+			// No route to the mesh nameservers: the sidecar's forwarder relays to them.
+			dns.Nameservers = []netip.Addr{netip.MustParseAddr(netstackDNS)}
+		}
+		applyMeshDNS(pod, dns)
 	}
 	return nil
 }
 
-// meshAgent is the sidecar container. It runs as root with NET_ADMIN (TUN device, addresses,
-// routes) and MKNOD (it creates /dev/net/tun when the runtime did not: containerd grants MKNOD
-// by default, CRI-O does not) and every other capability dropped; never privileged.
-func meshAgent(m Mesh) corev1.Container {
+// setProxyEnv points every container's HTTP clients at the netstack sidecar's proxy, which
+// reaches local Services by name; a container that sets any proxy variable keeps its own.
+func setProxyEnv(pod *corev1.PodSpec) {
+	set := func(c *corev1.Container) {
+		for _, e := range c.Env {
+			if slices.Contains(proxyEnv, e.Name) || strings.EqualFold(e.Name, "no_proxy") {
+				return
+			}
+		}
+		for _, name := range proxyEnv {
+			c.Env = append(c.Env, corev1.EnvVar{Name: name, Value: netstackProxy})
+		}
+		c.Env = append(c.Env, corev1.EnvVar{Name: "NO_PROXY", Value: noProxy}, corev1.EnvVar{Name: "no_proxy", Value: noProxy})
+	}
+	for i := range pod.InitContainers {
+		set(&pod.InitContainers[i])
+	}
+	for i := range pod.Containers {
+		set(&pod.Containers[i])
+	}
+}
+
+// meshAgent is the sidecar container. In kernel mode it runs as root with NET_ADMIN (TUN
+// device, addresses, routes) and MKNOD (it creates /dev/net/tun when the runtime did not:
+// containerd grants MKNOD by default, CRI-O does not) and every other capability dropped; never
+// privileged. In netstack mode it runs as the image's nonroot user with no capability at all,
+// as Pod Security "restricted" requires.
+func meshAgent(m Mesh, mode meshspec.Mode) corev1.Container {
 	httpGet := func(path string) corev1.ProbeHandler {
 		return corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(meshAgentPort)}}
 	}
@@ -208,17 +284,7 @@ func meshAgent(m Mesh) corev1.Container {
 			TimeoutSeconds:   2,
 			FailureThreshold: 3,
 		},
-		SecurityContext: &corev1.SecurityContext{
-			Capabilities: &corev1.Capabilities{
-				Add:  []corev1.Capability{"NET_ADMIN", "MKNOD"},
-				Drop: []corev1.Capability{"ALL"},
-			},
-			Privileged:               ptrTo(false),
-			AllowPrivilegeEscalation: ptrTo(false),
-			ReadOnlyRootFilesystem:   ptrTo(true),
-			RunAsUser:                ptrTo(int64(0)),
-			RunAsNonRoot:             ptrTo(false),
-		},
+		SecurityContext: meshAgentSecurity(mode),
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: meshConfigVolume, MountPath: meshConfigDir, ReadOnly: true},
 			{Name: meshRunVolume, MountPath: meshRunDir},
@@ -232,11 +298,11 @@ func meshAgent(m Mesh) corev1.Container {
 // proxyEnvNames are the variables the sidecar's tunnel dial honours.
 var proxyEnvNames = []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"}
 
-// proxyEnv returns the proxy settings the pod's own containers carry, for the sidecar: the
+// tunnelProxyEnv returns the proxy settings the pod's own containers carry, for the sidecar: the
 // workload's way out of the remote cluster is the tunnel's way to the local one. The first
 // container (app containers, then init containers) to set a name wins; values only, as InterLink's
 // VK resolves valueFrom before the plugin sees the pod.
-func proxyEnv(pod *corev1.PodSpec) []corev1.EnvVar {
+func tunnelProxyEnv(pod *corev1.PodSpec) []corev1.EnvVar {
 	var out []corev1.EnvVar
 	for _, name := range proxyEnvNames {
 	find:
@@ -252,6 +318,32 @@ func proxyEnv(pod *corev1.PodSpec) []corev1.EnvVar {
 		}
 	}
 	return out
+}
+
+func meshAgentSecurity(mode meshspec.Mode) *corev1.SecurityContext {
+	if mode == meshspec.ModeNetstack {
+		return &corev1.SecurityContext{
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			Privileged:               ptrTo(false),
+			AllowPrivilegeEscalation: ptrTo(false),
+			ReadOnlyRootFilesystem:   ptrTo(true),
+			RunAsUser:                ptrTo(int64(meshAgentUser)),
+			RunAsGroup:               ptrTo(int64(meshAgentUser)),
+			RunAsNonRoot:             ptrTo(true),
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		}
+	}
+	return &corev1.SecurityContext{
+		Capabilities: &corev1.Capabilities{
+			Add:  []corev1.Capability{"NET_ADMIN", "MKNOD"},
+			Drop: []corev1.Capability{"ALL"},
+		},
+		Privileged:               ptrTo(false),
+		AllowPrivilegeEscalation: ptrTo(false),
+		ReadOnlyRootFilesystem:   ptrTo(true),
+		RunAsUser:                ptrTo(int64(0)),
+		RunAsNonRoot:             ptrTo(false),
+	}
 }
 
 // applyMeshDNS points the pod at the mesh nameservers, keeping what the author added.

@@ -395,3 +395,64 @@ func noMesh(t *testing.T, plan *Plan) {
 		}
 	}
 }
+
+// TestTranslateMeshNetstack: a pod annotated for netstack mode gets the unprivileged sidecar,
+// its spec says netstack, its resolver is the sidecar's DNS forwarder and its containers' HTTP
+// clients use the sidecar's proxy, unless they set their own; an unknown mode is refused.
+func TestTranslateMeshNetstack(t *testing.T) {
+	v := meshVariants(t)[0]
+	ann := map[string]string{AnnotMeshMode: "netstack"}
+	for k, val := range v.annotations {
+		ann[k] = val
+	}
+	req := meshPod(meshTestUID, "web-0", "team-a", ann)
+	req.Pod.Spec.Containers = append(req.Pod.Spec.Containers, corev1.Container{Name: "own-proxy", Image: "x",
+		Env: []corev1.EnvVar{{Name: "https_proxy", Value: "http://corp:3128"}}})
+	plan, err := Translate(&req, testOffloading)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Mesh == nil || plan.Mesh.Mode != meshspec.ModeNetstack {
+		t.Fatalf("mesh spec %+v, want mode netstack", plan.Mesh)
+	}
+	pod := plan.Pod.Spec
+	sc := pod.InitContainers[0].SecurityContext
+	want := &corev1.SecurityContext{
+		Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}, Privileged: ptrTo(false),
+		AllowPrivilegeEscalation: ptrTo(false), ReadOnlyRootFilesystem: ptrTo(true), RunAsUser: ptrTo(int64(65532)),
+		RunAsGroup: ptrTo(int64(65532)), RunAsNonRoot: ptrTo(true),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+	if diff := cmp.Diff(want, sc); diff != "" {
+		t.Errorf("sidecar security (-want +got):\n%s", diff)
+	}
+	if pod.DNSConfig == nil || !cmp.Equal(pod.DNSConfig.Nameservers, []string{"127.0.0.1"}) || pod.DNSPolicy != corev1.DNSNone {
+		t.Errorf("dns %v %+v, want the sidecar's forwarder only", pod.DNSPolicy, pod.DNSConfig)
+	}
+	env := func(c corev1.Container) map[string]string {
+		m := map[string]string{}
+		for _, e := range c.Env {
+			m[e.Name] = e.Value
+		}
+		return m
+	}
+	for _, c := range append(pod.InitContainers[1:], pod.Containers[0]) {
+		if e := env(c); e["HTTP_PROXY"] != "http://127.0.0.1:3128" || e["https_proxy"] != "http://127.0.0.1:3128" || e["NO_PROXY"] == "" {
+			t.Errorf("container %s env %v, want the sidecar's proxy", c.Name, e)
+		}
+	}
+	if e := env(pod.Containers[1]); len(e) != 1 || e["https_proxy"] != "http://corp:3128" {
+		t.Errorf("a container with its own proxy got %v", e)
+	}
+	if e := env(pod.InitContainers[0]); e["HTTP_PROXY"] != "" {
+		t.Error("the sidecar itself was given the proxy")
+	}
+
+	ann[AnnotMeshMode] = "userspace"
+	req = meshPod(meshTestUID, "web-0", "team-a", ann)
+	_, err = Translate(&req, testOffloading)
+	var ve *ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(ve.Field, AnnotMeshMode) {
+		t.Errorf("unknown mode: %v, want a ValidationError on the annotation", err)
+	}
+}

@@ -19,8 +19,10 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netfilter"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
@@ -45,9 +47,11 @@ type Agent struct {
 	rulesApplied atomic.Bool
 	stopping     atomic.Bool
 	dev          atomic.Pointer[device.Device]
-	kern         atomic.Pointer[kernel]
-	malformed    atomic.Uint64 // tunnel connections without a valid request
-	lost         atomic.Bool   // the mesh was up and is lost (meshLost)
+	kern         atomic.Pointer[kernel]        // kernel mode
+	stack        atomic.Pointer[usernet.Stack] // netstack mode
+	inbound      atomic.Pointer[inbound]       // netstack mode
+	malformed    atomic.Uint64                 // tunnel connections without a valid request
+	lost         atomic.Bool                   // the mesh was up and is lost (meshLost)
 
 	// lastHandshake, when set (tests), replaces reading the peer's last handshake off the device.
 	lastHandshake func() (time.Time, error)
@@ -133,6 +137,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	tunnelLog.Info("tunnel server listening", "addr", tln.Addr().String(), "tls", a.tls != nil)
 
 	var undo []func() // teardown steps, run last first
+	if a.cfg.Mode == meshspec.ModeNetstack {
+		err = a.upNetstack(gctx, g, &undo)
+		if err == nil {
+			a.log.Info("shadow up", "mode", a.cfg.Mode, "address", a.cfg.Address, "peer", a.cfg.PeerAddress,
+				"tcp_ports", fmt.Sprint(a.cfg.TCPPorts), "udp_ports", fmt.Sprint(a.cfg.UDPPorts), "mtu", a.cfg.MTU,
+				"tunnel", tln.Addr().String(), "health", hln.Addr().String(), "uapi", a.cfg.socketPath(),
+				"setup", time.Since(start).Round(time.Microsecond))
+			<-gctx.Done()
+		}
+		return a.stop(cancel, health, undo, g, err)
+	}
 	nf, mainIface, err := a.up(gctx, g, &undo)
 	if err == nil {
 		a.log.Info("shadow up", "interface", a.cfg.Interface, "address", a.cfg.Address, "peer", a.cfg.PeerAddress,
@@ -148,6 +163,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("netfilter rules removed", "component", "netfilter", "after", "cancelled apply")
 		err = nil
 	}
+	return a.stop(cancel, health, undo, g, err)
+}
+
+// stop ends a run: it cancels, stops the health server, undoes the setup last step first and
+// waits for the goroutines; it returns err, or else the first goroutine's error.
+func (a *Agent) stop(cancel context.CancelFunc, health *http.Server, undo []func(), g *errgroup.Group, err error) error {
 	cancel()
 	sctx, scancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	if serr := health.Shutdown(sctx); serr != nil {
@@ -177,6 +198,9 @@ func serveHTTP(s *http.Server, ln net.Listener, what string) error {
 // once, returning the Shadow that keeps them and the main interface. Each step pushes its undo
 // before it can fail half-way.
 func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func()) (*netfilter.Shadow, string, error) {
+	if err := wgdevice.CheckKernelMode(); err != nil {
+		return nil, "", err
+	}
 	k, err := openKernel()
 	if err != nil {
 		return nil, "", err

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/relay"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
 )
 
 // Defaults of Config. They are the stock InterLink mesh's values where it has one.
@@ -61,6 +63,22 @@ type Config struct {
 	// Required.
 	PeerPublicKey meshspec.Key
 
+	// Mode selects how the shadow forwards: meshspec.ModeKernel (a TUN device and iptables;
+	// CAP_NET_ADMIN) or meshspec.ModeNetstack (a user-space stack and relays from ordinary
+	// sockets; no capability). Default ModeKernel.
+	Mode meshspec.Mode
+	// TCPPorts and UDPPorts are the offloaded pod's declared ports (the VK's .ExposedPorts):
+	// in netstack mode the shadow listens on them and relays each flow to the same port of the
+	// offloaded pod. Kernel mode forwards every port and ignores them. They must not be the
+	// ports of ListenAddr or HealthAddr.
+	TCPPorts, UDPPorts []uint16
+	// MaxFlows bounds the flows relayed at once in netstack mode, each way and per port.
+	// Default usernet.DefaultMaxFlows.
+	MaxFlows int
+	// UDPIdle ends a relayed UDP flow without a datagram either way for this long, in
+	// netstack mode. Default relay.DefaultIdle.
+	UDPIdle time.Duration
+
 	// ListenAddr is the TCP address of the tunnel's WebSocket server. Its port is excluded from
 	// DNAT. Default DefaultListenAddr.
 	ListenAddr string
@@ -92,8 +110,9 @@ type Config struct {
 	// MainInterface is the pod's own interface, where forwarded flows arrive. Empty: the
 	// interface of the IPv4 default route, found when Run starts.
 	MainInterface string
-	// PodIP narrows DNAT to packets addressed to it (the downward API's status.podIP). The zero
-	// value matches every local address arriving on MainInterface. IPv4.
+	// PodIP narrows DNAT to packets addressed to it (the downward API's status.podIP), and in
+	// netstack mode the declared ports' listeners. The zero value matches every local address
+	// (arriving on MainInterface). IPv4.
 	PodIP netip.Addr
 	// ExcludeTCP and ExcludeUDP are more destination ports that stay with the shadow pod instead
 	// of being forwarded; the ports of ListenAddr and HealthAddr are always excluded. Port 0 is
@@ -160,6 +179,15 @@ func (c Config) withDefaults() Config {
 	if c.PersistentKeepalive == 0 {
 		c.PersistentKeepalive = DefaultPersistentKeepalive
 	}
+	if c.Mode == "" {
+		c.Mode = meshspec.ModeKernel
+	}
+	if c.MaxFlows == 0 {
+		c.MaxFlows = usernet.DefaultMaxFlows
+	}
+	if c.UDPIdle == 0 {
+		c.UDPIdle = relay.DefaultIdle
+	}
 	return c
 }
 
@@ -196,6 +224,30 @@ func (c Config) validate() error {
 	add(wrapField("HealthAddr", err))
 	if tunnelPort != 0 && tunnelPort == healthPort {
 		add(fieldErrf("HealthAddr", "port %d is also the tunnel's", healthPort))
+	}
+	if _, err := meshspec.ParseMode(string(c.Mode)); err != nil {
+		add(&ConfigError{"Mode", err})
+	}
+	for _, f := range []struct {
+		field string
+		ports []uint16
+	}{{"TCPPorts", c.TCPPorts}, {"UDPPorts", c.UDPPorts}} {
+		for i, p := range f.ports {
+			switch {
+			case p == 0:
+				add(fieldErrf(f.field, "port 0"))
+			case slices.Contains(f.ports[:i], p):
+				add(fieldErrf(f.field, "port %d is listed twice", p))
+			case f.field == "TCPPorts" && (p == tunnelPort || p == healthPort):
+				add(fieldErrf(f.field, "port %d is the shadow's own (tunnel or health)", p))
+			}
+		}
+	}
+	if c.MaxFlows < 0 {
+		add(fieldErrf("MaxFlows", "negative: %d", c.MaxFlows))
+	}
+	if c.UDPIdle < 0 {
+		add(fieldErrf("UDPIdle", "negative: %v", c.UDPIdle))
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		add(fieldErrf("TLSKeyFile", "set both TLSCertFile and TLSKeyFile, or neither"))
@@ -336,6 +388,9 @@ func (c Config) LogValue() slog.Value {
 		return strings.Join(s, ",")
 	}
 	return slog.GroupValue(
+		slog.String("mode", string(c.Mode)),
+		slog.String("tcp_ports", ports(c.TCPPorts)),
+		slog.String("udp_ports", ports(c.UDPPorts)),
 		slog.Bool("path_prefix_set", c.PathPrefix != ""),
 		slog.Bool("private_key_set", !c.PrivateKey.IsZero()),
 		slog.Bool("peer_public_key_set", !c.PeerPublicKey.IsZero()),

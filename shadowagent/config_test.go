@@ -42,6 +42,7 @@ func TestDefaults(t *testing.T) {
 	want.Destination = netip.MustParseAddrPort("127.0.0.1:51820")
 	want.Address, want.PeerAddress = netip.MustParsePrefix("10.7.0.1/32"), netip.MustParseAddr("10.7.0.2")
 	want.MTU, want.PersistentKeepalive = 1280, 25*time.Second
+	want.Mode, want.MaxFlows, want.UDPIdle = meshspec.ModeKernel, 16384, time.Minute
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
 		cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 		t.Errorf("withDefaults (-want +got):\n%s", diff)
@@ -100,6 +101,13 @@ var configCases = []struct {
 	{"pod ip is the peer", func(c *Config) { c.PodIP = netip.MustParseAddr("10.7.0.2") }, []string{"PodIP"}, "mesh address"},
 	{"exclude port 0", func(c *Config) { c.ExcludeTCP, c.ExcludeUDP = []uint16{80, 0}, []uint16{0} }, []string{"ExcludeTCP", "ExcludeUDP"}, "port 0"},
 	{"negative interval", func(c *Config) { c.ReassertInterval = -time.Second }, []string{"ReassertInterval"}, "negative"},
+	{"unknown mode", func(c *Config) { c.Mode = "userspace" }, []string{"Mode"}, "want \"kernel\" or \"netstack\""},
+	{"netstack with its ports", func(c *Config) {
+		c.Mode, c.TCPPorts, c.UDPPorts = meshspec.ModeNetstack, []uint16{80, 8080}, []uint16{53}
+	}, nil, ""},
+	{"declared port 0 or twice", func(c *Config) { c.TCPPorts, c.UDPPorts = []uint16{80, 0}, []uint16{53, 53} }, []string{"TCPPorts", "UDPPorts"}, ""},
+	{"declared port is the tunnel's", func(c *Config) { c.TCPPorts = []uint16{28080} }, []string{"TCPPorts"}, "shadow's own"},
+	{"negative flow bounds", func(c *Config) { c.MaxFlows, c.UDPIdle = -1, -time.Second }, []string{"MaxFlows", "UDPIdle"}, "negative"},
 	{"socket path too long", func(c *Config) { c.UAPIDir = "/" + strings.Repeat("d", 110) }, []string{"UAPIDir"}, "longer than"},
 	{"several at once", func(c *Config) { c.MTU, c.Interface, c.PodIP = 1, "", netip.MustParseAddr("::1") }, []string{"MTU", "PodIP"}, ""},
 }

@@ -6,6 +6,10 @@ import "net/http"
 // up, for a liveness probe. It depends neither on the peer nor on the tunnel: a remote outage
 // must not restart the shadow pod, whose IP is the offloaded pod's identity.
 func (a *Agent) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	if a.stack.Load() != nil && a.dev.Load() != nil {
+		_, _ = w.Write([]byte("ok\n")) // netstack mode: no link to check
+		return
+	}
 	k := a.kern.Load()
 	if k == nil || a.dev.Load() == nil {
 		http.Error(w, "wireguard device not up", http.StatusServiceUnavailable)

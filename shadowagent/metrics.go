@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/relay"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
@@ -44,13 +45,23 @@ var (
 		"Seconds since the last completed handshake; absent before the first. Above about 180 the tunnel is down.", nil, nil)
 )
 
+var (
+	flowLabels = []string{"direction", "proto"}
+	descFlows  = prometheus.NewDesc("shadow_agent_flows_active",
+		"Netstack mode: flows relayed now: in (to the declared ports, to the offloaded pod), out (from the offloaded pod).", flowLabels, nil)
+	descFlowsTotal = prometheus.NewDesc("shadow_agent_flows_total",
+		"Netstack mode: flows relayed, by direction and protocol.", flowLabels, nil)
+	descFlowsRefused = prometheus.NewDesc("shadow_agent_flows_refused_total",
+		"Netstack mode: flows refused or dropped: the upstream did not answer, or over --max-flows.", []string{"direction"}, nil)
+)
+
 // collector reads the tunnel and the device at scrape time, so metrics cost nothing between
 // scrapes.
 type collector struct{ a *Agent }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReady, descSessions, descRefused, descMalformed, descActive,
-		descDatagrams, descDropped, descPeerBytes, descHandshake, descHandshakeAge} {
+		descDatagrams, descDropped, descPeerBytes, descHandshake, descHandshakeAge, descFlows, descFlowsTotal, descFlowsRefused} {
 		ch <- d
 	}
 }
@@ -76,6 +87,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDatagrams, st.TxDatagrams, "tx")
 	counter(descDropped, st.RxDropped, "rx")
 	counter(descDropped, st.TxDropped, "tx")
+	c.collectFlows(ch)
 
 	dev := c.a.dev.Load()
 	if dev == nil {
@@ -92,4 +104,36 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descHandshake, float64(p.LastHandshake.UnixNano())/1e9)
 		gauge(descHandshakeAge, time.Since(p.LastHandshake).Seconds())
 	}
+}
+
+// collectFlows reports netstack mode's relays; nothing in kernel mode.
+func (c collector) collectFlows(ch chan<- prometheus.Metric) {
+	s, in := c.a.stack.Load(), c.a.inbound.Load()
+	if s == nil || in == nil {
+		return
+	}
+	m := func(d *prometheus.Desc, t prometheus.ValueType, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, t, float64(v), labels...)
+	}
+	var tcp relay.StreamStats
+	var udp relay.SessionStats
+	for _, r := range in.streams {
+		st := r.Stats()
+		tcp.Active, tcp.Total, tcp.Refused = tcp.Active+st.Active, tcp.Total+st.Total, tcp.Refused+st.Refused
+	}
+	for _, r := range in.sessions {
+		st := r.Stats()
+		udp.Active, udp.Total, udp.Dropped = udp.Active+st.Active, udp.Total+st.Total, udp.Dropped+st.Dropped
+	}
+	out := s.Stats()
+	m(descFlows, prometheus.GaugeValue, tcp.Active, "in", "tcp")
+	m(descFlows, prometheus.GaugeValue, udp.Active, "in", "udp")
+	m(descFlows, prometheus.GaugeValue, out.TCPActive, "out", "tcp")
+	m(descFlows, prometheus.GaugeValue, out.UDPActive, "out", "udp")
+	m(descFlowsTotal, prometheus.CounterValue, tcp.Total, "in", "tcp")
+	m(descFlowsTotal, prometheus.CounterValue, udp.Total, "in", "udp")
+	m(descFlowsTotal, prometheus.CounterValue, out.TCPTotal, "out", "tcp")
+	m(descFlowsTotal, prometheus.CounterValue, out.UDPTotal, "out", "udp")
+	m(descFlowsRefused, prometheus.CounterValue, tcp.Refused+udp.Dropped, "in")
+	m(descFlowsRefused, prometheus.CounterValue, out.Refused+out.OverLimit, "out")
 }

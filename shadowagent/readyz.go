@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
@@ -41,7 +42,11 @@ func (a *Agent) notReady() []string {
 		missing = append(missing, "wireguard device")
 	}
 	if !a.rulesApplied.Load() {
-		missing = append(missing, "netfilter rules")
+		if a.cfg.Mode == meshspec.ModeNetstack {
+			missing = append(missing, "port relays")
+		} else {
+			missing = append(missing, "netfilter rules")
+		}
 	}
 	if lost := a.meshLost(time.Now()); lost != "" {
 		missing = append(missing, lost)

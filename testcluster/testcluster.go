@@ -155,7 +155,26 @@ func connect(kubeconfig string) (*Cluster, error) {
 // ends.
 func (c *Cluster) Namespace(t testing.TB) string {
 	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "t-"}}
+	return c.namespace(t, nil)
+}
+
+// PodSecurityRestricted are the labels of a namespace whose pods Pod Security admission holds
+// to the "restricted" profile, the apiserver's own admission plugin (on by default).
+var PodSecurityRestricted = map[string]string{
+	"pod-security.kubernetes.io/enforce":         "restricted",
+	"pod-security.kubernetes.io/enforce-version": "latest",
+}
+
+// RestrictedNamespace is Namespace labelled PodSecurityRestricted: the apiserver refuses any
+// pod there that the "restricted" profile does not admit.
+func (c *Cluster) RestrictedNamespace(t testing.TB) string {
+	t.Helper()
+	return c.namespace(t, PodSecurityRestricted)
+}
+
+func (c *Cluster) namespace(t testing.TB, labels map[string]string) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "t-", Labels: labels}}
 	got, err := c.Client.CoreV1().Namespaces().Create(t.Context(), ns, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create namespace: %v", err)

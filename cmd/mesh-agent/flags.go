@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshagent"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
@@ -14,8 +15,10 @@ import (
 // options are the command line, each flag defaulting to an environment variable.
 type options struct {
 	config, listen, readyFile, uapiDir, logLevel, logFormat string
+	mode, dnsListen, proxyListen                            string
 	version                                                 bool
-	batchSize                                               int
+	batchSize, maxFlows                                     int
+	udpIdle                                                 time.Duration
 }
 
 const usageHead = `Usage: mesh-agent [flags]
@@ -25,12 +28,18 @@ WireGuard interface, its address and routes, serves /healthz, /readyz (200 after
 handshake) and /metrics, and the UAPI socket for wg(8). Needs CAP_NET_ADMIN, and CAP_MKNOD when
 /dev/net/tun is missing. SIGTERM removes what it added.
 
+In netstack mode (spec "mode": "netstack", or --mode) it needs no capability and runs as any
+user: WireGuard runs on a user-space IP stack, flows from the mesh reach the workload on the
+pod's loopback (127.0.0.1:<same port>), and the workload reaches the local cluster through a DNS
+forwarder (--dns-listen) and an HTTP proxy (--proxy-listen, for HTTP_PROXY/HTTPS_PROXY).
+
 Flags (each defaults to the environment variable named in its description):
 `
 
 const configHelp = `
 Config file (JSON, written by the plugin as mesh.json in the pod's Secret; unknown fields are errors):
   version              "v1" (required)
+  mode                 "kernel" (default) or "netstack"
   interface            interface name, at most 15 bytes (default "wg0")
   privateKey           the pod's WireGuard private key, base64 (required)
   peerPublicKey        the shadow pod's WireGuard public key, base64 (required)
@@ -69,6 +78,19 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (optio
 		return o, fmt.Errorf("MESH_AGENT_BATCH_SIZE: %w", err)
 	}
 	fs.IntVar(&o.batchSize, "batch-size", batch, "datagrams handed to WireGuard at once, 1 to 128: each costs up to 64 KiB in flight; 64 or more for bulk throughput (MESH_AGENT_BATCH_SIZE)")
+	fs.StringVar(&o.mode, "mode", env("MESH_AGENT_MODE", ""), "kernel or netstack, overriding the spec's mode; empty: the spec's (MESH_AGENT_MODE)")
+	fs.StringVar(&o.dnsListen, "dns-listen", env("MESH_AGENT_DNS_LISTEN", ""), `netstack mode: DNS forwarder to the mesh nameserver, "none" for none (default `+meshagent.DefaultDNSListen+`) (MESH_AGENT_DNS_LISTEN)`)
+	fs.StringVar(&o.proxyListen, "proxy-listen", env("MESH_AGENT_PROXY_LISTEN", ""), `netstack mode: HTTP proxy into the mesh, "none" for none (default `+meshagent.DefaultProxyListen+`) (MESH_AGENT_PROXY_LISTEN)`)
+	maxFlows, err := strconv.Atoi(env("MESH_AGENT_MAX_FLOWS", "16384"))
+	if err != nil {
+		return o, fmt.Errorf("MESH_AGENT_MAX_FLOWS: %w", err)
+	}
+	fs.IntVar(&o.maxFlows, "max-flows", maxFlows, "netstack mode: flows from the mesh relayed at once; more are refused (MESH_AGENT_MAX_FLOWS)")
+	udpIdle, err := time.ParseDuration(env("MESH_AGENT_UDP_IDLE", "60s"))
+	if err != nil {
+		return o, fmt.Errorf("MESH_AGENT_UDP_IDLE: %w", err)
+	}
+	fs.DurationVar(&o.udpIdle, "udp-idle", udpIdle, "netstack mode: a UDP flow from the mesh ends after this long without a datagram (MESH_AGENT_UDP_IDLE)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageHead)

@@ -51,12 +51,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("%s: %w", o.config, err)
 	}
 	agent, err := meshagent.New(meshagent.Config{
-		Spec:       spec,
-		ListenAddr: o.listen,
-		ReadyFile:  o.readyFile,
-		UAPIDir:    o.uapiDir,
-		BatchSize:  o.batchSize,
-		Logger:     log,
+		Spec:        spec,
+		ListenAddr:  o.listen,
+		ReadyFile:   o.readyFile,
+		UAPIDir:     o.uapiDir,
+		BatchSize:   o.batchSize,
+		Mode:        meshspec.Mode(o.mode),
+		DNSListen:   o.dnsListen,
+		ProxyListen: o.proxyListen,
+		MaxFlows:    o.maxFlows,
+		UDPIdle:     o.udpIdle,
+		Logger:      log,
 	})
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,8 +19,8 @@ import (
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 )
 
-// flagSpec is one command-line flag: its environment variable, its default and the Config field
-// it sets ("" for flags that are not Config fields).
+// flagSpec is one command-line flag: its environment variable, its default and the Config
+// fields it sets, comma-separated ("" for flags that are not Config fields).
 type flagSpec struct {
 	name, env, def, field, usage string
 }
@@ -31,6 +32,10 @@ var flagSpecs = []flagSpec{
 	{name: "private-key-file", env: "SHADOW_PRIVATE_KEY_FILE", field: "PrivateKey", usage: "file holding the shadow's WireGuard private key, base64, the VK's .WGPrivateKey (preferred: from a Secret)"},
 	{name: "private-key", env: "SHADOW_PRIVATE_KEY", field: "PrivateKey", usage: "the private key itself; visible in the process list, prefer --private-key-file"},
 	{name: "peer-public-key", env: "SHADOW_PEER_PUBLIC_KEY", field: "PeerPublicKey", usage: "the offloaded pod's WireGuard public key, base64, the VK's .ClientPublicKey (required)"},
+	{name: "mode", env: "SHADOW_MODE", def: string(meshspec.ModeKernel), field: "Mode", usage: "kernel (TUN device and iptables; CAP_NET_ADMIN) or netstack (user-space stack, relays on --ports; no capability, any user)"},
+	{name: "ports", env: "SHADOW_PORTS", field: "TCPPorts,UDPPorts", usage: `netstack mode: the offloaded pod's ports, relayed to it, "80,8080/tcp,53/udp" (protocol TCP unless named): the VK's .ExposedPorts`},
+	{name: "max-flows", env: "SHADOW_MAX_FLOWS", def: "16384", field: "MaxFlows", usage: "netstack mode: flows relayed at once, each way and per port; more are refused"},
+	{name: "udp-idle", env: "SHADOW_UDP_IDLE", def: "60s", field: "UDPIdle", usage: "netstack mode: a relayed UDP flow ends after this long without a datagram"},
 	{name: "listen", env: "SHADOW_LISTEN", def: shadowagent.DefaultListenAddr, field: "ListenAddr", usage: "address of the tunnel's WebSocket server; its port is never forwarded"},
 	{name: "tls-cert", env: "SHADOW_TLS_CERT", field: "TLSCertFile", usage: "PEM certificate: serve wss:// instead of ws:// (with --tls-key)"},
 	{name: "tls-key", env: "SHADOW_TLS_KEY", field: "TLSKeyFile", usage: "PEM private key of --tls-cert"},
@@ -72,6 +77,10 @@ rules are applied; it does not wait for the offloaded pod) and /metrics, and the
 wg(8). Needs CAP_NET_ADMIN, CAP_MKNOD when /dev/net/tun is missing, and net.ipv4.ip_forward=1 or
 a writable /proc/sys. SIGTERM removes what it added.
 
+With --mode=netstack it needs none of that and runs as any user: WireGuard runs on a user-space
+IP stack, the ports of --ports are ordinary sockets relayed to the offloaded pod, and the
+offloaded pod's flows are dialed from this process's sockets.
+
 Flags (each defaults to the environment variable in brackets; a flag or variable holding a
 secret and its -file variant are exclusive):
 `
@@ -81,9 +90,10 @@ The VK's shadow-pod template data (WstunnelTemplatePath) maps onto the flags:
   .RandomPassword   --path-prefix-file, from a Secret key (or --path-prefix, SHADOW_PATH_PREFIX)
   .WGPrivateKey     --private-key-file, from a Secret key (or --private-key, SHADOW_PRIVATE_KEY)
   .ClientPublicKey  --peer-public-key (SHADOW_PEER_PUBLIC_KEY)
-  .ExposedPorts     nothing to set: every TCP and UDP port is forwarded to the offloaded pod, so
-                    ExposedPorts only name the containerPorts and Service ports. They must not use
-                    --listen's port (28080) or --health-listen's (9102), which stay here.
+  .ExposedPorts     kernel mode: nothing to set, every TCP and UDP port is forwarded to the
+                    offloaded pod. Netstack mode: --ports, the only ports relayed, e.g.
+                    --ports={{range $i, $p := .ExposedPorts}}{{if $i}},{{end}}{{$p.Port}}/{{or $p.Protocol "TCP"}}{{end}}
+                    Neither may use --listen's port (28080) or --health-listen's (9102).
   .Name             --name (SHADOW_NAME), for logs; the Deployment's name and pod label
   .Namespace        --namespace (SHADOW_NAMESPACE), for logs
   .WildcardDNS      nothing: the Ingress host <name>-<namespace>.<WildcardDNS> routes to --listen
@@ -158,6 +168,14 @@ func (o options) config() (shadowagent.Config, error) {
 		add(from, err)
 	}
 	v := o.values
+	c.Mode, err = meshspec.ParseMode(v["mode"])
+	add("mode", err)
+	c.TCPPorts, c.UDPPorts, err = parseProtoPorts(v["ports"])
+	add("ports", err)
+	c.MaxFlows, err = parseOptional(v["max-flows"], strconv.Atoi)
+	add("max-flows", err)
+	c.UDPIdle, err = parseOptional(v["udp-idle"], time.ParseDuration)
+	add("udp-idle", err)
 	c.ListenAddr, c.HealthAddr, c.Interface, c.MainInterface = v["listen"], v["health-listen"], v["interface"], v["main-interface"]
 	c.TLSCertFile, c.TLSKeyFile, c.UAPIDir = v["tls-cert"], v["tls-key"], v["uapi-dir"]
 	c.Destination, err = parseOptional(v["destination"], netip.ParseAddrPort)
@@ -261,6 +279,30 @@ func parsePorts(s string) ([]uint16, error) {
 	return ports, nil
 }
 
+// parsePortsProto parses "80,8080/tcp,53/udp" into TCP and UDP ports; a port without a
+// protocol is TCP, as in a containerPort.
+func parseProtoPorts(s string) (tcp, udp []uint16, err error) {
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		num, proto, _ := strings.Cut(f, "/")
+		p, perr := strconv.ParseUint(num, 10, 16)
+		if perr != nil || p == 0 {
+			return nil, nil, fmt.Errorf("%q is not a port from 1 to 65535", f)
+		}
+		switch strings.ToLower(proto) {
+		case "", "tcp":
+			tcp = append(tcp, uint16(p))
+		case "udp":
+			udp = append(udp, uint16(p))
+		default:
+			return nil, nil, fmt.Errorf("%q: protocol %q, want tcp or udp (SCTP is not relayed)", f, proto)
+		}
+	}
+	return tcp, udp, nil
+}
+
 // configFlagError renames the Config fields in New's errors to the flags that set them.
 func configFlagError(err error) error {
 	if joined, ok := err.(interface{ Unwrap() []error }); ok {
@@ -277,7 +319,7 @@ func configFlagError(err error) error {
 	}
 	var names []string
 	for _, f := range flagSpecs {
-		if f.field == ce.Field {
+		if slices.Contains(strings.Split(f.field, ","), ce.Field) {
 			names = append(names, flagRef(f.name))
 		}
 	}

@@ -66,7 +66,9 @@ func TestHelp(t *testing.T) {
 	// Every Config field but the logger is set by a flag.
 	fields := map[string]bool{}
 	for _, f := range flagSpecs {
-		fields[f.field] = true
+		for _, name := range strings.Split(f.field, ",") {
+			fields[name] = true
+		}
 	}
 	ct := reflect.TypeFor[shadowagent.Config]()
 	for i := range ct.NumField() {
@@ -100,7 +102,9 @@ func TestConfig(t *testing.T) {
 		"--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--destination", "127.0.0.1:51821", "--health-listen", ":9999",
 		"--interface", "wgs", "--address", "10.9.0.1/24", "--peer-address", "10.9.0.2", "--mtu", "1420", "--keepalive", "30",
 		"--exclude-tcp", "22, 80", "--reassert-interval", "1m", "--uapi-dir", "/run/wg", "--batch-size", "64",
+		"--mode", "netstack", "--ports", "80,8080/TCP, 53/udp", "--max-flows", "100",
 	}, env(map[string]string{
+		"SHADOW_UDP_IDLE":        "5s",
 		"SHADOW_PEER_PUBLIC_KEY": b64(peer), "SHADOW_MAIN_INTERFACE": "eth1", "POD_IP": "10.244.1.7", "SHADOW_EXCLUDE_UDP": "53",
 		"SHADOW_LISTEN": "ignored:1", // the flag wins
 	}), &bytes.Buffer{})
@@ -117,6 +121,7 @@ func TestConfig(t *testing.T) {
 		Interface: "wgs", Address: netip.MustParsePrefix("10.9.0.1/24"), PeerAddress: netip.MustParseAddr("10.9.0.2"), MTU: 1420,
 		PersistentKeepalive: 30 * time.Second, MainInterface: "eth1", PodIP: netip.MustParseAddr("10.244.1.7"),
 		ExcludeTCP: []uint16{22, 80}, ExcludeUDP: []uint16{53}, ReassertInterval: time.Minute, UAPIDir: "/run/wg", BatchSize: 64,
+		Mode: meshspec.ModeNetstack, TCPPorts: []uint16{80, 8080}, UDPPorts: []uint16{53}, MaxFlows: 100, UDPIdle: 5 * time.Second,
 	}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
 		cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {

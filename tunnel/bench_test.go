@@ -121,10 +121,10 @@ func BenchmarkBatchThroughput(b *testing.B) {
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for received.Load()+int64(l.sbind.Bind.(*ServerBind).s.queue.dropped.Load()) < sent && time.Now().Before(deadline) {
+	for received.Load()+int64(l.sbind.Bind.(*ServerBind).s.inbox.queue.dropped.Load()) < sent && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Microsecond)
 	}
-	b.ReportMetric(float64(l.sbind.Bind.(*ServerBind).s.queue.dropped.Load())/float64(b.N), "dropped/op")
+	b.ReportMetric(float64(l.sbind.Bind.(*ServerBind).s.inbox.queue.dropped.Load())/float64(b.N), "dropped/op")
 }
 
 // BenchmarkDeviceThroughput pushes bulk TCP between two wireguard-go

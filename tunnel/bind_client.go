@@ -24,17 +24,17 @@ func NewClientBind(c *Client) *ClientBind { return &ClientBind{c: c} }
 // datagrams arrive and fails only with net.ErrClosed, after Close. port is
 // reported back unchanged: there is no socket.
 func (b *ClientBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	done, err := b.c.bind.open()
+	done, err := b.c.inbox.bind.open()
 	if err != nil {
 		return nil, 0, err
 	}
-	return []conn.ReceiveFunc{b.c.queue.receiver(done)}, port, nil
+	return []conn.ReceiveFunc{b.c.inbox.receiver(done)}, port, nil
 }
 
 // Close detaches; the ReceiveFunc returns net.ErrClosed. The session stays
 // up and keeps queueing datagrams for the next Open.
 func (b *ClientBind) Close() error {
-	b.c.bind.close()
+	b.c.inbox.bind.close()
 	return nil
 }
 

@@ -24,17 +24,17 @@ func NewServerBind(s *Server) *ServerBind { return &ServerBind{s: s} }
 // datagrams arrive and fails only with net.ErrClosed, after Close. port is
 // reported back unchanged: there is no socket.
 func (b *ServerBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	done, err := b.s.bind.open()
+	done, err := b.s.inbox.bind.open()
 	if err != nil {
 		return nil, 0, err
 	}
-	return []conn.ReceiveFunc{b.s.queue.receiver(done)}, port, nil
+	return []conn.ReceiveFunc{b.s.inbox.receiver(done)}, port, nil
 }
 
 // Close detaches; the ReceiveFunc returns net.ErrClosed. Sessions stay up
 // and keep queueing datagrams for the next Open.
 func (b *ServerBind) Close() error {
-	b.s.bind.close()
+	b.s.inbox.bind.close()
 	return nil
 }
 

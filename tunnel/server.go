@@ -96,9 +96,8 @@ type Server struct {
 	pathHash [sha256.Size]byte
 	limiter  *rateLimiter
 	upgrader ws.HTTPUpgrader
-	queue    *queue
+	inbox    *inbox
 	link     *link
-	bind     attachment
 	stats    counters
 
 	current atomic.Pointer[serverSession]
@@ -143,7 +142,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg:      cfg,
 		common:   cm,
 		pathHash: sha256.Sum256([]byte("/" + cfg.PathPrefix + "/events")),
-		queue:    newQueue(cm.queueLen),
+		inbox:    newInbox(cm.queueLen, cm.batchSize),
 		sessions: make(map[*serverSession]struct{}),
 		upgrader: ws.HTTPUpgrader{
 			Timeout:  cm.writeTimeout,
@@ -297,16 +296,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ss := &serverSession{id: id, ep: newEndpoint(sessionAddr(src, id))}
-	ss.c = newWSConn(conn, carryOver(conn, rw.Reader), false, s.common.maxMessageSize, s.common.writeTimeout)
+	ss.c = newWSConn(conn, carryOver(conn, rw.Reader, s.common.maxMessageSize), false, s.common.maxMessageSize, s.common.writeTimeout)
 	if !s.activate(ss) {
 		conn.Close()
 		return
 	}
 	s.common.log.Info("tunnel session up", "session", id, "remote", r.RemoteAddr, "tunnel_id", claims.ID)
 	start := time.Now()
-	err = ss.c.serve(s.common.pingInterval, s.common.pingMisses, func(p []byte) {
-		s.stats.rx.Add(1)
-		s.queue.push(p, ss.ep)
+	err = ss.c.serve(s.common.pingInterval, s.common.pingMisses, func(c *wsConn) error {
+		return s.inbox.deliver(c, ss.ep, &s.stats.rx)
 	})
 	s.deactivate(ss)
 	s.common.log.Info("tunnel session down", "session", id, "remote", r.RemoteAddr,
@@ -392,7 +390,7 @@ func (s *Server) deactivate(ss *serverSession) {
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	return s.stats.snapshot(s.queue, s.current.Load() != nil)
+	return s.stats.snapshot(s.inbox.queue, s.current.Load() != nil)
 }
 
 // sessionAddr labels a session's endpoint with the client's address, or
@@ -406,12 +404,12 @@ func sessionAddr(src netip.AddrPort, id uint64) netip.AddrPort {
 
 // carryOver returns a reader for the session that first yields whatever
 // the HTTP server had already buffered past the upgrade request.
-func carryOver(conn net.Conn, br *bufio.Reader) *bufio.Reader {
+func carryOver(conn net.Conn, br *bufio.Reader, maxMsg int) *bufio.Reader {
 	if br == nil || br.Buffered() == 0 {
 		return nil // newWSConn makes a fresh, larger reader
 	}
 	early, _ := br.Peek(br.Buffered())
-	return bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), bufSize)
+	return newReader(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), maxMsg)
 }
 
 func headerHasToken(h http.Header, key, token string) bool {

@@ -121,7 +121,8 @@ func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func(), start
 	if err != nil {
 		return fmt.Errorf("create tun device %s: %w", a.spec.Interface, err)
 	}
-	dev := device.NewDevice(tdev, tunnel.NewClientBind(a.client), wgdevice.NewLogger(a.log))
+	bind := tunnel.NewClientBind(a.client)
+	dev := device.NewDevice(bind.TUN(tdev), bind, wgdevice.NewLogger(a.log))
 	*undo = append(*undo, dev.Close) // also closes the TUN, which deletes the link
 	if err := dev.IpcSet(uapiConfig(a.spec)); err != nil {
 		return fmt.Errorf("configure wireguard device: %w", err)

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
 )
 
 var _ conn.Bind = (*ClientBind)(nil)
@@ -64,3 +65,10 @@ func (b *ClientBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 
 // BatchSize is the configured batch (DefaultBatchSize unless set).
 func (b *ClientBind) BatchSize() int { return b.c.common.batchSize }
+
+// TUN returns dev wrapped for the device this Bind serves, so that a
+// receive waits while wireguard-go holds DefaultInFlight received datagrams
+// it has not written to dev yet: each costs it a 64 KiB buffer. Give the
+// wrapped device to device.NewDevice; without it only the batch size
+// bounds what is in flight.
+func (b *ClientBind) TUN(dev tun.Device) tun.Device { return b.c.inbox.flight.wrap(dev) }

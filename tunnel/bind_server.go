@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
 )
 
 var _ conn.Bind = (*ServerBind)(nil)
@@ -65,3 +66,10 @@ func (b *ServerBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 
 // BatchSize is the configured batch (DefaultBatchSize unless set).
 func (b *ServerBind) BatchSize() int { return b.s.common.batchSize }
+
+// TUN returns dev wrapped for the device this Bind serves, so that a
+// receive waits while wireguard-go holds DefaultInFlight received datagrams
+// it has not written to dev yet: each costs it a 64 KiB buffer. Give the
+// wrapped device to device.NewDevice; without it only the batch size
+// bounds what is in flight.
+func (b *ServerBind) TUN(dev tun.Device) tun.Device { return b.s.inbox.flight.wrap(dev) }

@@ -20,11 +20,16 @@ import (
 // While the Bind is closed (wireguard-go rebinds), readers keep reading,
 // so pings are answered, and keep the datagrams in a small queue for the
 // next Open.
+//
+// Once the device's TUN is wrapped (Bind.TUN), a receive also waits while
+// wireguard-go holds DefaultInFlight datagrams it has not written yet (see
+// flight): the batch size no longer bounds the device's memory.
 type inbox struct {
-	bind  attachment
-	reqs  chan *request // unbuffered: a ReceiveFunc waiting for datagrams
-	queue *queue
-	batch int
+	bind   attachment
+	reqs   chan *request // unbuffered: a ReceiveFunc waiting for datagrams
+	queue  *queue
+	batch  int
+	flight *flight
 }
 
 // request is one call of a ReceiveFunc, filled by one session reader.
@@ -32,12 +37,13 @@ type request struct {
 	bufs  [][]byte
 	sizes []int
 	eps   []conn.Endpoint
+	limit int // how many datagrams to fill at most
 	n     int
 	done  chan struct{} // capacity 1: the reader is done with the request
 }
 
 func newInbox(queueLen, batch int) *inbox {
-	return &inbox{reqs: make(chan *request), queue: newQueue(queueLen), batch: batch}
+	return &inbox{reqs: make(chan *request), queue: newQueue(queueLen), batch: batch, flight: newFlight(DefaultInFlight)}
 }
 
 // receiver returns a conn.ReceiveFunc that blocks until at least one
@@ -54,16 +60,23 @@ func (in *inbox) receiver(done <-chan struct{}) conn.ReceiveFunc {
 				return 0, net.ErrClosed
 			default:
 			}
-			if n := in.queue.pop(bufs, sizes, eps); n > 0 {
+			room := in.flight.room(done)
+			if room == 0 {
+				return 0, net.ErrClosed
+			}
+			limit := min(len(bufs), in.batch, room)
+			if n := in.queue.pop(bufs[:limit], sizes, eps); n > 0 {
+				in.flight.handed(bufs, sizes, n)
 				return n, nil
 			}
-			r.bufs, r.sizes, r.eps, r.n = bufs, sizes, eps, 0
+			r.bufs, r.sizes, r.eps, r.limit, r.n = bufs, sizes, eps, limit, 0
 			select {
 			case in.reqs <- r:
 				// The reader copies from its buffer only: this wait is short.
 				<-r.done
 				r.bufs, r.sizes, r.eps = nil, nil, nil
 				if r.n > 0 {
+					in.flight.handed(bufs, sizes, r.n)
 					return r.n, nil
 				}
 			case <-in.queue.notify:
@@ -104,7 +117,6 @@ func (in *inbox) deliver(c *wsConn, ep *endpoint, rx *atomic.Uint64) error {
 // The error is the connection's (a protocol violation, a close frame met
 // on the way): the datagrams before it are delivered.
 func (in *inbox) fill(c *wsConn, ep *endpoint, r *request) error {
-	limit := min(len(r.bufs), in.batch)
 	for {
 		size := c.take(r.bufs[r.n])
 		if size < 0 {
@@ -113,7 +125,7 @@ func (in *inbox) fill(c *wsConn, ep *endpoint, r *request) error {
 		}
 		r.sizes[r.n], r.eps[r.n] = size, ep
 		r.n++
-		if r.n == limit {
+		if r.n == r.limit {
 			return nil
 		}
 		if ok, err := c.nextDatagram(false); !ok || err != nil {

@@ -86,20 +86,45 @@ func BenchmarkThroughput(b *testing.B) {
 	} else {
 		b.Logf("wireguard-go-debian: skipped, %s: %v (apt-get install wireguard-go)", debianWireGuard, err)
 	}
-	for _, v := range []struct {
+	type meshVariant struct {
 		name     string
 		viaNginx bool
-	}{{"mesh", false}, {"mesh-nginx", true}} {
+		env      []string
+	}
+	variants := []meshVariant{{name: "mesh"}, {name: "mesh-nginx", viaNginx: true}}
+	// IKM_BENCH_VARIANTS adds direct mesh paths whose agents run with more environment,
+	// "name:K=V,K=V;name2:K=V", e.g. "batch8:SHADOW_BATCH_SIZE=8,MESH_AGENT_BATCH_SIZE=8".
+	for v := range strings.SplitSeq(os.Getenv("IKM_BENCH_VARIANTS"), ";") {
+		if v == "" {
+			continue
+		}
+		name, env, ok := strings.Cut(v, ":")
+		if !ok || name == "" {
+			b.Fatalf("IKM_BENCH_VARIANTS: %q is not name:K=V,...", v)
+		}
+		variants = append(variants, meshVariant{name: "mesh-" + name, env: strings.Split(env, ",")})
+	}
+	for _, v := range variants {
 		a, c := benchPair(b)
+		restore := setenv(b, v.env)
 		m := startBenchMesh(b, a, c, v.viaNginx)
+		restore()
 		paths = append(paths, &benchPath{name: v.name, server: a, client: c, addr: "10.7.0.1", procs: []*proc{m.shadow, m.mesh}, mesh: m})
 	}
 
+	perfDir := os.Getenv("IKM_BENCH_PERF")
 	b.ResetTimer()
 	for r := range rounds {
 		for i := range paths {
 			p := paths[(i+r)%len(paths)]
+			var wait func()
+			if perfDir != "" && r == 0 && p.mesh != nil {
+				wait = perfRecord(b, perfDir, p)
+			}
 			p.gbps = append(p.gbps, iperf(b, p.server, p.client, p.addr, benchDuration))
+			if wait != nil {
+				wait()
+			}
 		}
 	}
 	b.StopTimer()
@@ -125,6 +150,51 @@ func BenchmarkThroughput(b *testing.B) {
 			line += fmt.Sprintf("  handshake %v  added rtt %v", m.handshake.Round(time.Millisecond), (m.rttM - m.rttVeth).Round(time.Microsecond))
 		}
 		b.Logf("ratio: %s", line)
+	}
+}
+
+// perfRecord profiles the agents of p with perf(1) for most of an iperf3 run (IKM_BENCH_PERF
+// names the directory of the profiles, <path>-<agent>.perf, to read with perf report). It returns
+// a function that waits for perf.
+func perfRecord(b *testing.B, dir string, p *benchPath) (wait func()) {
+	var cmds []*exec.Cmd
+	for _, pr := range p.procs {
+		out := fmt.Sprintf("%s/%s-%s.perf", dir, p.name, pr.name)
+		cmd := exec.Command("perf", "record", "-g", "-q", "-o", out, "-p", strconv.Itoa(pr.cmd.Process.Pid), "--", "sleep", "4")
+		if err := cmd.Start(); err != nil {
+			b.Fatalf("perf record: %v", err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	return func() {
+		for _, c := range cmds {
+			if err := c.Wait(); err != nil {
+				b.Logf("perf record: %v", err)
+			}
+		}
+	}
+}
+
+// setenv sets K=V pairs in the environment the agents start with and returns a function that
+// restores the former values.
+func setenv(b *testing.B, kvs []string) (restore func()) {
+	var undo []func()
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			b.Fatalf("environment %q is not K=V", kv)
+		}
+		if old, had := os.LookupEnv(k); had {
+			undo = append(undo, func() { os.Setenv(k, old) })
+		} else {
+			undo = append(undo, func() { os.Unsetenv(k) })
+		}
+		os.Setenv(k, v)
+	}
+	return func() {
+		for _, u := range undo {
+			u()
+		}
 	}
 }
 

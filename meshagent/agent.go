@@ -181,13 +181,14 @@ func (a *Agent) awaitHandshake(ctx context.Context, dev *device.Device, start ti
 			}
 			continue
 		}
-		a.ready.Store(true)
-		a.log.Info("first handshake", "after", time.Since(start).Round(time.Millisecond))
+		// The ready file first: whoever sees /readyz answer 200 finds it.
 		if a.cfg.ReadyFile != "" {
 			if err := writeReadyFile(a.cfg.ReadyFile, p.LastHandshake); err != nil {
 				return err
 			}
 		}
+		a.ready.Store(true)
+		a.log.Info("first handshake", "after", time.Since(start).Round(time.Millisecond))
 		return nil
 	}
 }

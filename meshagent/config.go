@@ -43,7 +43,7 @@ type Config struct {
 	// UAPIDir holds the UAPI socket <UAPIDir>/<interface>.sock, through which wg(8) and wgctrl
 	// inspect the embedded device. Default DefaultUAPIDir.
 	UAPIDir string
-	// BatchSize is how many datagrams the tunnel hands WireGuard at once, 1 to 128: memory
+	// BatchSize is the most datagrams the tunnel hands WireGuard at once, 1 to 128: memory
 	// against throughput (README). Default tunnel.DefaultBatchSize.
 	BatchSize int
 	// Logger receives the agent's, the tunnel's and wireguard-go's logs (the latter at debug

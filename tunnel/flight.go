@@ -16,11 +16,11 @@ const (
 	// at most) whatever the batch size; measured through the mesh, more does
 	// not add throughput (README).
 	DefaultInFlight = 128
-	// flightStall is how long a receive waits for wireguard-go to write to
+	// defaultFlightStall is how long a receive waits for wireguard-go to write to
 	// its TUN before it assumes the datagrams it counts were dropped on the
 	// way (failed decryption, replays, disallowed sources never reach the
 	// TUN) and starts counting afresh.
-	flightStall = 20 * time.Millisecond
+	defaultFlightStall = 20 * time.Millisecond
 )
 
 // flight counts the data datagrams the Bind handed wireguard-go that its
@@ -30,13 +30,14 @@ const (
 // take yet.
 type flight struct {
 	limit   int64
+	stall   time.Duration // see defaultFlightStall
 	enabled atomic.Bool
 	n       atomic.Int64
 	wake    chan struct{} // capacity 1: a write released datagrams
 }
 
 func newFlight(limit int) *flight {
-	return &flight{limit: int64(limit), wake: make(chan struct{}, 1)}
+	return &flight{limit: int64(limit), stall: defaultFlightStall, wake: make(chan struct{}, 1)}
 }
 
 // room waits until datagrams may be handed out and returns how many, at
@@ -54,7 +55,7 @@ func (f *flight) room(done <-chan struct{}) int {
 			return int(f.limit - n)
 		}
 		if stall == nil {
-			stall = time.NewTimer(flightStall)
+			stall = time.NewTimer(f.stall)
 		}
 		select {
 		case <-f.wake:

@@ -64,8 +64,9 @@ type ServerConfig struct {
 	// QueueLen is how many received datagrams wait for the Bind before
 	// the oldest is dropped. Default DefaultQueueLen.
 	QueueLen int
-	// BatchSize is how many datagrams one receive of the Bind returns, 1 to
-	// 128; it bounds the receiving device's memory. Default DefaultBatchSize.
+	// BatchSize is the most datagrams one receive of the Bind returns, 1 to
+	// 128: memory of the receiving device against throughput. Default
+	// DefaultBatchSize.
 	BatchSize int
 	// Backlog is how many datagrams sent while no session is up are held
 	// for the next session (sent if younger than a second, oldest dropped

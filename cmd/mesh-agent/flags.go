@@ -68,7 +68,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (optio
 	if err != nil {
 		return o, fmt.Errorf("MESH_AGENT_BATCH_SIZE: %w", err)
 	}
-	fs.IntVar(&o.batchSize, "batch-size", batch, "datagrams handed to WireGuard at once, 1 to 128: each costs up to 64 KiB in flight; 64 or more for bulk throughput (MESH_AGENT_BATCH_SIZE)")
+	fs.IntVar(&o.batchSize, "batch-size", batch, "most datagrams handed to WireGuard at once, 1 to 128: each slot holds a 64 KiB buffer; fewer save memory, more rarely add throughput (MESH_AGENT_BATCH_SIZE)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageHead)

@@ -15,7 +15,6 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshagent"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -43,7 +42,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log.Debug("memory limit", "bytes", wgdevice.SetMemoryLimit(getenv))
 	data, err := os.ReadFile(o.config)
 	if err != nil {
 		return fmt.Errorf("read mesh spec: %w", err)

@@ -20,7 +20,8 @@ const (
 	// DefaultMaxMessageSize is the largest UDP payload (65535) plus one
 	// byte of slack, like wstunnel's own limit.
 	DefaultMaxMessageSize = 1 << 16
-	// DefaultQueueLen is how many received datagrams wait for the Bind.
+	// DefaultQueueLen is how many datagrams received while the Bind is
+	// closed wait for it to reopen.
 	DefaultQueueLen = 1024
 	// DefaultBatchSize is the most datagrams one receive hands wireguard-go:
 	// a receive takes what the WebSocket has already delivered, up to this

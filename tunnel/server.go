@@ -61,8 +61,9 @@ type ServerConfig struct {
 	// MaxMessageSize bounds one datagram; bigger messages end the session
 	// with close code 1009. Default DefaultMaxMessageSize.
 	MaxMessageSize int
-	// QueueLen is how many received datagrams wait for the Bind before
-	// the oldest is dropped. Default DefaultQueueLen.
+	// QueueLen is how many datagrams received while the Bind is closed
+	// (wireguard-go rebinding) wait for it to open again, the oldest
+	// dropped first. Default DefaultQueueLen.
 	QueueLen int
 	// BatchSize is the most datagrams one receive of the Bind returns, 1 to
 	// 128: memory of the receiving device against throughput. Default

@@ -59,7 +59,9 @@ type ServerConfig struct {
 	UpgradeBurst int
 
 	// MaxMessageSize bounds one datagram; bigger messages end the session
-	// with close code 1009. Default DefaultMaxMessageSize.
+	// with close code 1009. A session's read buffer holds a whole message
+	// (256 KiB, or MaxMessageSize plus a frame header if larger). Default
+	// DefaultMaxMessageSize.
 	MaxMessageSize int
 	// QueueLen is how many datagrams received while the Bind is closed
 	// (wireguard-go rebinding) wait for it to open again, the oldest

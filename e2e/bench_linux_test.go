@@ -3,6 +3,10 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,8 +14,15 @@ import (
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 )
 
-// benchDuration is how long each iperf3 run lasts, as in the anchor measurement (5 s).
-const benchDuration = 5 * time.Second
+const (
+	// benchDuration is how long each iperf3 run lasts, as in the anchor measurement (5 s).
+	benchDuration = 5 * time.Second
+	// benchRounds is how many times every path is measured, unless IKM_BENCH_ROUNDS says.
+	benchRounds = 3
+	// debianWireGuard is Debian's wireguard-go (package wireguard-go, v0.0.20220316 in bookworm),
+	// close to the release the Python plugin's mesh script downloads.
+	debianWireGuard = "/usr/bin/wireguard-go"
+)
 
 var (
 	benchUnderA = netip.MustParseAddr("192.168.90.1")
@@ -27,64 +38,184 @@ func benchPair(b *testing.B) (a, bb *netnstest.NS) {
 	return a, bb
 }
 
-// BenchmarkThroughput measures iperf3 TCP from the offloaded side to the shadow side, one run
-// of benchDuration per sub-benchmark whatever b.N is: over the bare veth, over the upstream
-// wireguard-go binary on plain UDP (the reference), over the mesh (mesh-agent dialing
-// shadow-agent's WebSocket directly) and over the mesh through nginx. All at MTU 1280, the
-// mesh's default. The mesh variants also report each agent's peak RSS, the round trip the mesh
-// adds to the veth's and mesh-agent's time to its first handshake. Run it with -benchtime 1x.
+// benchPath is one way from the offloaded side (client) to the shadow side (server).
+type benchPath struct {
+	name           string
+	server, client *netnstest.NS
+	addr           string
+	procs          []*proc // whose peak RSS is reported, receiver first
+	mesh           *benchMesh
+	gbps           []float64 // one per round
+}
+
+// BenchmarkThroughput measures iperf3 TCP from the offloaded side to the shadow side over the
+// bare veth, over the wireguard-go binary of the version the agents embed on plain UDP (the
+// reference), over Debian's older wireguard-go on plain UDP (the Python plugin's mesh), over the
+// mesh (mesh-agent dialing shadow-agent's WebSocket directly) and over the mesh through nginx,
+// all at MTU 1280, the mesh's default. Every path is set up first, each in its own namespaces;
+// then each round measures every path once for benchDuration, in a rotating order, so that the
+// ratio of a path to the reference compares runs minutes apart at most, under the same load of
+// the machine. It logs, per path, the Gbit/s of each round, the ratio to the reference in each
+// round and the peak RSS of its processes over all rounds; the mesh paths also report the
+// round trip the mesh adds to the veth's and mesh-agent's time to its first handshake. b.N is
+// ignored: run it with -benchtime 1x.
 func BenchmarkThroughput(b *testing.B) {
 	requireRoot(b, "iperf3")
-	results := map[string]float64{}
-	run := func(name string, setup func(b *testing.B) (server, client *netnstest.NS, addr string)) {
-		b.Run(name, func(b *testing.B) {
-			server, client, addr := setup(b)
-			var gbps float64
-			for b.Loop() {
-				gbps = iperf(b, server, client, addr, benchDuration)
-			}
-			b.ReportMetric(gbps, "Gbit/s")
-			results[name] = gbps
-		})
+	rounds := benchRounds
+	if v := os.Getenv("IKM_BENCH_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 20 {
+			b.Fatalf("IKM_BENCH_ROUNDS=%q: want 1 to 20", v)
+		}
+		rounds = n
 	}
-	run("veth", func(b *testing.B) (*netnstest.NS, *netnstest.NS, string) {
+	var paths []*benchPath
+	{
 		a, c := benchPair(b)
-		return a, c, benchUnderA.String()
-	})
-	run("wireguard-go-udp", func(b *testing.B) (*netnstest.NS, *netnstest.NS, string) {
+		paths = append(paths, &benchPath{name: "veth", server: a, client: c, addr: benchUnderA.String()})
+	}
+	udp := func(name, bin string) {
 		a, c := benchPair(b)
-		pa, pb := udpWireGuard(b, a, c, benchUnderA, benchUnderB, 1280)
-		b.Cleanup(func() {
-			for side, p := range map[string]*proc{"receiver": pa.proc, "sender": pb.proc} {
-				if kib, err := p.status("VmHWM"); err == nil {
-					b.ReportMetric(float64(kib)/1024, side+"-peak-MiB")
-				}
-			}
-		})
-		return a, c, pa.overlay.String()
-	})
-	for _, v := range []struct {
+		pa, pb := udpWireGuard(b, bin, a, c, benchUnderA, benchUnderB, 1280)
+		paths = append(paths, &benchPath{name: name, server: a, client: c, addr: pa.overlay.String(), procs: []*proc{pa.proc, pb.proc}})
+	}
+	udp("wireguard-go-udp", binary(b, "wireguard-go"))
+	if out, err := exec.Command(debianWireGuard, "--version").Output(); err == nil {
+		udp("wireguard-go-debian", debianWireGuard)
+		b.Logf("wireguard-go-debian: %s", strings.SplitN(string(out), "\n", 2)[0])
+	} else {
+		b.Logf("wireguard-go-debian: skipped, %s: %v (apt-get install wireguard-go)", debianWireGuard, err)
+	}
+	type meshVariant struct {
 		name     string
 		viaNginx bool
-		batch    int // 0: the agents' default
-	}{{"mesh", false, 0}, {"mesh-nginx", true, 0}, {"mesh-batch128", false, 128}} {
-		viaNginx := v.viaNginx
-		run(v.name, func(b *testing.B) (*netnstest.NS, *netnstest.NS, string) {
-			if v.batch != 0 {
-				b.Setenv("SHADOW_BATCH_SIZE", itoa(v.batch))
-				b.Setenv("MESH_AGENT_BATCH_SIZE", itoa(v.batch))
-			}
-			a, c := benchPair(b)
-			m := startBenchMesh(b, a, c, viaNginx)
-			b.Cleanup(func() { m.report(b) })
-			return a, c, "10.7.0.1"
-		})
+		env      []string
 	}
-	if ref := results["wireguard-go-udp"]; ref > 0 {
-		for name, v := range results {
-			b.Logf("%-20s %6.2f Gbit/s  %.2fx wireguard-go-udp  %.3fx veth", name, v, v/ref, v/results["veth"])
+	variants := []meshVariant{{name: "mesh"}, {name: "mesh-nginx", viaNginx: true}}
+	// IKM_BENCH_VARIANTS adds direct mesh paths whose agents run with more environment,
+	// "name:K=V,K=V;name2:K=V", e.g. "batch8:SHADOW_BATCH_SIZE=8,MESH_AGENT_BATCH_SIZE=8".
+	for v := range strings.SplitSeq(os.Getenv("IKM_BENCH_VARIANTS"), ";") {
+		if v == "" {
+			continue
+		}
+		name, env, ok := strings.Cut(v, ":")
+		if !ok || name == "" {
+			b.Fatalf("IKM_BENCH_VARIANTS: %q is not name:K=V,...", v)
+		}
+		variants = append(variants, meshVariant{name: "mesh-" + name, env: strings.Split(env, ",")})
+	}
+	for _, v := range variants {
+		a, c := benchPair(b)
+		restore := setenv(b, v.env)
+		m := startBenchMesh(b, a, c, v.viaNginx)
+		restore()
+		paths = append(paths, &benchPath{name: v.name, server: a, client: c, addr: "10.7.0.1", procs: []*proc{m.shadow, m.mesh}, mesh: m})
+	}
+
+	perfDir := os.Getenv("IKM_BENCH_PERF")
+	b.ResetTimer()
+	for r := range rounds {
+		for i := range paths {
+			p := paths[(i+r)%len(paths)]
+			var wait func()
+			if perfDir != "" && r == 0 && p.mesh != nil {
+				wait = perfRecord(b, perfDir, p)
+			}
+			p.gbps = append(p.gbps, iperf(b, p.server, p.client, p.addr, benchDuration))
+			if wait != nil {
+				wait()
+			}
 		}
 	}
+	b.StopTimer()
+
+	ref := paths[1].gbps
+	for _, p := range paths {
+		ratios := make([]float64, len(p.gbps))
+		for i, v := range p.gbps {
+			ratios[i] = v / ref[i]
+		}
+		line := fmt.Sprintf("%-20s %s Gbit/s  ratio to wireguard-go-udp %s (median %.2f)", p.name, fmtList(p.gbps, "%.2f"), fmtList(ratios, "%.2f"), median(ratios))
+		b.ReportMetric(median(p.gbps), p.name+"-Gbit/s")
+		b.ReportMetric(median(ratios), p.name+"-x-ref")
+		for _, pr := range p.procs {
+			if kib, err := pr.status("VmHWM"); err == nil {
+				line += fmt.Sprintf("  %s peak %.0f MiB", pr.name, float64(kib)/1024)
+				if p.mesh != nil {
+					b.ReportMetric(float64(kib)/1024, p.name+"-"+pr.name+"-peak-MiB")
+				}
+			}
+		}
+		if m := p.mesh; m != nil {
+			line += fmt.Sprintf("  handshake %v  added rtt %v", m.handshake.Round(time.Millisecond), (m.rttM - m.rttVeth).Round(time.Microsecond))
+		}
+		b.Logf("ratio: %s", line)
+	}
+}
+
+// perfRecord profiles the agents of p with perf(1) for most of an iperf3 run (IKM_BENCH_PERF
+// names the directory of the profiles, <path>-<agent>.perf, to read with perf report). It returns
+// a function that waits for perf.
+func perfRecord(b *testing.B, dir string, p *benchPath) (wait func()) {
+	var cmds []*exec.Cmd
+	for _, pr := range p.procs {
+		out := fmt.Sprintf("%s/%s-%s.perf", dir, p.name, pr.name)
+		cmd := exec.Command("perf", "record", "-g", "-q", "-o", out, "-p", strconv.Itoa(pr.cmd.Process.Pid), "--", "sleep", "4")
+		if err := cmd.Start(); err != nil {
+			b.Fatalf("perf record: %v", err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	return func() {
+		for _, c := range cmds {
+			if err := c.Wait(); err != nil {
+				b.Logf("perf record: %v", err)
+			}
+		}
+	}
+}
+
+// setenv sets K=V pairs in the environment the agents start with and returns a function that
+// restores the former values.
+func setenv(b *testing.B, kvs []string) (restore func()) {
+	var undo []func()
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			b.Fatalf("environment %q is not K=V", kv)
+		}
+		if old, had := os.LookupEnv(k); had {
+			undo = append(undo, func() { os.Setenv(k, old) })
+		} else {
+			undo = append(undo, func() { os.Unsetenv(k) })
+		}
+		os.Setenv(k, v)
+	}
+	return func() {
+		for _, u := range undo {
+			u()
+		}
+	}
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func fmtList(v []float64, format string) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(parts, " ")
 }
 
 // benchMesh is shadow-agent in a (listening on benchUnderA) and mesh-agent in c.
@@ -120,17 +251,6 @@ func startBenchMesh(b *testing.B, a, c *netnstest.NS, viaNginx bool) *benchMesh 
 		b.Fatalf("rtt over the mesh: %v", err)
 	}
 	return m
-}
-
-// report adds the agents' figures to the benchmark's; it runs after the iperf3 run.
-func (m *benchMesh) report(b *testing.B) {
-	for _, p := range []*proc{m.shadow, m.mesh} {
-		if kib, err := p.status("VmHWM"); err == nil {
-			b.ReportMetric(float64(kib)/1024, p.name+"-peak-MiB")
-		}
-	}
-	b.ReportMetric(float64(m.handshake.Microseconds())/1000, "handshake-ms")
-	b.ReportMetric(float64((m.rttM - m.rttVeth).Microseconds()), "added-rtt-us")
 }
 
 // firstHandshake reads how long mesh-agent took from start to its first handshake, as it logs it.

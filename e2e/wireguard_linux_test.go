@@ -26,10 +26,10 @@ type wgPeer struct {
 	uapiSock string
 }
 
-// udpWireGuard links a and b with the upstream wireguard-go binary over plain UDP (port 51820),
+// udpWireGuard links a and b with a wireguard-go binary (bin) over plain UDP (port 51820),
 // overlay addresses 10.7.0.1 (a) and 10.7.0.2 (b) at mtu: the reference the mesh is measured
 // against. under are the addresses a and b already have on their link.
-func udpWireGuard(t testing.TB, a, b *netnstest.NS, underA, underB netip.Addr, mtu int) (pa, pb *wgPeer) {
+func udpWireGuard(t testing.TB, bin string, a, b *netnstest.NS, underA, underB netip.Addr, mtu int) (pa, pb *wgPeer) {
 	t.Helper()
 	pa = &wgPeer{ns: a, iface: uniqueIface("wgu"), under: underA, overlay: netip.MustParseAddr("10.7.0.1")}
 	pb = &wgPeer{ns: b, iface: uniqueIface("wgu"), under: underB, overlay: netip.MustParseAddr("10.7.0.2")}
@@ -43,7 +43,7 @@ func udpWireGuard(t testing.TB, a, b *netnstest.NS, underA, underB netip.Addr, m
 			t.Fatal(err)
 		}
 		p.uapiSock = "/var/run/wireguard/" + p.iface + ".sock"
-		p.proc = start(t, p.ns, []string{"LOG_LEVEL=error"}, binary(t, "wireguard-go"), "-f", p.iface)
+		p.proc = start(t, p.ns, []string{"LOG_LEVEL=error"}, bin, "-f", p.iface)
 		waitFor(t, p.iface+" UAPI socket", 10*time.Second, func() bool {
 			_, err := os.Stat(p.uapiSock)
 			return err == nil

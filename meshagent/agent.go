@@ -134,7 +134,8 @@ func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func(), start
 	if err != nil {
 		return fmt.Errorf("create tun device %s: %w", a.spec.Interface, err)
 	}
-	dev := device.NewDevice(tdev, tunnel.NewClientBind(a.client), wgdevice.NewLogger(a.log))
+	bind := tunnel.NewClientBind(a.client)
+	dev := device.NewDevice(bind.TUN(tdev), bind, wgdevice.NewLogger(a.log))
 	*undo = append(*undo, dev.Close) // also closes the TUN, which deletes the link
 	if err := dev.IpcSet(uapiConfig(a.spec)); err != nil {
 		return fmt.Errorf("configure wireguard device: %w", err)
@@ -193,13 +194,14 @@ func (a *Agent) awaitHandshake(ctx context.Context, dev *device.Device, start ti
 			}
 			continue
 		}
-		a.ready.Store(true)
-		a.log.Info("first handshake", "after", time.Since(start).Round(time.Millisecond))
+		// The ready file first: whoever sees /readyz answer 200 finds it.
 		if a.cfg.ReadyFile != "" {
 			if err := writeReadyFile(a.cfg.ReadyFile, p.LastHandshake); err != nil {
 				return err
 			}
 		}
+		a.ready.Store(true)
+		a.log.Info("first handshake", "after", time.Since(start).Round(time.Millisecond))
 		return nil
 	}
 }

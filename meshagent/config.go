@@ -65,7 +65,7 @@ type Config struct {
 	// UDPIdle ends a UDP flow from the mesh without a datagram for this long. Default
 	// relay.DefaultIdle.
 	UDPIdle time.Duration
-	// BatchSize is how many datagrams the tunnel hands WireGuard at once, 1 to 128: memory
+	// BatchSize is the most datagrams the tunnel hands WireGuard at once, 1 to 128: memory
 	// against throughput (README). Default tunnel.DefaultBatchSize.
 	BatchSize int
 	// Logger receives the agent's, the tunnel's and wireguard-go's logs (the latter at debug

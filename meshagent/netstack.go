@@ -73,7 +73,8 @@ func (a *Agent) upNetstack(ctx context.Context, g *errgroup.Group, undo *[]func(
 	if err != nil {
 		return err
 	}
-	dev := device.NewDevice(st, tunnel.NewClientBind(a.client), wgdevice.NewLogger(a.log))
+	bind := tunnel.NewClientBind(a.client)
+	dev := device.NewDevice(bind.TUN(st), bind, wgdevice.NewLogger(a.log)) // in-flight bound, as in kernel mode
 	*undo = append(*undo, dev.Close) // also closes the stack and its flows
 	if err := dev.IpcSet(uapiConfig(a.spec)); err != nil {
 		return fmt.Errorf("configure wireguard device: %w", err)

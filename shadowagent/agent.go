@@ -215,7 +215,8 @@ func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func()) (*net
 	if err != nil {
 		return nil, "", fmt.Errorf("create tun device %s: %w", a.cfg.Interface, err)
 	}
-	dev := device.NewDevice(tdev, tunnel.NewServerBind(a.srv), wgdevice.NewLogger(a.log))
+	bind := tunnel.NewServerBind(a.srv)
+	dev := device.NewDevice(bind.TUN(tdev), bind, wgdevice.NewLogger(a.log))
 	*undo = append(*undo, dev.Close) // also closes the TUN, which deletes the link
 	if err := dev.IpcSet(uapiConfig(a.cfg)); err != nil {
 		return nil, "", fmt.Errorf("configure wireguard device: %w", err)

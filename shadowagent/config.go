@@ -121,7 +121,7 @@ type Config struct {
 	// ReassertInterval is how often the iptables rules are checked and repaired. Default
 	// netfilter.DefaultInterval.
 	ReassertInterval time.Duration
-	// BatchSize is how many datagrams the tunnel hands WireGuard at once, 1 to 128: memory
+	// BatchSize is the most datagrams the tunnel hands WireGuard at once, 1 to 128: memory
 	// against throughput (README). Default tunnel.DefaultBatchSize.
 	BatchSize int
 

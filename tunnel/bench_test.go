@@ -114,17 +114,14 @@ func BenchmarkBatchThroughput(b *testing.B) {
 	for b.Loop() {
 		l.cbind.Send(batch, ep)
 		sent += int64(len(batch))
-		// Stay at most a few batches ahead: the receive queue drops the
-		// oldest when the reader lags, which would stall the benchmark.
-		for sent-received.Load() > 4*int64(len(batch)) {
-			time.Sleep(10 * time.Microsecond)
-		}
+		// No pacing: a receiver that lags leaves the WebSocket unread and
+		// TCP slows the sender down; nothing is dropped.
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for received.Load()+int64(l.sbind.Bind.(*ServerBind).s.queue.dropped.Load()) < sent && time.Now().Before(deadline) {
+	for received.Load()+int64(l.sbind.Bind.(*ServerBind).s.inbox.queue.dropped.Load()) < sent && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Microsecond)
 	}
-	b.ReportMetric(float64(l.sbind.Bind.(*ServerBind).s.queue.dropped.Load())/float64(b.N), "dropped/op")
+	b.ReportMetric(float64(l.sbind.Bind.(*ServerBind).s.inbox.queue.dropped.Load())/float64(b.N), "dropped/op")
 }
 
 // BenchmarkDeviceThroughput pushes bulk TCP between two wireguard-go

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
 )
 
 var _ conn.Bind = (*ClientBind)(nil)
@@ -24,17 +25,17 @@ func NewClientBind(c *Client) *ClientBind { return &ClientBind{c: c} }
 // datagrams arrive and fails only with net.ErrClosed, after Close. port is
 // reported back unchanged: there is no socket.
 func (b *ClientBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	done, err := b.c.bind.open()
+	done, err := b.c.inbox.bind.open()
 	if err != nil {
 		return nil, 0, err
 	}
-	return []conn.ReceiveFunc{b.c.queue.receiver(done)}, port, nil
+	return []conn.ReceiveFunc{b.c.inbox.receiver(done)}, port, nil
 }
 
 // Close detaches; the ReceiveFunc returns net.ErrClosed. The session stays
 // up and keeps queueing datagrams for the next Open.
 func (b *ClientBind) Close() error {
-	b.c.bind.close()
+	b.c.inbox.bind.close()
 	return nil
 }
 
@@ -64,3 +65,10 @@ func (b *ClientBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 
 // BatchSize is the configured batch (DefaultBatchSize unless set).
 func (b *ClientBind) BatchSize() int { return b.c.common.batchSize }
+
+// TUN returns dev wrapped for the device this Bind serves, so that a
+// receive waits while wireguard-go holds DefaultInFlight received datagrams
+// it has not written to dev yet: each costs it a 64 KiB buffer. Give the
+// wrapped device to device.NewDevice; without it only the batch size
+// bounds what is in flight.
+func (b *ClientBind) TUN(dev tun.Device) tun.Device { return b.c.inbox.flight.wrap(dev) }

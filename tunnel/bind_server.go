@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
 )
 
 var _ conn.Bind = (*ServerBind)(nil)
@@ -24,17 +25,17 @@ func NewServerBind(s *Server) *ServerBind { return &ServerBind{s: s} }
 // datagrams arrive and fails only with net.ErrClosed, after Close. port is
 // reported back unchanged: there is no socket.
 func (b *ServerBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	done, err := b.s.bind.open()
+	done, err := b.s.inbox.bind.open()
 	if err != nil {
 		return nil, 0, err
 	}
-	return []conn.ReceiveFunc{b.s.queue.receiver(done)}, port, nil
+	return []conn.ReceiveFunc{b.s.inbox.receiver(done)}, port, nil
 }
 
 // Close detaches; the ReceiveFunc returns net.ErrClosed. Sessions stay up
 // and keep queueing datagrams for the next Open.
 func (b *ServerBind) Close() error {
-	b.s.bind.close()
+	b.s.inbox.bind.close()
 	return nil
 }
 
@@ -65,3 +66,10 @@ func (b *ServerBind) ParseEndpoint(s string) (conn.Endpoint, error) {
 
 // BatchSize is the configured batch (DefaultBatchSize unless set).
 func (b *ServerBind) BatchSize() int { return b.s.common.batchSize }
+
+// TUN returns dev wrapped for the device this Bind serves, so that a
+// receive waits while wireguard-go holds DefaultInFlight received datagrams
+// it has not written to dev yet: each costs it a 64 KiB buffer. Give the
+// wrapped device to device.NewDevice; without it only the batch size
+// bounds what is in flight.
+func (b *ServerBind) TUN(dev tun.Device) tun.Device { return b.s.inbox.flight.wrap(dev) }

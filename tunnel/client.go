@@ -104,9 +104,8 @@ type Client struct {
 	dialer ws.Dialer
 	key    []byte // HS256 key, random per Client like wstunnel's per process
 	ep     *endpoint
-	queue  *queue
+	inbox  *inbox
 	link   *link
-	bind   attachment
 	stats  counters
 
 	running atomic.Bool
@@ -144,12 +143,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		url:    u.Scheme + "://" + u.Host + "/" + url.PathEscape(cfg.PathPrefix) + "/events",
 		key:    make([]byte, 32),
 		ep:     newEndpoint(cm.destination),
-		queue:  newQueue(cm.queueLen),
+		inbox:  newInbox(cm.queueLen, cm.batchSize),
 	}
 	c.link = newLink(&c.common, &c.stats, orDefault(cfg.Backlog, DefaultBacklog), false)
 	_, _ = crand.Read(c.key)
 	c.dialer = ws.Dialer{
-		ReadBufferSize:  bufSize,
+		ReadBufferSize:  4096, // the upgrade answer; the session gets its own reader
 		WriteBufferSize: 4096,
 		Timeout:         cfg.DialTimeout,
 		Host:            cfg.Host,
@@ -243,9 +242,8 @@ func (c *Client) serve(ctx context.Context, wc *wsConn) error {
 		defer close(stopped)
 		wc.shutdown(ws.StatusGoingAway)
 	})
-	err := wc.serve(c.common.pingInterval, c.common.pingMisses, func(p []byte) {
-		c.stats.rx.Add(1)
-		c.queue.push(p, c.ep)
+	err := wc.serve(c.common.pingInterval, c.common.pingMisses, func(wc *wsConn) error {
+		return c.inbox.deliver(wc, c.ep, &c.stats.rx)
 	})
 	if !stop() {
 		<-stopped
@@ -269,7 +267,7 @@ func (c *Client) dial(ctx context.Context) (*wsConn, error) {
 	var r *bufio.Reader
 	if br != nil {
 		early, _ := br.Peek(br.Buffered())
-		r = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), bufSize)
+		r = newReader(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), c.common.maxMessageSize)
 		ws.PutReader(br)
 	}
 	return newWSConn(conn, r, !c.cfg.Unmasked, c.common.maxMessageSize, c.common.writeTimeout), nil
@@ -282,7 +280,7 @@ func (c *Client) dialerHost() string {
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
-	return c.stats.snapshot(c.queue, c.link.active())
+	return c.stats.snapshot(c.inbox.queue, c.link.active())
 }
 
 // jitter returns a wait in [d/2, d]: spread enough that many clients cut

@@ -178,8 +178,9 @@ func newWGPair(t testing.TB, scfg ServerConfig, ccfg ClientConfig, viaProxy bool
 
 	skey, ckey := wgKey(t), wgKey(t)
 	stun, ctun := mustTUN(t, shadowIP, &p.snet), mustTUN(t, podIP, &p.cnet)
-	p.sdev = device.NewDevice(stun, NewServerBind(p.srv), wgLogger(t, "shadow"))
-	p.cdev = device.NewDevice(ctun, NewClientBind(p.cli), wgLogger(t, "pod"))
+	sbind, cbind := NewServerBind(p.srv), NewClientBind(p.cli)
+	p.sdev = device.NewDevice(sbind.TUN(stun), sbind, wgLogger(t, "shadow"))
+	p.cdev = device.NewDevice(cbind.TUN(ctun), cbind, wgLogger(t, "pod"))
 	t.Cleanup(func() {
 		p.cdev.Close()
 		p.sdev.Close()

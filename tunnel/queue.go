@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"net"
 	"sync"
 	"sync/atomic"
 
@@ -12,9 +11,9 @@ import (
 // datagram fits, bigger ones grow their slot once.
 const slotSize = 2048
 
-// queue is a bounded FIFO of received datagrams that drops the OLDEST
-// datagram when full, so a stalled reader never blocks a WebSocket and the
-// freshest packets survive. Slots are reused: steady state allocates nothing.
+// queue is a bounded FIFO of the datagrams received while the Bind is
+// closed (see inbox), dropping the OLDEST when full, so the freshest
+// packets survive for the next Open. Slots are reused.
 type queue struct {
 	mu    sync.Mutex // guards the fields below
 	slots []qslot
@@ -80,30 +79,6 @@ func (q *queue) pop(bufs [][]byte, sizes []int, eps []conn.Endpoint) int {
 	return k
 }
 
-// receiver returns a conn.ReceiveFunc that blocks until at least one
-// datagram is queued or done is closed. Its only error is net.ErrClosed:
-// transport trouble never reaches wireguard-go, whose receive routine gives
-// up after ten errors in a row.
-func (q *queue) receiver(done <-chan struct{}) conn.ReceiveFunc {
-	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-		for {
-			select {
-			case <-done:
-				return 0, net.ErrClosed
-			default:
-			}
-			if n := q.pop(bufs, sizes, eps); n > 0 {
-				return n, nil
-			}
-			select {
-			case <-done:
-				return 0, net.ErrClosed
-			case <-q.notify:
-			}
-		}
-	}
-}
-
 // attachment is the open/closed state of the Bind in front of a
 // transport. The transport outlives it: wireguard-go closes and re-opens
 // its Bind on every rebind.
@@ -121,6 +96,13 @@ func (a *attachment) open() (chan struct{}, error) {
 	}
 	a.done = make(chan struct{})
 	return a.done, nil
+}
+
+// current returns the done channel of the open attachment, nil while closed.
+func (a *attachment) current() chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.done
 }
 
 // close ends the current attachment; closing twice is harmless.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,13 +70,25 @@ func TestQueueGrowsSlotsAndDropsWhatDoesNotFit(t *testing.T) {
 	}
 }
 
-func TestReceiverBlocksThenCloses(t *testing.T) {
-	q := newQueue(4)
-	done := make(chan struct{})
-	recv := q.receiver(done)
-	bufs := [][]byte{make([]byte, 64)}
-	sizes := make([]int, 1)
-	eps := make([]conn.Endpoint, 1)
+// frames returns a server-side wsConn whose peer sent datagrams, masked.
+func frames(datagrams ...string) *wsConn {
+	var in []byte
+	for _, d := range datagrams {
+		in = append(in, binFrame(testKey, []byte(d))...)
+	}
+	return newWSConn(newMemConn(in), nil, false, DefaultMaxMessageSize, time.Second)
+}
+
+func TestReceiverBatchesWhatIsBufferedThenCloses(t *testing.T) {
+	in := newInbox(4, 3)
+	done, err := in.bind.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := in.receiver(done)
+	bufs := [][]byte{make([]byte, 64), make([]byte, 64), make([]byte, 64), make([]byte, 64)}
+	sizes := make([]int, len(bufs))
+	eps := make([]conn.Endpoint, len(bufs))
 
 	type result struct {
 		n   int
@@ -85,18 +98,53 @@ func TestReceiverBlocksThenCloses(t *testing.T) {
 	go func() { n, err := recv(bufs, sizes, eps); res <- result{n, err} }()
 	select {
 	case r := <-res:
-		t.Fatalf("receive returned %+v on an empty queue", r)
+		t.Fatalf("receive returned %+v with nothing received", r)
 	case <-time.After(20 * time.Millisecond):
 	}
-	q.push([]byte("x"), nil)
-	if r := <-res; r.n != 1 || r.err != nil || string(bufs[0][:sizes[0]]) != "x" {
-		t.Fatalf("receive = %+v %q, want the pushed datagram", r, bufs[0][:sizes[0]])
+	// Four datagrams arrive at once: the first receive takes the batch (3).
+	c := frames("a", "bb", "ccc", "dddd")
+	ep := newEndpoint(netip.MustParseAddrPort("192.0.2.1:1"))
+	var rx atomic.Uint64
+	if ok, err := c.nextDatagram(true); !ok || err != nil {
+		t.Fatalf("next datagram: %v %v", ok, err)
+	}
+	if err := in.deliver(c, ep, &rx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	var got []string
+	for i := range r.n {
+		got = append(got, string(bufs[i][:sizes[i]]))
+		if eps[i] != conn.Endpoint(ep) {
+			t.Errorf("endpoint %d = %v, want %v", i, eps[i], ep)
+		}
+	}
+	if r.err != nil || rx.Load() != 3 {
+		t.Fatalf("receive: %v, %d counted", r.err, rx.Load())
+	}
+	if diff := cmp.Diff([]string{"a", "bb", "ccc"}, got); diff != "" {
+		t.Errorf("first batch (-want +got):\n%s", diff)
 	}
 
-	q.push([]byte("queued"), nil)
-	close(done)
+	// Closed: the next datagram waits in the queue, and the receiver says closed.
+	in.bind.close()
+	if ok, err := c.nextDatagram(true); !ok || err != nil {
+		t.Fatalf("next datagram: %v %v", ok, err)
+	}
+	if err := in.deliver(c, ep, &rx); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := recv(bufs, sizes, eps); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("after close: err = %v, want net.ErrClosed even with datagrams queued", err)
+	}
+	// Reopened: the queued datagram comes first.
+	done, err = in.bind.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.bind.close()
+	if n, err := in.receiver(done)(bufs, sizes, eps); n != 1 || err != nil || string(bufs[0][:sizes[0]]) != "dddd" {
+		t.Fatalf("after reopen: n=%d err=%v %q, want the queued datagram", n, err, bufs[0][:sizes[0]])
 	}
 }
 

@@ -59,13 +59,17 @@ type ServerConfig struct {
 	UpgradeBurst int
 
 	// MaxMessageSize bounds one datagram; bigger messages end the session
-	// with close code 1009. Default DefaultMaxMessageSize.
+	// with close code 1009. A session's read buffer holds a whole message
+	// (256 KiB, or MaxMessageSize plus a frame header if larger). Default
+	// DefaultMaxMessageSize.
 	MaxMessageSize int
-	// QueueLen is how many received datagrams wait for the Bind before
-	// the oldest is dropped. Default DefaultQueueLen.
+	// QueueLen is how many datagrams received while the Bind is closed
+	// (wireguard-go rebinding) wait for it to open again, the oldest
+	// dropped first. Default DefaultQueueLen.
 	QueueLen int
-	// BatchSize is how many datagrams one receive of the Bind returns, 1 to
-	// 128; it bounds the receiving device's memory. Default DefaultBatchSize.
+	// BatchSize is the most datagrams one receive of the Bind returns, 1 to
+	// 128: memory of the receiving device against throughput. Default
+	// DefaultBatchSize.
 	BatchSize int
 	// Backlog is how many datagrams sent while no session is up are held
 	// for the next session (sent if younger than a second, oldest dropped
@@ -96,9 +100,8 @@ type Server struct {
 	pathHash [sha256.Size]byte
 	limiter  *rateLimiter
 	upgrader ws.HTTPUpgrader
-	queue    *queue
+	inbox    *inbox
 	link     *link
-	bind     attachment
 	stats    counters
 
 	current atomic.Pointer[serverSession]
@@ -143,7 +146,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg:      cfg,
 		common:   cm,
 		pathHash: sha256.Sum256([]byte("/" + cfg.PathPrefix + "/events")),
-		queue:    newQueue(cm.queueLen),
+		inbox:    newInbox(cm.queueLen, cm.batchSize),
 		sessions: make(map[*serverSession]struct{}),
 		upgrader: ws.HTTPUpgrader{
 			Timeout:  cm.writeTimeout,
@@ -297,16 +300,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ss := &serverSession{id: id, ep: newEndpoint(sessionAddr(src, id))}
-	ss.c = newWSConn(conn, carryOver(conn, rw.Reader), false, s.common.maxMessageSize, s.common.writeTimeout)
+	ss.c = newWSConn(conn, carryOver(conn, rw.Reader, s.common.maxMessageSize), false, s.common.maxMessageSize, s.common.writeTimeout)
 	if !s.activate(ss) {
 		conn.Close()
 		return
 	}
 	s.common.log.Info("tunnel session up", "session", id, "remote", r.RemoteAddr, "tunnel_id", claims.ID)
 	start := time.Now()
-	err = ss.c.serve(s.common.pingInterval, s.common.pingMisses, func(p []byte) {
-		s.stats.rx.Add(1)
-		s.queue.push(p, ss.ep)
+	err = ss.c.serve(s.common.pingInterval, s.common.pingMisses, func(c *wsConn) error {
+		return s.inbox.deliver(c, ss.ep, &s.stats.rx)
 	})
 	s.deactivate(ss)
 	s.common.log.Info("tunnel session down", "session", id, "remote", r.RemoteAddr,
@@ -392,7 +394,7 @@ func (s *Server) deactivate(ss *serverSession) {
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	return s.stats.snapshot(s.queue, s.current.Load() != nil)
+	return s.stats.snapshot(s.inbox.queue, s.current.Load() != nil)
 }
 
 // sessionAddr labels a session's endpoint with the client's address, or
@@ -406,12 +408,12 @@ func sessionAddr(src netip.AddrPort, id uint64) netip.AddrPort {
 
 // carryOver returns a reader for the session that first yields whatever
 // the HTTP server had already buffered past the upgrade request.
-func carryOver(conn net.Conn, br *bufio.Reader) *bufio.Reader {
+func carryOver(conn net.Conn, br *bufio.Reader, maxMsg int) *bufio.Reader {
 	if br == nil || br.Buffered() == 0 {
 		return nil // newWSConn makes a fresh, larger reader
 	}
 	early, _ := br.Peek(br.Buffered())
-	return bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), bufSize)
+	return newReader(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), maxMsg)
 }
 
 func headerHasToken(h http.Header, key, token string) bool {

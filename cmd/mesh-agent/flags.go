@@ -77,7 +77,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (optio
 	if err != nil {
 		return o, fmt.Errorf("MESH_AGENT_BATCH_SIZE: %w", err)
 	}
-	fs.IntVar(&o.batchSize, "batch-size", batch, "datagrams handed to WireGuard at once, 1 to 128: each costs up to 64 KiB in flight; 64 or more for bulk throughput (MESH_AGENT_BATCH_SIZE)")
+	fs.IntVar(&o.batchSize, "batch-size", batch, "most datagrams handed to WireGuard at once, 1 to 128: each slot holds a 64 KiB buffer; fewer save memory, more rarely add throughput (MESH_AGENT_BATCH_SIZE)")
 	fs.StringVar(&o.mode, "mode", env("MESH_AGENT_MODE", ""), "kernel or netstack, overriding the spec's mode; empty: the spec's (MESH_AGENT_MODE)")
 	fs.StringVar(&o.dnsListen, "dns-listen", env("MESH_AGENT_DNS_LISTEN", ""), `netstack mode: DNS forwarder to the mesh nameserver, "none" for none (default `+meshagent.DefaultDNSListen+`) (MESH_AGENT_DNS_LISTEN)`)
 	fs.StringVar(&o.proxyListen, "proxy-listen", env("MESH_AGENT_PROXY_LISTEN", ""), `netstack mode: HTTP proxy into the mesh, "none" for none (default `+meshagent.DefaultProxyListen+`) (MESH_AGENT_PROXY_LISTEN)`)

@@ -51,7 +51,7 @@ var flagSpecs = []flagSpec{
 	{name: "exclude-tcp", env: "SHADOW_EXCLUDE_TCP", field: "ExcludeTCP", usage: "comma-separated TCP ports kept by the shadow pod, besides --listen's and --health-listen's"},
 	{name: "exclude-udp", env: "SHADOW_EXCLUDE_UDP", field: "ExcludeUDP", usage: "comma-separated UDP ports kept by the shadow pod"},
 	{name: "reassert-interval", env: "SHADOW_REASSERT_INTERVAL", def: netfilter.DefaultInterval.String(), field: "ReassertInterval", usage: "how often the iptables rules are checked and repaired"},
-	{name: "batch-size", env: "SHADOW_BATCH_SIZE", def: strconv.Itoa(tunnel.DefaultBatchSize), field: "BatchSize", usage: "datagrams handed to WireGuard at once, 1 to 128: each costs up to 64 KiB in flight; 64 or more for bulk throughput"},
+	{name: "batch-size", env: "SHADOW_BATCH_SIZE", def: strconv.Itoa(tunnel.DefaultBatchSize), field: "BatchSize", usage: "most datagrams handed to WireGuard at once, 1 to 128: each slot holds a 64 KiB buffer; fewer save memory, more rarely add throughput"},
 	{name: "uapi-dir", env: "SHADOW_UAPI_DIR", def: shadowagent.DefaultUAPIDir, field: "UAPIDir", usage: "directory of the UAPI socket <interface>.sock, for wg(8)"},
 	{name: "name", env: "SHADOW_NAME", usage: "the shadow's name, the VK's .Name; only added to every log line"},
 	{name: "namespace", env: "SHADOW_NAMESPACE", usage: "the shadow's namespace, the VK's .Namespace; only added to every log line"},

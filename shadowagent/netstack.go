@@ -74,7 +74,7 @@ func (a *Agent) upNetstack(ctx context.Context, g *errgroup.Group, undo *[]func(
 	}
 	bind := tunnel.NewServerBind(a.srv)
 	dev := device.NewDevice(bind.TUN(st), bind, wgdevice.NewLogger(a.log)) // in-flight bound, as in kernel mode
-	*undo = append(*undo, dev.Close) // also closes the stack and its flows
+	*undo = append(*undo, dev.Close)                                       // also closes the stack and its flows
 	if err := dev.IpcSet(uapiConfig(a.cfg)); err != nil {
 		return fmt.Errorf("configure wireguard device: %w", err)
 	}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # node.sh up|down|check: one real node (kubelet, its own containerd, runc, CNI bridge) joined to the
-# test control plane that cluster.sh started with IKM_REAL_NODE=1. Root only.
+# test control plane that cluster.sh started with IKM_REAL_NODE=1. Root only. Several clusters on one
+# machine may each have their real node at the same time (conformance runs a local and a remote one).
 #
 #   up      start containerd and the kubelet with state under $IKM_CLUSTER_DIR/node, import the
 #           project's images (bin/images/*.tar from `make images`) and wait until the node is Ready.
@@ -13,8 +14,27 @@
 # also the node's IP (the kubelet refuses loopback node IPs). Pods get no default route and no
 # forwarding is switched on: they reach the bridge and the host's address on it, nothing else.
 #
+# Pods' forwarding: the CNI chain's tuning plugin sets net.ipv4.ip_forward=1 in each pod's network
+# namespace, as a pod on a forwarding node inherits it (the shadow pod needs it and a stock kubelet
+# refuses the sysctl in a pod spec). The host's own forwarding is never touched.
+#
+# Two nodes at once: the kubelet and containerd write to host paths whatever their configuration
+# says (/var/lib/kubelet/device-plugins is hard-coded, the shims' sockets live in /run/containerd/s,
+# the kubelet links logs into /var/log/containers, ...). Each node therefore runs in its own mount
+# namespace (a holder process, "$state/mntns", started with unshare --mount --propagation private),
+# where each of those paths is a private bind of a directory under its state dir: nothing the node
+# writes there reaches the host or another node, and its mounts (the kubelet's rshared root dir,
+# overlays, pod volumes, network namespace files) vanish with the namespace when its last process
+# exits. What remains shared is machine-wide: the empty host directories the binds need (created
+# when missing), the kubelet's iptables chains in the host's tables (KUBE-FIREWALL, ...) and the
+# kernel settings it changes at start. Those are recorded by the first node up and restored by the
+# last node down, through a registry of live nodes in $registry (one file per node, under a lock).
+# Each node keeps its own bridge, /24, cgroup root (/ikm-<hash>) and kubelet address (its node IP).
+#
 # Environment: as cluster.sh (IKM_CLUSTER_DIR, IKM_CLUSTER_NAME, IKM_CACHE), plus
 #   IKM_NODE_POD_CIDR  the pod range (default: the first free 10.244.N.0/24, N from the name's hash)
+#   IKM_NODE_TAINT     1 (default): label and taint the node ikm.interlink.dev/real-node=true:NoSchedule
+#                      so only pods that ask run there; 0: label only, every pod may land on it
 #   IKM_IMAGES_DIR     OCI archives to import (default <repo>/bin/images); none found is an error
 set -euo pipefail
 
@@ -37,6 +57,9 @@ kubeconfig=$dir/kubeconfig
 pki=$dir/kwok/clusters/$name/pki
 cni_bin=/usr/lib/cni
 sock=$state/containerd/containerd.sock
+taint=${IKM_NODE_TAINT:-1}
+# The machine-wide registry of live real nodes (tmpfs: gone at reboot like the nodes).
+registry=/run/ikm-real-nodes
 # Host paths the kubelet, containerd or its shims use whatever their configuration says; each is
 # removed at down when up found it missing.
 host_paths=(/var/lib/kubelet /run/containerd /var/log/containers /var/log/pods /var/lib/cni /etc/cdi /var/run/cdi /run/nri /opt/containerd /usr/libexec/kubernetes)
@@ -52,9 +75,34 @@ kubectl() { "$kubectl_bin" --kubeconfig "$kubeconfig" "$@"; }
 
 [ "$(id -u)" = 0 ] || die "a real node needs root (containerd, runc, CNI, cgroups)"
 
-# survivors lists the node's processes: everything started from its state directory, and the shims
-# containerd started for it (their command line names its socket).
+# survivors lists the node's processes: everything started from its state directory (the mount
+# namespace's holder, containerd, the kubelet), and the shims containerd started for it (their
+# command line names its socket).
 survivors() { pgrep -f -- "$state/" || true; }
+
+# lock serializes the registry's readers and writers across nodes (flock on /run itself: nothing to
+# create or leave behind). A process started while it is held must not inherit lockfd.
+lock() {
+	exec {lockfd}</run
+	flock "$lockfd"
+}
+unlock() { exec {lockfd}<&-; }
+
+# other_nodes lists the state dirs of the other live nodes in the registry, dropping entries whose
+# holder process is gone (a node that crashed or was killed).
+other_nodes() {
+	local e pid st
+	for e in "$registry"/node-*; do
+		[ -f "$e" ] || continue
+		read -r pid st <"$e"
+		if [ "$st" = "$state" ]; then continue; fi
+		if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$st/mntns"; then
+			echo "$st"
+		else
+			rm -f "$e"
+		fi
+	done
+}
 
 # our_mounts lists mount points under the node's state and the shared host paths, deepest first.
 our_mounts() {
@@ -127,7 +175,7 @@ stream_server_address = "127.0.0.1"
 stream_server_port = "0"
 EOF
 	# isGateway false: the bridge plugin would otherwise switch on the host's forwarding. The script
-	# gives the bridge its address itself.
+	# gives the bridge its address itself. tuning: each pod forwards, as on a forwarding node.
 	cat >"$state/cni/net.d/10-ikm.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -145,6 +193,7 @@ EOF
         "ranges": [[{"subnet": "$cidr", "gateway": "$node_ip"}]]
       }
     },
+    {"type": "tuning", "sysctl": {"net.ipv4.ip_forward": "1"}},
     {"type": "loopback"}
   ]
 }
@@ -221,14 +270,22 @@ current-context: node
 EOF
 }
 
-# record notes what the machine looked like before up, for down to restore.
+# record notes what the machine looked like before the first node, for the last node's down to
+# restore, creates the host directories the mount namespace binds over, and registers the node.
+# Called with the lock held.
 record() {
-	local p t
-	: >"$state/created-paths"
-	for p in "${host_paths[@]}"; do [ -e "$p" ] || echo "$p" >>"$state/created-paths"; done
-	: >"$state/tunables"
-	for t in "${tunables[@]}"; do echo "$t $(cat "/proc/sys/$t")" >>"$state/tunables"; done
-	iptables_chains >"$state/iptables-before"
+	local base=$registry/baseline p t
+	mkdir -p "$registry"
+	if [ -z "$(other_nodes)" ]; then
+		rm -rf "$base"
+		mkdir -p "$base"
+		: >"$base/created-paths"
+		for p in "${host_paths[@]}"; do [ -e "$p" ] || echo "$p" >>"$base/created-paths"; done
+		: >"$base/tunables"
+		for t in "${tunables[@]}"; do echo "$t $(cat "/proc/sys/$t")" >>"$base/tunables"; done
+		iptables_chains >"$base/iptables-before"
+	fi
+	for p in "${host_paths[@]}"; do mkdir -p "$p"; done
 }
 
 # iptables_chains lists "family table chain" for every user-defined chain of the host's tables (the
@@ -264,6 +321,7 @@ up() {
 	down >/dev/null 2>&1 || true
 	local start=$SECONDS
 	mkdir -p "$state"
+	lock
 	record
 	local cidr node_ip
 	cidr=$(pick_cidr)
@@ -280,8 +338,23 @@ up() {
 	ip link set "$bridge" up
 	touch "$state/up"
 
+	log "starting the node's mount namespace (private binds over ${host_paths[*]})"
+	local binds="" p
+	for p in "${host_paths[@]}"; do
+		mkdir -p "$state/host$p"
+		binds="$binds mount --bind '$state/host$p' '$p' &&"
+	done
+	# The holder keeps the namespace alive; its argv[0] names the state dir (survivors, registry).
+	setsid unshare --mount --propagation private -- bash -c "$binds touch '$state/mntns-ready' && exec -a '$state/mntns' sleep infinity" \
+		>"$state/mntns.log" 2>&1 </dev/null {lockfd}<&- &
+	echo $! >"$state/mntns.pid"
+	echo "$! $state" >"$registry/node-$hash"
+	unlock
+	wait_for "the mount namespace" 20 test -f "$state/mntns-ready"
+	local inns=(nsenter "--mount=/proc/$(cat "$state/mntns.pid")/ns/mnt" --)
+
 	log "starting containerd"
-	PATH="$bin:$PATH" setsid "$bin/containerd" --config "$state/containerd/config.toml" >"$state/containerd.log" 2>&1 </dev/null &
+	PATH="$bin:$PATH" setsid "${inns[@]}" "$bin/containerd" --config "$state/containerd/config.toml" >"$state/containerd.log" 2>&1 </dev/null &
 	echo $! >"$state/containerd.pid"
 	wait_for "containerd answering on $sock" 60 ctr_answers
 	local tar
@@ -290,9 +363,11 @@ up() {
 			die "import $tar failed (see $state/import.log)"
 	done
 	log "imported $(find "$images" -name '*.tar' | wc -l) images; starting the kubelet"
-	setsid "$bin/kubelet" --config "$state/kubelet-config.yaml" --kubeconfig "$state/kubelet.kubeconfig" \
+	local taints=()
+	[ "$taint" = 0 ] || taints=(--register-with-taints "ikm.interlink.dev/real-node=true:NoSchedule")
+	setsid "${inns[@]}" "$bin/kubelet" --config "$state/kubelet-config.yaml" --kubeconfig "$state/kubelet.kubeconfig" \
 		--root-dir "$state/kubelet" --cert-dir "$state/pki" --hostname-override "$node" --node-ip "$node_ip" \
-		--node-labels "ikm.interlink.dev/real-node=true" --register-with-taints "ikm.interlink.dev/real-node=true:NoSchedule" >"$state/kubelet.log" 2>&1 </dev/null &
+		--node-labels "ikm.interlink.dev/real-node=true" "${taints[@]}" >"$state/kubelet.log" 2>&1 </dev/null &
 	echo $! >"$state/kubelet.pid"
 	wait_for "node $node registering" 120 registered
 	kubectl wait --for=condition=Ready "node/$node" --timeout=120s >/dev/null || die "node $node not Ready (see $state/kubelet.log)"
@@ -360,8 +435,9 @@ down() {
 	fi
 	# The kubelet is gone; the pods' containers go with their shims. Killing the shims' processes
 	# (containers first: they are children of the shims) leaves nothing for containerd to restart.
-	local pids
-	pids=$(survivors | grep -vx "$(cat "$state/containerd.pid" 2>/dev/null || echo none)" || true)
+	local keepalive pids
+	keepalive="$(cat "$state/containerd.pid" 2>/dev/null || echo none)|$(cat "$state/mntns.pid" 2>/dev/null || echo none)"
+	pids=$(survivors | grep -Evx "$keepalive" || true)
 	if [ -n "$pids" ]; then
 		local p children=""
 		for p in $pids; do children="$children $(pgrep -P "$p" || true)"; done
@@ -374,6 +450,7 @@ down() {
 		log "stopping containerd"
 		stop_pids "$(cat "$state/containerd.pid")"
 	fi
+	# Last, the mount namespace's holder: with it the namespace and every mount in it go.
 	# shellcheck disable=SC2046
 	stop_pids $(survivors)
 	local m
@@ -381,35 +458,27 @@ down() {
 	local c
 	for c in $(cgroup_dirs); do rmdir "$c" 2>/dev/null || true; done
 	# The host ends of the pods' veth pairs go with the pods' namespaces; check looks for them.
-	ip -o link show master "$bridge" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 >"$state/veths" || true
+	if [ -d "$state" ]; then
+		ip -o link show master "$bridge" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 >"$state/veths" || true
+	fi
 	ip link del "$bridge" 2>/dev/null || true
-	# Pod ends of veth pairs go with their namespaces; host ends whose peer went are gone too.
-	if [ -f "$state/iptables-before" ]; then
-		local f t ch
-		iptables_chains | comm -13 "$state/iptables-before" - | while read -r f t ch; do
-			"$f" -t "$t" -F "$ch" 2>/dev/null || true
-		done
-		iptables_chains | comm -13 "$state/iptables-before" - | while read -r f t ch; do
-			# Drop the jumps to the chain first, then the chain.
-			{ "$f-save" -t "$t" | grep -- "-j $ch\b" || true; } | sed 's/^-A /-D /' | while read -r rule; do
-				# shellcheck disable=SC2086
-				"$f" -t "$t" $rule 2>/dev/null || true
-			done
-			"$f" -t "$t" -X "$ch" 2>/dev/null || true
-		done
-	fi
-	if [ -f "$state/tunables" ]; then
-		local k v
-		while read -r k v; do echo "$v" >"/proc/sys/$k" 2>/dev/null || true; done <"$state/tunables"
-	fi
-	if [ -f "$state/created-paths" ]; then
-		local p
-		while read -r p; do rm -rf "$p"; done <"$state/created-paths"
-	fi
 	kubectl delete node "$node" --ignore-not-found --wait=false >/dev/null 2>&1 || true
 	local keep
 	keep=$(mktemp -d)
-	cp "$state/created-paths" "$state/iptables-before" "$state/veths" "$keep/" 2>/dev/null || true
+	cp "$state/veths" "$keep/" 2>/dev/null || true
+	# What the nodes share goes back as it was with the last of them.
+	lock
+	rm -f "$registry/node-$hash"
+	local others
+	others=$(other_nodes)
+	if [ -z "$others" ] && [ -d "$registry/baseline" ]; then
+		restore_machine "$registry/baseline"
+		cp "$registry/baseline/created-paths" "$registry/baseline/iptables-before" "$keep/" 2>/dev/null || true
+		rm -rf "$registry"
+	elif [ -n "$others" ]; then
+		log "other real nodes still up ($(echo "$others" | tr '\n' ' ')): their shared host state stays"
+	fi
+	unlock
 	# The logs outlive the node, for whoever asks why it failed.
 	mkdir -p "$dir/node-logs"
 	cp "$state"/*.log "$dir/node-logs/" 2>/dev/null || true
@@ -419,15 +488,50 @@ down() {
 	log "node $node is down, nothing left"
 }
 
-# check [DIR]: DIR holds created-paths and iptables-before from up, when known.
+# restore_machine BASELINE undoes what the nodes changed on the machine as a whole: the kubelet's
+# iptables chains (and the jumps to them), the kernel settings, the host directories created for
+# the binds.
+restore_machine() {
+	local base=$1
+	if [ -f "$base/iptables-before" ]; then
+		local f t ch
+		iptables_chains | comm -13 "$base/iptables-before" - | while read -r f t ch; do
+			"$f" -t "$t" -F "$ch" 2>/dev/null || true
+		done
+		iptables_chains | comm -13 "$base/iptables-before" - | while read -r f t ch; do
+			# Drop the jumps to the chain first, then the chain.
+			{ "$f-save" -t "$t" | grep -- "-j $ch\b" || true; } | sed 's/^-A /-D /' | while read -r rule; do
+				# shellcheck disable=SC2086
+				"$f" -t "$t" $rule 2>/dev/null || true
+			done
+			"$f" -t "$t" -X "$ch" 2>/dev/null || true
+		done
+	fi
+	if [ -f "$base/tunables" ]; then
+		local k v
+		while read -r k v; do echo "$v" >"/proc/sys/$k" 2>/dev/null || true; done <"$base/tunables"
+	fi
+	if [ -f "$base/created-paths" ]; then
+		local p
+		while read -r p; do rm -rf "$p"; done <"$base/created-paths"
+	fi
+}
+
+# check [DIR]: DIR holds veths from this node and, when no other node is up, created-paths and
+# iptables-before from the registry's baseline.
 check() {
 	local keep=${1:-$state} left=()
+	if [ -z "${1:-}" ] && [ -z "$(other_nodes)" ] && [ ! -e "$registry/node-$hash" ] && [ -d "$registry/baseline" ]; then
+		keep=$registry/baseline
+		left+=("registry $registry (no live node)")
+	fi
 	[ -z "$(survivors)" ] || left+=("processes: $(survivors | tr '\n' ' ')")
 	pgrep -f "containerd-shim-runc-v2.*$state" >/dev/null && left+=("shims")
 	[ -z "$(our_mounts)" ] || left+=("mounts: $(our_mounts | tr '\n' ' ')")
 	[ -z "$(cgroup_dirs)" ] || left+=("cgroups: $(cgroup_dirs | head -3 | tr '\n' ' ')")
 	! ip link show "$bridge" >/dev/null 2>&1 || left+=("link $bridge")
 	[ ! -e "$state" ] || left+=("state directory $state")
+	[ ! -e "$registry/node-$hash" ] || left+=("registry entry $registry/node-$hash")
 	if [ -f "$keep/created-paths" ]; then
 		local p
 		while read -r p; do [ ! -e "$p" ] || left+=("host path $p"); done <"$keep/created-paths"

@@ -99,6 +99,9 @@ type MeshOptions struct {
 	// CIDRs; mesh routes overlapping them are refused. Empty: not checked.
 	RemotePodCIDR     string `json:"remote_pod_cidr,omitempty"`
 	RemoteServiceCIDR string `json:"remote_service_cidr,omitempty"`
+	// TunnelAddress is an IP:port the sidecars dial for the tunnel instead of the ingress host
+	// (which still goes in the Host header and the TLS server name). Empty: the host is resolved.
+	TunnelAddress string `json:"tunnel_address,omitempty"`
 }
 
 // Duration is a time.Duration written as "30s" in the file and the environment.
@@ -218,6 +221,7 @@ func (c *FileConfig) options() []Option {
 		{"mesh.cluster_domain", "the local cluster's DNS domain (default cluster.local)", str(&c.Mesh.ClusterDomain)},
 		{"mesh.remote_pod_cidr", "the remote cluster's pod CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemotePodCIDR)},
 		{"mesh.remote_service_cidr", "the remote cluster's Service CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemoteServiceCIDR)},
+		{"mesh.tunnel_address", "IP:port the sidecars dial for the tunnel instead of resolving the ingress host, which still names the Host header and TLS server (for remote pods that cannot resolve it before the mesh is up); default unset", str(&c.Mesh.TunnelAddress)},
 	}
 }
 
@@ -327,6 +331,9 @@ func (c FileConfig) MeshConfig() Mesh {
 	}
 	m.RemotePodCIDRs, _ = parseCIDRList(c.Mesh.RemotePodCIDR)
 	m.RemoteServiceCIDRs, _ = parseCIDRList(c.Mesh.RemoteServiceCIDR)
+	if c.Mesh.TunnelAddress != "" {
+		m.TunnelAddress, _ = netip.ParseAddrPort(c.Mesh.TunnelAddress)
+	}
 	return m
 }
 
@@ -438,6 +445,11 @@ func (m MeshOptions) validate(bad func(key, format string, args ...any)) {
 	}
 	if _, err := parseCIDRList(m.RemoteServiceCIDR); err != nil {
 		bad("mesh.remote_service_cidr", "%v", err)
+	}
+	if m.TunnelAddress != "" {
+		if a, err := netip.ParseAddrPort(m.TunnelAddress); err != nil || a.Port() == 0 {
+			bad("mesh.tunnel_address", "want an IP:port such as 192.0.2.10:80 or [2001:db8::1]:443, got %q", m.TunnelAddress)
+		}
 	}
 }
 

@@ -90,7 +90,7 @@ type Config struct {
 	PersistentKeepalive time.Duration
 
 	// MainInterface is the pod's own interface, where forwarded flows arrive. Empty: the
-	// interface of the IPv4 default route, found when Run starts.
+	// interface holding PodIP, else that of the IPv4 default route, found when Run starts.
 	MainInterface string
 	// PodIP narrows DNAT to packets addressed to it (the downward API's status.podIP). The zero
 	// value matches every local address arriving on MainInterface. IPv4.

@@ -148,6 +148,10 @@ address = "$sock.ttrpc"
 
 [plugins."io.containerd.cri.v1.images"]
 snapshotter = "overlayfs"
+# A pull never leaves the machine: every registry resolves to a closed loopback port (images come
+# from bin/images, imported at up).
+[plugins."io.containerd.cri.v1.images".registry]
+config_path = "$state/containerd/certs.d"
 [plugins."io.containerd.cri.v1.images".pinned_images]
 # The project's own pause image (images/images.yaml), imported with the others: no registry needed.
 sandbox = "$3"
@@ -174,6 +178,8 @@ SystemdCgroup = false
 stream_server_address = "127.0.0.1"
 stream_server_port = "0"
 EOF
+	mkdir -p "$state/containerd/certs.d/_default"
+	printf 'server = "http://127.0.0.1:9"\n' >"$state/containerd/certs.d/_default/hosts.toml"
 	# isGateway false: the bridge plugin would otherwise switch on the host's forwarding. The script
 	# gives the bridge its address itself. tuning: each pod forwards, as on a forwarding node.
 	cat >"$state/cni/net.d/10-ikm.conflist" <<EOF

@@ -14,6 +14,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -28,6 +30,7 @@ const (
 	envKubectl       = "IKM_CONFORMANCE_KUBECTL"
 	envEchoImage     = "IKM_CONFORMANCE_ECHO_IMAGE"  // echo-server from make images
 	envShellImage    = "IKM_CONFORMANCE_SHELL_IMAGE" // busybox from make images
+	envKubeProxy     = "IKM_CONFORMANCE_KUBE_PROXY"  // 1: the local real node runs kube-proxy
 	realNodeLabel    = "ikm.interlink.dev/real-node" // testcluster.RealNodeLabel
 )
 
@@ -38,9 +41,12 @@ const (
 //   - a local client pod's HTTP request to the pod's IP (the shadow pod's) is answered by the
 //     offloaded echo-server;
 //   - the offloaded pod reaches a local pod's IP through the mesh, seen there as the shadow pod;
+//   - with kube-proxy on the local node: the client reaches the offloaded pod through a ClusterIP
+//     Service (whose endpoint is the pod's IP, the shadow's), and the offloaded pod reaches a local
+//     ClusterIP Service through the mesh;
 //   - the offloaded pod's resolv.conf names the local cluster's DNS (mesh.dns_mode local).
 //
-// The clusters have no kube-proxy and no CoreDNS: Service IPs and names are not checked here.
+// The clusters run no CoreDNS: Service names are not checked here.
 func TestMeshRealPods(t *testing.T) {
 	if os.Getenv(envRealMesh) != "1" {
 		t.Skipf("no real-node clusters (%s unset): run `make conformance` as root", envRealMesh)
@@ -62,6 +68,7 @@ func TestMeshRealPods(t *testing.T) {
 	localNode := m.realNode(env.Local, "local")
 	remoteNode := m.realNode(env.Remote, "remote")
 	t.Logf("real nodes: local %s, remote %s; tunnel through nginx on %s", localNode, remoteNode, tunnel)
+	m.onlySchedulable(localNode)
 
 	if _, err := env.Local.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: m.ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create namespace: %v", err)
@@ -125,7 +132,7 @@ func TestMeshRealPods(t *testing.T) {
 	// The ingress: what an ingress controller makes of the shadow Ingress, nginx on the remote
 	// node's bridge (the only address the remote pods reach); the backend from the Service's endpoints.
 	host, backend := m.ingressBackend(shadowNS)
-	startIngress(t, filepath.Join(out, "logs"), tunnel, host, backend)
+	ing := startIngress(t, filepath.Join(out, "logs"), tunnel, host, backend)
 	t.Logf("ingress: nginx on %s routes Host %s to %s (the shadow Service's endpoint)", tunnel, host, backend)
 
 	var remote *corev1.Pod
@@ -163,13 +170,66 @@ func TestMeshRealPods(t *testing.T) {
 		regexp.MustCompile(`host=target client=`+regexp.QuoteMeta(shadow.Status.PodIP)+`:`), httpGet(target.Status.PodIP)...)
 	t.Logf("PROVEN the offloaded pod reaches the local pod %s through the mesh, which sees it as the shadow pod: %q", target.Status.PodIP, lastLine(back))
 
+	for _, a := range []struct {
+		comm string
+		pod  *corev1.Pod
+	}{{"shadow-agent", shadow}, {"mesh-agent", remote}} {
+		if rss, cg, err := agentMemory(a.comm, a.pod.UID); err != nil {
+			t.Logf("memory of %s: %v", a.comm, err)
+		} else {
+			t.Logf("FIGURE %s after the requests above: RSS %.1f MiB, its container's memory cgroup %.1f MiB", a.comm, rss, cg)
+		}
+	}
+
+	if os.Getenv(envKubeProxy) == "1" {
+		webSvc := m.service("web")
+		answer := m.execUntil("local client → Service web "+webSvc, m.localKubeconfig(), m.ns, client.Name, "shell",
+			regexp.MustCompile(`host=`+regexp.QuoteMeta(hostnameOf(remote))+` `), httpGet(webSvc)...)
+		t.Logf("PROVEN a local client pod reaches the offloaded pod through the ClusterIP Service web (%s → the shadow pod's IP → the mesh): %q", webSvc, lastLine(answer))
+		targetSvc := m.service("target")
+		back := m.execUntil("offloaded pod → Service target "+targetSvc, m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
+			regexp.MustCompile(`host=target `), httpGet(targetSvc)...)
+		t.Logf("PROVEN the offloaded pod reaches the local ClusterIP Service target (%s) through the mesh and the local kube-proxy: %q", targetSvc, lastLine(back))
+	} else {
+		t.Logf("Service IPs not checked: the local node runs no kube-proxy (%s unset)", envKubeProxy)
+	}
+
 	resolv := m.exec(m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell", "cat", "/etc/resolv.conf")
 	wantNS := "nameserver " + env.DNSIP.String()
 	wantSearch := "search " + m.ns + ".svc.cluster.local"
 	if !strings.Contains(resolv, wantNS) || !strings.Contains(resolv, wantSearch) {
 		t.Errorf("offloaded pod's resolv.conf lacks %q or %q (mesh.dns_mode local):\n%s", wantNS, wantSearch, resolv)
 	} else {
-		t.Logf("PROVEN the offloaded pod resolves through the local cluster's DNS %s with the local search list; names are not checked: the clusters run no CoreDNS or kube-proxy", env.DNSIP)
+		t.Logf("PROVEN the offloaded pod resolves through the local cluster's DNS %s with the local search list; names are not checked: the clusters run no CoreDNS", env.DNSIP)
+	}
+
+	// The shadow pod dies; its Deployment replaces it (a new pod, a new IP). The ingress follows the
+	// Service's endpoint, as an ingress controller does, and mesh-agent re-dials by itself.
+	dropped := time.Now()
+	if err := env.Local.CoreV1().Pods(shadowNS).Delete(ctx, shadow.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete the shadow pod: %v", err)
+	}
+	var next *corev1.Pod
+	m.poll("a new shadow pod Ready", 90*time.Second, func(ctx context.Context) (bool, string) {
+		l, err := env.Local.CoreV1().Pods(shadowNS).List(ctx, metav1.ListOptions{})
+		if err != nil || len(l.Items) != 1 || l.Items[0].UID == shadow.UID {
+			return false, fmt.Sprintf("%d pods, %v", len(l.Items), err)
+		}
+		next = &l.Items[0]
+		return podReady(next), describePod(next)
+	})
+	_, backend = m.ingressBackend(shadowNS)
+	ing.reload(t, backend)
+	back = m.execUntil("offloaded pod → http://"+target.Status.PodIP+":8080/ after the shadow pod's replacement", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
+		regexp.MustCompile(`host=target client=`+regexp.QuoteMeta(next.Status.PodIP)+`:`), httpGet(target.Status.PodIP)...)
+	t.Logf("PROVEN the mesh recovers when the shadow pod is replaced: the offloaded pod reaches the local pod through the new shadow %s, %s after the delete: %q",
+		next.Status.PodIP, time.Since(dropped).Round(100*time.Millisecond), lastLine(back))
+	answer = m.execUntil("local client → the new shadow pod's IP "+next.Status.PodIP, m.localKubeconfig(), m.ns, client.Name, "shell",
+		regexp.MustCompile(`host=`+regexp.QuoteMeta(hostnameOf(remote))+` `), httpGet(next.Status.PodIP)...)
+	t.Logf("PROVEN the new shadow pod's IP %s answers with the offloaded pod, %s after the delete: %q", next.Status.PodIP, time.Since(dropped).Round(100*time.Millisecond), lastLine(answer))
+	if l, err := env.Local.CoreV1().Pods(m.ns).Get(ctx, web.Name, metav1.GetOptions{}); err == nil {
+		t.Logf("FOUND the local pod's IP after the replacement: %s (shadow now %s, was %s): InterLink's VK sets the pod IP once, at create",
+			l.Status.PodIP, next.Status.PodIP, shadow.Status.PodIP)
 	}
 
 	// Delete: the remote pod and the shadow go.
@@ -212,6 +272,56 @@ func (m *meshRun) poll(what string, timeout time.Duration, cond func(ctx context
 	if err != nil {
 		m.t.Fatalf("%s: not within %v (%v); last seen: %s", what, timeout, err, last)
 	}
+}
+
+// onlySchedulable makes node the only schedulable node of the local cluster (the VK's node aside),
+// so that the shadow pod the VK makes runs there, and restores every node's setting at the end.
+func (m *meshRun) onlySchedulable(node string) {
+	m.t.Helper()
+	nodes, err := m.env.Local.CoreV1().Nodes().List(m.t.Context(), metav1.ListOptions{})
+	if err != nil {
+		m.t.Fatalf("list local nodes: %v", err)
+	}
+	set := func(ctx context.Context, name string, unschedulable bool) error {
+		patch := fmt.Sprintf(`{"spec":{"unschedulable":%t}}`, unschedulable)
+		_, err := m.env.Local.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+		return err
+	}
+	for _, n := range nodes.Items {
+		if n.Name == m.env.VKNode {
+			continue
+		}
+		was, want := n.Spec.Unschedulable, n.Name != node
+		if was == want {
+			continue
+		}
+		if err := set(m.t.Context(), n.Name, want); err != nil {
+			m.t.Fatalf("set node %s unschedulable=%t: %v", n.Name, want, err)
+		}
+		m.t.Cleanup(func() {
+			if err := set(context.WithoutCancel(m.t.Context()), n.Name, was); err != nil {
+				m.t.Errorf("restore node %s unschedulable=%t: %v", n.Name, was, err)
+			}
+		})
+	}
+}
+
+// service creates a ClusterIP Service NAME on port 8080 selecting app=NAME in the local namespace
+// and returns its cluster IP.
+func (m *meshRun) service(name string) string {
+	m.t.Helper()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.ns},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": name},
+			Ports:    []corev1.ServicePort{{Port: 8080, TargetPort: intstr.FromInt32(8080)}},
+		},
+	}
+	got, err := m.env.Local.CoreV1().Services(m.ns).Create(m.t.Context(), svc, metav1.CreateOptions{})
+	if err != nil {
+		m.t.Fatalf("create Service %s: %v", name, err)
+	}
+	return got.Spec.ClusterIP
 }
 
 // realNode returns the Ready node of c labelled as node.sh's real node.
@@ -333,11 +443,58 @@ func (m *meshRun) execUntil(what, kubeconfig, ns, pod, container string, want *r
 	return ""
 }
 
+// ingress is the test's nginx, standing in for the local cluster's ingress controller.
+type ingress struct {
+	dir, logDir, host string
+	addr              netip.AddrPort
+}
+
 // startIngress runs nginx on addr, proxying WebSocket upgrades for host to backend as an ingress
 // controller's generated configuration does, until the test ends.
-func startIngress(t *testing.T, logDir string, addr netip.AddrPort, host, backend string) {
+func startIngress(t *testing.T, logDir string, addr netip.AddrPort, host, backend string) *ingress {
 	t.Helper()
-	dir := t.TempDir()
+	in := &ingress{dir: t.TempDir(), logDir: logDir, host: host, addr: addr}
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in.write(t, backend)
+	cmd := exec.Command("nginx", "-c", filepath.Join(in.dir, "nginx.conf"), "-p", in.dir)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start nginx (the ingress): %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("nginx (the ingress) exited at start: %v; see %s/ingress-nginx.log", err, logDir)
+	case <-time.After(500 * time.Millisecond):
+	}
+	return in
+}
+
+// reload points the ingress at a new backend, as a controller does when the endpoints change
+// (nginx -s reload: established WebSockets are cut, which the tunnel survives by re-dialling).
+func (in *ingress) reload(t *testing.T, backend string) {
+	t.Helper()
+	in.write(t, backend)
+	if out, err := exec.Command("nginx", "-c", filepath.Join(in.dir, "nginx.conf"), "-p", in.dir, "-s", "reload").CombinedOutput(); err != nil {
+		t.Fatalf("nginx -s reload: %v: %s", err, out)
+	}
+}
+
+func (in *ingress) write(t *testing.T, backend string) {
+	t.Helper()
+	dir, addr, host, logDir := in.dir, in.addr, in.host, in.logDir
 	conf := fmt.Sprintf(`worker_processes 1;
 daemon off;
 pid %[1]s/nginx.pid;
@@ -372,32 +529,8 @@ http {
 	}
 }
 `, dir, addr, host, backend, logDir)
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
-	}
-	cmd := exec.Command("nginx", "-c", filepath.Join(dir, "nginx.conf"), "-p", dir)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx (the ingress): %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	select {
-	case err := <-done:
-		t.Fatalf("nginx (the ingress) exited at start: %v; see %s/ingress-nginx.log", err, logDir)
-	case <-time.After(500 * time.Millisecond):
 	}
 }
 
@@ -414,6 +547,50 @@ func podReady(p *corev1.Pod) bool {
 // with SIGSEGV in these images: exit 139).
 func httpGet(ip string) []string {
 	return []string{"sh", "-c", `printf 'GET / HTTP/1.0\r\nHost: mesh\r\n\r\n' | nc -w 3 ` + ip + ` 8080`}
+}
+
+// agentMemory finds the process named comm in the pod with uid (its cgroup path names the pod,
+// the kubelet's cgroupfs layout) and returns its RSS and its container's memory cgroup usage, MiB.
+func agentMemory(comm string, uid types.UID) (rss, cgroup float64, err error) {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	pod := "pod" + string(uid)
+	for _, p := range procs {
+		c, err := os.ReadFile(p + "/comm")
+		if err != nil || strings.TrimSpace(string(c)) != comm {
+			continue
+		}
+		cg, err := os.ReadFile(p + "/cgroup")
+		if err != nil || !strings.Contains(string(cg), pod) {
+			continue
+		}
+		status, err := os.ReadFile(p + "/status")
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, l := range strings.Split(string(status), "\n") {
+			if kb, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				var n float64
+				fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
+				rss = n / 1024
+			}
+		}
+		for _, l := range strings.Split(string(cg), "\n") {
+			// cgroup v1: "N:memory:/path"; v2: "0::/path".
+			f := strings.SplitN(l, ":", 3)
+			if len(f) != 3 || (f[1] != "memory" && f[1] != "") {
+				continue
+			}
+			for _, file := range []string{"/sys/fs/cgroup/memory" + f[2] + "/memory.usage_in_bytes", "/sys/fs/cgroup" + f[2] + "/memory.current"} {
+				if b, err := os.ReadFile(file); err == nil {
+					var n float64
+					fmt.Sscan(strings.TrimSpace(string(b)), &n)
+					return rss, n / (1 << 20), nil
+				}
+			}
+		}
+		return rss, 0, fmt.Errorf("no memory cgroup file for %s (%s)", comm, p)
+	}
+	return 0, 0, fmt.Errorf("no process %s in pod %s on this machine", comm, uid)
 }
 
 // lastLine is the last non-empty line of s: the body of echo-server's one-line answer.

@@ -11,9 +11,10 @@
 # down on exit, whatever happens.
 #
 # As root, both clusters also get a real node (testcluster/node.sh: kubelet, containerd, CNI bridge),
-# and TestMeshRealPods proves the mesh as real pods: the local cluster has no fake node and its real
-# node no taint, so the VK's shadow pods (from `make manifests`, naming the images `make images`
-# built) run for real; the remote real node runs the mesh test's offloaded pod, whose mesh-agent
+# and TestMeshRealPods proves the mesh as real pods: the local real node (no taint, cordoned while
+# the suite runs) runs kube-proxy, and the test moves shadow pods onto it (it cordons the fake
+# nodes), so the VK's shadow pod (from `make manifests`, naming the images `make images` built)
+# runs for real; the remote real node runs the mesh test's offloaded pod, whose mesh-agent
 # dials the tunnel through nginx (the ingress) on the remote node's bridge address
 # (mesh.tunnel_address): nothing is routed between the two bridges. The other cases' remote pods stay
 # on kwok's nodes.
@@ -111,7 +112,7 @@ if [ "$real" = 1 ]; then
 	make -s images >/dev/null
 	make -s manifests >/dev/null
 	templates=$repo/bin/manifests
-	local_nodes=(IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODES=0)
+	local_nodes=(IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODE_KUBE_PROXY=1)
 	remote_nodes=(IKM_REAL_NODE=1)
 fi
 env "${local_nodes[@]}" IKM_CLUSTER_DIR="$work/local" IKM_CLUSTER_NAME=ikm-conformance-local IKM_KWOK_POD_CIDR=$pod_cidr IKM_SERVICE_CIDR=$service_cidr \
@@ -127,9 +128,12 @@ if [ "$real" = 1 ]; then
 	tunnel_address=${remote_cidr%.0/24}.1:80
 	image_ref() { tar -xOf "bin/images/$1.tar" index.json | jq -er '.manifests[0].annotations["io.containerd.image.name"]'; }
 	plugin_env=(MESH_TUNNEL_ADDRESS="$tunnel_address" MESH_AGENT_IMAGE="$(image_ref mesh-agent)")
-	suite_env=(IKM_CONFORMANCE_REAL_MESH=1 IKM_CONFORMANCE_TUNNEL_ADDRESS="$tunnel_address"
+	suite_env=(IKM_CONFORMANCE_REAL_MESH=1 IKM_CONFORMANCE_KUBE_PROXY=1 IKM_CONFORMANCE_TUNNEL_ADDRESS="$tunnel_address"
 		IKM_CONFORMANCE_KUBECTL="$cache/bin/current/kubectl"
 		IKM_CONFORMANCE_ECHO_IMAGE="$(image_ref echo-server)" IKM_CONFORMANCE_SHELL_IMAGE="$(image_ref shell)")
+	# The suite's shadow pods stay on kwok's nodes (real ones under eight cases at once outlast the
+	# suite's waits on this machine); TestMeshRealPods cordons those and uncordons this one.
+	"$cache/bin/current/kubectl" --kubeconfig "$work/local/kubeconfig" cordon ikm-conformance-local-node >/dev/null
 	log "local pods on $pod_cidr, remote real pods on $remote_cidr; tunnel address $tunnel_address"
 fi
 local_kc=$work/local/kubeconfig

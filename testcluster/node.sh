@@ -36,6 +36,12 @@
 #   IKM_NODE_TAINT     1 (default): label and taint the node ikm.interlink.dev/real-node=true:NoSchedule
 #                      so only pods that ask run there; 0: label only, every pod may land on it
 #   IKM_IMAGES_DIR     OCI archives to import (default <repo>/bin/images); none found is an error
+#   IKM_NODE_KUBE_PROXY 1: also run kube-proxy (iptables mode, masqueradeAll) so the cluster's Service
+#                      IPs work on this node: pods get a route to IKM_SERVICE_CIDR (required then) via
+#                      the node IP, and the bridge alone forwards (its own net.ipv4.conf.<bridge>.forwarding;
+#                      the host's ip_forward stays as it was). kube-proxy's chains live in the host's
+#                      tables, where two kube-proxies would undo each other: one node at a time may run
+#                      it (up refuses a second). down runs kube-proxy --cleanup. Default 0.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -58,6 +64,8 @@ pki=$dir/kwok/clusters/$name/pki
 cni_bin=/usr/lib/cni
 sock=$state/containerd/containerd.sock
 taint=${IKM_NODE_TAINT:-1}
+kube_proxy=${IKM_NODE_KUBE_PROXY:-0}
+service_cidr=${IKM_SERVICE_CIDR:-}
 # The machine-wide registry of live real nodes (tmpfs: gone at reboot like the nodes).
 registry=/run/ikm-real-nodes
 # Host paths the kubelet, containerd or its shims use whatever their configuration says; each is
@@ -94,7 +102,7 @@ other_nodes() {
 	local e pid st
 	for e in "$registry"/node-*; do
 		[ -f "$e" ] || continue
-		read -r pid st <"$e"
+		read -r pid st _ <"$e"
 		if [ "$st" = "$state" ]; then continue; fi
 		if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$st/mntns"; then
 			echo "$st"
@@ -178,6 +186,9 @@ SystemdCgroup = false
 stream_server_address = "127.0.0.1"
 stream_server_port = "0"
 EOF
+	local routes=""
+	# With kube-proxy, pods reach the Service range through the node (they have no default route).
+	[ "$kube_proxy" = 0 ] || routes=$(printf ',\n        "routes": [{"dst": "%s", "gw": "%s"}]' "$service_cidr" "$node_ip")
 	mkdir -p "$state/containerd/certs.d/_default"
 	printf 'server = "http://127.0.0.1:9"\n' >"$state/containerd/certs.d/_default/hosts.toml"
 	# isGateway false: the bridge plugin would otherwise switch on the host's forwarding. The script
@@ -196,7 +207,7 @@ EOF
       "ipam": {
         "type": "host-local",
         "dataDir": "$state/cni/ipam",
-        "ranges": [[{"subnet": "$cidr", "gateway": "$node_ip"}]]
+        "ranges": [[{"subnet": "$cidr", "gateway": "$node_ip"}]]$routes
       }
     },
     {"type": "tuning", "sysctl": {"net.ipv4.ip_forward": "1"}},
@@ -276,6 +287,15 @@ current-context: node
 EOF
 }
 
+# proxy_node prints the state dir of a live node running kube-proxy, if any (lock held).
+proxy_node() {
+	local st
+	for st in $(other_nodes); do
+		grep -qF " $st kube-proxy" "$registry"/node-* 2>/dev/null && echo "$st"
+	done
+	return 0
+}
+
 # record notes what the machine looked like before the first node, for the last node's down to
 # restore, creates the host directories the mount namespace binds over, and registers the node.
 # Called with the lock held.
@@ -324,10 +344,20 @@ up() {
 		log "node $node already up"
 		return
 	fi
+	if [ "$kube_proxy" = 1 ]; then
+		[[ $service_cidr =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/[0-9]+$ ]] || die "IKM_NODE_KUBE_PROXY=1 needs IKM_SERVICE_CIDR (the cluster's Service range, e.g. 10.96.0.0/16)"
+		kube_proxy_bin=$bin/kube-proxy
+		# Another clone's build-binaries.sh may rewrite bin/node without it: take the cache entry.
+		[ -x "$kube_proxy_bin" ] || kube_proxy_bin=$(ls -t "$cache"/bin/kube-proxy-*/kube-proxy 2>/dev/null | head -1)
+		[ -x "$kube_proxy_bin" ] || die "no kube-proxy in $bin: run testcluster/build-binaries.sh"
+	fi
 	down >/dev/null 2>&1 || true
 	local start=$SECONDS
 	mkdir -p "$state"
 	lock
+	if [ "$kube_proxy" = 1 ] && [ -n "$(proxy_node)" ]; then
+		die "the node of $(proxy_node) already runs kube-proxy; two in the host's tables would undo each other's rules"
+	fi
 	record
 	local cidr node_ip
 	cidr=$(pick_cidr)
@@ -342,6 +372,9 @@ up() {
 	ip link add "$bridge" type bridge
 	ip addr add "$node_ip/24" dev "$bridge"
 	ip link set "$bridge" up
+	# With kube-proxy, Service traffic enters the host from the bridge and leaves to it again: this
+	# bridge forwards, nothing else does (IPv4 forwarding is decided by the incoming interface).
+	[ "$kube_proxy" = 0 ] || echo 1 >"/proc/sys/net/ipv4/conf/$bridge/forwarding"
 	touch "$state/up"
 
 	log "starting the node's mount namespace (private binds over ${host_paths[*]})"
@@ -354,7 +387,7 @@ up() {
 	setsid unshare --mount --propagation private -- bash -c "$binds touch '$state/mntns-ready' && exec -a '$state/mntns' sleep infinity" \
 		>"$state/mntns.log" 2>&1 </dev/null {lockfd}<&- &
 	echo $! >"$state/mntns.pid"
-	echo "$! $state" >"$registry/node-$hash"
+	echo "$! $state$([ "$kube_proxy" = 0 ] || echo ' kube-proxy')" >"$registry/node-$hash"
 	unlock
 	wait_for "the mount namespace" 20 test -f "$state/mntns-ready"
 	local inns=(nsenter "--mount=/proc/$(cat "$state/mntns.pid")/ns/mnt" --)
@@ -377,7 +410,56 @@ up() {
 	echo $! >"$state/kubelet.pid"
 	wait_for "node $node registering" 120 registered
 	kubectl wait --for=condition=Ready "node/$node" --timeout=120s >/dev/null || die "node $node not Ready (see $state/kubelet.log)"
+	if [ "$kube_proxy" = 1 ]; then
+		start_kube_proxy "$cidr" "$node_ip" "${inns[@]}"
+	fi
 	log "node $node Ready in $((SECONDS - start)) s (kubelet RSS $(rss kubelet) MB, containerd RSS $(rss containerd) MB)"
+}
+
+# start_kube_proxy CIDR NODE_IP NSENTER...: kube-proxy for this node, as user system:kube-proxy (the
+# default RBAC binds it to system:node-proxier), its ports on the node IP only.
+start_kube_proxy() {
+	local cidr=$1 node_ip=$2
+	shift 2
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$state/pki/kube-proxy.key" \
+		-subj "/CN=system:kube-proxy" -out "$state/pki/kube-proxy.csr" 2>/dev/null
+	openssl x509 -req -in "$state/pki/kube-proxy.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+		-days 2 -out "$state/pki/kube-proxy.crt" 2>/dev/null
+	sed -e "s#$state/pki/node.crt#$state/pki/kube-proxy.crt#" -e "s#$state/pki/node.key#$state/pki/kube-proxy.key#" \
+		"$state/kubelet.kubeconfig" >"$state/kube-proxy.kubeconfig"
+	cat >"$state/kube-proxy.yaml" <<KPEOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: $state/kube-proxy.kubeconfig
+mode: iptables
+hostnameOverride: $node
+bindAddress: $node_ip
+clusterCIDR: $cidr
+healthzBindAddress: $node_ip:10256
+metricsBindAddress: $node_ip:10249
+# NodePorts only on the bridge's address, never on the machine's.
+nodePortAddresses: ["$node_ip/32"]
+iptables:
+  # Every Service flow is SNATed to the node IP, so replies come back through the host even when
+  # client and backend share the bridge (no br_netfilter needed).
+  masqueradeAll: true
+  # No route_localnet: localhost NodePorts would need it machine-wide.
+  localhostNodePorts: false
+# 0: leave the machine's conntrack settings alone.
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+  udpTimeout: 0s
+  udpStreamTimeout: 0s
+KPEOF
+	log "starting kube-proxy (Services of $service_cidr on this node)"
+	setsid "$@" "$kube_proxy_bin" --config "$state/kube-proxy.yaml" >"$state/kube-proxy.log" 2>&1 </dev/null &
+	echo $! >"$state/kube-proxy.pid"
+	echo "$kube_proxy_bin" >"$state/kube-proxy.bin"
+	wait_for "kube-proxy healthy on $node_ip:10256" 60 curl -sf "http://$node_ip:10256/healthz"
 }
 
 # image_ref ARCHIVE prints the name (io.containerd.image.name) an archive from make images carries.
@@ -435,6 +517,11 @@ cgroup_dirs() {
 }
 
 down() {
+	if [ -f "$state/kube-proxy.pid" ]; then
+		log "stopping kube-proxy and removing its rules (kube-proxy --cleanup)"
+		stop_pids "$(cat "$state/kube-proxy.pid")"
+		"$(cat "$state/kube-proxy.bin")" --cleanup >"$state/kube-proxy-cleanup.log" 2>&1 || log "kube-proxy --cleanup failed (see $dir/node-logs/kube-proxy-cleanup.log)"
+	fi
 	if [ -f "$state/kubelet.pid" ]; then
 		log "stopping the kubelet"
 		stop_pids "$(cat "$state/kubelet.pid")"
@@ -471,7 +558,7 @@ down() {
 	kubectl delete node "$node" --ignore-not-found --wait=false >/dev/null 2>&1 || true
 	local keep
 	keep=$(mktemp -d)
-	cp "$state/veths" "$keep/" 2>/dev/null || true
+	cp "$state/veths" "$state/kube-proxy.pid" "$keep/" 2>/dev/null || true
 	# What the nodes share goes back as it was with the last of them.
 	lock
 	rm -f "$registry/node-$hash"
@@ -545,6 +632,9 @@ check() {
 	if [ -f "$keep/veths" ]; then
 		local v
 		while read -r v; do ! ip link show "$v" >/dev/null 2>&1 || left+=("link $v"); done <"$keep/veths"
+	fi
+	if [ -f "$keep/kube-proxy.pid" ] && iptables-save -t nat 2>/dev/null | grep -qE '^:KUBE-(SERVICES|SVC-|SEP-)'; then
+		left+=("kube-proxy's iptables chains (KUBE-SERVICES, KUBE-SVC-*, KUBE-SEP-*)")
 	fi
 	if [ -f "$keep/iptables-before" ]; then
 		local extra

@@ -18,9 +18,9 @@ lk() { "$cache/bin/current/kubectl" --kubeconfig "$local_cluster/kubeconfig" "$@
 service_cidr=10.96.0.0/16
 dns_ip=10.96.0.10
 
-step "the local cluster: a second control plane with its own real node (no taint: its pods run for real)"
+step "the local cluster: a second control plane with its own real node (no taint: its pods run for real) and kube-proxy"
 IKM_CLUSTER_DIR=$local_cluster IKM_CLUSTER_NAME=ikm-demo-local IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODES=0 \
-	IKM_SERVICE_CIDR=$service_cidr testcluster/cluster.sh up
+	IKM_NODE_KUBE_PROXY=1 IKM_SERVICE_CIDR=$service_cidr testcluster/cluster.sh up
 local_cidr=$(cat "$local_cluster/node/pod-cidr")
 echo "local pods: $local_cidr on bridge ikm…; remote real pods: $remote_cidr; two bridges, no route between them"
 lk get nodes -o wide
@@ -31,7 +31,7 @@ echo_image=$(image_ref echo-server)
 shell_image=$(image_ref shell)
 lk create namespace demo >/dev/null
 lk create namespace demo-wstunnel >/dev/null
-lk -n demo run target --image="$echo_image" --image-pull-policy=Never --port=8080 >/dev/null
+lk -n demo run target --image="$echo_image" --image-pull-policy=Never --port=8080 --expose >/dev/null
 lk -n demo run client --image="$shell_image" --image-pull-policy=Never --command -- sleep 3600 >/dev/null
 lk -n demo wait --for=condition=Ready pod/target pod/client --timeout=120s
 lk -n demo get pods -o wide
@@ -119,23 +119,32 @@ api GET /status "[$(jq -c .pod <<<"$mpod")]" | jq -c '.[0].containers[] | {name,
 
 step "a local client pod asks the shadow pod's IP; the offloaded workload on the remote cluster answers"
 get='printf "GET / HTTP/1.0\r\n\r\n" | nc -w 3 $0 8080 | tail -1'
+# ask WANT IP EXEC...: run $get against IP with EXEC (a kubectl exec command line) until the answer
+# matches WANT (at most 20 tries), and print the answer.
+ask() {
+	local want=$1 ip=$2 out
+	shift 2
+	for _ in $(seq 20); do
+		out=$("$@" -- sh -c "$get" "$ip" 2>&1) && grep -q "$want" <<<"$out" && break
+		sleep 1
+	done
+	echo "$out"
+}
 echo "$ kubectl -n demo exec client -- sh -c '${get//\$0/$shadow_ip}'"
-for _ in $(seq 20); do
-	out=$(lk -n demo exec client -- sh -c "$get" "$shadow_ip" 2>&1) && grep -q 'host=web ' <<<"$out" && break
-	sleep 1
-done
-echo "$out"
+ask 'host=web ' "$shadow_ip" lk -n demo exec client
 echo "(host=web: the offloaded pod answered; client=10.7.0.1: the shadow's end of the tunnel)"
 
 target_ip=$(lk -n demo get pod target -o jsonpath='{.status.podIP}')
 step "the offloaded pod calls the local pod $target_ip through the mesh; the local pod sees the shadow pod's IP"
 echo "$ kubectl -n $mns exec $mname -c shell -- sh -c '${get//\$0/$target_ip}'     (on the remote cluster)"
-for _ in $(seq 20); do
-	out=$(k -n "$mns" exec "$mname" -c shell -- sh -c "$get" "$target_ip" 2>&1) && grep -q 'host=target ' <<<"$out" && break
-	sleep 1
-done
-echo "$out"
+ask 'host=target ' "$target_ip" k -n "$mns" exec "$mname" -c shell
 echo "(client=$shadow_ip:…: the request left through the shadow pod)"
+
+target_svc=$(lk -n demo get service target -o jsonpath='{.spec.clusterIP}')
+step "the offloaded pod calls the local Service target ($target_svc) through the mesh and the local node's kube-proxy"
+echo "$ kubectl -n $mns exec $mname -c shell -- sh -c '${get//\$0/$target_svc}'     (on the remote cluster)"
+ask 'host=target ' "$target_svc" k -n "$mns" exec "$mname" -c shell
+echo "(the Service IP is routed into the mesh; the shadow pod sends it on to kube-proxy, which masquerades every Service flow)"
 
 step "POST /delete and the shadow objects go: the remote pod, its mesh Secret, the shadow pod"
 api POST /delete "$(jq -c .pod <<<"$mpod")" >/dev/null

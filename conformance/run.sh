@@ -10,8 +10,17 @@
 # (default ../shared/interlink next to the repository). Everything listens on 127.0.0.1 and is torn
 # down on exit, whatever happens.
 #
+# As root, both clusters also get a real node (testcluster/node.sh: kubelet, containerd, CNI bridge),
+# and TestMeshRealPods proves the mesh as real pods: the local real node (no taint, cordoned while
+# the suite runs) runs kube-proxy, and the test moves shadow pods onto it (it cordons the fake
+# nodes), so the VK's shadow pod (from `make manifests`, naming the images `make images` built)
+# runs for real; the remote real node runs the mesh test's offloaded pod, whose mesh-agent
+# dials the tunnel through nginx (the ingress) on the remote node's bridge address
+# (mesh.tunnel_address): nothing is routed between the two bridges. The other cases' remote pods stay
+# on kwok's nodes.
+#
 # Environment: INTERLINK_BIN_DIR, IKM_CACHE (see testcluster/cluster.sh), IKM_CONFORMANCE_RUN (a Go
-# regexp selecting cases, default all).
+# regexp selecting cases, default all), IKM_CONFORMANCE_REAL_MESH (0: no real nodes even as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -74,6 +83,15 @@ free_port() {
 	done
 }
 
+real=0
+if [ "$(id -u)" = 0 ] && [ "${IKM_CONFORMANCE_REAL_MESH:-1}" != 0 ]; then real=1; fi
+
+# A previous run cut short may have left its clusters (and real nodes) behind.
+for side in local remote; do
+	if [ -d "$work/$side" ]; then
+		IKM_CLUSTER_DIR=$work/$side IKM_CLUSTER_NAME=ikm-conformance-$side testcluster/cluster.sh down >/dev/null 2>&1 || true
+	fi
+done
 rm -rf "$work" "$out"
 mkdir -p "$work/local" "$work/remote" "$work/il" "$out/logs"
 
@@ -86,9 +104,38 @@ log "starting the local and the remote control planes (first run builds them: ab
 testcluster/build-binaries.sh >/dev/null
 # cluster.sh's default configuration already keeps kwok off the VK's node (it manages only the fake
 # nodes) and reaches kubelets by InternalIP (the VK's 127.0.0.1), never through DNS.
-IKM_CLUSTER_DIR=$work/local IKM_CLUSTER_NAME=ikm-conformance-local IKM_KWOK_POD_CIDR=$pod_cidr IKM_SERVICE_CIDR=$service_cidr \
+templates=$repo/manifests
+local_nodes=(IKM_REAL_NODE=0)
+remote_nodes=(IKM_REAL_NODE=0)
+if [ "$real" = 1 ]; then
+	log "root: real nodes on both sides; make images and make manifests (the shadow template naming this build's images)"
+	make -s images >/dev/null
+	make -s manifests >/dev/null
+	templates=$repo/bin/manifests
+	local_nodes=(IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODE_KUBE_PROXY=1)
+	remote_nodes=(IKM_REAL_NODE=1)
+fi
+env "${local_nodes[@]}" IKM_CLUSTER_DIR="$work/local" IKM_CLUSTER_NAME=ikm-conformance-local IKM_KWOK_POD_CIDR=$pod_cidr IKM_SERVICE_CIDR=$service_cidr \
 	testcluster/cluster.sh up
-IKM_CLUSTER_DIR=$work/remote IKM_CLUSTER_NAME=ikm-conformance-remote testcluster/cluster.sh up
+env "${remote_nodes[@]}" IKM_CLUSTER_DIR="$work/remote" IKM_CLUSTER_NAME=ikm-conformance-remote testcluster/cluster.sh up
+plugin_env=()
+suite_env=()
+if [ "$real" = 1 ]; then
+	# The VK routes the local real node's pod range into the mesh; the remote pods dial the tunnel at
+	# the remote node's own bridge address, where the test's nginx serves the shadow Ingress.
+	pod_cidr=$(cat "$work/local/node/pod-cidr")
+	remote_cidr=$(cat "$work/remote/node/pod-cidr")
+	tunnel_address=${remote_cidr%.0/24}.1:80
+	image_ref() { tar -xOf "bin/images/$1.tar" index.json | jq -er '.manifests[0].annotations["io.containerd.image.name"]'; }
+	plugin_env=(MESH_TUNNEL_ADDRESS="$tunnel_address" MESH_AGENT_IMAGE="$(image_ref mesh-agent)")
+	suite_env=(IKM_CONFORMANCE_REAL_MESH=1 IKM_CONFORMANCE_KUBE_PROXY=1 IKM_CONFORMANCE_TUNNEL_ADDRESS="$tunnel_address"
+		IKM_CONFORMANCE_KUBECTL="$cache/bin/current/kubectl"
+		IKM_CONFORMANCE_ECHO_IMAGE="$(image_ref echo-server)" IKM_CONFORMANCE_SHELL_IMAGE="$(image_ref shell)")
+	# The suite's shadow pods stay on kwok's nodes (real ones under eight cases at once outlast the
+	# suite's waits on this machine); TestMeshRealPods cordons those and uncordons this one.
+	"$cache/bin/current/kubectl" --kubeconfig "$work/local/kubeconfig" cordon ikm-conformance-local-node >/dev/null
+	log "local pods on $pod_cidr, remote real pods on $remote_cidr; tunnel address $tunnel_address"
+fi
 local_kc=$work/local/kubeconfig
 remote_kc=$work/remote/kubeconfig
 kl() { "$cache/bin/current/kubectl" --kubeconfig "$local_kc" "$@"; }
@@ -109,7 +156,7 @@ kubelet_port=$(free_port)
 sock=$work/plugin.sock
 
 log "starting interlink-k8s-plugin on unix://$sock against the remote cluster"
-K8S_KUBECONFIG_PATH=$remote_kc APP_SOCKET_ADDRESS=unix://$sock APP_LOG_LEVEL=debug \
+env "${plugin_env[@]}" K8S_KUBECONFIG_PATH="$remote_kc" APP_SOCKET_ADDRESS="unix://$sock" APP_LOG_LEVEL=debug \
 	bin/interlink-k8s-plugin >"$out/logs/plugin.log" 2>&1 &
 pids+=($!)
 
@@ -141,8 +188,8 @@ KubeletHTTP: {Insecure: true}
 Network:
   FullMesh: true
   WildcardDNS: mesh.test
-  WstunnelTemplatePath: $repo/manifests/shadow-pod.tmpl
-  MeshScriptTemplatePath: $repo/manifests/mesh-script.tmpl
+  WstunnelTemplatePath: $templates/shadow-pod.tmpl
+  MeshScriptTemplatePath: $templates/mesh-script.tmpl
   PodCIDRCluster: $pod_cidr
   ServiceCIDR: $service_cidr
   DNSServiceIP: $dns_ip
@@ -162,14 +209,16 @@ for i in $(seq 120); do
 done
 log "environment up; running the suite"
 
-IKM_CONFORMANCE_PIDS="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}" \
+tests='^TestConformance$'
+[ "$real" = 0 ] || tests='^(TestConformance|TestMeshRealPods)$'
+env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}" \
 	IKM_CONFORMANCE_LOCAL_KUBECONFIG=$local_kc \
 	IKM_CONFORMANCE_REMOTE_KUBECONFIG=$remote_kc \
 	IKM_CONFORMANCE_OUT=$out \
 	IKM_CONFORMANCE_SERVICE_CIDR=$service_cidr \
 	IKM_CONFORMANCE_POD_CIDR=$pod_cidr \
 	IKM_CONFORMANCE_DNS_IP=$dns_ip \
-	"$out/conformance.test" -test.run '^TestConformance$' -test.timeout 20m -run-cases="${IKM_CONFORMANCE_RUN:-}" || suite=$?
+	"$out/conformance.test" -test.run "$tests" -test.v -test.timeout 25m -run-cases="${IKM_CONFORMANCE_RUN:-}" || suite=$?
 # A process of the chain that died is the first thing to know about.
 names=(plugin interlink virtual-kubelet)
 for i in 0 1 2; do

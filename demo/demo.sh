@@ -2,30 +2,51 @@
 # demo.sh: the product on an embedded default. Starts the project's real control plane as the remote
 # cluster, runs interlink-k8s-plugin against it on a unix socket, and plays InterLink's part with curl:
 # a pod is offloaded (create), watched until Running (status), its logs read (getLogs) and removed
-# (delete). Then the mesh, as root (demo/mesh.sh): a pod with the VK's mesh annotation is offloaded
-# with its sidecar and, in network namespaces, a local client reaches it on its shadow pod's IP.
-# Everything is torn down at the end.
+# (delete). Then the mesh, as root, on real pods (demo/realmesh.sh): the remote cluster has a real node
+# too, a second control plane with a real node plays the local cluster, the script plays the VK
+# (shadow pod rendered from the project's template, the mesh annotation rendered from the mesh script
+# template), and a local client pod reaches the offloaded pod on its shadow pod's IP. Without root
+# (or nginx, openssl) the mesh steps are skipped. Everything is torn down at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+n=0
+step() {
+	n=$((n + 1))
+	printf '\n\033[1m==> %d. %s\033[0m\n' "$n" "$*"
+}
+skip_step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 cache=${IKM_CACHE:-$HOME/.cache/interlink-k8s-mesh}
 kubeconfig=$PWD/.cache/cluster/kubeconfig
 sock=$PWD/.cache/demo/plugin.sock
 mkdir -p .cache/demo
 
-step "1/10 starting the remote cluster (first run builds it from source: about 10-15 min on 2 cores)"
-testcluster/cluster.sh up
+# The mesh on real pods needs root (kubelet, containerd, CNI), nginx (the ingress) and openssl (keys);
+# IKM_DEMO_REAL_NODES=0 leaves it out.
+real=0
+if [ "$(id -u)" = 0 ] && command -v nginx >/dev/null && command -v openssl >/dev/null && [ "${IKM_DEMO_REAL_NODES:-1}" != 0 ]; then real=1; fi
+plugin_env=()
+if [ "$real" = 1 ]; then
+	step "make images and make manifests: the real nodes import the images, the shadow template names their tags"
+	make -s images | tail -1
+	make -s manifests
+fi
+step "starting the remote cluster (first run builds it from source: about 10-15 min on 2 cores)"
+IKM_REAL_NODE=$real testcluster/cluster.sh up
 plugin_pid=
 mesh_pids=()
-mesh_ns=()
+local_cluster=
 cleanup() {
-	step "tearing down"
+	skip_step "tearing down"
 	[ -z "$plugin_pid" ] || kill "$plugin_pid" 2>/dev/null || true
 	for p in "${mesh_pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	for n in "${mesh_ns[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-	testcluster/cluster.sh down
+	local rc=0
+	if [ -n "$local_cluster" ]; then
+		IKM_CLUSTER_DIR=$local_cluster IKM_CLUSTER_NAME=ikm-demo-local testcluster/cluster.sh down || rc=1
+	fi
+	testcluster/cluster.sh down || rc=1
+	[ "$rc" = 0 ] || exit "$rc"
 }
 trap cleanup EXIT
 k() { "$cache/bin/current/kubectl" --kubeconfig "$kubeconfig" "$@"; }
@@ -34,11 +55,19 @@ api() { # api METHOD PATH [BODY]: call the plugin as InterLink does
 		-H 'InterLink-Http-Session: demo' "http://plugin$2" ${3:+--data-binary "$3"}
 }
 
-step "2/10 remote nodes (kwok fakes the kubelets; capacity includes nvidia.com/gpu)"
+step "remote nodes (kwok fakes the kubelets; capacity includes nvidia.com/gpu)"
 k get nodes -o custom-columns='NAME:.metadata.name,READY:.status.conditions[?(@.type=="Ready")].status,CPU:.status.capacity.cpu,GPU:.status.capacity.nvidia\.com/gpu'
 
-step "3/10 starting interlink-k8s-plugin on unix://$sock"
-K8S_KUBECONFIG_PATH=$kubeconfig APP_SOCKET_ADDRESS=unix://$sock \
+step "starting interlink-k8s-plugin on unix://$sock"
+if [ "$real" = 1 ]; then
+	# The remote pods dial the tunnel at the remote node's bridge address, where the demo's nginx
+	# plays the local cluster's ingress; the sidecar is the image make images built.
+	remote_cidr=$(cat .cache/cluster/node/pod-cidr)
+	tunnel_address=${remote_cidr%.0/24}.1:80
+	image_ref() { tar -xOf "bin/images/$1.tar" index.json | jq -er '.manifests[0].annotations["io.containerd.image.name"]'; }
+	plugin_env=(MESH_TUNNEL_ADDRESS="$tunnel_address" MESH_AGENT_IMAGE="$(image_ref mesh-agent)")
+fi
+env "${plugin_env[@]}" K8S_KUBECONFIG_PATH="$kubeconfig" APP_SOCKET_ADDRESS="unix://$sock" \
 	bin/interlink-k8s-plugin >.cache/demo/plugin.log 2>&1 &
 plugin_pid=$!
 for _ in $(seq 100); do api GET /readyz >/dev/null 2>&1 && break; sleep 0.1; done
@@ -60,12 +89,12 @@ pod=$(
  "container": [{"name": "web", "configMaps": [{"metadata": {"name": "greeting"}, "data": {"text": "hello from the remote cluster"}}]}]}
 EOF
 )
-step "4/10 POST /create: InterLink offloads pod demo/hello (uid $uid)"
+step "POST /create: InterLink offloads pod demo/hello (uid $uid)"
 api POST /create "$pod"
 echo
 k get pods,configmaps -A -l "interlink.io/source.pod_uid=$uid" -o wide
 
-step "5/10 GET /status until the remote pod runs"
+step "GET /status until the remote pod runs"
 for _ in $(seq 60); do
 	st=$(api GET /status "[$(jq -c .pod <<<"$pod")]")
 	jq -e '.[0].containers[0].state.running' <<<"$st" >/dev/null && break
@@ -73,7 +102,7 @@ for _ in $(seq 60); do
 done
 jq -c '.[0] | {name, JID, containers: [.containers[] | {name, state}]}' <<<"$st"
 
-step "6/10 GET /getLogs (the remote kubelet's log, through the remote pods/log API)"
+step "GET /getLogs (the remote kubelet's log, through the remote pods/log API)"
 remote_ns=$(k get pods -A -l "interlink.io/source.pod_uid=$uid" -o jsonpath='{.items[0].metadata.namespace}')
 remote_pod=$(k get pods -A -l "interlink.io/source.pod_uid=$uid" -o jsonpath='{.items[0].metadata.name}')
 now=$(date -u +%Y-%m-%dT%H:%M:%S.000000000Z)
@@ -87,16 +116,16 @@ EOF
 for _ in $(seq 50); do out=$(api GET /getLogs "{\"Namespace\":\"demo\",\"PodName\":\"hello\",\"PodUID\":\"$uid\",\"ContainerName\":\"web\",\"Opts\":{\"Timestamps\":true}}" 2>/dev/null) && [ -n "$out" ] && break; sleep 0.2; done
 echo "$out"
 
-step "7/10 POST /delete: the remote pod and its scoped ConfigMap go away"
+step "POST /delete: the remote pod and its scoped ConfigMap go away"
 api POST /delete "$(jq -c .pod <<<"$pod")"
 echo
 for _ in $(seq 60); do [ -z "$(k get pods,configmaps -A -l "interlink.io/source.pod_uid=$uid" -o name)" ] && break; sleep 0.5; done
 echo "remote objects left for uid $uid: $(k get pods,configmaps -A -l "interlink.io/source.pod_uid=$uid" -o name | wc -l)"
 echo "plugin log: .cache/demo/plugin.log"
 
-if [ "$(id -u)" != 0 ] || ! command -v nginx >/dev/null || ! command -v openssl >/dev/null; then
-	step "8-10/10 the mesh needs root (network namespaces, TUN, iptables), nginx and openssl: skipped"
+if [ "$real" != 1 ]; then
+	skip_step "the mesh on real pods needs root (kubelet, containerd, TUN, iptables), nginx and openssl: skipped"
 	exit 0
 fi
-# shellcheck source=demo/mesh.sh
-. demo/mesh.sh
+# shellcheck source=demo/realmesh.sh
+. demo/realmesh.sh

@@ -132,6 +132,9 @@ type MeshOptions struct {
 	// CIDRs; mesh routes overlapping them are refused. Empty: not checked.
 	RemotePodCIDR     string `json:"remote_pod_cidr,omitempty"`
 	RemoteServiceCIDR string `json:"remote_service_cidr,omitempty"`
+	// TunnelAddress is an IP:port the sidecars dial for the tunnel instead of the ingress host
+	// (which still goes in the Host header and the TLS server name). Empty: the host is resolved.
+	TunnelAddress string `json:"tunnel_address,omitempty"`
 }
 
 // Duration is a time.Duration written as "30s" in the file and the environment.
@@ -319,6 +322,9 @@ func (c FileConfig) MeshConfig() Mesh {
 	}
 	m.RemotePodCIDRs, _ = parseCIDRList(c.Mesh.RemotePodCIDR)
 	m.RemoteServiceCIDRs, _ = parseCIDRList(c.Mesh.RemoteServiceCIDR)
+	if c.Mesh.TunnelAddress != "" {
+		m.TunnelAddress, _ = netip.ParseAddrPort(c.Mesh.TunnelAddress)
+	}
 	return m
 }
 

@@ -3,6 +3,7 @@ package plugin
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -131,6 +132,11 @@ func (m MeshOptions) validate(bad func(key, format string, args ...any)) {
 	}
 	if _, err := parseCIDRList(m.RemoteServiceCIDR); err != nil {
 		bad("mesh.remote_service_cidr", "%v", err)
+	}
+	if m.TunnelAddress != "" {
+		if a, err := netip.ParseAddrPort(m.TunnelAddress); err != nil || a.Port() == 0 {
+			bad("mesh.tunnel_address", "want an IP:port such as 192.0.2.10:80 or [2001:db8::1]:443, got %q", m.TunnelAddress)
+		}
 	}
 }
 

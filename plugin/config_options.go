@@ -97,6 +97,7 @@ func (c *FileConfig) options() []Option {
 		{"mesh.cluster_domain", "the local cluster's DNS domain (default cluster.local)", str(&c.Mesh.ClusterDomain)},
 		{"mesh.remote_pod_cidr", "the remote cluster's pod CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemotePodCIDR)},
 		{"mesh.remote_service_cidr", "the remote cluster's Service CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemoteServiceCIDR)},
+		{"mesh.tunnel_address", "IP:port the sidecars dial for the tunnel instead of resolving the ingress host, which still names the Host header and TLS server (for remote pods that cannot resolve it before the mesh is up); default unset", str(&c.Mesh.TunnelAddress)},
 	}
 }
 

@@ -102,6 +102,7 @@ mesh:
   agent_startup_timeout: 2m
   cluster_domain: corp.local
   remote_pod_cidr: 10.244.0.0/16
+  tunnel_address: 192.0.2.10:80
 `), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -122,8 +123,9 @@ mesh:
 			DNSMode: DNSRemote, Mode: "netstack", ClusterDomain: "corp.local", StartupTimeout: 2 * time.Minute,
 			RemotePodCIDRs:     []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
 			RemoteServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("fd00:10:96::/112")},
+			TunnelAddress:      netip.MustParseAddrPort("192.0.2.10:80"),
 		}
-		if diff := cmp.Diff(want, c.MeshConfig(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		if diff := cmp.Diff(want, c.MeshConfig(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 			t.Errorf("mesh (-want +got):\n%s", diff)
 		}
 		c, err = LoadConfig(file, envOf(map[string]string{"MESH_ENABLED": "false"}))
@@ -171,6 +173,7 @@ func TestLoadConfigErrorsNameTheOption(t *testing.T) {
 		{"bad cluster domain", "", map[string]string{"MESH_CLUSTER_DOMAIN": "Not_A_Domain"}, "mesh.cluster_domain"},
 		{"bad pod cidr", "", map[string]string{"MESH_REMOTE_POD_CIDR": "10.244.0.0"}, "mesh.remote_pod_cidr"},
 		{"service cidr with host bits", "", map[string]string{"MESH_REMOTE_SERVICE_CIDR": "10.96.0.1/12"}, "mesh.remote_service_cidr"},
+		{"tunnel address without a port", "", map[string]string{"MESH_TUNNEL_ADDRESS": "192.0.2.10"}, "mesh.tunnel_address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

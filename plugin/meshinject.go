@@ -3,6 +3,7 @@ package plugin
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -60,6 +61,11 @@ type Mesh struct {
 	// StartupTimeout is how long the sidecar may take to complete its first WireGuard handshake
 	// before the kubelet restarts it; the application containers wait meanwhile (default 5m).
 	StartupTimeout time.Duration
+	// TunnelAddress, when valid, is the address the sidecar dials for the tunnel instead of the
+	// tunnel URL's host, which moves to the Host header (and TLS server name) unless the spec
+	// already names one. For remote pods that cannot resolve the ingress host before the mesh is
+	// up: with DNSLocal their only nameserver is the local cluster's, reached through the mesh.
+	TunnelAddress netip.AddrPort
 }
 
 // Names and places of the injected sidecar.
@@ -182,6 +188,11 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	if mode == meshspec.ModeNetstack {
 		spec.Mode = meshspec.ModeNetstack // kernel stays unwritten: mesh.json as before
 	}
+	if m.TunnelAddress.IsValid() {
+		if err := dialByAddress(&spec.Tunnel, m.TunnelAddress); err != nil {
+			return err
+		}
+	}
 	switch m.DNSMode {
 	case DNSNone:
 		spec.DNS = meshspec.DNS{}
@@ -228,6 +239,23 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 		}
 		applyMeshDNS(pod, dns)
 	}
+	return nil
+}
+
+// dialByAddress points t's URL at addr, keeping the host it named as the Host header.
+func dialByAddress(t *meshspec.Tunnel, addr netip.AddrPort) error {
+	u, err := url.Parse(t.URL)
+	if err != nil || u.Host == "" {
+		return &ValidationError{Field: "mesh tunnel url", Reason: "mesh.tunnel_address is set but the tunnel URL names no host to replace"}
+	}
+	if t.Host == "" {
+		t.Host = u.Host
+		if p := u.Port(); (p == "80" && u.Scheme == "ws") || (p == "443" && u.Scheme == "wss") {
+			t.Host = u.Hostname() // what a client sends for the default port
+		}
+	}
+	u.Host = addr.String()
+	t.URL = u.String()
 	return nil
 }
 

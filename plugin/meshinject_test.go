@@ -341,6 +341,15 @@ func TestTranslateMeshOptions(t *testing.T) {
 		{name: "remote ranges clear of the mesh", o: with(Mesh{RemotePodCIDRs: prefixes("192.168.0.0/16"), RemoteServiceCIDRs: prefixes("172.20.0.0/16")}), check: func(t *testing.T, plan *Plan) {
 			checkMeshPod(t, plan.Pod)
 		}},
+		{name: "tunnel dialled by address", o: with(Mesh{TunnelAddress: netip.MustParseAddrPort("192.0.2.10:8080")}), check: func(t *testing.T, plan *Plan) {
+			// The VK's default script dials ws://<ingress host>:80; the host moves to the Host header.
+			if got, want := plan.Mesh.Tunnel.URL, "ws://192.0.2.10:8080"; got != want {
+				t.Errorf("tunnel url %q, want %q", got, want)
+			}
+			if got := plan.Mesh.Tunnel.Host; got == "" || strings.Contains(got, ":") || strings.Contains(got, "192.0.2.10") {
+				t.Errorf("tunnel host %q, want the ingress host without the default port", got)
+			}
+		}},
 		{name: "host network", mutate: func(r *RetrievedPodData) { r.Pod.Spec.HostNetwork = true }, field: "pod.spec.hostNetwork"},
 		{name: "a container named like the sidecar", mutate: func(r *RetrievedPodData) { r.Pod.Spec.Containers[0].Name = MeshAgentContainer }, field: "pod.spec.containers[0].name"},
 		{name: "a Secret named like the mesh Secret", mutate: func(r *RetrievedPodData) {

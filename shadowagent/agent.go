@@ -268,10 +268,18 @@ func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func()) (*net
 	return nf, mainIface, nil
 }
 
-// mainInterface returns the configured main interface, or the default route's, and checks
-// that it exists and, when PodIP is set, warns unless it holds PodIP.
+// mainInterface returns the configured main interface, else the one holding PodIP, else the
+// default route's, and checks that it exists and, when PodIP is set, warns unless it holds PodIP.
+// PodIP's interface comes first: it is where forwarded flows arrive, and a pod need not have a
+// default route (seen on a real node whose CNI bridge is no gateway).
 func (a *Agent) mainInterface(k *kernel) (string, error) {
 	name := a.cfg.MainInterface
+	if name == "" && a.cfg.PodIP.IsValid() {
+		var err error
+		if name, err = k.interfaceWith(a.cfg.PodIP); err != nil {
+			return "", fmt.Errorf("find the main interface (set it explicitly): %w", err)
+		}
+	}
 	if name == "" {
 		var err error
 		if name, err = k.defaultInterface(); err != nil {

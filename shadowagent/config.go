@@ -108,7 +108,7 @@ type Config struct {
 	PersistentKeepalive time.Duration
 
 	// MainInterface is the pod's own interface, where forwarded flows arrive. Empty: the
-	// interface of the IPv4 default route, found when Run starts.
+	// interface holding PodIP, else that of the IPv4 default route, found when Run starts.
 	MainInterface string
 	// PodIP narrows DNAT to packets addressed to it (the downward API's status.podIP), and in
 	// netstack mode the declared ports' listeners. The zero value matches every local address

@@ -74,6 +74,26 @@ func (k *kernel) defaultInterface() (string, error) {
 	return l.Attrs().Name, nil
 }
 
+// interfaceWith returns the name of the link holding addr, "" when none does.
+func (k *kernel) interfaceWith(addr netip.Addr) (string, error) {
+	links, err := k.h.LinkList()
+	if err != nil {
+		return "", fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range links {
+		as, err := k.h.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return "", fmt.Errorf("list addresses of %s: %w", l.Attrs().Name, err)
+		}
+		for _, a := range as {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+				return l.Attrs().Name, nil
+			}
+		}
+	}
+	return "", nil
+}
+
 // linkAddrs returns the IPv4 addresses of the named link; a missing link is an error.
 func (k *kernel) linkAddrs(name string) ([]netip.Addr, error) {
 	link, err := k.h.LinkByName(name)

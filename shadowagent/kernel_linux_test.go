@@ -1,6 +1,7 @@
 package shadowagent
 
 import (
+	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
@@ -43,9 +44,21 @@ func TestKernel(t *testing.T) {
 		if _, err := k.defaultInterface(); err == nil || !strings.Contains(err.Error(), "no IPv4 default route") {
 			t.Errorf("defaultInterface without a default route = %v", err)
 		}
+		// A pod without a default route (a real node's CNI bridge that is no gateway): the
+		// interface holding the pod IP is the main one.
+		a := &Agent{cfg: Config{PodIP: netip.MustParseAddr("192.168.77.2")}, log: slog.New(slog.DiscardHandler)}
+		if name, err := a.mainInterface(k); err != nil || name != "other" {
+			t.Errorf("mainInterface without a default route = %q, %v; want other (holds the pod IP)", name, err)
+		}
 		exec("ip", "route", "add", "default", "via", "192.168.77.1", "dev", "other", "metric", "100")
 		if name, err := k.defaultInterface(); err != nil || name != "other" {
 			t.Errorf("defaultInterface = %q, %v; want other", name, err)
+		}
+		if name, err := k.interfaceWith(netip.MustParseAddr("192.168.77.2")); err != nil || name != "other" {
+			t.Errorf("interfaceWith(192.168.77.2) = %q, %v; want other", name, err)
+		}
+		if name, err := k.interfaceWith(netip.MustParseAddr("192.168.77.9")); err != nil || name != "" {
+			t.Errorf("interfaceWith(an address no link holds) = %q, %v; want none", name, err)
 		}
 		addrs, err := k.linkAddrs("other")
 		if err != nil || !slices.Equal(addrs, []netip.Addr{netip.MustParseAddr("192.168.77.2")}) {

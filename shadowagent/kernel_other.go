@@ -17,6 +17,7 @@ func openKernel() (*kernel, error) {
 	return nil, fmt.Errorf("configure network: %w", errors.ErrUnsupported)
 }
 
-func (*kernel) defaultInterface() (string, error)      { return "", errors.ErrUnsupported }
-func (*kernel) linkAddrs(string) ([]netip.Addr, error) { return nil, errors.ErrUnsupported }
-func (*kernel) close()                                 {}
+func (*kernel) defaultInterface() (string, error)        { return "", errors.ErrUnsupported }
+func (*kernel) linkAddrs(string) ([]netip.Addr, error)   { return nil, errors.ErrUnsupported }
+func (*kernel) interfaceWith(netip.Addr) (string, error) { return "", errors.ErrUnsupported }
+func (*kernel) close()                                   {}

@@ -30,7 +30,7 @@ build_group() {
 	local key
 	local ldflags="-s -w" tags=""
 	case $name in
-	kube | kubelet) ldflags="$ldflags -X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37" ;;
+	kube | kubelet | kube-proxy) ldflags="$ldflags -X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37" ;;
 	containerd)
 		# No cgo: the snapshotters that need C libraries are left out; overlayfs and native remain.
 		ldflags="$ldflags -X github.com/containerd/containerd/v2/version.Version=v2.4.2"
@@ -85,6 +85,7 @@ kube=$(build_group kube 11 \
 	kubectl=k8s.io/kubernetes/cmd/kubectl)
 # The real node: apart from the control plane so that each cache entry stays valid on its own.
 kubelet=$(build_group kubelet 4 kubelet=k8s.io/kubernetes/cmd/kubelet)
+kubeproxy=$(build_group kube-proxy 3 kube-proxy=k8s.io/kubernetes/cmd/kube-proxy)
 containerd=$(build_group containerd 4 \
 	containerd=github.com/containerd/containerd/v2/cmd/containerd \
 	containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
@@ -94,7 +95,7 @@ containerd=$(build_group containerd 4 \
 link="$cache/bin/current"
 rm -rf "$link.tmp"
 mkdir -p "$link.tmp"
-for d in "$etcd" "$kwok" "$kube" "$kubelet" "$containerd"; do
+for d in "$etcd" "$kwok" "$kube" "$kubelet" "$kubeproxy" "$containerd"; do
 	for f in "$d"/*; do ln -s "$f" "$link.tmp/$(basename "$f")"; done
 done
 rm -rf "$link"
@@ -104,7 +105,7 @@ mv "$link.tmp" "$link"
 node="$cache/bin/node"
 rm -rf "$node.tmp"
 mkdir -p "$node.tmp"
-for d in "$kubelet" "$containerd"; do
+for d in "$kubelet" "$kubeproxy" "$containerd"; do
 	for f in "$d"/*; do ln -s "$f" "$node.tmp/$(basename "$f")"; done
 done
 rm -rf "$node"

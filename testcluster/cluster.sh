@@ -11,7 +11,7 @@
 #   IKM_CLUSTER_DIR  state directory (default <repo>/.cache/cluster); the kubeconfig is
 #                    $IKM_CLUSTER_DIR/kubeconfig
 #   IKM_CLUSTER_NAME kwokctl cluster name (default ikm-<hash of the state directory>)
-#   IKM_NODES        number of fake nodes (default 2)
+#   IKM_NODES        number of fake nodes (default 2; 0 with IKM_REAL_NODE=1: every pod runs for real)
 #   IKM_KWOK_POD_CIDR  the range kwok gives its fake nodes' pods (a .0/N network; default kwok's own)
 #   IKM_SERVICE_CIDR   the apiserver's Service range (default kwokctl's own)
 #   IKM_KWOKCTL_CONFIG  a kwokctl configuration file (KwokctlConfiguration, passed with --config)
@@ -145,14 +145,16 @@ up() {
 	}
 	cp "$KWOK_WORKDIR/clusters/$name/kubeconfig.yaml" "$kubeconfig.tmp"
 	mv "$kubeconfig.tmp" "$kubeconfig"
-	log "registering $nodes fake nodes with nvidia.com/gpu capacity"
-	local i
-	for i in $(seq 0 $((nodes - 1))); do
-		sed "s/NODE_NAME/kwok-node-$i/" "$here/node.yaml"
-		echo ---
-	done | kubectl --kubeconfig "$kubeconfig" apply -f - >/dev/null
-	log "waiting for nodes to be Ready and for the default ServiceAccount"
-	kubectl --kubeconfig "$kubeconfig" wait --for=condition=Ready node --all --timeout=120s >/dev/null
+	if [ "$nodes" -gt 0 ]; then
+		log "registering $nodes fake nodes with nvidia.com/gpu capacity"
+		local i
+		for i in $(seq 0 $((nodes - 1))); do
+			sed "s/NODE_NAME/kwok-node-$i/" "$here/node.yaml"
+			echo ---
+		done | kubectl --kubeconfig "$kubeconfig" apply -f - >/dev/null
+		log "waiting for nodes to be Ready and for the default ServiceAccount"
+		kubectl --kubeconfig "$kubeconfig" wait --for=condition=Ready node --all --timeout=120s >/dev/null
+	fi
 	local n=0
 	until kubectl --kubeconfig "$kubeconfig" -n default get serviceaccount default >/dev/null 2>&1; do
 		n=$((n + 1))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # node.sh up|down|check: one real node (kubelet, its own containerd, runc, CNI bridge) joined to the
-# test control plane that cluster.sh started with IKM_REAL_NODE=1. Root only.
+# test control plane that cluster.sh started with IKM_REAL_NODE=1. Root only. Several clusters on one
+# machine may each have their real node at the same time (conformance runs a local and a remote one).
 #
 #   up      start containerd and the kubelet with state under $IKM_CLUSTER_DIR/node, import the
 #           project's images (bin/images/*.tar from `make images`) and wait until the node is Ready.
@@ -13,9 +14,34 @@
 # also the node's IP (the kubelet refuses loopback node IPs). Pods get no default route and no
 # forwarding is switched on: they reach the bridge and the host's address on it, nothing else.
 #
+# Pods' forwarding: the CNI chain's tuning plugin sets net.ipv4.ip_forward=1 in each pod's network
+# namespace, as a pod on a forwarding node inherits it (the shadow pod needs it and a stock kubelet
+# refuses the sysctl in a pod spec). The host's own forwarding is never touched.
+#
+# Two nodes at once: the kubelet and containerd write to host paths whatever their configuration
+# says (/var/lib/kubelet/device-plugins is hard-coded, the shims' sockets live in /run/containerd/s,
+# the kubelet links logs into /var/log/containers, ...). Each node therefore runs in its own mount
+# namespace (a holder process, "$state/mntns", started with unshare --mount --propagation private),
+# where each of those paths is a private bind of a directory under its state dir: nothing the node
+# writes there reaches the host or another node, and its mounts (the kubelet's rshared root dir,
+# overlays, pod volumes, network namespace files) vanish with the namespace when its last process
+# exits. What remains shared is machine-wide: the empty host directories the binds need (created
+# when missing), the kubelet's iptables chains in the host's tables (KUBE-FIREWALL, ...) and the
+# kernel settings it changes at start. Those are recorded by the first node up and restored by the
+# last node down, through a registry of live nodes in $registry (one file per node, under a lock).
+# Each node keeps its own bridge, /24, cgroup root (/ikm-<hash>) and kubelet address (its node IP).
+#
 # Environment: as cluster.sh (IKM_CLUSTER_DIR, IKM_CLUSTER_NAME, IKM_CACHE), plus
 #   IKM_NODE_POD_CIDR  the pod range (default: the first free 10.244.N.0/24, N from the name's hash)
+#   IKM_NODE_TAINT     1 (default): label and taint the node ikm.interlink.dev/real-node=true:NoSchedule
+#                      so only pods that ask run there; 0: label only, every pod may land on it
 #   IKM_IMAGES_DIR     OCI archives to import (default <repo>/bin/images); none found is an error
+#   IKM_NODE_KUBE_PROXY 1: also run kube-proxy (iptables mode, masqueradeAll) so the cluster's Service
+#                      IPs work on this node: pods get a route to IKM_SERVICE_CIDR (required then) via
+#                      the node IP, and the bridge alone forwards (its own net.ipv4.conf.<bridge>.forwarding;
+#                      the host's ip_forward stays as it was). kube-proxy's chains live in the host's
+#                      tables, where two kube-proxies would undo each other: one node at a time may run
+#                      it (up refuses a second). down runs kube-proxy --cleanup. Default 0.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,6 +63,11 @@ kubeconfig=$dir/kubeconfig
 pki=$dir/kwok/clusters/$name/pki
 cni_bin=/usr/lib/cni
 sock=$state/containerd/containerd.sock
+taint=${IKM_NODE_TAINT:-1}
+kube_proxy=${IKM_NODE_KUBE_PROXY:-0}
+service_cidr=${IKM_SERVICE_CIDR:-}
+# The machine-wide registry of live real nodes (tmpfs: gone at reboot like the nodes).
+registry=/run/ikm-real-nodes
 # Host paths the kubelet, containerd or its shims use whatever their configuration says; each is
 # removed at down when up found it missing.
 host_paths=(/var/lib/kubelet /run/containerd /var/log/containers /var/log/pods /var/lib/cni /etc/cdi /var/run/cdi /run/nri /opt/containerd /usr/libexec/kubernetes)
@@ -52,9 +83,34 @@ kubectl() { "$kubectl_bin" --kubeconfig "$kubeconfig" "$@"; }
 
 [ "$(id -u)" = 0 ] || die "a real node needs root (containerd, runc, CNI, cgroups)"
 
-# survivors lists the node's processes: everything started from its state directory, and the shims
-# containerd started for it (their command line names its socket).
+# survivors lists the node's processes: everything started from its state directory (the mount
+# namespace's holder, containerd, the kubelet), and the shims containerd started for it (their
+# command line names its socket).
 survivors() { pgrep -f -- "$state/" || true; }
+
+# lock serializes the registry's readers and writers across nodes (flock on /run itself: nothing to
+# create or leave behind). A process started while it is held must not inherit lockfd.
+lock() {
+	exec {lockfd}</run
+	flock "$lockfd"
+}
+unlock() { exec {lockfd}<&-; }
+
+# other_nodes lists the state dirs of the other live nodes in the registry, dropping entries whose
+# holder process is gone (a node that crashed or was killed).
+other_nodes() {
+	local e pid st
+	for e in "$registry"/node-*; do
+		[ -f "$e" ] || continue
+		read -r pid st _ <"$e"
+		if [ "$st" = "$state" ]; then continue; fi
+		if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$st/mntns"; then
+			echo "$st"
+		else
+			rm -f "$e"
+		fi
+	done
+}
 
 # our_mounts lists mount points under the node's state and the shared host paths, deepest first.
 our_mounts() {
@@ -100,6 +156,10 @@ address = "$sock.ttrpc"
 
 [plugins."io.containerd.cri.v1.images"]
 snapshotter = "overlayfs"
+# A pull never leaves the machine: every registry resolves to a closed loopback port (images come
+# from bin/images, imported at up).
+[plugins."io.containerd.cri.v1.images".registry]
+config_path = "$state/containerd/certs.d"
 [plugins."io.containerd.cri.v1.images".pinned_images]
 # The project's own pause image (images/images.yaml), imported with the others: no registry needed.
 sandbox = "$3"
@@ -126,8 +186,13 @@ SystemdCgroup = false
 stream_server_address = "127.0.0.1"
 stream_server_port = "0"
 EOF
+	local routes=""
+	# With kube-proxy, pods reach the Service range through the node (they have no default route).
+	[ "$kube_proxy" = 0 ] || routes=$(printf ',\n        "routes": [{"dst": "%s", "gw": "%s"}]' "$service_cidr" "$node_ip")
+	mkdir -p "$state/containerd/certs.d/_default"
+	printf 'server = "http://127.0.0.1:9"\n' >"$state/containerd/certs.d/_default/hosts.toml"
 	# isGateway false: the bridge plugin would otherwise switch on the host's forwarding. The script
-	# gives the bridge its address itself.
+	# gives the bridge its address itself. tuning: each pod forwards, as on a forwarding node.
 	cat >"$state/cni/net.d/10-ikm.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -142,9 +207,10 @@ EOF
       "ipam": {
         "type": "host-local",
         "dataDir": "$state/cni/ipam",
-        "ranges": [[{"subnet": "$cidr", "gateway": "$node_ip"}]]
+        "ranges": [[{"subnet": "$cidr", "gateway": "$node_ip"}]]$routes
       }
     },
+    {"type": "tuning", "sysctl": {"net.ipv4.ip_forward": "1"}},
     {"type": "loopback"}
   ]
 }
@@ -221,14 +287,31 @@ current-context: node
 EOF
 }
 
-# record notes what the machine looked like before up, for down to restore.
+# proxy_node prints the state dir of a live node running kube-proxy, if any (lock held).
+proxy_node() {
+	local st
+	for st in $(other_nodes); do
+		grep -qF " $st kube-proxy" "$registry"/node-* 2>/dev/null && echo "$st"
+	done
+	return 0
+}
+
+# record notes what the machine looked like before the first node, for the last node's down to
+# restore, creates the host directories the mount namespace binds over, and registers the node.
+# Called with the lock held.
 record() {
-	local p t
-	: >"$state/created-paths"
-	for p in "${host_paths[@]}"; do [ -e "$p" ] || echo "$p" >>"$state/created-paths"; done
-	: >"$state/tunables"
-	for t in "${tunables[@]}"; do echo "$t $(cat "/proc/sys/$t")" >>"$state/tunables"; done
-	iptables_chains >"$state/iptables-before"
+	local base=$registry/baseline p t
+	mkdir -p "$registry"
+	if [ -z "$(other_nodes)" ]; then
+		rm -rf "$base"
+		mkdir -p "$base"
+		: >"$base/created-paths"
+		for p in "${host_paths[@]}"; do [ -e "$p" ] || echo "$p" >>"$base/created-paths"; done
+		: >"$base/tunables"
+		for t in "${tunables[@]}"; do echo "$t $(cat "/proc/sys/$t")" >>"$base/tunables"; done
+		iptables_chains >"$base/iptables-before"
+	fi
+	for p in "${host_paths[@]}"; do mkdir -p "$p"; done
 }
 
 # iptables_chains lists "family table chain" for every user-defined chain of the host's tables (the
@@ -261,9 +344,20 @@ up() {
 		log "node $node already up"
 		return
 	fi
+	if [ "$kube_proxy" = 1 ]; then
+		[[ $service_cidr =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/[0-9]+$ ]] || die "IKM_NODE_KUBE_PROXY=1 needs IKM_SERVICE_CIDR (the cluster's Service range, e.g. 10.96.0.0/16)"
+		kube_proxy_bin=$bin/kube-proxy
+		# Another clone's build-binaries.sh may rewrite bin/node without it: take the cache entry.
+		[ -x "$kube_proxy_bin" ] || kube_proxy_bin=$(ls -t "$cache"/bin/kube-proxy-*/kube-proxy 2>/dev/null | head -1)
+		[ -x "$kube_proxy_bin" ] || die "no kube-proxy in $bin: run testcluster/build-binaries.sh"
+	fi
 	down >/dev/null 2>&1 || true
 	local start=$SECONDS
 	mkdir -p "$state"
+	lock
+	if [ "$kube_proxy" = 1 ] && [ -n "$(proxy_node)" ]; then
+		die "the node of $(proxy_node) already runs kube-proxy; two in the host's tables would undo each other's rules"
+	fi
 	record
 	local cidr node_ip
 	cidr=$(pick_cidr)
@@ -278,10 +372,28 @@ up() {
 	ip link add "$bridge" type bridge
 	ip addr add "$node_ip/24" dev "$bridge"
 	ip link set "$bridge" up
+	# With kube-proxy, Service traffic enters the host from the bridge and leaves to it again: this
+	# bridge forwards, nothing else does (IPv4 forwarding is decided by the incoming interface).
+	[ "$kube_proxy" = 0 ] || echo 1 >"/proc/sys/net/ipv4/conf/$bridge/forwarding"
 	touch "$state/up"
 
+	log "starting the node's mount namespace (private binds over ${host_paths[*]})"
+	local binds="" p
+	for p in "${host_paths[@]}"; do
+		mkdir -p "$state/host$p"
+		binds="$binds mount --bind '$state/host$p' '$p' &&"
+	done
+	# The holder keeps the namespace alive; its argv[0] names the state dir (survivors, registry).
+	setsid unshare --mount --propagation private -- bash -c "$binds touch '$state/mntns-ready' && exec -a '$state/mntns' sleep infinity" \
+		>"$state/mntns.log" 2>&1 </dev/null {lockfd}<&- &
+	echo $! >"$state/mntns.pid"
+	echo "$! $state$([ "$kube_proxy" = 0 ] || echo ' kube-proxy')" >"$registry/node-$hash"
+	unlock
+	wait_for "the mount namespace" 20 test -f "$state/mntns-ready"
+	local inns=(nsenter "--mount=/proc/$(cat "$state/mntns.pid")/ns/mnt" --)
+
 	log "starting containerd"
-	PATH="$bin:$PATH" setsid "$bin/containerd" --config "$state/containerd/config.toml" >"$state/containerd.log" 2>&1 </dev/null &
+	PATH="$bin:$PATH" setsid "${inns[@]}" "$bin/containerd" --config "$state/containerd/config.toml" >"$state/containerd.log" 2>&1 </dev/null &
 	echo $! >"$state/containerd.pid"
 	wait_for "containerd answering on $sock" 60 ctr_answers
 	local tar
@@ -290,13 +402,64 @@ up() {
 			die "import $tar failed (see $state/import.log)"
 	done
 	log "imported $(find "$images" -name '*.tar' | wc -l) images; starting the kubelet"
-	setsid "$bin/kubelet" --config "$state/kubelet-config.yaml" --kubeconfig "$state/kubelet.kubeconfig" \
+	local taints=()
+	[ "$taint" = 0 ] || taints=(--register-with-taints "ikm.interlink.dev/real-node=true:NoSchedule")
+	setsid "${inns[@]}" "$bin/kubelet" --config "$state/kubelet-config.yaml" --kubeconfig "$state/kubelet.kubeconfig" \
 		--root-dir "$state/kubelet" --cert-dir "$state/pki" --hostname-override "$node" --node-ip "$node_ip" \
-		--node-labels "ikm.interlink.dev/real-node=true" --register-with-taints "ikm.interlink.dev/real-node=true:NoSchedule" >"$state/kubelet.log" 2>&1 </dev/null &
+		--node-labels "ikm.interlink.dev/real-node=true" "${taints[@]}" >"$state/kubelet.log" 2>&1 </dev/null &
 	echo $! >"$state/kubelet.pid"
 	wait_for "node $node registering" 120 registered
 	kubectl wait --for=condition=Ready "node/$node" --timeout=120s >/dev/null || die "node $node not Ready (see $state/kubelet.log)"
+	if [ "$kube_proxy" = 1 ]; then
+		start_kube_proxy "$cidr" "$node_ip" "${inns[@]}"
+	fi
 	log "node $node Ready in $((SECONDS - start)) s (kubelet RSS $(rss kubelet) MB, containerd RSS $(rss containerd) MB)"
+}
+
+# start_kube_proxy CIDR NODE_IP NSENTER...: kube-proxy for this node, as user system:kube-proxy (the
+# default RBAC binds it to system:node-proxier), its ports on the node IP only.
+start_kube_proxy() {
+	local cidr=$1 node_ip=$2
+	shift 2
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$state/pki/kube-proxy.key" \
+		-subj "/CN=system:kube-proxy" -out "$state/pki/kube-proxy.csr" 2>/dev/null
+	openssl x509 -req -in "$state/pki/kube-proxy.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+		-days 2 -out "$state/pki/kube-proxy.crt" 2>/dev/null
+	sed -e "s#$state/pki/node.crt#$state/pki/kube-proxy.crt#" -e "s#$state/pki/node.key#$state/pki/kube-proxy.key#" \
+		"$state/kubelet.kubeconfig" >"$state/kube-proxy.kubeconfig"
+	cat >"$state/kube-proxy.yaml" <<KPEOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: $state/kube-proxy.kubeconfig
+mode: iptables
+hostnameOverride: $node
+bindAddress: $node_ip
+clusterCIDR: $cidr
+healthzBindAddress: $node_ip:10256
+metricsBindAddress: $node_ip:10249
+# NodePorts only on the bridge's address, never on the machine's.
+nodePortAddresses: ["$node_ip/32"]
+iptables:
+  # Every Service flow is SNATed to the node IP, so replies come back through the host even when
+  # client and backend share the bridge (no br_netfilter needed).
+  masqueradeAll: true
+  # No route_localnet: localhost NodePorts would need it machine-wide.
+  localhostNodePorts: false
+# 0: leave the machine's conntrack settings alone.
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+  udpTimeout: 0s
+  udpStreamTimeout: 0s
+KPEOF
+	log "starting kube-proxy (Services of $service_cidr on this node)"
+	setsid "$@" "$kube_proxy_bin" --config "$state/kube-proxy.yaml" >"$state/kube-proxy.log" 2>&1 </dev/null &
+	echo $! >"$state/kube-proxy.pid"
+	echo "$kube_proxy_bin" >"$state/kube-proxy.bin"
+	wait_for "kube-proxy healthy on $node_ip:10256" 60 curl -sf "http://$node_ip:10256/healthz"
 }
 
 # image_ref ARCHIVE prints the name (io.containerd.image.name) an archive from make images carries.
@@ -354,14 +517,20 @@ cgroup_dirs() {
 }
 
 down() {
+	if [ -f "$state/kube-proxy.pid" ]; then
+		log "stopping kube-proxy and removing its rules (kube-proxy --cleanup)"
+		stop_pids "$(cat "$state/kube-proxy.pid")"
+		"$(cat "$state/kube-proxy.bin")" --cleanup >"$state/kube-proxy-cleanup.log" 2>&1 || log "kube-proxy --cleanup failed (see $dir/node-logs/kube-proxy-cleanup.log)"
+	fi
 	if [ -f "$state/kubelet.pid" ]; then
 		log "stopping the kubelet"
 		stop_pids "$(cat "$state/kubelet.pid")"
 	fi
 	# The kubelet is gone; the pods' containers go with their shims. Killing the shims' processes
 	# (containers first: they are children of the shims) leaves nothing for containerd to restart.
-	local pids
-	pids=$(survivors | grep -vx "$(cat "$state/containerd.pid" 2>/dev/null || echo none)" || true)
+	local keepalive pids
+	keepalive="$(cat "$state/containerd.pid" 2>/dev/null || echo none)|$(cat "$state/mntns.pid" 2>/dev/null || echo none)"
+	pids=$(survivors | grep -Evx "$keepalive" || true)
 	if [ -n "$pids" ]; then
 		local p children=""
 		for p in $pids; do children="$children $(pgrep -P "$p" || true)"; done
@@ -374,6 +543,7 @@ down() {
 		log "stopping containerd"
 		stop_pids "$(cat "$state/containerd.pid")"
 	fi
+	# Last, the mount namespace's holder: with it the namespace and every mount in it go.
 	# shellcheck disable=SC2046
 	stop_pids $(survivors)
 	local m
@@ -381,35 +551,27 @@ down() {
 	local c
 	for c in $(cgroup_dirs); do rmdir "$c" 2>/dev/null || true; done
 	# The host ends of the pods' veth pairs go with the pods' namespaces; check looks for them.
-	ip -o link show master "$bridge" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 >"$state/veths" || true
+	if [ -d "$state" ]; then
+		ip -o link show master "$bridge" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 >"$state/veths" || true
+	fi
 	ip link del "$bridge" 2>/dev/null || true
-	# Pod ends of veth pairs go with their namespaces; host ends whose peer went are gone too.
-	if [ -f "$state/iptables-before" ]; then
-		local f t ch
-		iptables_chains | comm -13 "$state/iptables-before" - | while read -r f t ch; do
-			"$f" -t "$t" -F "$ch" 2>/dev/null || true
-		done
-		iptables_chains | comm -13 "$state/iptables-before" - | while read -r f t ch; do
-			# Drop the jumps to the chain first, then the chain.
-			{ "$f-save" -t "$t" | grep -- "-j $ch\b" || true; } | sed 's/^-A /-D /' | while read -r rule; do
-				# shellcheck disable=SC2086
-				"$f" -t "$t" $rule 2>/dev/null || true
-			done
-			"$f" -t "$t" -X "$ch" 2>/dev/null || true
-		done
-	fi
-	if [ -f "$state/tunables" ]; then
-		local k v
-		while read -r k v; do echo "$v" >"/proc/sys/$k" 2>/dev/null || true; done <"$state/tunables"
-	fi
-	if [ -f "$state/created-paths" ]; then
-		local p
-		while read -r p; do rm -rf "$p"; done <"$state/created-paths"
-	fi
 	kubectl delete node "$node" --ignore-not-found --wait=false >/dev/null 2>&1 || true
 	local keep
 	keep=$(mktemp -d)
-	cp "$state/created-paths" "$state/iptables-before" "$state/veths" "$keep/" 2>/dev/null || true
+	cp "$state/veths" "$state/kube-proxy.pid" "$keep/" 2>/dev/null || true
+	# What the nodes share goes back as it was with the last of them.
+	lock
+	rm -f "$registry/node-$hash"
+	local others
+	others=$(other_nodes)
+	if [ -z "$others" ] && [ -d "$registry/baseline" ]; then
+		restore_machine "$registry/baseline"
+		cp "$registry/baseline/created-paths" "$registry/baseline/iptables-before" "$keep/" 2>/dev/null || true
+		rm -rf "$registry"
+	elif [ -n "$others" ]; then
+		log "other real nodes still up ($(echo "$others" | tr '\n' ' ')): their shared host state stays"
+	fi
+	unlock
 	# The logs outlive the node, for whoever asks why it failed.
 	mkdir -p "$dir/node-logs"
 	cp "$state"/*.log "$dir/node-logs/" 2>/dev/null || true
@@ -419,15 +581,50 @@ down() {
 	log "node $node is down, nothing left"
 }
 
-# check [DIR]: DIR holds created-paths and iptables-before from up, when known.
+# restore_machine BASELINE undoes what the nodes changed on the machine as a whole: the kubelet's
+# iptables chains (and the jumps to them), the kernel settings, the host directories created for
+# the binds.
+restore_machine() {
+	local base=$1
+	if [ -f "$base/iptables-before" ]; then
+		local f t ch
+		iptables_chains | comm -13 "$base/iptables-before" - | while read -r f t ch; do
+			"$f" -t "$t" -F "$ch" 2>/dev/null || true
+		done
+		iptables_chains | comm -13 "$base/iptables-before" - | while read -r f t ch; do
+			# Drop the jumps to the chain first, then the chain.
+			{ "$f-save" -t "$t" | grep -- "-j $ch\b" || true; } | sed 's/^-A /-D /' | while read -r rule; do
+				# shellcheck disable=SC2086
+				"$f" -t "$t" $rule 2>/dev/null || true
+			done
+			"$f" -t "$t" -X "$ch" 2>/dev/null || true
+		done
+	fi
+	if [ -f "$base/tunables" ]; then
+		local k v
+		while read -r k v; do echo "$v" >"/proc/sys/$k" 2>/dev/null || true; done <"$base/tunables"
+	fi
+	if [ -f "$base/created-paths" ]; then
+		local p
+		while read -r p; do rm -rf "$p"; done <"$base/created-paths"
+	fi
+}
+
+# check [DIR]: DIR holds veths from this node and, when no other node is up, created-paths and
+# iptables-before from the registry's baseline.
 check() {
 	local keep=${1:-$state} left=()
+	if [ -z "${1:-}" ] && [ -z "$(other_nodes)" ] && [ ! -e "$registry/node-$hash" ] && [ -d "$registry/baseline" ]; then
+		keep=$registry/baseline
+		left+=("registry $registry (no live node)")
+	fi
 	[ -z "$(survivors)" ] || left+=("processes: $(survivors | tr '\n' ' ')")
 	pgrep -f "containerd-shim-runc-v2.*$state" >/dev/null && left+=("shims")
 	[ -z "$(our_mounts)" ] || left+=("mounts: $(our_mounts | tr '\n' ' ')")
 	[ -z "$(cgroup_dirs)" ] || left+=("cgroups: $(cgroup_dirs | head -3 | tr '\n' ' ')")
 	! ip link show "$bridge" >/dev/null 2>&1 || left+=("link $bridge")
 	[ ! -e "$state" ] || left+=("state directory $state")
+	[ ! -e "$registry/node-$hash" ] || left+=("registry entry $registry/node-$hash")
 	if [ -f "$keep/created-paths" ]; then
 		local p
 		while read -r p; do [ ! -e "$p" ] || left+=("host path $p"); done <"$keep/created-paths"
@@ -435,6 +632,9 @@ check() {
 	if [ -f "$keep/veths" ]; then
 		local v
 		while read -r v; do ! ip link show "$v" >/dev/null 2>&1 || left+=("link $v"); done <"$keep/veths"
+	fi
+	if [ -f "$keep/kube-proxy.pid" ] && iptables-save -t nat 2>/dev/null | grep -qE '^:KUBE-(SERVICES|SVC-|SEP-)'; then
+		left+=("kube-proxy's iptables chains (KUBE-SERVICES, KUBE-SVC-*, KUBE-SEP-*)")
 	fi
 	if [ -f "$keep/iptables-before" ]; then
 		local extra

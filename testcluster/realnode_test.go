@@ -219,8 +219,9 @@ func TestRealNodeNativeSidecar(t *testing.T) {
 }
 
 // TestRealNodeIsStock proves the real node is a stock kubelet, as the clusters the product runs in
-// are: it refuses a pod asking for the unsafe sysctl net.ipv4.ip_forward (SysctlForbidden), and a
-// pod's new network namespace inherits the node's IPv4 forwarding setting.
+// are: it refuses a pod asking for the unsafe sysctl net.ipv4.ip_forward (SysctlForbidden). A pod
+// forwards all the same, as on a forwarding node (node.sh's CNI chain sets it in each pod's
+// namespace), while the host's own setting stays as it was. A pull never leaves the machine.
 func TestRealNodeIsStock(t *testing.T) {
 	c := Get(t)
 	c.RealNode(t)
@@ -249,17 +250,43 @@ func TestRealNodeIsStock(t *testing.T) {
 	}
 	unsafe := pod("unsafe-sysctl", []corev1.Sysctl{{Name: "net.ipv4.ip_forward", Value: "1"}})
 	plain := pod("plain", nil)
+	// An image the node lacks: the pull goes to node.sh's closed loopback registry, never out.
+	absent := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "absent-image"},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To[int64](1),
+			Containers:                    []corev1.Container{{Name: "x", Image: "registry.example/absent:1", ImagePullPolicy: corev1.PullAlways}},
+		},
+	}
+	OnRealNode(&absent.Spec)
+	if _, err := c.Client.CoreV1().Pods(ns).Create(t.Context(), absent, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got := c.waitPod(t, ns, absent.Name, "a failed pull", func(p *corev1.Pod) bool {
+		return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Waiting != nil &&
+			strings.Contains(p.Status.ContainerStatuses[0].State.Waiting.Message, "127.0.0.1:9")
+	})
+	t.Logf("a pull of an absent image: %s", got.Status.ContainerStatuses[0].State.Waiting.Message)
 
-	got := c.waitPod(t, ns, unsafe.Name, "rejection", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+	got = c.waitPod(t, ns, unsafe.Name, "rejection", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
 	if got.Status.Reason != "SysctlForbidden" {
 		t.Fatalf("pod with net.ipv4.ip_forward failed with %q (%s), want SysctlForbidden", got.Status.Reason, got.Status.Message)
 	}
 	c.waitPod(t, ns, plain.Name, "completion", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
+	if got := strings.TrimSpace(c.logs(t, ns, plain.Name, "shell")); got != "1" {
+		t.Fatalf("a pod's ip_forward = %s, want 1 (node.sh's CNI tuning plugin sets it, as a forwarding node's pods inherit it)", got)
+	}
 	host, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.TrimSpace(c.logs(t, ns, plain.Name, "shell")), strings.TrimSpace(string(host)); got != want {
-		t.Fatalf("a pod's ip_forward = %s, want the node's %s (inherited by a new namespace)", got, want)
+	if got := strings.TrimSpace(string(host)); got != hostForward {
+		t.Fatalf("the host's ip_forward changed to %s while the node ran (was %s): the node must only make its pods forward", got, hostForward)
 	}
 }
+
+// hostForward is the host's net.ipv4.ip_forward when the package's tests started.
+var hostForward = func() string {
+	b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	return strings.TrimSpace(string(b))
+}()

@@ -46,7 +46,7 @@ var flagSpecs = []flagSpec{
 	{name: "peer-address", env: "SHADOW_PEER_ADDRESS", def: shadowagent.DefaultPeerAddress.String(), field: "PeerAddress", usage: "the offloaded pod's mesh address: its only allowed IP, and where flows are forwarded"},
 	{name: "mtu", env: "SHADOW_MTU", def: strconv.Itoa(shadowagent.DefaultMTU), field: "MTU", usage: "MTU of --interface, 576 to 65535"},
 	{name: "keepalive", env: "SHADOW_KEEPALIVE", def: shadowagent.DefaultPersistentKeepalive.String(), field: "PersistentKeepalive", usage: `persistent keepalive, a duration ("25s") or whole seconds ("25")`},
-	{name: "main-interface", env: "SHADOW_MAIN_INTERFACE", field: "MainInterface", usage: "the pod's interface where forwarded flows arrive; empty: the IPv4 default route's"},
+	{name: "main-interface", env: "SHADOW_MAIN_INTERFACE", field: "MainInterface", usage: "the pod's interface where forwarded flows arrive; empty: the one holding --pod-ip, else the IPv4 default route's"},
 	{name: "pod-ip", env: "POD_IP", field: "PodIP", usage: "forward only flows to this address (the downward API's status.podIP); empty: any local address of --main-interface"},
 	{name: "exclude-tcp", env: "SHADOW_EXCLUDE_TCP", field: "ExcludeTCP", usage: "comma-separated TCP ports kept by the shadow pod, besides --listen's and --health-listen's"},
 	{name: "exclude-udp", env: "SHADOW_EXCLUDE_UDP", field: "ExcludeUDP", usage: "comma-separated UDP ports kept by the shadow pod"},

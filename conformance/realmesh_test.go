@@ -1,0 +1,619 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
+)
+
+// The environment conformance/run.sh adds when both clusters have a real node (root).
+const (
+	envRealMesh      = "IKM_CONFORMANCE_REAL_MESH"      // 1: both clusters have a real node
+	envTunnelAddress = "IKM_CONFORMANCE_TUNNEL_ADDRESS" // the ingress's IP:port, the plugin's mesh.tunnel_address
+	envKubectl       = "IKM_CONFORMANCE_KUBECTL"
+	envEchoImage     = "IKM_CONFORMANCE_ECHO_IMAGE"  // echo-server from make images
+	envShellImage    = "IKM_CONFORMANCE_SHELL_IMAGE" // busybox from make images
+	envKubeProxy     = "IKM_CONFORMANCE_KUBE_PROXY"  // 1: the local real node runs kube-proxy
+	realNodeLabel    = "ikm.interlink.dev/real-node" // testcluster.RealNodeLabel
+)
+
+// TestMeshRealPods proves the mesh as real pods through InterLink's unmodified VK: the shadow pod
+// the VK renders from the project's template runs shadow-agent on the local cluster's real node, the
+// plugin offloads the pod with its mesh-agent sidecar to the remote cluster's real node, the
+// sidecar dials the tunnel through an nginx ingress (configured from the shadow Ingress), and
+//   - a local client pod's HTTP request to the pod's IP (the shadow pod's) is answered by the
+//     offloaded echo-server;
+//   - the offloaded pod reaches a local pod's IP through the mesh, seen there as the shadow pod;
+//   - with kube-proxy on the local node: the client reaches the offloaded pod through a ClusterIP
+//     Service (whose endpoint is the pod's IP, the shadow's), and the offloaded pod reaches a local
+//     ClusterIP Service through the mesh;
+//   - the offloaded pod's resolv.conf names the local cluster's DNS (mesh.dns_mode local).
+//
+// The clusters run no CoreDNS: Service names are not checked here.
+func TestMeshRealPods(t *testing.T) {
+	if os.Getenv(envRealMesh) != "1" {
+		t.Skipf("no real-node clusters (%s unset): run `make conformance` as root", envRealMesh)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("real pods and the nginx ingress on the remote node's bridge need root")
+	}
+	env, out := setup(t)
+	tunnel, err := netip.ParseAddrPort(os.Getenv(envTunnelAddress))
+	if err != nil {
+		t.Fatalf("%s: %v", envTunnelAddress, err)
+	}
+	m := &meshRun{t: t, env: env, ns: "realmesh", kubectl: os.Getenv(envKubectl),
+		echo: os.Getenv(envEchoImage), shell: os.Getenv(envShellImage)}
+	if m.kubectl == "" || m.echo == "" || m.shell == "" {
+		t.Fatalf("%s, %s and %s must be set (run.sh sets them)", envKubectl, envEchoImage, envShellImage)
+	}
+	ctx := t.Context()
+	localNode := m.realNode(env.Local, "local")
+	remoteNode := m.realNode(env.Remote, "remote")
+	t.Logf("real nodes: local %s, remote %s; tunnel through nginx on %s", localNode, remoteNode, tunnel)
+	m.onlySchedulable(localNode)
+
+	if _, err := env.Local.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: m.ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = env.Local.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), m.ns, metav1.DeleteOptions{})
+	})
+	m.poll("default ServiceAccount", 30*time.Second, func(ctx context.Context) (bool, string) {
+		_, err := env.Local.CoreV1().ServiceAccounts(m.ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, fmt.Sprint(err)
+	})
+
+	// Local side: the target of the reverse direction and a client, on the local real node.
+	target := m.localPod("target", localNode, corev1.Container{Name: "echo", Image: m.echo, ImagePullPolicy: corev1.PullNever})
+	client := m.localPod("client", localNode, corev1.Container{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"}})
+
+	// The offloaded pod: echo-server, and a shell to act from inside it.
+	start := time.Now()
+	web := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: m.ns, Labels: map[string]string{"app": "web"}},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To[int64](2),
+			NodeSelector:                  map[string]string{"kubernetes.io/hostname": env.VKNode},
+			Tolerations: []corev1.Toleration{
+				{Key: "virtual-node.interlink/no-schedule", Operator: corev1.TolerationOpExists},
+				{Key: realNodeLabel, Operator: corev1.TolerationOpExists},
+			},
+			// Locally the VK's node matches the second term; remotely (the plugin drops the VK's
+			// hostname selector) only the real node matches.
+			Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{
+					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: realNodeLabel, Operator: corev1.NodeSelectorOpIn, Values: []string{"true"}}}},
+					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{env.VKNode}}}},
+				},
+			}}},
+			Containers: []corev1.Container{
+				{Name: "web", Image: m.echo, ImagePullPolicy: corev1.PullIfNotPresent, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}},
+				{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullIfNotPresent, Command: []string{"sleep", "3600"}},
+			},
+		},
+	}
+	web, err = env.Local.CoreV1().Pods(m.ns).Create(ctx, web, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create the offloaded pod: %v", err)
+	}
+
+	// The VK renders the shadow from manifests/ (through make manifests); it must run for real.
+	shadowNS := m.ns + "-wstunnel"
+	var shadow *corev1.Pod
+	m.poll("shadow pod Running and Ready on the local real node", 90*time.Second, func(ctx context.Context) (bool, string) {
+		l, err := env.Local.CoreV1().Pods(shadowNS).List(ctx, metav1.ListOptions{})
+		if err != nil || len(l.Items) != 1 {
+			return false, fmt.Sprintf("%d pods, %v", len(l.Items), err)
+		}
+		shadow = &l.Items[0]
+		return shadow.Spec.NodeName == localNode && podReady(shadow), describePod(shadow)
+	})
+	t.Logf("PROVEN the shadow pod %s/%s (shadow-agent image, the VK's rendering of the project's template) runs on a stock kubelet: Ready on %s at %s, %s after create",
+		shadowNS, shadow.Name, localNode, shadow.Status.PodIP, since(start))
+
+	// The ingress: what an ingress controller makes of the shadow Ingress, nginx on the remote
+	// node's bridge (the only address the remote pods reach); the backend from the Service's endpoints.
+	host, backend := m.ingressBackend(shadowNS)
+	ing := startIngress(t, filepath.Join(out, "logs"), tunnel, host, backend)
+	t.Logf("ingress: nginx on %s routes Host %s to %s (the shadow Service's endpoint)", tunnel, host, backend)
+
+	var remote *corev1.Pod
+	m.poll("offloaded pod Ready on the remote real node", 3*time.Minute, func(ctx context.Context) (bool, string) {
+		l, err := env.Remote.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "interlink.io/source.pod_uid=" + string(web.UID)})
+		if err != nil || len(l.Items) != 1 {
+			return false, fmt.Sprintf("%d remote pods, %v", len(l.Items), err)
+		}
+		remote = &l.Items[0]
+		return remote.Spec.NodeName == remoteNode && podReady(remote), describePod(remote)
+	})
+	if len(remote.Spec.InitContainers) == 0 || remote.Spec.InitContainers[0].Name != plugin.MeshAgentContainer {
+		t.Fatalf("remote pod's first init container is not %s", plugin.MeshAgentContainer)
+	}
+	t.Logf("PROVEN the offloaded pod %s/%s runs on %s with the mesh-agent native sidecar; its apps started after the first handshake (startup probe), %s after create",
+		remote.Namespace, remote.Name, remoteNode, since(start))
+
+	var local *corev1.Pod
+	m.poll("local pod Running with the shadow pod's IP", 60*time.Second, func(ctx context.Context) (bool, string) {
+		local, err = env.Local.CoreV1().Pods(m.ns).Get(ctx, web.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return local.Status.Phase == corev1.PodRunning && local.Status.PodIP == shadow.Status.PodIP, describePod(local)
+	})
+
+	// Local client → the pod's IP (the shadow's) → DNAT into WireGuard → tunnel → the offloaded pod.
+	answer := m.execUntil("local client → http://"+local.Status.PodIP+":8080/", m.localKubeconfig(), m.ns, client.Name, "shell",
+		regexp.MustCompile(`host=`+regexp.QuoteMeta(hostnameOf(remote))+` `), httpGet(local.Status.PodIP)...)
+	t.Logf("PROVEN a local client pod's request to the pod's IP %s is answered by the offloaded echo-server on the remote node: %q (%s after create)",
+		local.Status.PodIP, lastLine(answer), since(start))
+
+	// The offloaded pod → a local pod's IP, routed into the mesh and seen as the shadow pod.
+	back := m.execUntil("offloaded pod → http://"+target.Status.PodIP+":8080/", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
+		regexp.MustCompile(`host=target client=`+regexp.QuoteMeta(shadow.Status.PodIP)+`:`), httpGet(target.Status.PodIP)...)
+	t.Logf("PROVEN the offloaded pod reaches the local pod %s through the mesh, which sees it as the shadow pod: %q", target.Status.PodIP, lastLine(back))
+
+	for _, a := range []struct {
+		comm string
+		pod  *corev1.Pod
+	}{{"shadow-agent", shadow}, {"mesh-agent", remote}} {
+		if rss, cg, err := agentMemory(a.comm, a.pod.UID); err != nil {
+			t.Logf("memory of %s: %v", a.comm, err)
+		} else {
+			t.Logf("FIGURE %s after the requests above: RSS %.1f MiB, its container's memory cgroup %.1f MiB", a.comm, rss, cg)
+		}
+	}
+
+	if os.Getenv(envKubeProxy) == "1" {
+		webSvc := m.service("web")
+		answer := m.execUntil("local client → Service web "+webSvc, m.localKubeconfig(), m.ns, client.Name, "shell",
+			regexp.MustCompile(`host=`+regexp.QuoteMeta(hostnameOf(remote))+` `), httpGet(webSvc)...)
+		t.Logf("PROVEN a local client pod reaches the offloaded pod through the ClusterIP Service web (%s → the shadow pod's IP → the mesh): %q", webSvc, lastLine(answer))
+		targetSvc := m.service("target")
+		back := m.execUntil("offloaded pod → Service target "+targetSvc, m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
+			regexp.MustCompile(`host=target `), httpGet(targetSvc)...)
+		t.Logf("PROVEN the offloaded pod reaches the local ClusterIP Service target (%s) through the mesh and the local kube-proxy: %q", targetSvc, lastLine(back))
+	} else {
+		t.Logf("Service IPs not checked: the local node runs no kube-proxy (%s unset)", envKubeProxy)
+	}
+
+	resolv := m.exec(m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell", "cat", "/etc/resolv.conf")
+	wantNS := "nameserver " + env.DNSIP.String()
+	wantSearch := "search " + m.ns + ".svc.cluster.local"
+	if !strings.Contains(resolv, wantNS) || !strings.Contains(resolv, wantSearch) {
+		t.Errorf("offloaded pod's resolv.conf lacks %q or %q (mesh.dns_mode local):\n%s", wantNS, wantSearch, resolv)
+	} else {
+		t.Logf("PROVEN the offloaded pod resolves through the local cluster's DNS %s with the local search list; names are not checked: the clusters run no CoreDNS", env.DNSIP)
+	}
+
+	// The shadow pod dies; its Deployment replaces it (a new pod, a new IP). The ingress follows the
+	// Service's endpoint, as an ingress controller does, and mesh-agent re-dials by itself.
+	dropped := time.Now()
+	if err := env.Local.CoreV1().Pods(shadowNS).Delete(ctx, shadow.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete the shadow pod: %v", err)
+	}
+	var next *corev1.Pod
+	m.poll("a new shadow pod Ready", 90*time.Second, func(ctx context.Context) (bool, string) {
+		l, err := env.Local.CoreV1().Pods(shadowNS).List(ctx, metav1.ListOptions{})
+		if err != nil || len(l.Items) != 1 || l.Items[0].UID == shadow.UID {
+			return false, fmt.Sprintf("%d pods, %v", len(l.Items), err)
+		}
+		next = &l.Items[0]
+		return podReady(next), describePod(next)
+	})
+	_, backend = m.ingressBackend(shadowNS)
+	ing.reload(t, backend)
+	back = m.execUntil("offloaded pod → http://"+target.Status.PodIP+":8080/ after the shadow pod's replacement", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
+		regexp.MustCompile(`host=target client=`+regexp.QuoteMeta(next.Status.PodIP)+`:`), httpGet(target.Status.PodIP)...)
+	t.Logf("PROVEN the mesh recovers when the shadow pod is replaced: the offloaded pod reaches the local pod through the new shadow %s, %s after the delete: %q",
+		next.Status.PodIP, time.Since(dropped).Round(100*time.Millisecond), lastLine(back))
+	answer = m.execUntil("local client → the new shadow pod's IP "+next.Status.PodIP, m.localKubeconfig(), m.ns, client.Name, "shell",
+		regexp.MustCompile(`host=`+regexp.QuoteMeta(hostnameOf(remote))+` `), httpGet(next.Status.PodIP)...)
+	t.Logf("PROVEN the new shadow pod's IP %s answers with the offloaded pod, %s after the delete: %q", next.Status.PodIP, time.Since(dropped).Round(100*time.Millisecond), lastLine(answer))
+	if l, err := env.Local.CoreV1().Pods(m.ns).Get(ctx, web.Name, metav1.GetOptions{}); err == nil {
+		t.Logf("FOUND the local pod's IP after the replacement: %s (shadow now %s, was %s): InterLink's VK sets the pod IP once, at create",
+			l.Status.PodIP, next.Status.PodIP, shadow.Status.PodIP)
+	}
+
+	// Delete: the remote pod and the shadow go.
+	if err := env.Local.CoreV1().Pods(m.ns).Delete(ctx, web.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete the offloaded pod: %v", err)
+	}
+	m.poll("remote pod and shadow Deployment gone", 90*time.Second, func(ctx context.Context) (bool, string) {
+		_, rerr := env.Remote.CoreV1().Pods(remote.Namespace).Get(ctx, remote.Name, metav1.GetOptions{})
+		d, _ := env.Local.AppsV1().Deployments(shadowNS).List(ctx, metav1.ListOptions{})
+		return rerr != nil && d != nil && len(d.Items) == 0, fmt.Sprintf("remote pod: %v; %d shadow Deployments", rerr, len(d.Items))
+	})
+}
+
+// meshRun holds what TestMeshRealPods's helpers share.
+type meshRun struct {
+	t           *testing.T
+	env         *Env
+	ns          string
+	kubectl     string
+	echo, shell string
+}
+
+func (m *meshRun) localKubeconfig() string  { return os.Getenv(envLocal) }
+func (m *meshRun) remoteKubeconfig() string { return os.Getenv(envRemote) }
+
+// poll retries cond every 500 ms until it holds, failing the test with what was last seen.
+func (m *meshRun) poll(what string, timeout time.Duration, cond func(ctx context.Context) (bool, string)) {
+	m.t.Helper()
+	var last string
+	err := wait.PollUntilContextTimeout(m.t.Context(), 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		ok, seen := cond(ctx)
+		last = seen
+		if !ok && m.env.Alive != nil {
+			if err := m.env.Alive(); err != nil {
+				return false, err
+			}
+		}
+		return ok, nil
+	})
+	if err != nil {
+		m.t.Fatalf("%s: not within %v (%v); last seen: %s", what, timeout, err, last)
+	}
+}
+
+// onlySchedulable makes node the only schedulable node of the local cluster (the VK's node aside),
+// so that the shadow pod the VK makes runs there, and restores every node's setting at the end.
+func (m *meshRun) onlySchedulable(node string) {
+	m.t.Helper()
+	nodes, err := m.env.Local.CoreV1().Nodes().List(m.t.Context(), metav1.ListOptions{})
+	if err != nil {
+		m.t.Fatalf("list local nodes: %v", err)
+	}
+	set := func(ctx context.Context, name string, unschedulable bool) error {
+		patch := fmt.Sprintf(`{"spec":{"unschedulable":%t}}`, unschedulable)
+		_, err := m.env.Local.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+		return err
+	}
+	for _, n := range nodes.Items {
+		if n.Name == m.env.VKNode {
+			continue
+		}
+		was, want := n.Spec.Unschedulable, n.Name != node
+		if was == want {
+			continue
+		}
+		if err := set(m.t.Context(), n.Name, want); err != nil {
+			m.t.Fatalf("set node %s unschedulable=%t: %v", n.Name, want, err)
+		}
+		m.t.Cleanup(func() {
+			if err := set(context.WithoutCancel(m.t.Context()), n.Name, was); err != nil {
+				m.t.Errorf("restore node %s unschedulable=%t: %v", n.Name, was, err)
+			}
+		})
+	}
+}
+
+// service creates a ClusterIP Service NAME on port 8080 selecting app=NAME in the local namespace
+// and returns its cluster IP.
+func (m *meshRun) service(name string) string {
+	m.t.Helper()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.ns},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": name},
+			Ports:    []corev1.ServicePort{{Port: 8080, TargetPort: intstr.FromInt32(8080)}},
+		},
+	}
+	got, err := m.env.Local.CoreV1().Services(m.ns).Create(m.t.Context(), svc, metav1.CreateOptions{})
+	if err != nil {
+		m.t.Fatalf("create Service %s: %v", name, err)
+	}
+	return got.Spec.ClusterIP
+}
+
+// realNode returns the Ready node of c labelled as node.sh's real node.
+func (m *meshRun) realNode(c kubernetes.Interface, which string) string {
+	m.t.Helper()
+	var name string
+	m.poll("a Ready real node in the "+which+" cluster", 30*time.Second, func(ctx context.Context) (bool, string) {
+		l, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: realNodeLabel + "=true"})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, n := range l.Items {
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					name = n.Name
+					return true, ""
+				}
+			}
+		}
+		return false, fmt.Sprintf("%d real nodes, none Ready", len(l.Items))
+	})
+	return name
+}
+
+// localPod runs a pod on the local cluster's real node and waits until it is Ready.
+func (m *meshRun) localPod(name, node string, c corev1.Container) *corev1.Pod {
+	m.t.Helper()
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.ns, Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To[int64](1),
+			NodeName:                      node,
+			Tolerations:                   []corev1.Toleration{{Key: realNodeLabel, Operator: corev1.TolerationOpExists}},
+			Containers:                    []corev1.Container{c},
+		},
+	}
+	if _, err := m.env.Local.CoreV1().Pods(m.ns).Create(m.t.Context(), p, metav1.CreateOptions{}); err != nil {
+		m.t.Fatalf("create local pod %s: %v", name, err)
+	}
+	m.poll("local pod "+name+" Ready", 60*time.Second, func(ctx context.Context) (bool, string) {
+		var err error
+		p, err = m.env.Local.CoreV1().Pods(m.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return podReady(p), describePod(p)
+	})
+	return p
+}
+
+// ingressBackend reads the shadow Ingress the VK applied: its host, and the address of the pod behind
+// its Service (from the Service's EndpointSlices, as an ingress controller does).
+func (m *meshRun) ingressBackend(ns string) (host, backend string) {
+	m.t.Helper()
+	m.poll("shadow Ingress with a ready endpoint", 60*time.Second, func(ctx context.Context) (bool, string) {
+		l, err := m.env.Local.NetworkingV1().Ingresses(ns).List(ctx, metav1.ListOptions{})
+		if err != nil || len(l.Items) != 1 || len(l.Items[0].Spec.Rules) == 0 || l.Items[0].Spec.Rules[0].HTTP == nil {
+			return false, fmt.Sprintf("Ingresses: %v", err)
+		}
+		rule := l.Items[0].Spec.Rules[0]
+		svc := rule.HTTP.Paths[0].Backend.Service
+		host = rule.Host
+		slices, err := m.env.Local.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + svc.Name})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, s := range slices.Items {
+			for _, e := range s.Endpoints {
+				if len(e.Addresses) > 0 && (e.Conditions.Ready == nil || *e.Conditions.Ready) {
+					for _, p := range s.Ports {
+						if p.Port != nil && *p.Port == svc.Port.Number {
+							backend = netip.AddrPortFrom(netip.MustParseAddr(e.Addresses[0]), uint16(*p.Port)).String()
+							return true, ""
+						}
+					}
+				}
+			}
+		}
+		return false, fmt.Sprintf("no ready endpoint of Service %s port %d yet", svc.Name, svc.Port.Number)
+	})
+	return host, backend
+}
+
+// exec runs a command in a container through the API server and the kubelet.
+func (m *meshRun) exec(kubeconfig, ns, pod, container string, cmd ...string) string {
+	m.t.Helper()
+	out, err := m.tryExec(kubeconfig, ns, pod, container, cmd...)
+	if err != nil {
+		m.t.Fatalf("exec %v in %s/%s: %v: %s", cmd, ns, pod, err, out)
+	}
+	return out
+}
+
+func (m *meshRun) tryExec(kubeconfig, ns, pod, container string, cmd ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(m.t.Context(), 20*time.Second)
+	defer cancel()
+	args := append([]string{"--kubeconfig", kubeconfig, "-n", ns, "exec", pod, "-c", container, "--"}, cmd...)
+	out, err := exec.CommandContext(ctx, m.kubectl, args...).CombinedOutput()
+	return string(out), err
+}
+
+// execUntil runs cmd (bounded: 40 tries, one a second at most) until its output matches want.
+func (m *meshRun) execUntil(what, kubeconfig, ns, pod, container string, want *regexp.Regexp, cmd ...string) string {
+	m.t.Helper()
+	var out string
+	var err error
+	for i := 0; i < 40; i++ {
+		tryStart := time.Now()
+		out, err = m.tryExec(kubeconfig, ns, pod, container, cmd...)
+		if err == nil && want.MatchString(out) {
+			return out
+		}
+		if m.t.Context().Err() != nil {
+			break
+		}
+		time.Sleep(max(0, time.Second-time.Since(tryStart)))
+	}
+	m.t.Fatalf("%s: no answer matching %s after 40 tries; last: %v: %s", what, want, err, truncate(out, 500))
+	return ""
+}
+
+// ingress is the test's nginx, standing in for the local cluster's ingress controller.
+type ingress struct {
+	dir, logDir, host string
+	addr              netip.AddrPort
+}
+
+// startIngress runs nginx on addr, proxying WebSocket upgrades for host to backend as an ingress
+// controller's generated configuration does, until the test ends.
+func startIngress(t *testing.T, logDir string, addr netip.AddrPort, host, backend string) *ingress {
+	t.Helper()
+	in := &ingress{dir: t.TempDir(), logDir: logDir, host: host, addr: addr}
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in.write(t, backend)
+	cmd := exec.Command("nginx", "-c", filepath.Join(in.dir, "nginx.conf"), "-p", in.dir)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start nginx (the ingress): %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("nginx (the ingress) exited at start: %v; see %s/ingress-nginx.log", err, logDir)
+	case <-time.After(500 * time.Millisecond):
+	}
+	return in
+}
+
+// reload points the ingress at a new backend, as a controller does when the endpoints change
+// (nginx -s reload: established WebSockets are cut, which the tunnel survives by re-dialling).
+func (in *ingress) reload(t *testing.T, backend string) {
+	t.Helper()
+	in.write(t, backend)
+	if out, err := exec.Command("nginx", "-c", filepath.Join(in.dir, "nginx.conf"), "-p", in.dir, "-s", "reload").CombinedOutput(); err != nil {
+		t.Fatalf("nginx -s reload: %v: %s", err, out)
+	}
+}
+
+func (in *ingress) write(t *testing.T, backend string) {
+	t.Helper()
+	dir, addr, host, logDir := in.dir, in.addr, in.host, in.logDir
+	conf := fmt.Sprintf(`worker_processes 1;
+daemon off;
+pid %[1]s/nginx.pid;
+error_log %[5]s/ingress-nginx.log notice;
+events { worker_connections 64; }
+http {
+	# The path prefix is the tunnel's only secret: no access log.
+	access_log off;
+	client_body_temp_path %[1]s/body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+	map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+	server {
+		listen %[2]s default_server;
+		return 404;
+	}
+	server {
+		listen %[2]s;
+		server_name %[3]s;
+		location / {
+			proxy_pass http://%[4]s;
+			proxy_http_version 1.1;
+			proxy_set_header Upgrade $http_upgrade;
+			proxy_set_header Connection $connection_upgrade;
+			proxy_set_header Host $host;
+			proxy_read_timeout 3600s;
+			proxy_send_timeout 3600s;
+			proxy_buffering off;
+		}
+	}
+}
+`, dir, addr, host, backend, logDir)
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// httpGet is a shell command asking http://ip:8080/ with busybox's nc (its static wget crashes
+// with SIGSEGV in these images: exit 139).
+func httpGet(ip string) []string {
+	return []string{"sh", "-c", `printf 'GET / HTTP/1.0\r\nHost: mesh\r\n\r\n' | nc -w 3 ` + ip + ` 8080`}
+}
+
+// agentMemory finds the process named comm in the pod with uid (its cgroup path names the pod,
+// the kubelet's cgroupfs layout) and returns its RSS and its container's memory cgroup usage, MiB.
+func agentMemory(comm string, uid types.UID) (rss, cgroup float64, err error) {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	pod := "pod" + string(uid)
+	for _, p := range procs {
+		c, err := os.ReadFile(p + "/comm")
+		if err != nil || strings.TrimSpace(string(c)) != comm {
+			continue
+		}
+		cg, err := os.ReadFile(p + "/cgroup")
+		if err != nil || !strings.Contains(string(cg), pod) {
+			continue
+		}
+		status, err := os.ReadFile(p + "/status")
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, l := range strings.Split(string(status), "\n") {
+			if kb, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				var n float64
+				fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
+				rss = n / 1024
+			}
+		}
+		for _, l := range strings.Split(string(cg), "\n") {
+			// cgroup v1: "N:memory:/path"; v2: "0::/path".
+			f := strings.SplitN(l, ":", 3)
+			if len(f) != 3 || (f[1] != "memory" && f[1] != "") {
+				continue
+			}
+			for _, file := range []string{"/sys/fs/cgroup/memory" + f[2] + "/memory.usage_in_bytes", "/sys/fs/cgroup" + f[2] + "/memory.current"} {
+				if b, err := os.ReadFile(file); err == nil {
+					var n float64
+					fmt.Sscan(strings.TrimSpace(string(b)), &n)
+					return rss, n / (1 << 20), nil
+				}
+			}
+		}
+		return rss, 0, fmt.Errorf("no memory cgroup file for %s (%s)", comm, p)
+	}
+	return 0, 0, fmt.Errorf("no process %s in pod %s on this machine", comm, uid)
+}
+
+// lastLine is the last non-empty line of s: the body of echo-server's one-line answer.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// hostnameOf is the hostname a pod's containers see.
+func hostnameOf(p *corev1.Pod) string {
+	if p.Spec.Hostname != "" {
+		return p.Spec.Hostname
+	}
+	return p.Name
+}
+
+// describePod is describe with the pod's name, node, IP and the reason of a waiting container.
+func describePod(p *corev1.Pod) string {
+	s := fmt.Sprintf("%s on node %q ip %q: %s", p.Name, p.Spec.NodeName, p.Status.PodIP, describe(p))
+	for _, cs := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && w.Message != "" {
+			s += fmt.Sprintf("; %s: %s", cs.Name, truncate(w.Message, 200))
+		}
+	}
+	return s
+}

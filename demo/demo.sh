@@ -127,7 +127,7 @@ echo "remote objects left for uid $uid: $(k get pods,configmaps -A -l "interlink
 echo "plugin log: .cache/demo/plugin.log"
 
 if [ "$real" != 1 ]; then
-	skip_step "the mesh on real pods needs root (kubelet, containerd, TUN, iptables), nginx and openssl: skipped"
+	skip_step "the mesh on real pods needs root (kubelet, containerd, TUN, iptables), nginx and openssl, and not IKM_DEMO_REAL_NODES=0: skipped"
 	exit 0
 fi
 # shellcheck source=demo/realmesh.sh

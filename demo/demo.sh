@@ -21,6 +21,9 @@ kubeconfig=$PWD/.cache/cluster/kubeconfig
 sock=$PWD/.cache/demo/plugin.sock
 mkdir -p .cache/demo
 
+# As root, install what is missing first (.ci/deps, shared with CI): a fresh machine's demo would
+# otherwise skip the mesh for want of nginx or openssl.
+[ "$(id -u)" != 0 ] || .ci/deps
 # The mesh on real pods needs root (kubelet, containerd, CNI), nginx (the ingress) and openssl (keys);
 # IKM_DEMO_REAL_NODES=0 leaves it out.
 real=0
@@ -124,7 +127,7 @@ echo "remote objects left for uid $uid: $(k get pods,configmaps -A -l "interlink
 echo "plugin log: .cache/demo/plugin.log"
 
 if [ "$real" != 1 ]; then
-	skip_step "the mesh on real pods needs root (kubelet, containerd, TUN, iptables), nginx and openssl: skipped"
+	skip_step "the mesh on real pods needs root (kubelet, containerd, TUN, iptables), nginx and openssl, and not IKM_DEMO_REAL_NODES=0: skipped"
 	exit 0
 fi
 # shellcheck source=demo/realmesh.sh

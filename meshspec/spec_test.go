@@ -104,6 +104,12 @@ var parseCases = []struct {
 		return s
 	}},
 
+	{name: "netstack mode", in: minimalJSON(`"mode":"netstack",`), want: func() Spec {
+		s := minimalSpec().WithDefaults()
+		s.Mode = ModeNetstack
+		return s
+	}},
+	{name: "unknown mode", in: minimalJSON(`"mode":"userspace",`), field: "mode", msg: `want "kernel" or "netstack"`},
 	{name: "empty input", in: "", msg: "empty input"},
 	{name: "not an object", in: `[1]`, msg: "must be a JSON object"},
 	{name: "syntax error", in: `{"version":"v1",}`, msg: "decode json at byte"},

@@ -26,8 +26,10 @@ const nonroot = 65532
 // Netstack mode's names and ports in the mesh topology: the local cluster's DNS answers
 // webName with the Service IP, the offloaded pod holds a line echo on echoPort.
 const (
-	webName  = "web.default.svc.cluster.local."
-	echoPort = 7000
+	webName     = "web.default.svc.cluster.local."
+	echoPort    = 7000
+	forwardHTTP = "127.0.0.1:8081" // -> web:80, a name
+	forwardDNS  = "127.0.0.1:5300" // -> the nameserver's port 53, over UDP
 )
 
 // unprivileged starts bin in ns as nonroot with no capability at all (none effective,
@@ -104,6 +106,12 @@ func meshNetstack(t testing.TB, ns *netnstest.NS, k meshKeys, url, host string, 
 	}
 	for _, n := range nameservers {
 		spec.DNS.Nameservers = append(spec.DNS.Nameservers, netip.MustParseAddr(n))
+	}
+	if len(nameservers) > 0 { // fixed relays, as the plugin writes them from the annotation
+		spec.Forwards = []meshspec.Forward{
+			{Listen: netip.MustParseAddrPort(forwardHTTP), To: "web:80"},
+			{Protocol: "udp", Listen: netip.MustParseAddrPort(forwardDNS), To: nameservers[0] + ":53"},
+		}
 	}
 	for _, r := range routes {
 		spec.Routes = append(spec.Routes, netip.MustParsePrefix(r))

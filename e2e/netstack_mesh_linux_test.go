@@ -67,6 +67,14 @@ func TestNetstackMesh(t *testing.T) {
 		if err != nil || !strings.Contains(status, " 200 ") || !strings.HasPrefix(body, "hello from local-service, you are "+shadowIP+":") {
 			t.Fatalf("offloaded pod -> local Service by name through the proxy: %q %q %v", status, body, err)
 		}
+		// Clients that know no proxy: the fixed relays, TCP to a name and UDP to an address.
+		code, body, err = httpGet(tp.pod, "http://"+forwardHTTP+"/", 2*time.Second)
+		if err != nil || code != 200 || !strings.HasPrefix(body, "hello from local-service, you are "+shadowIP+":") {
+			t.Fatalf("offloaded pod -> local Service through a fixed forward: %d %q %v", code, body, err)
+		}
+		if got, err := lookupA(tp.pod, "udp", forwardDNS, webName); err != nil || got != serviceIP {
+			t.Fatalf("udp through a fixed forward: %q %v", got, err)
+		}
 		status, body, err = proxyConnect(tp.pod, "127.0.0.1:3128", serviceIP+":80")
 		if err != nil || !strings.Contains(status, " 200 ") || !strings.HasPrefix(body, "hello from local-service, you are "+shadowIP+":") {
 			t.Fatalf("offloaded pod -> local Service through CONNECT: %q %q %v", status, body, err)

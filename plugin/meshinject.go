@@ -1,9 +1,11 @@
 package plugin
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,6 +86,11 @@ const (
 
 	// AnnotMeshMode chooses one pod's mesh mode, "kernel" or "netstack", over option mesh.mode.
 	AnnotMeshMode = "mesh.interlink-k8s-mesh.io/mode"
+	// AnnotMeshForwards lists a netstack pod's fixed relays, for clients that honour no proxy:
+	// "5432=db.team-a:5432, udp/8125=statsd.monitoring:8125" makes the sidecar listen on
+	// 127.0.0.1:5432 and relay to db.team-a:5432 in the local cluster (names resolved by the
+	// mesh DNS with the pod's search list).
+	AnnotMeshForwards = "mesh.interlink-k8s-mesh.io/forwards"
 	// meshAgentUser is the image's nonroot user, which netstack mode runs as.
 	meshAgentUser = 65532
 	// netstackDNS and netstackProxy are where the netstack sidecar serves the pod
@@ -181,6 +188,17 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	if mode == meshspec.ModeNetstack {
 		spec.Mode = meshspec.ModeNetstack // kernel stays unwritten: mesh.json as before
 	}
+	if v := strings.TrimSpace(local.Annotations[AnnotMeshForwards]); v != "" {
+		field := "metadata.annotations[" + AnnotMeshForwards + "]"
+		if mode != meshspec.ModeNetstack {
+			return &ValidationError{Field: field, Reason: "forwards need netstack mode (" + AnnotMeshMode + ": netstack); in kernel mode the mesh routes the local ranges: use the Service's name"}
+		}
+		fw, err := parseForwards(v)
+		if err != nil {
+			return &ValidationError{Field: field, Reason: err.Error()}
+		}
+		spec.Forwards = fw
+	}
 	switch m.DNSMode {
 	case DNSNone:
 		spec.DNS = meshspec.DNS{}
@@ -226,6 +244,48 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 		applyMeshDNS(pod, dns)
 	}
 	return nil
+}
+
+// parseForwards reads AnnotMeshForwards: comma-separated "[tcp/|udp/]<port>=<host>:<port>".
+func parseForwards(v string) ([]meshspec.Forward, error) {
+	var out []meshspec.Forward
+	for item := range strings.SplitSeq(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		listen, to, ok := strings.Cut(item, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q: want [tcp/|udp/]<port>=<host>:<port>", item)
+		}
+		f := meshspec.Forward{To: strings.TrimSpace(to)}
+		if proto, port, ok := strings.Cut(listen, "/"); ok {
+			f.Protocol, listen = strings.ToLower(strings.TrimSpace(proto)), port
+		}
+		port, err := strconv.ParseUint(strings.TrimSpace(listen), 10, 16)
+		if err != nil || port == 0 {
+			return nil, fmt.Errorf("%q: %q is not a port from 1 to 65535", item, listen)
+		}
+		f.Listen = netip.AddrPortFrom(netip.MustParseAddr(netstackDNS), uint16(port))
+		if f.Protocol == "tcp" {
+			f.Protocol = "" // the default, as mesh.json writes it
+		}
+		out = append(out, f)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no forward in %q", v)
+	}
+	s := meshspec.Spec{Forwards: out}
+	var errs []error
+	if err := s.Validate(); err != nil {
+		var fe *meshspec.FieldError
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			if errors.As(e, &fe) && strings.HasPrefix(fe.Field, "forwards") {
+				errs = append(errs, e)
+			}
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 // setProxyEnv points every container's HTTP clients at the netstack sidecar's proxy, which

@@ -77,19 +77,15 @@ func (s *Streams) Run(ctx context.Context) error {
 		wg    sync.WaitGroup
 	)
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stopped := context.AfterFunc(ctx, func() {
+	stopped := context.AfterFunc(ctx, func() { s.Listener.Close() })
+	defer func() {
+		cancel() // no conn is added after this: the loop checks ctx under mu
+		stopped()
 		s.Listener.Close()
 		mu.Lock()
 		for c := range conns {
 			c.Close()
 		}
-		mu.Unlock()
-	})
-	defer func() {
-		cancel()
-		stopped() // false: the AfterFunc ran or runs; wait for it through mu
-		mu.Lock()
 		mu.Unlock()
 		wg.Wait()
 	}()

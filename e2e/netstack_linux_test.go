@@ -62,17 +62,27 @@ func nonrootDir(t testing.TB) string {
 	return dir
 }
 
-// writeNonroot writes a file only the nonroot user can read.
-func writeNonroot(t testing.TB, dir, name, content string) string {
+// writeSecret writes a file as the kubelet writes a Secret's: owned by root, with the group and
+// mode the pod asks for (the netstack shadow: fsGroup 65532, 0440; the netstack sidecar: 0444).
+func writeSecret(t testing.TB, dir, name, content string, gid int, mode os.FileMode) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(content), mode); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chown(p, nonroot, nonroot); err != nil {
+	if err := os.Chmod(p, mode); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, 0, gid); err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// writeNonroot writes a Secret file of the netstack shadow pod.
+func writeNonroot(t testing.TB, dir, name, content string) string {
+	t.Helper()
+	return writeSecret(t, dir, name, content, nonroot, 0o440)
 }
 
 // shadowNetstack starts shadow-agent in netstack mode, unprivileged, relaying ports.
@@ -121,7 +131,7 @@ func meshNetstack(t testing.TB, ns *netnstest.NS, k meshKeys, url, host string, 
 		t.Fatal(err)
 	}
 	dir := nonrootDir(t)
-	cfg := writeNonroot(t, dir, "mesh.json", string(b))
+	cfg := writeSecret(t, dir, "mesh.json", string(b), 0, 0o444) // the plugin's mode for netstack pods
 	return unprivileged(t, ns, nil, binary(t, "mesh-agent"), append([]string{"--config", cfg, "--uapi-dir", filepath.Join(dir, "uapi")}, extra...)...)
 }
 

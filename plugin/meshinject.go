@@ -231,7 +231,7 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	pod.InitContainers = append([]corev1.Container{meshAgent(m, mode)}, pod.InitContainers...)
 	pod.Volumes = append(pod.Volumes,
 		corev1.Volume{Name: meshConfigVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: secret.Name, DefaultMode: ptrTo(int32(0o400)),
+			SecretName: secret.Name, DefaultMode: ptrTo(secretMode(mode)),
 		}}},
 		corev1.Volume{Name: meshRunVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
 	)
@@ -286,6 +286,17 @@ func parseForwards(v string) ([]meshspec.Forward, error) {
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// secretMode is the mesh Secret's file mode: owner-only for the root sidecar of kernel mode. The
+// kubelet writes the files as root, so the nonroot netstack sidecar needs them readable by
+// others; the volume is mounted in the sidecar alone (a pod-wide fsGroup would change the
+// workload's volumes).
+func secretMode(mode meshspec.Mode) int32 {
+	if mode == meshspec.ModeNetstack {
+		return 0o444
+	}
+	return 0o400
 }
 
 // setProxyEnv points every container's HTTP clients at the netstack sidecar's proxy, which

@@ -368,6 +368,18 @@ func TestTranslateMeshNetstack(t *testing.T) {
 	if diff := cmp.Diff(want, sc); diff != "" {
 		t.Errorf("sidecar security (-want +got):\n%s", diff)
 	}
+	for _, v := range pod.Volumes {
+		if v.Secret != nil && v.Name == meshConfigVolume && (v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o004 == 0) {
+			t.Errorf("mesh Secret volume %+v: the nonroot sidecar cannot read root's 0400 files", v.Secret)
+		}
+	}
+	for _, c := range append(pod.InitContainers[1:], pod.Containers...) {
+		for _, m := range c.VolumeMounts {
+			if m.Name == meshConfigVolume {
+				t.Errorf("container %s mounts the mesh Secret", c.Name)
+			}
+		}
+	}
 	if pod.DNSConfig == nil || !cmp.Equal(pod.DNSConfig.Nameservers, []string{"127.0.0.1"}) || pod.DNSPolicy != corev1.DNSNone {
 		t.Errorf("dns %v %+v, want the sidecar's forwarder only", pod.DNSPolicy, pod.DNSConfig)
 	}

@@ -26,8 +26,10 @@ const nonroot = 65532
 // Netstack mode's names and ports in the mesh topology: the local cluster's DNS answers
 // webName with the Service IP, the offloaded pod holds a line echo on echoPort.
 const (
-	webName  = "web.default.svc.cluster.local."
-	echoPort = 7000
+	webName     = "web.default.svc.cluster.local."
+	echoPort    = 7000
+	forwardHTTP = "127.0.0.1:8081" // -> web:80, a name
+	forwardDNS  = "127.0.0.1:5300" // -> the nameserver's port 53, over UDP
 )
 
 // unprivileged starts bin in ns as nonroot with no capability at all (none effective,
@@ -60,17 +62,27 @@ func nonrootDir(t testing.TB) string {
 	return dir
 }
 
-// writeNonroot writes a file only the nonroot user can read.
-func writeNonroot(t testing.TB, dir, name, content string) string {
+// writeSecret writes a file as the kubelet writes a Secret's: owned by root, with the group and
+// mode the pod asks for (the netstack shadow: fsGroup 65532, 0440; the netstack sidecar: 0444).
+func writeSecret(t testing.TB, dir, name, content string, gid int, mode os.FileMode) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(content), mode); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chown(p, nonroot, nonroot); err != nil {
+	if err := os.Chmod(p, mode); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, 0, gid); err != nil {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// writeNonroot writes a Secret file of the netstack shadow pod.
+func writeNonroot(t testing.TB, dir, name, content string) string {
+	t.Helper()
+	return writeSecret(t, dir, name, content, nonroot, 0o440)
 }
 
 // shadowNetstack starts shadow-agent in netstack mode, unprivileged, relaying ports.
@@ -105,6 +117,12 @@ func meshNetstack(t testing.TB, ns *netnstest.NS, k meshKeys, url, host string, 
 	for _, n := range nameservers {
 		spec.DNS.Nameservers = append(spec.DNS.Nameservers, netip.MustParseAddr(n))
 	}
+	if len(nameservers) > 0 { // fixed relays, as the plugin writes them from the annotation
+		spec.Forwards = []meshspec.Forward{
+			{Listen: netip.MustParseAddrPort(forwardHTTP), To: "web:80"},
+			{Protocol: "udp", Listen: netip.MustParseAddrPort(forwardDNS), To: nameservers[0] + ":53"},
+		}
+	}
 	for _, r := range routes {
 		spec.Routes = append(spec.Routes, netip.MustParsePrefix(r))
 	}
@@ -113,7 +131,7 @@ func meshNetstack(t testing.TB, ns *netnstest.NS, k meshKeys, url, host string, 
 		t.Fatal(err)
 	}
 	dir := nonrootDir(t)
-	cfg := writeNonroot(t, dir, "mesh.json", string(b))
+	cfg := writeSecret(t, dir, "mesh.json", string(b), 0, 0o444) // the plugin's mode for netstack pods
 	return unprivileged(t, ns, nil, binary(t, "mesh-agent"), append([]string{"--config", cfg, "--uapi-dir", filepath.Join(dir, "uapi")}, extra...)...)
 }
 

@@ -67,6 +67,14 @@ func TestNetstackMesh(t *testing.T) {
 		if err != nil || !strings.Contains(status, " 200 ") || !strings.HasPrefix(body, "hello from local-service, you are "+shadowIP+":") {
 			t.Fatalf("offloaded pod -> local Service by name through the proxy: %q %q %v", status, body, err)
 		}
+		// Clients that know no proxy: the fixed relays, TCP to a name and UDP to an address.
+		code, body, err = httpGet(tp.pod, "http://"+forwardHTTP+"/", 2*time.Second)
+		if err != nil || code != 200 || !strings.HasPrefix(body, "hello from local-service, you are "+shadowIP+":") {
+			t.Fatalf("offloaded pod -> local Service through a fixed forward: %d %q %v", code, body, err)
+		}
+		if got, err := lookupA(tp.pod, "udp", forwardDNS, webName); err != nil || got != serviceIP {
+			t.Fatalf("udp through a fixed forward: %q %v", got, err)
+		}
 		status, body, err = proxyConnect(tp.pod, "127.0.0.1:3128", serviceIP+":80")
 		if err != nil || !strings.Contains(status, " 200 ") || !strings.HasPrefix(body, "hello from local-service, you are "+shadowIP+":") {
 			t.Fatalf("offloaded pod -> local Service through CONNECT: %q %q %v", status, body, err)
@@ -220,6 +228,58 @@ func TestModeRequirements(t *testing.T) {
 			}
 			if p.err == nil || !strings.Contains(p.logs.String(), tc.want) {
 				t.Fatalf("exit %v, output lacks %q:\n%s", p.err, tc.want, p.logs.String())
+			}
+		})
+	}
+}
+
+// TestMixedModes: the shadow's mode is the cluster's (its template), the mesh-agent's the
+// pod's (its annotation), so each mode must work with the other. Kernel shadow, netstack
+// mesh-agent: DNAT reaches the pod's loopback, the proxy's flows are MASQUERADEd. Netstack
+// shadow, kernel mesh-agent: the relays reach the pod's address, its routed flows end in the
+// shadow's stack.
+func TestMixedModes(t *testing.T) {
+	requireRoot(t, "nginx", "setpriv", "sysctl")
+	for _, shadowMode := range []string{"kernel", "netstack"} {
+		t.Run("shadow "+shadowMode, func(t *testing.T) {
+			tp := newTopology(t)
+			startNginx(t, tp.ingress, ingressWAN, fmt.Sprintf("%s:%d", shadowIP, tunnelPort))
+			serveHTTP(t, tp.pod, ":8080", "offloaded")
+			serveUDPEcho(t, tp.pod, ":9999", "offloaded")
+			serveHTTP(t, tp.svc, serviceIP+":80", "local-service")
+			podRuntimeSysctls(tp.pod)
+			k := newMeshKeys(t)
+			url := "ws://" + ingressWAN + ":80"
+			routes := []string{"10.96.0.0/16", "10.244.0.0/24"}
+			if shadowMode == "kernel" {
+				shadowAgent(t, tp.shadow, k, shadowIP)
+				meshNetstack(t, tp.pod, k, url, ingressHost, nil, routes, "--dns-listen=none")
+			} else {
+				shadowNetstack(t, tp.shadow, k, shadowIP, "8080,9999/udp")
+				meshAgent(t, tp.pod, k, url, ingressHost, routes...)
+			}
+			waitFor(t, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(tp.pod) })
+			waitFor(t, "first request through the mesh", 20*time.Second, func() bool {
+				code, _, err := httpGet(tp.client, "http://"+shadowIP+":8080/", 500*time.Millisecond)
+				return err == nil && code == 200
+			})
+			code, body, err := httpGet(tp.client, "http://"+shadowIP+":8080/", 2*time.Second)
+			if err != nil || code != 200 || !strings.HasPrefix(body, "hello from offloaded") {
+				t.Fatalf("client -> shadow IP tcp: %d %q %v", code, body, err)
+			}
+			if got, err := udpAsk(tp.client, shadowIP+":9999", "ping", 2*time.Second); err != nil || got != "offloaded: ping" {
+				t.Fatalf("client -> shadow IP udp: %q %v", got, err)
+			}
+			if shadowMode == "kernel" {
+				status, body, err := proxyConnect(tp.pod, "127.0.0.1:3128", serviceIP+":80")
+				if err != nil || !strings.Contains(status, " 200 ") || !strings.HasPrefix(body, "hello from local-service, you are "+shadowIP+":") {
+					t.Fatalf("offloaded pod -> local Service through the proxy: %q %q %v", status, body, err)
+				}
+			} else {
+				code, body, err := httpGet(tp.pod, "http://"+serviceIP+"/", 2*time.Second)
+				if err != nil || code != 200 || !strings.HasPrefix(body, "hello from local-service, you are "+shadowIP+":") {
+					t.Fatalf("offloaded pod -> local Service routed: %d %q %v", code, body, err)
+				}
 			}
 		})
 	}

@@ -802,6 +802,13 @@ func TestShadowPodNetstackGolden(t *testing.T) {
 	if sc := c.SecurityContext; sc == nil || sc.Capabilities == nil || len(sc.Capabilities.Add) != 0 || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
 		t.Errorf("security context %+v, want nonroot with nothing added", sc)
 	}
+	// The kubelet writes the Secret's files as root: the nonroot agent reads them as their group.
+	psc := pod.Spec.SecurityContext
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil && (psc == nil || psc.FSGroup == nil || *psc.FSGroup != 65532 || v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o040 == 0) {
+			t.Errorf("secret volume %s (mode %v, pod fsGroup %v): user 65532 cannot read it", v.Name, v.Secret.DefaultMode, psc)
+		}
+	}
 }
 
 // TestShadowPodRestricted asks the real apiserver's Pod Security admission (server-side

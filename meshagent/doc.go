@@ -17,7 +17,14 @@
 //
 // On cancel it undoes all of it in reverse order and returns once its goroutines are gone.
 //
-// Caveats: it needs CAP_NET_ADMIN (TUN, netlink) and CAP_MKNOD only when /dev/net/tun is missing;
+// Netstack mode (spec mode "netstack", or Config.Mode) replaces steps 2 and 3: the device runs
+// on a usernet.Stack whose flows from the mesh go to the same port on the pod's loopback; a DNS
+// forwarder (DNSListen, relay.Sessions and relay.Streams to the mesh nameserver through the
+// stack) and an HTTP proxy (ProxyListen, dialproxy: hosts the mesh DNS resolves into the routes
+// go through the stack, others are dialed from the pod) let the workload reach the local cluster
+// without a route. No capability, any user.
+//
+// Caveats: kernel mode needs CAP_NET_ADMIN (TUN, netlink) and CAP_MKNOD only when /dev/net/tun is missing;
 // no sysctl is written. The TUN device belongs to the process: if the process dies, the kernel
 // deletes the link with its address and routes, so a restart starts clean. The kernel side is
 // Linux-only (wgdevice.Link); elsewhere Run fails with errors.ErrUnsupported.

@@ -61,6 +61,19 @@ func (a *Agent) upNetstack(ctx context.Context, g *errgroup.Group, undo *[]func(
 		*undo = append(*undo, func() { ln.Close() })
 	}
 
+	fwdStreams, fwdSessions, err := a.listenForwards()
+	if err != nil {
+		return err
+	}
+	*undo = append(*undo, func() {
+		for _, f := range fwdStreams {
+			f.s.Listener.Close()
+		}
+		for _, f := range fwdSessions {
+			f.s.Conn.Close()
+		}
+	})
+
 	st, err := usernet.New(usernet.Config{
 		Addresses: []netip.Addr{a.spec.Address.Addr()},
 		MTU:       a.spec.MTU,
@@ -102,6 +115,23 @@ func (a *Agent) upNetstack(ctx context.Context, g *errgroup.Group, undo *[]func(
 		dnsUDP.Dial = func(context.Context, netip.AddrPort) (net.Conn, error) { return st.DialUDP(ns) }
 		g.Go(func() error { return dnsTCP.Run(ctx) })
 		g.Go(func() error { return dnsUDP.Run(ctx) })
+	}
+	dialTo := a.dialForward(st)
+	for _, f := range fwdStreams {
+		f.s.Dial = func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, usernet.DefaultDialTimeout)
+			defer cancel()
+			return dialTo(ctx, "tcp", f.to)
+		}
+		g.Go(func() error { return f.s.Run(ctx) })
+	}
+	for _, f := range fwdSessions {
+		f.s.Dial = func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, usernet.DefaultDialTimeout)
+			defer cancel()
+			return dialTo(ctx, "udp", f.to)
+		}
+		g.Go(func() error { return f.s.Run(ctx) })
 	}
 	if proxyLn != nil {
 		p, err := dialproxy.New(dialproxy.Config{Dial: a.dialFromPod(st), Logger: a.log.With("component", "proxy")})
@@ -152,31 +182,15 @@ func (a *Agent) throughMesh(addr netip.Addr) bool {
 // routes goes through the stack; anything else is dialed from the pod's own network, as the
 // workload would without the proxy.
 func (a *Agent) dialFromPod(st *usernet.Stack) func(ctx context.Context, address string) (net.Conn, error) {
-	var res *net.Resolver
-	if ns, ok := a.nameserver(); ok {
-		res = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			dst := netip.AddrPortFrom(ns, 53)
-			if strings.HasPrefix(network, "tcp") {
-				return st.DialTCP(ctx, dst)
-			}
-			return st.DialUDP(dst)
-		}}
-	}
+	res := a.meshResolver(st)
 	return func(ctx context.Context, address string) (net.Conn, error) {
-		host, port, err := dialproxy.HostPort(address)
+		host, p, err := splitPort(address)
 		if err != nil {
 			return nil, err
 		}
-		p, err := strconv.ParseUint(port, 10, 16)
-		if err != nil {
-			return nil, fmt.Errorf("port %q: %w", port, err)
-		}
-		addr, err := netip.ParseAddr(host)
-		if err != nil && res != nil {
-			addr, err = a.resolve(ctx, res, host)
-		}
+		addr, err := a.meshAddr(ctx, res, host)
 		if err == nil && a.throughMesh(addr) {
-			return st.DialTCP(ctx, netip.AddrPortFrom(addr, uint16(p)))
+			return st.DialTCP(ctx, netip.AddrPortFrom(addr, p))
 		}
 		var d net.Dialer
 		if err == nil {
@@ -184,6 +198,45 @@ func (a *Agent) dialFromPod(st *usernet.Stack) func(ctx context.Context, address
 		}
 		return d.DialContext(ctx, "tcp", address) // a name only the pod's own DNS knows
 	}
+}
+
+// splitPort splits "host:port" with a numeric port.
+func splitPort(address string) (string, uint16, error) {
+	host, port, err := dialproxy.HostPort(address)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", port, err)
+	}
+	return host, uint16(p), nil
+}
+
+// meshAddr is host as an address, or as the mesh DNS (res, nil for none) resolves it.
+func (a *Agent) meshAddr(ctx context.Context, res *net.Resolver, host string) (netip.Addr, error) {
+	if addr, err := netip.ParseAddr(host); err == nil {
+		return addr, nil
+	}
+	if res == nil {
+		return netip.Addr{}, fmt.Errorf("resolve %s: no mesh nameserver", host)
+	}
+	return a.resolve(ctx, res, host)
+}
+
+// meshResolver asks the mesh nameserver through the stack; nil without one.
+func (a *Agent) meshResolver(st *usernet.Stack) *net.Resolver {
+	ns, ok := a.nameserver()
+	if !ok {
+		return nil
+	}
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		dst := netip.AddrPortFrom(ns, 53)
+		if strings.HasPrefix(network, "tcp") {
+			return st.DialTCP(ctx, dst)
+		}
+		return st.DialUDP(dst)
+	}}
 }
 
 // ndots is the pod's resolver option that a name with fewer dots is tried with the search
@@ -227,4 +280,72 @@ func lowPortHint(addr string) string {
 		return ""
 	}
 	return " (a port below 1024 needs the pod's net.ipv4.ip_unprivileged_port_start at or below it, which containerd 2 and CRI-O set to 0, or CAP_NET_BIND_SERVICE)"
+}
+
+// forwardStreams and forwardSessions are the spec's fixed relays, with where they go.
+type (
+	forwardStreams struct {
+		s  *relay.Streams
+		to string
+	}
+	forwardSessions struct {
+		s  *relay.Sessions
+		to string
+	}
+)
+
+// listenForwards opens the listeners of the spec's forwards; on failure it closes what it
+// opened and names the forward.
+func (a *Agent) listenForwards() ([]forwardStreams, []forwardSessions, error) {
+	var (
+		streams  []forwardStreams
+		sessions []forwardSessions
+	)
+	fail := func(err error) ([]forwardStreams, []forwardSessions, error) {
+		for _, f := range streams {
+			f.s.Listener.Close()
+		}
+		for _, f := range sessions {
+			f.s.Conn.Close()
+		}
+		return nil, nil, err
+	}
+	for _, f := range a.spec.Forwards {
+		log := a.log.With("component", "forward", "listen", f.Listen, "to", f.To)
+		if f.Protocol == "udp" {
+			pc, err := net.ListenPacket("udp", f.Listen.String())
+			if err != nil {
+				return fail(fmt.Errorf("listen for the forward to %s on udp %v: %w%s", f.To, f.Listen, err, lowPortHint(f.Listen.String())))
+			}
+			sessions = append(sessions, forwardSessions{&relay.Sessions{Conn: pc, Idle: a.cfg.UDPIdle, Logger: log}, f.To})
+			continue
+		}
+		ln, err := net.Listen("tcp", f.Listen.String())
+		if err != nil {
+			return fail(fmt.Errorf("listen for the forward to %s on tcp %v: %w%s", f.To, f.Listen, err, lowPortHint(f.Listen.String())))
+		}
+		streams = append(streams, forwardStreams{&relay.Streams{Listener: ln, Logger: log}, f.To})
+	}
+	return streams, sessions, nil
+}
+
+// dialForward dials a forward's "host:port" through the mesh, whatever the routes say (a
+// forward is for the local cluster), resolving a name in the mesh DNS at every dial.
+func (a *Agent) dialForward(st *usernet.Stack) func(ctx context.Context, network, to string) (net.Conn, error) {
+	res := a.meshResolver(st)
+	return func(ctx context.Context, network, to string) (net.Conn, error) {
+		host, p, err := splitPort(to)
+		if err != nil {
+			return nil, err
+		}
+		addr, err := a.meshAddr(ctx, res, host)
+		if err != nil {
+			return nil, err
+		}
+		dst := netip.AddrPortFrom(addr, p)
+		if network == "udp" {
+			return st.DialUDP(dst)
+		}
+		return st.DialTCP(ctx, dst)
+	}
 }

@@ -62,18 +62,19 @@ func (s *Spec) UnmarshalJSON(data []byte) error {
 // JSON names must match the tags of Spec, Tunnel and DNS (a test checks).
 type (
 	wireSpec struct {
-		Version             *string     `json:"version"`
-		Mode                string      `json:"mode,omitempty"`
-		Interface           string      `json:"interface,omitempty"`
-		PrivateKey          string      `json:"privateKey,omitempty"`
-		PeerPublicKey       string      `json:"peerPublicKey,omitempty"`
-		Address             string      `json:"address,omitempty"`
-		PeerAddress         string      `json:"peerAddress,omitempty"`
-		MTU                 int         `json:"mtu,omitempty"`
-		PersistentKeepalive string      `json:"persistentKeepalive,omitempty"`
-		Routes              []string    `json:"routes,omitempty"`
-		DNS                 *wireDNS    `json:"dns,omitempty"`
-		Tunnel              *wireTunnel `json:"tunnel"`
+		Version             *string       `json:"version"`
+		Mode                string        `json:"mode,omitempty"`
+		Interface           string        `json:"interface,omitempty"`
+		PrivateKey          string        `json:"privateKey,omitempty"`
+		PeerPublicKey       string        `json:"peerPublicKey,omitempty"`
+		Address             string        `json:"address,omitempty"`
+		PeerAddress         string        `json:"peerAddress,omitempty"`
+		MTU                 int           `json:"mtu,omitempty"`
+		PersistentKeepalive string        `json:"persistentKeepalive,omitempty"`
+		Routes              []string      `json:"routes,omitempty"`
+		DNS                 *wireDNS      `json:"dns,omitempty"`
+		Tunnel              *wireTunnel   `json:"tunnel"`
+		Forwards            []wireForward `json:"forwards,omitempty"`
 	}
 	wireDNS struct {
 		Nameservers []string `json:"nameservers,omitempty"`
@@ -86,6 +87,11 @@ type (
 		Destination string `json:"destination,omitempty"`
 		Unmasked    bool   `json:"unmasked,omitempty"`
 		CAFile      string `json:"caFile,omitempty"`
+	}
+	wireForward struct {
+		Protocol string `json:"protocol,omitempty"`
+		Listen   string `json:"listen"`
+		To       string `json:"to"`
 	}
 )
 
@@ -120,6 +126,9 @@ func toWire(s Spec) wireSpec {
 	}
 	for _, r := range s.Routes {
 		w.Routes = append(w.Routes, r.String())
+	}
+	for _, f := range s.Forwards {
+		w.Forwards = append(w.Forwards, wireForward{Protocol: f.Protocol, Listen: str(f.Listen.IsValid(), f.Listen.String), To: f.To})
 	}
 	if len(s.DNS.Nameservers) > 0 || len(s.DNS.Searches) > 0 {
 		w.DNS = &wireDNS{Searches: s.DNS.Searches}
@@ -251,6 +260,11 @@ func (w *wireSpec) spec() (Spec, error) {
 			s.DNS.Nameservers = append(s.DNS.Nameservers, v)
 			return err
 		})
+	}
+	for i, f := range w.Forwards {
+		fw := Forward{Protocol: f.Protocol, To: f.To}
+		conv(fmt.Sprintf("forwards[%d].listen", i), f.Listen, func(t string) (err error) { fw.Listen, err = netip.ParseAddrPort(t); return })
+		s.Forwards = append(s.Forwards, fw)
 	}
 	conv("tunnel.destination", w.Tunnel.Destination, func(t string) (err error) {
 		s.Tunnel.Destination, err = netip.ParseAddrPort(t)

@@ -89,6 +89,21 @@ type Spec struct {
 	DNS DNS `json:"dns,omitzero"`
 	// Tunnel is how to reach the shadow pod's WebSocket tunnel server. Required.
 	Tunnel Tunnel `json:"tunnel"`
+	// Forwards are fixed relays in netstack mode, for clients that honour no proxy: the agent
+	// listens on each Listen and relays to To through the mesh. Kernel mode routes instead and
+	// ignores them. At most MaxForwards.
+	Forwards []Forward `json:"forwards,omitempty"`
+}
+
+// Forward is one fixed relay: a port on the pod's loopback to a local host and port.
+type Forward struct {
+	// Protocol is "tcp" (default) or "udp".
+	Protocol string `json:"protocol,omitempty"`
+	// Listen is where the agent listens in the pod, a loopback address and port.
+	Listen netip.AddrPort `json:"listen"`
+	// To is "host:port" in the local cluster; a name is resolved through the mesh DNS with its
+	// search list at every dial.
+	To string `json:"to"`
 }
 
 // DNS is a resolver configuration, as in a pod's dnsConfig.
@@ -171,6 +186,9 @@ func (s Spec) LogValue() slog.Value {
 	}
 	if len(s.DNS.Nameservers) > 0 || len(s.DNS.Searches) > 0 {
 		attrs = append(attrs, slog.Int("dns_nameservers", len(s.DNS.Nameservers)), slog.Int("dns_searches", len(s.DNS.Searches)))
+	}
+	if len(s.Forwards) > 0 {
+		attrs = append(attrs, slog.Int("forwards", len(s.Forwards)))
 	}
 	return slog.GroupValue(attrs...)
 }

@@ -104,6 +104,22 @@ var parseCases = []struct {
 		return s
 	}},
 
+	{name: "netstack mode", in: minimalJSON(`"mode":"netstack",`), want: func() Spec {
+		s := minimalSpec().WithDefaults()
+		s.Mode = ModeNetstack
+		return s
+	}},
+	{name: "forwards", in: minimalJSON(`"forwards":[{"listen":"127.0.0.1:5432","to":"db.team-a:5432"},{"protocol":"udp","listen":"127.0.0.1:8125","to":"10.96.0.20:8125"}],`), want: func() Spec {
+		s := minimalSpec().WithDefaults()
+		s.Forwards = []Forward{{Listen: netip.MustParseAddrPort("127.0.0.1:5432"), To: "db.team-a:5432"},
+			{Protocol: "udp", Listen: netip.MustParseAddrPort("127.0.0.1:8125"), To: "10.96.0.20:8125"}}
+		return s
+	}},
+	{name: "forward off loopback", in: minimalJSON(`"forwards":[{"listen":"0.0.0.0:5432","to":"db:5432"}],`), field: "forwards[0].listen", msg: "loopback"},
+	{name: "forward without port", in: minimalJSON(`"forwards":[{"listen":"127.0.0.1:5432","to":"db"}],`), field: "forwards[0].to", msg: "host:port"},
+	{name: "forward twice", in: minimalJSON(`"forwards":[{"listen":"127.0.0.1:5432","to":"db:5432"},{"listen":"127.0.0.2:5432","to":"db:5433"}],`), field: "forwards[1].listen", msg: "twice"},
+	{name: "forward protocol", in: minimalJSON(`"forwards":[{"protocol":"sctp","listen":"127.0.0.1:5432","to":"db:5432"}],`), field: "forwards[0].protocol", msg: "tcp or udp"},
+	{name: "unknown mode", in: minimalJSON(`"mode":"userspace",`), field: "mode", msg: `want "kernel" or "netstack"`},
 	{name: "empty input", in: "", msg: "empty input"},
 	{name: "not an object", in: `[1]`, msg: "must be a JSON object"},
 	{name: "syntax error", in: `{"version":"v1",}`, msg: "decode json at byte"},

@@ -3,8 +3,10 @@ package meshspec
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -18,6 +20,7 @@ const (
 	MaxNameservers  = 3                   // what glibc and Kubernetes accept
 	MaxSearches     = 32                  // Kubernetes' dnsConfig limit
 	MaxPathPrefix   = 256
+	MaxForwards     = 64
 	maxIfaceNameLen = 15 // IFNAMSIZ - 1
 )
 
@@ -90,6 +93,7 @@ func (s Spec) Validate() error {
 		add(fieldErrf("persistentKeepalive", "%v is not a whole number of seconds", k))
 	}
 	errs = append(errs, validateDNS(s.DNS)...)
+	errs = append(errs, validateForwards(s.Forwards)...)
 	errs = append(errs, validateTunnel(s.Tunnel)...)
 	return errors.Join(errs...)
 }
@@ -216,6 +220,42 @@ func validateTunnel(t Tunnel) []error {
 	}
 	if d := t.Destination; !d.Addr().IsValid() || d.Port() == 0 {
 		add(fieldErrf("tunnel.destination", "%v needs an address and a non-zero port", d))
+	}
+	return errs
+}
+
+func validateForwards(fs []Forward) []error {
+	var errs []error
+	if len(fs) > MaxForwards {
+		errs = append(errs, fieldErrf("forwards", "%d forwards, at most %d", len(fs), MaxForwards))
+	}
+	type key struct {
+		proto string
+		port  uint16
+	}
+	seen := map[key]bool{}
+	for i, f := range fs {
+		field := fmt.Sprintf("forwards[%d]", i)
+		proto := f.Protocol
+		if proto == "" {
+			proto = "tcp"
+		}
+		if proto != "tcp" && proto != "udp" {
+			errs = append(errs, fieldErrf(field+".protocol", "%q: want tcp or udp", f.Protocol))
+		}
+		switch l := f.Listen; {
+		case !l.IsValid():
+			errs = append(errs, fieldErr(field+".listen", ErrRequired))
+		case !l.Addr().IsLoopback() || l.Port() == 0:
+			errs = append(errs, fieldErrf(field+".listen", "%v: want a loopback address and a port (the pod's own, never exposed)", l))
+		case seen[key{proto, l.Port()}]:
+			errs = append(errs, fieldErrf(field+".listen", "%s port %d is listed twice", proto, l.Port()))
+		}
+		seen[key{proto, f.Listen.Port()}] = true
+		host, port, err := net.SplitHostPort(f.To)
+		if p, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || p == 0 {
+			errs = append(errs, fieldErrf(field+".to", "%q: want host:port", f.To))
+		}
 	}
 	return errs
 }

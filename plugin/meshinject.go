@@ -1,10 +1,12 @@
 package plugin
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,6 +93,11 @@ const (
 
 	// AnnotMeshMode chooses one pod's mesh mode, "kernel" or "netstack", over option mesh.mode.
 	AnnotMeshMode = "mesh.interlink-k8s-mesh.io/mode"
+	// AnnotMeshForwards lists a netstack pod's fixed relays, for clients that honour no proxy:
+	// "5432=db.team-a:5432, udp/8125=statsd.monitoring:8125" makes the sidecar listen on
+	// 127.0.0.1:5432 and relay to db.team-a:5432 in the local cluster (names resolved by the
+	// mesh DNS with the pod's search list).
+	AnnotMeshForwards = "mesh.interlink-k8s-mesh.io/forwards"
 	// meshAgentUser is the image's nonroot user, which netstack mode runs as.
 	meshAgentUser = 65532
 	// netstackDNS and netstackProxy are where the netstack sidecar serves the pod
@@ -193,6 +200,17 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 			return err
 		}
 	}
+	if v := strings.TrimSpace(local.Annotations[AnnotMeshForwards]); v != "" {
+		field := "metadata.annotations[" + AnnotMeshForwards + "]"
+		if mode != meshspec.ModeNetstack {
+			return &ValidationError{Field: field, Reason: "forwards need netstack mode (" + AnnotMeshMode + ": netstack); in kernel mode the mesh routes the local ranges: use the Service's name"}
+		}
+		fw, err := parseForwards(v)
+		if err != nil {
+			return &ValidationError{Field: field, Reason: err.Error()}
+		}
+		spec.Forwards = fw
+	}
 	switch m.DNSMode {
 	case DNSNone:
 		spec.DNS = meshspec.DNS{}
@@ -227,7 +245,7 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	pod.InitContainers = append([]corev1.Container{agent}, pod.InitContainers...)
 	pod.Volumes = append(pod.Volumes,
 		corev1.Volume{Name: meshConfigVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: secret.Name, DefaultMode: ptrTo(int32(0o400)),
+			SecretName: secret.Name, DefaultMode: ptrTo(secretMode(mode)),
 		}}},
 		corev1.Volume{Name: meshRunVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
 	)
@@ -257,6 +275,59 @@ func dialByAddress(t *meshspec.Tunnel, addr netip.AddrPort) error {
 	u.Host = addr.String()
 	t.URL = u.String()
 	return nil
+}
+
+// parseForwards reads AnnotMeshForwards: comma-separated "[tcp/|udp/]<port>=<host>:<port>".
+func parseForwards(v string) ([]meshspec.Forward, error) {
+	var out []meshspec.Forward
+	for item := range strings.SplitSeq(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		listen, to, ok := strings.Cut(item, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q: want [tcp/|udp/]<port>=<host>:<port>", item)
+		}
+		f := meshspec.Forward{To: strings.TrimSpace(to)}
+		if proto, port, ok := strings.Cut(listen, "/"); ok {
+			f.Protocol, listen = strings.ToLower(strings.TrimSpace(proto)), port
+		}
+		port, err := strconv.ParseUint(strings.TrimSpace(listen), 10, 16)
+		if err != nil || port == 0 {
+			return nil, fmt.Errorf("%q: %q is not a port from 1 to 65535", item, listen)
+		}
+		f.Listen = netip.AddrPortFrom(netip.MustParseAddr(netstackDNS), uint16(port))
+		if f.Protocol == "tcp" {
+			f.Protocol = "" // the default, as mesh.json writes it
+		}
+		out = append(out, f)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no forward in %q", v)
+	}
+	s := meshspec.Spec{Forwards: out}
+	var errs []error
+	if err := s.Validate(); err != nil {
+		var fe *meshspec.FieldError
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			if errors.As(e, &fe) && strings.HasPrefix(fe.Field, "forwards") {
+				errs = append(errs, e)
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// secretMode is the mesh Secret's file mode: owner-only for the root sidecar of kernel mode. The
+// kubelet writes the files as root, so the nonroot netstack sidecar needs them readable by
+// others; the volume is mounted in the sidecar alone (a pod-wide fsGroup would change the
+// workload's volumes).
+func secretMode(mode meshspec.Mode) int32 {
+	if mode == meshspec.ModeNetstack {
+		return 0o444
+	}
+	return 0o400
 }
 
 // setProxyEnv points every container's HTTP clients at the netstack sidecar's proxy, which

@@ -435,6 +435,18 @@ func TestTranslateMeshNetstack(t *testing.T) {
 	if diff := cmp.Diff(want, sc); diff != "" {
 		t.Errorf("sidecar security (-want +got):\n%s", diff)
 	}
+	for _, v := range pod.Volumes {
+		if v.Secret != nil && v.Name == meshConfigVolume && (v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o004 == 0) {
+			t.Errorf("mesh Secret volume %+v: the nonroot sidecar cannot read root's 0400 files", v.Secret)
+		}
+	}
+	for _, c := range append(pod.InitContainers[1:], pod.Containers...) {
+		for _, m := range c.VolumeMounts {
+			if m.Name == meshConfigVolume {
+				t.Errorf("container %s mounts the mesh Secret", c.Name)
+			}
+		}
+	}
 	if pod.DNSConfig == nil || !cmp.Equal(pod.DNSConfig.Nameservers, []string{"127.0.0.1"}) || pod.DNSPolicy != corev1.DNSNone {
 		t.Errorf("dns %v %+v, want the sidecar's forwarder only", pod.DNSPolicy, pod.DNSConfig)
 	}
@@ -463,5 +475,83 @@ func TestTranslateMeshNetstack(t *testing.T) {
 	var ve *ValidationError
 	if !errors.As(err, &ve) || !strings.Contains(ve.Field, AnnotMeshMode) {
 		t.Errorf("unknown mode: %v, want a ValidationError on the annotation", err)
+	}
+}
+
+func TestParseForwards(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     []meshspec.Forward
+		err      string
+	}{
+		{"tcp and udp", " 5432=db.team-a:5432, udp/8125=10.96.0.20:8125,TCP/6379=redis:6379", []meshspec.Forward{
+			{Listen: netip.MustParseAddrPort("127.0.0.1:5432"), To: "db.team-a:5432"},
+			{Protocol: "udp", Listen: netip.MustParseAddrPort("127.0.0.1:8125"), To: "10.96.0.20:8125"},
+			{Listen: netip.MustParseAddrPort("127.0.0.1:6379"), To: "redis:6379"},
+		}, ""},
+		{"no equals", "5432", nil, "want [tcp/|udp/]"},
+		{"bad port", "x=db:5432", nil, "not a port"},
+		{"port 0", "0=db:5432", nil, "not a port"},
+		{"no target port", "5432=db", nil, "host:port"},
+		{"sctp", "sctp/5432=db:5432", nil, "tcp or udp"},
+		{"twice", "5432=db:5432,5432=db2:5432", nil, "twice"},
+		{"empty", " , ", nil, "no forward"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseForwards(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got, netipComparers); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func FuzzParseForwards(f *testing.F) {
+	for _, s := range []string{"5432=db:5432", "udp/8125=10.96.0.20:8125, 6379=redis:6379", "=", "udp/=:", "5432=db"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		fw, err := parseForwards(s)
+		if err != nil {
+			return
+		}
+		if err := (meshspec.Spec{Forwards: fw}).Validate(); err != nil && strings.Contains(err.Error(), "forwards") {
+			t.Fatalf("parseForwards(%q) accepted forwards that do not validate: %v", s, err)
+		}
+	})
+}
+
+// TestTranslateMeshForwards: the annotation's forwards reach mesh.json in netstack mode; a
+// kernel-mode pod asking for them is refused, naming the mode.
+func TestTranslateMeshForwards(t *testing.T) {
+	v := meshVariants(t)[0]
+	ann := map[string]string{AnnotMeshMode: "netstack", AnnotMeshForwards: "5432=db:5432"}
+	for k, val := range v.annotations {
+		ann[k] = val
+	}
+	req := meshPod(meshTestUID, "web-0", "team-a", ann)
+	plan, err := Translate(&req, testOffloading)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []meshspec.Forward{{Listen: netip.MustParseAddrPort("127.0.0.1:5432"), To: "db:5432"}}
+	if diff := cmp.Diff(want, plan.Mesh.Forwards, netipComparers); diff != "" {
+		t.Errorf("forwards (-want +got):\n%s", diff)
+	}
+	ann[AnnotMeshMode] = "kernel"
+	req = meshPod(meshTestUID, "web-0", "team-a", ann)
+	_, err = Translate(&req, testOffloading)
+	var ve *ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(ve.Reason, "netstack") {
+		t.Errorf("forwards in kernel mode: %v, want refused naming netstack mode", err)
 	}
 }

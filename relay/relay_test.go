@@ -3,9 +3,11 @@ package relay
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -213,5 +215,89 @@ func TestDatagramsIdle(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("an idle session did not end")
+	}
+}
+
+// Streams forwards each connection to its upstream, resets one whose upstream refuses, resets
+// those beyond MaxStreams, and closes every stream when its context ends.
+func TestStreams(t *testing.T) {
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse := make(chan bool, 10)
+	s := &Streams{Listener: ln, MaxStreams: 2, Dial: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
+		if <-refuse {
+			return nil, io.ErrUnexpectedEOF
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", up.Addr().String())
+	}}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		return c
+	}
+	// wantReset dials and wants a reset, while connecting (the reset can beat the handshake's
+	// end on loopback) or at the first read.
+	wantReset := func(what string) {
+		t.Helper()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, err = c.Read(make([]byte, 1))
+			c.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "reset") {
+			t.Errorf("%s: %v, want a reset", what, err)
+		}
+	}
+	refuse <- true
+	wantReset("refused upstream")
+
+	var held []net.Conn
+	for range 2 {
+		refuse <- false
+		c := dial()
+		fmt.Fprint(c, "hi")
+		if b := make([]byte, 2); func() error { _, err := io.ReadFull(c, b); return err }() != nil || string(b) != "hi" {
+			t.Fatalf("echo %q", b)
+		}
+		held = append(held, c)
+	}
+	wantReset("beyond MaxStreams")
+	if st := s.Stats(); st.Active != 2 || st.Total != 2 || st.Refused != 2 {
+		t.Errorf("stats %+v, want 2 active, 2 in all, 2 refused", st)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	for _, c := range held {
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("a stream outlived Run")
+		}
+		c.Close()
 	}
 }

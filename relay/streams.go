@@ -77,22 +77,16 @@ func (s *Streams) Run(ctx context.Context) error {
 		wg    sync.WaitGroup
 	)
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	closed := make(chan struct{})
-	stopped := context.AfterFunc(ctx, func() {
-		defer close(closed)
+	stopped := context.AfterFunc(ctx, func() { s.Listener.Close() })
+	defer func() {
+		cancel() // no conn is added after this: the loop checks ctx under mu
+		stopped()
 		s.Listener.Close()
 		mu.Lock()
 		for c := range conns {
 			c.Close()
 		}
 		mu.Unlock()
-	})
-	defer func() {
-		cancel()
-		if !stopped() { // the AfterFunc ran or runs: wait until it has closed everything
-			<-closed
-		}
 		wg.Wait()
 	}()
 	for {

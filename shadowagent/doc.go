@@ -22,12 +22,18 @@
 //     interface to PeerAddress, except the agent's own ports; MASQUERADE both ways; forwarding),
 //     then answers /readyz with 200 and keeps re-asserting the rules (netfilter.Shadow.Run).
 //
+// Netstack mode (Config.Mode) replaces steps 2, 3 and 5: the device runs on a usernet.Stack
+// that terminates every flow the offloaded pod sends (any destination) and dials it from this
+// pod's own sockets; the declared ports (TCPPorts, UDPPorts) are ordinary listeners relayed to
+// the offloaded pod through the stack (relay.Streams, relay.Sessions). No capability, any user;
+// readiness waits for the relays instead of the rules.
+//
 // Readiness does not wait for the peer: the VK waits for the shadow pod to be Ready before the
 // offloaded pod exists. On cancel, Run removes the rules, the route and the address, closes
 // everything in reverse order and returns once its goroutines are gone.
 //
 // Caveats:
-//   - It needs CAP_NET_ADMIN (TUN, netlink, iptables), CAP_MKNOD only when /dev/net/tun is
+//   - Kernel mode needs CAP_NET_ADMIN (TUN, netlink, iptables), CAP_MKNOD only when /dev/net/tun is
 //     missing, and net.ipv4.ip_forward at 1 in its network namespace (a pod's namespace takes the
 //     node's value; with a writable /proc/sys it sets it itself). IPv4 only, as the netfilter package.
 //   - Kernel state is made in the network namespace of the thread that calls Run, and the

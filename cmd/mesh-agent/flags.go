@@ -55,6 +55,8 @@ Config file (JSON, written by the plugin as mesh.json in the pod's Secret; unkno
   tunnel.destination   WireGuard listener the server forwards to (default "127.0.0.1:51820")
   tunnel.unmasked      send unmasked frames, for a stock wstunnel server (default false)
   tunnel.caFile        PEM roots for a wss:// server (default: system roots)
+  forwards             netstack mode: fixed relays for clients without proxy support,
+                       [{"listen": "127.0.0.1:5432", "to": "db.team-a:5432", "protocol": "tcp"}]
 `
 
 func parseFlags(args []string, getenv func(string) string, out io.Writer) (options, error) {

@@ -40,6 +40,13 @@ var (
 	buildErr  error
 )
 
+// removeBinaries removes what binary built, once the package's tests are done.
+func removeBinaries() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
+
 // binary returns the path of a binary built once per test process: "mesh-agent" and
 // "shadow-agent" from cmd/, "wireguard-go" from the wireguard-go module this project embeds
 // (the reference for throughput: the same WireGuard code over plain UDP).

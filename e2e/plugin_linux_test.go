@@ -24,7 +24,7 @@ import (
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/testcluster"
 )
 
-func TestMain(m *testing.M) { testcluster.Main(m) }
+func TestMain(m *testing.M) { testcluster.Main(m, removeBinaries) }
 
 // vkPod is a pod as the VK offloads it with the full mesh: its mesh script (one of the two
 // template variants the plugin reads, rendered in vkmesh/testdata/mesh) and its WireGuard

@@ -78,10 +78,14 @@ func Get(t testing.TB) *Cluster {
 	return shared.cluster
 }
 
-// Main runs the package's tests and stops the cluster this process started, if any. Call it from
-// TestMain in every package that uses Get.
-func Main(m *testing.M) {
+// Main runs the package's tests, then the cleanups (what the tests shared, such as binaries built
+// once), and stops the cluster this process started, if any. Call it from TestMain in every
+// package that uses Get.
+func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
+	for _, c := range cleanups {
+		c()
+	}
 	if shared.stop != nil {
 		shared.stop()
 	}

@@ -435,7 +435,7 @@ func (r *Run) logs(ctx context.Context) error {
 	remote := r.remotePod()
 	ctr := r.Case.Pod.Spec.Containers[0].Name
 	marker := "conformance log line of " + r.Case.Name
-	if !r.Env.RealNodes {
+	if !r.real() {
 		path := filepath.Join(r.Env.LogDir, r.Case.Name+"-"+ctr+".log")
 		line := fmt.Sprintf("%s stdout F %s\n", time.Now().UTC().Format(time.RFC3339Nano), marker)
 		if err := os.WriteFile(path, []byte(line), 0o644); err != nil {
@@ -457,7 +457,7 @@ func (r *Run) logs(ctx context.Context) error {
 		if err != nil {
 			return false, err.Error(), nil
 		}
-		if r.Env.RealNodes {
+		if r.real() {
 			return len(b) > 0, fmt.Sprintf("%d bytes", len(b)), nil
 		}
 		return strings.Contains(string(b), marker), fmt.Sprintf("%q", truncate(string(b), 200)), nil
@@ -627,6 +627,10 @@ func (r *Run) realWants(ctx context.Context, podName string, w Want) {
 					return false, err.Error(), nil
 				}
 				last = p
+				if p.Status.Phase != w.Phase && (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed) {
+					// A finished pod stays as it finished.
+					return false, "", fmt.Errorf("finished in another phase: %s", describe(p))
+				}
 				return p.Status.Phase == w.Phase, describe(p), nil
 			})
 		})

@@ -28,7 +28,8 @@ const (
 	envServiceCIDR = "IKM_CONFORMANCE_SERVICE_CIDR"
 	envDNSIP       = "IKM_CONFORMANCE_DNS_IP"
 	envRealNodes   = "IKM_CONFORMANCE_REAL_NODES"
-	envPIDs        = "IKM_CONFORMANCE_PIDS" // "name=pid ..." of the chain's processes
+	envRealPods    = "IKM_CONFORMANCE_REAL_PODS" // 1: the remote cluster has a real node: add RealVariant cases
+	envPIDs        = "IKM_CONFORMANCE_PIDS"      // "name=pid ..." of the chain's processes
 )
 
 // caseNamespace is the local namespace of Cases[i]: short, so that the VK's shadow names stay
@@ -81,6 +82,18 @@ func TestConformance(t *testing.T) {
 		if sel.MatchString(Cases[i].Name) {
 			cases = append(cases, &Cases[i])
 			namespaces = append(namespaces, caseNamespace(i))
+		}
+	}
+	if os.Getenv(envRealPods) == "1" && !env.RealNodes {
+		img := RealImages{Shell: os.Getenv(envShellImage), Echo: os.Getenv(envEchoImage)}
+		if img.Shell == "" || img.Echo == "" {
+			t.Fatalf("%s=1 needs %s and %s (the images the remote node imported)", envRealPods, envShellImage, envEchoImage)
+		}
+		for i := range Cases {
+			if v, ok := RealVariant(&Cases[i], img, env.VKNode); ok && sel.MatchString(v.Name) {
+				cases = append(cases, v)
+				namespaces = append(namespaces, fmt.Sprintf("conf-r%02d", i+1))
+			}
 		}
 	}
 	start := time.Now()

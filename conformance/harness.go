@@ -181,6 +181,10 @@ func (r *Run) poll(ctx context.Context, what string, timeout time.Duration, cond
 		if dead != nil {
 			return fmt.Errorf("%s: %w", what, dead)
 		}
+		if !wait.Interrupted(err) {
+			// cond gave up: what it saw can no longer change.
+			return fmt.Errorf("%s: %w", what, err)
+		}
 		if last == "" {
 			last = err.Error()
 		}
@@ -222,7 +226,7 @@ func (r *Run) Execute(ctx context.Context) {
 		r.do(ctx, ch.Name, func(ctx context.Context) error { return ch.Run(ctx, r) })
 	}
 	for _, cl := range c.Clients {
-		if r.Env.RealNodes {
+		if r.real() {
 			r.do(ctx, "client "+cl.Name+" created on a local node", func(ctx context.Context) error { return r.createClient(ctx, cl) })
 		}
 		r.wants(ctx, cl.Name, c.ClientWant[cl.Name])
@@ -275,7 +279,7 @@ func (r *Run) wants(ctx context.Context, podName string, w Want) {
 	for _, ctr := range sortedKeys(w.Reasons) {
 		names = append(names, fmt.Sprintf("%s: %s terminated %s", podName, ctr, w.Reasons[ctr]))
 	}
-	if !r.Env.RealNodes {
+	if !r.real() {
 		for _, n := range names {
 			r.skip(n, NeedsRealNodes)
 		}
@@ -396,14 +400,19 @@ func (r *Run) localPod(ctx context.Context) (*corev1.Pod, error) {
 }
 
 // running waits for the local pod to be Running with an IP; for a meshed pod the IP is its shadow
-// pod's.
+// pod's. Real containers may finish before the VK's first status poll (every 5 s): a pod that
+// already Succeeded or Failed ran too (its Want says which it must be).
 func (r *Run) running(ctx context.Context) error {
 	err := r.poll(ctx, "local pod Running", waitRunning, func(ctx context.Context) (bool, string, error) {
 		p, err := r.localPod(ctx)
 		if err != nil {
 			return false, err.Error(), nil
 		}
-		return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "", describe(p), nil
+		ran := p.Status.Phase == corev1.PodRunning && p.Status.PodIP != ""
+		if r.real() && (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed) {
+			ran = true
+		}
+		return ran, describe(p), nil
 	})
 	if err != nil || r.Case.NoMesh {
 		return err

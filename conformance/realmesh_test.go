@@ -31,7 +31,7 @@ const (
 	envEchoImage     = "IKM_CONFORMANCE_ECHO_IMAGE"  // echo-server from make images
 	envShellImage    = "IKM_CONFORMANCE_SHELL_IMAGE" // busybox from make images
 	envKubeProxy     = "IKM_CONFORMANCE_KUBE_PROXY"  // 1: the local real node runs kube-proxy
-	realNodeLabel    = "ikm.interlink.dev/real-node" // testcluster.RealNodeLabel
+	envClusterDNS    = "IKM_CONFORMANCE_CLUSTER_DNS" // 1: and CoreDNS behind the kube-dns Service
 )
 
 // TestMeshRealPods proves the mesh as real pods through InterLink's unmodified VK: the shadow pod
@@ -44,9 +44,9 @@ const (
 //   - with kube-proxy on the local node: the client reaches the offloaded pod through a ClusterIP
 //     Service (whose endpoint is the pod's IP, the shadow's), and the offloaded pod reaches a local
 //     ClusterIP Service through the mesh;
-//   - the offloaded pod's resolv.conf names the local cluster's DNS (mesh.dns_mode local).
-//
-// The clusters run no CoreDNS: Service names are not checked here.
+//   - the offloaded pod's resolv.conf names the local cluster's DNS (mesh.dns_mode local);
+//   - with CoreDNS behind the local kube-dns Service too: the offloaded pod resolves a local
+//     Service's name through the mesh and reaches the Service by its short name, as at home.
 func TestMeshRealPods(t *testing.T) {
 	if os.Getenv(envRealMesh) != "1" {
 		t.Skipf("no real-node clusters (%s unset): run `make conformance` as root", envRealMesh)
@@ -94,13 +94,13 @@ func TestMeshRealPods(t *testing.T) {
 			NodeSelector:                  map[string]string{"kubernetes.io/hostname": env.VKNode},
 			Tolerations: []corev1.Toleration{
 				{Key: "virtual-node.interlink/no-schedule", Operator: corev1.TolerationOpExists},
-				{Key: realNodeLabel, Operator: corev1.TolerationOpExists},
+				{Key: RealNodeLabel, Operator: corev1.TolerationOpExists},
 			},
 			// Locally the VK's node matches the second term; remotely (the plugin drops the VK's
 			// hostname selector) only the real node matches.
 			Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
 				NodeSelectorTerms: []corev1.NodeSelectorTerm{
-					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: realNodeLabel, Operator: corev1.NodeSelectorOpIn, Values: []string{"true"}}}},
+					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: RealNodeLabel, Operator: corev1.NodeSelectorOpIn, Values: []string{"true"}}}},
 					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{env.VKNode}}}},
 				},
 			}}},
@@ -190,6 +190,21 @@ func TestMeshRealPods(t *testing.T) {
 		back := m.execUntil("offloaded pod → Service target "+targetSvc, m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
 			regexp.MustCompile(`host=target `), httpGet(targetSvc)...)
 		t.Logf("PROVEN the offloaded pod reaches the local ClusterIP Service target (%s) through the mesh and the local kube-proxy: %q", targetSvc, lastLine(back))
+		if os.Getenv(envClusterDNS) == "1" {
+			fqdn := "target." + m.ns + ".svc.cluster.local"
+			found := m.execUntil("offloaded pod resolves "+fqdn, m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
+				regexp.MustCompile(`Address:\s+`+regexp.QuoteMeta(targetSvc)+`\b`), "nslookup", fqdn)
+			t.Logf("PROVEN the offloaded pod resolves the local Service's name %s to %s through the mesh (the local CoreDNS behind %s): %q", fqdn, targetSvc, env.DNSIP, lastLine(found))
+			byName := m.execUntil("offloaded pod → Service target by name", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
+				regexp.MustCompile(`host=target `), httpGet("target")...)
+			t.Logf("PROVEN the offloaded pod reaches the local Service by its short name \"target\" (the local namespace's search list): %q", lastLine(byName))
+			absent := m.exec(m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell", "sh", "-c", "nslookup absent."+m.ns+".svc.cluster.local; true")
+			if !strings.Contains(absent, "NXDOMAIN") {
+				t.Errorf("an absent local Service name answered %q, want NXDOMAIN from the local DNS", absent)
+			}
+		} else {
+			t.Logf("Service names not checked: the local node runs no CoreDNS (%s unset)", envClusterDNS)
+		}
 	} else {
 		t.Logf("Service IPs not checked: the local node runs no kube-proxy (%s unset)", envKubeProxy)
 	}
@@ -200,7 +215,7 @@ func TestMeshRealPods(t *testing.T) {
 	if !strings.Contains(resolv, wantNS) || !strings.Contains(resolv, wantSearch) {
 		t.Errorf("offloaded pod's resolv.conf lacks %q or %q (mesh.dns_mode local):\n%s", wantNS, wantSearch, resolv)
 	} else {
-		t.Logf("PROVEN the offloaded pod resolves through the local cluster's DNS %s with the local search list; names are not checked: the clusters run no CoreDNS", env.DNSIP)
+		t.Logf("PROVEN the offloaded pod's resolv.conf names the local cluster's DNS %s with the local search list", env.DNSIP)
 	}
 
 	// The shadow pod dies; its Deployment replaces it (a new pod, a new IP). The ingress follows the
@@ -329,7 +344,7 @@ func (m *meshRun) realNode(c kubernetes.Interface, which string) string {
 	m.t.Helper()
 	var name string
 	m.poll("a Ready real node in the "+which+" cluster", 30*time.Second, func(ctx context.Context) (bool, string) {
-		l, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: realNodeLabel + "=true"})
+		l, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: RealNodeLabel + "=true"})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -354,7 +369,7 @@ func (m *meshRun) localPod(name, node string, c corev1.Container) *corev1.Pod {
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: ptr.To[int64](1),
 			NodeName:                      node,
-			Tolerations:                   []corev1.Toleration{{Key: realNodeLabel, Operator: corev1.TolerationOpExists}},
+			Tolerations:                   []corev1.Toleration{{Key: RealNodeLabel, Operator: corev1.TolerationOpExists}},
 			Containers:                    []corev1.Container{c},
 		},
 	}
@@ -543,7 +558,7 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// httpGet is a shell command asking http://ip:8080/ with busybox's nc (its static wget crashes
+// httpGet is a shell command asking http://ip:8080/ (ip may be a name) with busybox's nc (its static wget crashes
 // with SIGSEGV in these images: exit 139).
 func httpGet(ip string) []string {
 	return []string{"sh", "-c", `printf 'GET / HTTP/1.0\r\nHost: mesh\r\n\r\n' | nc -w 3 ` + ip + ` 8080`}

@@ -112,7 +112,8 @@ if [ "$real" = 1 ]; then
 	make -s images >/dev/null
 	make -s manifests >/dev/null
 	templates=$repo/bin/manifests
-	local_nodes=(IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODE_KUBE_PROXY=1)
+	# The local node runs kube-proxy and CoreDNS behind the kube-dns Service the VK names (DNSServiceIP).
+	local_nodes=(IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODE_KUBE_PROXY=1 IKM_DNS_SERVICE_IP=$dns_ip)
 	remote_nodes=(IKM_REAL_NODE=1)
 fi
 env "${local_nodes[@]}" IKM_CLUSTER_DIR="$work/local" IKM_CLUSTER_NAME=ikm-conformance-local IKM_KWOK_POD_CIDR=$pod_cidr IKM_SERVICE_CIDR=$service_cidr \
@@ -128,7 +129,7 @@ if [ "$real" = 1 ]; then
 	tunnel_address=${remote_cidr%.0/24}.1:80
 	image_ref() { tar -xOf "bin/images/$1.tar" index.json | jq -er '.manifests[0].annotations["io.containerd.image.name"]'; }
 	plugin_env=(MESH_TUNNEL_ADDRESS="$tunnel_address" MESH_AGENT_IMAGE="$(image_ref mesh-agent)")
-	suite_env=(IKM_CONFORMANCE_REAL_MESH=1 IKM_CONFORMANCE_KUBE_PROXY=1 IKM_CONFORMANCE_TUNNEL_ADDRESS="$tunnel_address"
+	suite_env=(IKM_CONFORMANCE_REAL_MESH=1 IKM_CONFORMANCE_REAL_PODS=1 IKM_CONFORMANCE_KUBE_PROXY=1 IKM_CONFORMANCE_CLUSTER_DNS=1 IKM_CONFORMANCE_TUNNEL_ADDRESS="$tunnel_address"
 		IKM_CONFORMANCE_KUBECTL="$cache/bin/current/kubectl"
 		IKM_CONFORMANCE_ECHO_IMAGE="$(image_ref echo-server)" IKM_CONFORMANCE_SHELL_IMAGE="$(image_ref shell)")
 	# The suite's shadow pods stay on kwok's nodes (real ones under eight cases at once outlast the
@@ -140,8 +141,9 @@ local_kc=$work/local/kubeconfig
 remote_kc=$work/remote/kubeconfig
 kl() { "$cache/bin/current/kubectl" --kubeconfig "$local_kc" "$@"; }
 
-# The DNS Service the VK names in the mesh (DNSServiceIP); kwok runs no DNS, the address is what counts.
-kl apply -f - >/dev/null <<YAML
+# The DNS Service the VK names in the mesh (DNSServiceIP). The local real node made it, in front of its
+# CoreDNS; on kwok alone nothing answers there, the address is what counts.
+kl get -n kube-system service kube-dns >/dev/null 2>&1 || kl apply -f - >/dev/null <<YAML
 apiVersion: v1
 kind: Service
 metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}

@@ -18,9 +18,9 @@ lk() { "$cache/bin/current/kubectl" --kubeconfig "$local_cluster/kubeconfig" "$@
 service_cidr=10.96.0.0/16
 dns_ip=10.96.0.10
 
-step "the local cluster: a second control plane with its own real node (no taint: its pods run for real) and kube-proxy"
+step "the local cluster: a second control plane with its own real node (no taint: its pods run for real), kube-proxy and CoreDNS behind the kube-dns Service $dns_ip"
 IKM_CLUSTER_DIR=$local_cluster IKM_CLUSTER_NAME=ikm-demo-local IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODES=0 \
-	IKM_NODE_KUBE_PROXY=1 IKM_SERVICE_CIDR=$service_cidr testcluster/cluster.sh up
+	IKM_NODE_KUBE_PROXY=1 IKM_SERVICE_CIDR=$service_cidr IKM_DNS_SERVICE_IP=$dns_ip testcluster/cluster.sh up
 local_cidr=$(cat "$local_cluster/node/pod-cidr")
 echo "local pods: $local_cidr on bridge ikm…; remote real pods: $remote_cidr; two bridges, no route between them"
 lk get nodes -o wide
@@ -145,6 +145,15 @@ step "the offloaded pod calls the local Service target ($target_svc) through the
 echo "$ kubectl -n $mns exec $mname -c shell -- sh -c '${get//\$0/$target_svc}'     (on the remote cluster)"
 ask 'host=target ' "$target_svc" k -n "$mns" exec "$mname" -c shell
 echo "(the Service IP is routed into the mesh; the shadow pod sends it on to kube-proxy, which masquerades every Service flow)"
+
+step "the offloaded pod calls the local Service by its name: the local cluster's DNS answers through the mesh"
+echo "$ kubectl -n $mns exec $mname -c shell -- cat /etc/resolv.conf     (on the remote cluster)"
+k -n "$mns" exec "$mname" -c shell -- cat /etc/resolv.conf
+echo "$ kubectl -n $mns exec $mname -c shell -- nslookup target.demo.svc.cluster.local"
+k -n "$mns" exec "$mname" -c shell -- nslookup target.demo.svc.cluster.local | grep -A1 '^Name:' || true
+echo "$ kubectl -n $mns exec $mname -c shell -- sh -c '${get//\$0/target}'"
+ask 'host=target ' target k -n "$mns" exec "$mname" -c shell
+echo "(mesh.dns_mode local: the pod's nameserver is the local kube-dns Service $dns_ip, its search list the local namespace's; the local CoreDNS answered $target_svc)"
 
 step "POST /delete and the shadow objects go: the remote pod, its mesh Secret, the shadow pod"
 api POST /delete "$(jq -c .pod <<<"$mpod")" >/dev/null

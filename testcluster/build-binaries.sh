@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # build-binaries.sh builds the test control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok, kwokctl) and the real node's kubelet, containerd,
+# kube-scheduler, kubectl, kwok, kwokctl) and the real node's kubelet, kube-proxy, CoreDNS, containerd,
 # containerd-shim-runc-v2 and ctr from the Go module proxy into a cache keyed by the pinned versions,
 # the build flags and the Go toolchain. A cache entry is trusted only when its stamp lists every binary with
 # a matching checksum; anything else is removed and rebuilt. Prints the cache's bin directory last.
@@ -39,7 +39,8 @@ build_group() {
 	esac
 	# A group built with tags keys its flags too; the others keep the key they always had, so their
 	# cache entries stay valid.
-	key=$( { cat "$mod/go.mod" "$mod/go.sum"; go version; echo "$*"; [ -z "$tags" ] || echo "$ldflags|$tags"; } | sha256sum | cut -c1-16)
+	# A group with a main package of its own (coredns) keys its source too.
+	key=$( { cat "$mod/go.mod" "$mod/go.sum"; go version; echo "$*"; [ -z "$tags" ] || echo "$ldflags|$tags"; [ ! -f "$mod/main.go" ] || cat "$mod/main.go"; } | sha256sum | cut -c1-16)
 	local dest="$cache/bin/$name-$key"
 	if [ -f "$dest/.complete" ] && (cd "$dest" && sha256sum --quiet -c .complete >/dev/null 2>&1); then
 		log "$name: cached in $dest"
@@ -86,6 +87,8 @@ kube=$(build_group kube 11 \
 # The real node: apart from the control plane so that each cache entry stays valid on its own.
 kubelet=$(build_group kubelet 4 kubelet=k8s.io/kubernetes/cmd/kubelet)
 kubeproxy=$(build_group kube-proxy 3 kube-proxy=k8s.io/kubernetes/cmd/kube-proxy)
+# CoreDNS with the plugins the nodes use (tools/coredns/main.go).
+coredns=$(build_group coredns 5 coredns=.)
 containerd=$(build_group containerd 4 \
 	containerd=github.com/containerd/containerd/v2/cmd/containerd \
 	containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
@@ -95,7 +98,7 @@ containerd=$(build_group containerd 4 \
 link="$cache/bin/current"
 rm -rf "$link.tmp"
 mkdir -p "$link.tmp"
-for d in "$etcd" "$kwok" "$kube" "$kubelet" "$kubeproxy" "$containerd"; do
+for d in "$etcd" "$kwok" "$kube" "$kubelet" "$kubeproxy" "$coredns" "$containerd"; do
 	for f in "$d"/*; do ln -s "$f" "$link.tmp/$(basename "$f")"; done
 done
 rm -rf "$link"
@@ -105,7 +108,7 @@ mv "$link.tmp" "$link"
 node="$cache/bin/node"
 rm -rf "$node.tmp"
 mkdir -p "$node.tmp"
-for d in "$kubelet" "$kubeproxy" "$containerd"; do
+for d in "$kubelet" "$kubeproxy" "$coredns" "$containerd"; do
 	for f in "$d"/*; do ln -s "$f" "$node.tmp/$(basename "$f")"; done
 done
 rm -rf "$node"

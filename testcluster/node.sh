@@ -42,6 +42,15 @@
 #                      the host's ip_forward stays as it was). kube-proxy's chains live in the host's
 #                      tables, where two kube-proxies would undo each other: one node at a time may run
 #                      it (up refuses a second). down runs kube-proxy --cleanup. Default 0.
+#   IKM_NODE_DNS       1 (default): run CoreDNS on the node IP, port 53 (UDP and TCP), serving the
+#                      cluster's names (cluster.local, from the apiserver as user system:coredns) and
+#                      answering NXDOMAIN for every other name: nothing is forwarded, the machine's
+#                      resolver is never asked. The node's pods use it (kubelet clusterDNS). 0: no DNS.
+#   IKM_DNS_SERVICE_IP with IKM_NODE_KUBE_PROXY=1: the kube-dns Service's address (in IKM_SERVICE_CIDR);
+#                      up makes the selector-less Service kube-system/kube-dns there with an
+#                      EndpointSlice naming CoreDNS on the node IP, and pods use the Service's address.
+#   IKM_NODE_DNS_HOSTS a hosts file of names outside the cluster CoreDNS also answers ("external"
+#                      names for tests); default none.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -66,6 +75,9 @@ sock=$state/containerd/containerd.sock
 taint=${IKM_NODE_TAINT:-1}
 kube_proxy=${IKM_NODE_KUBE_PROXY:-0}
 service_cidr=${IKM_SERVICE_CIDR:-}
+dns=${IKM_NODE_DNS:-1}
+dns_service_ip=${IKM_DNS_SERVICE_IP:-}
+dns_hosts=${IKM_NODE_DNS_HOSTS:-}
 # The machine-wide registry of live real nodes (tmpfs: gone at reboot like the nodes).
 registry=/run/ikm-real-nodes
 # Host paths the kubelet, containerd or its shims use whatever their configuration says; each is
@@ -138,7 +150,7 @@ pick_cidr() {
 }
 
 write_configs() {
-	local cidr=$1 node_ip=$2
+	local cidr=$1 node_ip=$2 cluster_dns=$4
 	# $3: the name of the pause image, as its archive carries it.
 	mkdir -p "$state"/{containerd/root,containerd/state,cni/net.d,cni/ipam,cni/cache,kubelet,pod-logs,pki,volume-plugins}
 	cat >"$state/containerd/config.toml" <<EOF
@@ -234,9 +246,10 @@ healthzPort: 10248
 podCIDR: $cidr
 podLogsDir: $state/pod-logs
 volumePluginDir: $state/volume-plugins
-# Pods never inherit the machine's resolver.
+# Pods never inherit the machine's resolver: their nameserver is the node's CoreDNS (IKM_NODE_DNS).
 resolvConf: ""
 clusterDomain: cluster.local
+${cluster_dns:+clusterDNS: [$cluster_dns]}
 failSwapOn: false
 authentication:
   anonymous:
@@ -261,13 +274,19 @@ EOF
 
 node_credentials() {
 	[ -f "$pki/ca.crt" ] && [ -f "$pki/ca.key" ] || die "no cluster CA in $pki: start the cluster with IKM_REAL_NODE=1 testcluster/cluster.sh up"
-	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$state/pki/node.key" \
-		-subj "/O=system:nodes/CN=system:node:$node" -out "$state/pki/node.csr" 2>/dev/null
-	openssl x509 -req -in "$state/pki/node.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
-		-days 2 -out "$state/pki/node.crt" 2>/dev/null
-	local server
+	client_kubeconfig kubelet node "/O=system:nodes/CN=system:node:$node"
+}
+
+# client_kubeconfig FILE KEY SUBJECT writes $state/FILE.kubeconfig for a client certificate with
+# SUBJECT (key and certificate $state/pki/KEY.{key,crt}) signed by the cluster CA.
+client_kubeconfig() {
+	local file=$1 key=$2 subject=$3 server
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$state/pki/$key.key" \
+		-subj "$subject" -out "$state/pki/$key.csr" 2>/dev/null
+	openssl x509 -req -in "$state/pki/$key.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+		-days 2 -out "$state/pki/$key.crt" 2>/dev/null
 	server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
-	cat >"$state/kubelet.kubeconfig" <<EOF
+	cat >"$state/$file.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -276,14 +295,14 @@ clusters:
     server: $server
     certificate-authority: $pki/ca.crt
 users:
-- name: node
+- name: $key
   user:
-    client-certificate: $state/pki/node.crt
-    client-key: $state/pki/node.key
+    client-certificate: $state/pki/$key.crt
+    client-key: $state/pki/$key.key
 contexts:
-- name: node
-  context: {cluster: cluster, user: node}
-current-context: node
+- name: $key
+  context: {cluster: cluster, user: $key}
+current-context: $key
 EOF
 }
 
@@ -346,11 +365,18 @@ up() {
 	fi
 	if [ "$kube_proxy" = 1 ]; then
 		[[ $service_cidr =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+/[0-9]+$ ]] || die "IKM_NODE_KUBE_PROXY=1 needs IKM_SERVICE_CIDR (the cluster's Service range, e.g. 10.96.0.0/16)"
-		kube_proxy_bin=$bin/kube-proxy
-		# Another clone's build-binaries.sh may rewrite bin/node without it: take the cache entry.
-		[ -x "$kube_proxy_bin" ] || kube_proxy_bin=$(ls -t "$cache"/bin/kube-proxy-*/kube-proxy 2>/dev/null | head -1)
-		[ -x "$kube_proxy_bin" ] || die "no kube-proxy in $bin: run testcluster/build-binaries.sh"
+		kube_proxy_bin=$(node_binary kube-proxy)
 	fi
+	case $dns in
+	0) [ -z "$dns_service_ip" ] || die "IKM_DNS_SERVICE_IP=$dns_service_ip needs IKM_NODE_DNS=1" ;;
+	1) coredns_bin=$(node_binary coredns) ;;
+	*) die "IKM_NODE_DNS=$dns: want 1 (CoreDNS on the node) or 0" ;;
+	esac
+	if [ -n "$dns_service_ip" ]; then
+		[[ $dns_service_ip =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "IKM_DNS_SERVICE_IP=$dns_service_ip: want an IPv4 address in IKM_SERVICE_CIDR"
+		[ "$kube_proxy" = 1 ] || die "IKM_DNS_SERVICE_IP=$dns_service_ip needs IKM_NODE_KUBE_PROXY=1: without kube-proxy no pod reaches a Service address"
+	fi
+	[ -z "$dns_hosts" ] || [ -r "$dns_hosts" ] || die "IKM_NODE_DNS_HOSTS=$dns_hosts: no such readable file"
 	down >/dev/null 2>&1 || true
 	local start=$SECONDS
 	mkdir -p "$state"
@@ -364,9 +390,10 @@ up() {
 	node_ip=${cidr%.0/24}.1
 	echo "$cidr" >"$state/pod-cidr"
 	log "node $node: pod range $cidr on bridge $bridge, node IP $node_ip"
-	local pause
+	local pause cluster_dns=""
 	pause=$(image_ref "$images/pause.tar")
-	write_configs "$cidr" "$node_ip" "$pause"
+	[ "$dns" = 0 ] || cluster_dns=${dns_service_ip:-$node_ip}
+	write_configs "$cidr" "$node_ip" "$pause" "$cluster_dns"
 	node_credentials
 	make_cgroup_root
 	ip link add "$bridge" type bridge
@@ -401,7 +428,9 @@ up() {
 		"$bin/ctr" --address "$sock" -n k8s.io images import --snapshotter overlayfs "$tar" >>"$state/import.log" 2>&1 ||
 			die "import $tar failed (see $state/import.log)"
 	done
-	log "imported $(find "$images" -name '*.tar' | wc -l) images; starting the kubelet"
+	log "imported $(find "$images" -name '*.tar' | wc -l) images"
+	[ "$dns" = 0 ] || start_coredns "$node_ip" "${inns[@]}"
+	log "starting the kubelet"
 	local taints=()
 	[ "$taint" = 0 ] || taints=(--register-with-taints "ikm.interlink.dev/real-node=true:NoSchedule")
 	setsid "${inns[@]}" "$bin/kubelet" --config "$state/kubelet-config.yaml" --kubeconfig "$state/kubelet.kubeconfig" \
@@ -421,12 +450,7 @@ up() {
 start_kube_proxy() {
 	local cidr=$1 node_ip=$2
 	shift 2
-	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$state/pki/kube-proxy.key" \
-		-subj "/CN=system:kube-proxy" -out "$state/pki/kube-proxy.csr" 2>/dev/null
-	openssl x509 -req -in "$state/pki/kube-proxy.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
-		-days 2 -out "$state/pki/kube-proxy.crt" 2>/dev/null
-	sed -e "s#$state/pki/node.crt#$state/pki/kube-proxy.crt#" -e "s#$state/pki/node.key#$state/pki/kube-proxy.key#" \
-		"$state/kubelet.kubeconfig" >"$state/kube-proxy.kubeconfig"
+	client_kubeconfig kube-proxy kube-proxy "/CN=system:kube-proxy"
 	cat >"$state/kube-proxy.yaml" <<KPEOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -460,6 +484,85 @@ KPEOF
 	echo $! >"$state/kube-proxy.pid"
 	echo "$kube_proxy_bin" >"$state/kube-proxy.bin"
 	wait_for "kube-proxy healthy on $node_ip:10256" 60 curl -sf "http://$node_ip:10256/healthz"
+}
+
+# node_binary NAME prints the path of a node binary that build-binaries.sh made.
+node_binary() {
+	local b=$bin/$1
+	# Another clone's older build-binaries.sh may rewrite bin/node without it: take the cache entry.
+	[ -x "$b" ] || b=$(ls -t "$cache"/bin/"$1"-*/"$1" 2>/dev/null | head -1)
+	[ -x "$b" ] || die "no $1 in $bin: run testcluster/build-binaries.sh"
+	echo "$b"
+}
+
+# start_coredns NODE_IP NSENTER...: CoreDNS on NODE_IP:53 for the cluster's names, as user
+# system:coredns with read access to what its kubernetes plugin watches; with IKM_DNS_SERVICE_IP, the
+# kube-dns Service in front of it.
+start_coredns() {
+	local node_ip=$1
+	shift
+	client_kubeconfig coredns coredns "/CN=system:coredns"
+	kubectl apply -f - >/dev/null <<EOF || die "cannot grant CoreDNS its read access"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "ikm:coredns", labels: {ikm.interlink.dev/node: "$node"}}
+rules:
+- {apiGroups: [""], resources: [services, namespaces, pods], verbs: [list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "ikm:coredns", labels: {ikm.interlink.dev/node: "$node"}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "ikm:coredns"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
+EOF
+	local hosts=""
+	# fallthrough: a name the file lacks goes on to the cluster's names, then to NXDOMAIN.
+	[ -z "$dns_hosts" ] || hosts=$(printf '    hosts %s {\n        fallthrough\n    }' "$dns_hosts")
+	cat >"$state/Corefile" <<EOF
+.:53 {
+    bind $node_ip
+    ready $node_ip:8181
+    errors
+    log . "{remote} {type} {name} {rcode} {duration}"
+    cache 5
+$hosts
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $state/coredns.kubeconfig ""
+        pods insecure
+        ttl 5
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    # Nothing is forwarded: every other name does not exist here.
+    template ANY ANY {
+        rcode NXDOMAIN
+    }
+}
+EOF
+	log "starting CoreDNS on $node_ip:53 (cluster.local; every other name NXDOMAIN)"
+	setsid "$@" "$coredns_bin" -conf "$state/Corefile" >"$state/coredns.log" 2>&1 </dev/null &
+	echo $! >"$state/coredns.pid"
+	wait_for "CoreDNS ready on $node_ip:8181" 60 curl -sf "http://$node_ip:8181/ready"
+	[ -n "$dns_service_ip" ] || return 0
+	kubectl apply -f - >/dev/null <<EOF || die "cannot make the kube-dns Service at $dns_service_ip"
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  clusterIP: $dns_service_ip
+  ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kube-dns-$node
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: kube-dns, endpointslice.kubernetes.io/managed-by: ikm.interlink.dev-node.sh}
+addressType: IPv4
+endpoints: [{addresses: ["$node_ip"], conditions: {ready: true}, nodeName: "$node"}]
+ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
+EOF
+	log "Service kube-system/kube-dns at $dns_service_ip → CoreDNS at $node_ip:53"
 }
 
 # image_ref ARCHIVE prints the name (io.containerd.image.name) an archive from make images carries.
@@ -521,6 +624,12 @@ down() {
 		log "stopping kube-proxy and removing its rules (kube-proxy --cleanup)"
 		stop_pids "$(cat "$state/kube-proxy.pid")"
 		"$(cat "$state/kube-proxy.bin")" --cleanup >"$state/kube-proxy-cleanup.log" 2>&1 || log "kube-proxy --cleanup failed (see $dir/node-logs/kube-proxy-cleanup.log)"
+	fi
+	if [ -f "$state/coredns.pid" ]; then
+		log "stopping CoreDNS"
+		stop_pids "$(cat "$state/coredns.pid")"
+		kubectl delete -n kube-system endpointslice "kube-dns-$node" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+		kubectl delete clusterrolebinding,clusterrole -l "ikm.interlink.dev/node=$node" --wait=false >/dev/null 2>&1 || true
 	fi
 	if [ -f "$state/kubelet.pid" ]; then
 		log "stopping the kubelet"

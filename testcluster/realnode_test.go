@@ -290,3 +290,76 @@ var hostForward = func() string {
 	b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 	return strings.TrimSpace(string(b))
 }()
+
+// TestRealNodeDNS proves the node's CoreDNS (node.sh, IKM_NODE_DNS): a pod on the real node has it
+// as its only nameserver with the cluster's search list, resolves a Service by its full name
+// (nslookup) and by its short name (the C library's resolver, through the search list), and gets
+// NXDOMAIN for a name outside the cluster: nothing is forwarded to the machine's resolver.
+func TestRealNodeDNS(t *testing.T) {
+	c := Get(t)
+	nodeName := c.RealNode(t)
+	ns := c.Namespace(t)
+	node, err := c.Client.CoreV1().Nodes().Get(t.Context(), nodeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodeIP string
+	for _, a := range node.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			nodeIP = a.Address
+		}
+	}
+	if nodeIP == "" {
+		t.Fatalf("node %s has no InternalIP: %+v", nodeName, node.Status.Addresses)
+	}
+	// No selector and no kube-proxy here: only the name's answer counts.
+	svc, err := c.Client.CoreV1().Services(ns).Create(t.Context(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "named"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fqdn := "named." + ns + ".svc.cluster.local"
+	// busybox's nc names the address it resolved when the connection fails (the Service range has no
+	// route on this node); each section ends with a marker line.
+	script := "cat /etc/resolv.conf; echo @@; nslookup " + fqdn + "; echo @@; nc -w 1 named 80 </dev/null; echo @@; nslookup absent.example; echo @@"
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "dns"},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To[int64](1),
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{
+				Name:            "shell",
+				Image:           imageRef(t, "shell"),
+				ImagePullPolicy: corev1.PullNever,
+				Command:         []string{"/bin/sh", "-c", script},
+			}},
+		},
+	}
+	OnRealNode(&pod.Spec)
+	if _, err := c.Client.CoreV1().Pods(ns).Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitPod(t, ns, pod.Name, "completion", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
+	out := c.logs(t, ns, pod.Name, "shell")
+	parts := strings.Split(out, "@@")
+	if len(parts) != 5 {
+		t.Fatalf("pod output has %d sections, want 4:\n%s", len(parts)-1, out)
+	}
+	resolv, full, short, absent := parts[0], parts[1], parts[2], parts[3]
+	if !strings.Contains(resolv, "nameserver "+nodeIP) || strings.Count(resolv, "nameserver") != 1 ||
+		!strings.Contains(resolv, "search "+ns+".svc.cluster.local svc.cluster.local cluster.local") {
+		t.Errorf("resolv.conf = %q, want the node's CoreDNS %s alone and the cluster's search list", resolv, nodeIP)
+	}
+	if !strings.Contains(full, "Address: "+svc.Spec.ClusterIP) {
+		t.Errorf("nslookup %s = %q, want the Service's address %s", fqdn, full, svc.Spec.ClusterIP)
+	}
+	if !strings.Contains(short, "("+svc.Spec.ClusterIP+")") {
+		t.Errorf("nc by the short name = %q, want it to name the Service's address %s", short, svc.Spec.ClusterIP)
+	}
+	if !strings.Contains(absent, "NXDOMAIN") {
+		t.Errorf("nslookup absent.example = %q, want NXDOMAIN (nothing forwarded)", absent)
+	}
+	t.Logf("the node's CoreDNS %s: %s and \"named\" → %s, absent.example NXDOMAIN", nodeIP, fqdn, svc.Spec.ClusterIP)
+}

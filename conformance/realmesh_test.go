@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -218,6 +220,16 @@ func TestMeshRealPods(t *testing.T) {
 		t.Logf("PROVEN the offloaded pod's resolv.conf names the local cluster's DNS %s with the local search list", env.DNSIP)
 	}
 
+	m.crashAndRecover(crashCheck{
+		shadow: shadow, remote: remote,
+		out: func(what string) string {
+			return m.execUntil(what, m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell", regexp.MustCompile(`host=target `), httpGet(target.Status.PodIP)...)
+		},
+		in: func(what string) string {
+			return m.execUntil(what, m.localKubeconfig(), m.ns, client.Name, "shell", regexp.MustCompile(`host=`+regexp.QuoteMeta(hostnameOf(remote))+` `), httpGet(shadow.Status.PodIP)...)
+		},
+	})
+
 	// The shadow pod dies; its Deployment replaces it (a new pod, a new IP). The ingress follows the
 	// Service's endpoint, as an ingress controller does, and mesh-agent re-dials by itself.
 	dropped := time.Now()
@@ -265,6 +277,8 @@ type meshRun struct {
 	ns          string
 	kubectl     string
 	echo, shell string
+	// restricted makes the local pods pass Pod Security "restricted" (restrictPod).
+	restricted bool
 }
 
 func (m *meshRun) localKubeconfig() string  { return os.Getenv(envLocal) }
@@ -372,6 +386,9 @@ func (m *meshRun) localPod(name, node string, c corev1.Container) *corev1.Pod {
 			Tolerations:                   []corev1.Toleration{{Key: RealNodeLabel, Operator: corev1.TolerationOpExists}},
 			Containers:                    []corev1.Container{c},
 		},
+	}
+	if m.restricted {
+		restrictPod(&p.Spec)
 	}
 	if _, err := m.env.Local.CoreV1().Pods(m.ns).Create(m.t.Context(), p, metav1.CreateOptions{}); err != nil {
 		m.t.Fatalf("create local pod %s: %v", name, err)
@@ -558,15 +575,98 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// httpGet is a shell command asking http://ip:8080/ (ip may be a name) with busybox's nc (its static wget crashes
-// with SIGSEGV in these images: exit 139).
-func httpGet(ip string) []string {
-	return []string{"sh", "-c", `printf 'GET / HTTP/1.0\r\nHost: mesh\r\n\r\n' | nc -w 3 ` + ip + ` 8080`}
+// httpGet is a shell command asking http://ip:8080/ (ip may be a name; port[0] another port) with
+// busybox's nc (its static wget crashes with SIGSEGV in these images: exit 139).
+func httpGet(ip string, port ...string) []string {
+	p := "8080"
+	if len(port) > 0 {
+		p = port[0]
+	}
+	return []string{"sh", "-c", `printf 'GET / HTTP/1.0\r\nHost: mesh\r\n\r\n' | nc -w 3 ` + ip + ` ` + p}
 }
 
 // agentMemory finds the process named comm in the pod with uid (its cgroup path names the pod,
 // the kubelet's cgroupfs layout) and returns its RSS and its container's memory cgroup usage, MiB.
 func agentMemory(comm string, uid types.UID) (rss, cgroup float64, err error) {
+	p, err := agentProc(comm, uid)
+	if err != nil {
+		return 0, 0, err
+	}
+	cg, err := os.ReadFile(p + "/cgroup")
+	if err != nil {
+		return 0, 0, err
+	}
+	status, err := os.ReadFile(p + "/status")
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		if kb, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			var n float64
+			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
+			rss = n / 1024
+		}
+	}
+	for _, l := range strings.Split(string(cg), "\n") {
+		// cgroup v1: "N:memory:/path"; v2: "0::/path".
+		f := strings.SplitN(l, ":", 3)
+		if len(f) != 3 || (f[1] != "memory" && f[1] != "") {
+			continue
+		}
+		for _, file := range []string{"/sys/fs/cgroup/memory" + f[2] + "/memory.usage_in_bytes", "/sys/fs/cgroup" + f[2] + "/memory.current"} {
+			if b, err := os.ReadFile(file); err == nil {
+				var n float64
+				fmt.Sscan(strings.TrimSpace(string(b)), &n)
+				return rss, n / (1 << 20), nil
+			}
+		}
+	}
+	return rss, 0, fmt.Errorf("no memory cgroup file for %s (%s)", comm, p)
+}
+
+// crashCheck is what crashAndRecover needs: the two agents' pods and a request each way that
+// retries until it is answered (out: from the offloaded pod; in: from a local client).
+type crashCheck struct {
+	shadow, remote *corev1.Pod
+	out, in        func(what string) string
+}
+
+// crashAndRecover kills each agent in turn (SIGKILL, as a crash) and proves traffic comes back both
+// ways once the kubelet restarted its container in place (same pod, same IP), logging how long that
+// took and the container's restart count.
+func (m *meshRun) crashAndRecover(c crashCheck) {
+	m.t.Helper()
+	for _, a := range []struct {
+		comm, container string
+		pod             *corev1.Pod
+		client          kubernetes.Interface
+	}{{"mesh-agent", plugin.MeshAgentContainer, c.remote, m.env.Remote}, {"shadow-agent", "shadow-agent", c.shadow, m.env.Local}} {
+		crashed := time.Now()
+		if err := crashAgent(a.comm, a.pod.UID); err != nil {
+			m.t.Fatalf("crash %s: %v", a.comm, err)
+		}
+		m.poll(a.comm+" restarted by the kubelet", 90*time.Second, func(ctx context.Context) (bool, string) {
+			p, err := a.client.CoreV1().Pods(a.pod.Namespace).Get(ctx, a.pod.Name, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, s := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+				if s.Name == a.container {
+					return s.RestartCount > 0 && s.State.Running != nil, fmt.Sprintf("%s restarts %d, %s", s.Name, s.RestartCount, describePod(p))
+				}
+			}
+			return false, "no status of " + a.container + ": " + describePod(p)
+		})
+		out := c.out("offloaded pod → local pod after " + a.comm + "'s crash")
+		in := c.in("local client → offloaded pod after " + a.comm + "'s crash")
+		m.t.Logf("PROVEN the mesh recovers from a crash of %s (SIGKILL; the kubelet restarts the container in place): both directions answer again %s after the kill: %q, %q",
+			a.comm, time.Since(crashed).Round(100*time.Millisecond), lastLine(out), lastLine(in))
+	}
+}
+
+// agentProc returns the /proc directory of the process named comm in the pod with uid (its cgroup
+// path names the pod, the kubelet's cgroupfs layout).
+func agentProc(comm string, uid types.UID) (string, error) {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	pod := "pod" + string(uid)
 	for _, p := range procs {
@@ -574,38 +674,25 @@ func agentMemory(comm string, uid types.UID) (rss, cgroup float64, err error) {
 		if err != nil || strings.TrimSpace(string(c)) != comm {
 			continue
 		}
-		cg, err := os.ReadFile(p + "/cgroup")
-		if err != nil || !strings.Contains(string(cg), pod) {
-			continue
+		if cg, err := os.ReadFile(p + "/cgroup"); err == nil && strings.Contains(string(cg), pod) {
+			return p, nil
 		}
-		status, err := os.ReadFile(p + "/status")
-		if err != nil {
-			return 0, 0, err
-		}
-		for _, l := range strings.Split(string(status), "\n") {
-			if kb, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-				var n float64
-				fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
-				rss = n / 1024
-			}
-		}
-		for _, l := range strings.Split(string(cg), "\n") {
-			// cgroup v1: "N:memory:/path"; v2: "0::/path".
-			f := strings.SplitN(l, ":", 3)
-			if len(f) != 3 || (f[1] != "memory" && f[1] != "") {
-				continue
-			}
-			for _, file := range []string{"/sys/fs/cgroup/memory" + f[2] + "/memory.usage_in_bytes", "/sys/fs/cgroup" + f[2] + "/memory.current"} {
-				if b, err := os.ReadFile(file); err == nil {
-					var n float64
-					fmt.Sscan(strings.TrimSpace(string(b)), &n)
-					return rss, n / (1 << 20), nil
-				}
-			}
-		}
-		return rss, 0, fmt.Errorf("no memory cgroup file for %s (%s)", comm, p)
 	}
-	return 0, 0, fmt.Errorf("no process %s in pod %s on this machine", comm, uid)
+	return "", fmt.Errorf("no process %s in pod %s on this machine", comm, uid)
+}
+
+// crashAgent kills the process named comm in the pod with uid with SIGKILL, as a crash would: the
+// kubelet restarts its container (mesh-agent is a native sidecar, restartPolicy Always).
+func crashAgent(comm string, uid types.UID) error {
+	p, err := agentProc(comm, uid)
+	if err != nil {
+		return err
+	}
+	pid, err := strconv.Atoi(filepath.Base(p))
+	if err != nil {
+		return err
+	}
+	return syscall.Kill(pid, syscall.SIGKILL)
 }
 
 // lastLine is the last non-empty line of s: the body of echo-server's one-line answer.

@@ -202,18 +202,39 @@ KUBECONFIG=$local_kc NODENAME=vk-node CONFIGPATH=$work/vk.yaml POD_IP=127.0.0.1 
 	"$il_dir/virtual-kubelet" >"$out/logs/virtual-kubelet.log" 2>&1 &
 pids+=($!)
 
-log "waiting for node vk-node to be Ready"
-for i in $(seq 120); do
-	kl get node vk-node -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
-	for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { log "a component exited early; see $out/logs"; tail -n 20 "$out"/logs/*.log >&2; exit 1; }; done
-	[ "$i" -lt 120 ] || { log "vk-node never became Ready; see $out/logs/virtual-kubelet.log"; exit 1; }
-	sleep 0.5
+vk_nodes=(vk-node)
+if [ "$real" = 1 ]; then
+	# A second VK, node vk-netstack, renders the netstack shadow template (the template is per VK):
+	# TestMeshRealPodsRestricted offloads through it into namespaces enforcing Pod Security restricted.
+	sed "s#WstunnelTemplatePath: .*#WstunnelTemplatePath: $templates/shadow-pod-netstack.tmpl#" "$work/vk.yaml" >"$work/vk-netstack.yaml"
+	kubelet_port2=$(free_port)
+	log "starting a second virtual kubelet (node vk-netstack, kubelet port 127.0.0.1:$kubelet_port2) with the netstack shadow template"
+	KUBECONFIG=$local_kc NODENAME=vk-netstack CONFIGPATH=$work/vk-netstack.yaml POD_IP=127.0.0.1 \
+		KUBELET_URL=127.0.0.1 KUBELET_PORT=$kubelet_port2 \
+		"$il_dir/virtual-kubelet" >"$out/logs/virtual-kubelet-netstack.log" 2>&1 &
+	pids+=($!)
+	vk_nodes+=(vk-netstack)
+	suite_env+=(IKM_CONFORMANCE_NETSTACK_VK_NODE=vk-netstack)
+fi
+
+for vk in "${vk_nodes[@]}"; do
+	log "waiting for node $vk to be Ready"
+	for i in $(seq 120); do
+		kl get node "$vk" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
+		for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { log "a component exited early; see $out/logs"; tail -n 20 "$out"/logs/*.log >&2; exit 1; }; done
+		[ "$i" -lt 120 ] || { log "$vk never became Ready; see $out/logs/virtual-kubelet*.log"; exit 1; }
+		sleep 0.5
+	done
 done
 log "environment up; running the suite"
 
 tests='^TestConformance$'
-[ "$real" = 0 ] || tests='^(TestConformance|TestMeshRealPods)$'
-env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}" \
+chain="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}"
+if [ "$real" = 1 ]; then
+	tests='^(TestConformance|TestMeshRealPods|TestMeshRealPodsRestricted)$'
+	chain="$chain virtual-kubelet-netstack=${pids[3]}"
+fi
+env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="$chain" \
 	IKM_CONFORMANCE_LOCAL_KUBECONFIG=$local_kc \
 	IKM_CONFORMANCE_REMOTE_KUBECONFIG=$remote_kc \
 	IKM_CONFORMANCE_OUT=$out \
@@ -222,8 +243,8 @@ env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="plugin=${pids[0]} interlink=${pids[1
 	IKM_CONFORMANCE_DNS_IP=$dns_ip \
 	"$out/conformance.test" -test.run "$tests" -test.v -test.timeout 25m -run-cases="${IKM_CONFORMANCE_RUN:-}" || suite=$?
 # A process of the chain that died is the first thing to know about.
-names=(plugin interlink virtual-kubelet)
-for i in 0 1 2; do
+names=(plugin interlink virtual-kubelet virtual-kubelet-netstack)
+for i in "${!pids[@]}"; do
 	state=$(awk '{print $3}' "/proc/${pids[$i]}/stat" 2>/dev/null || echo gone)
 	if [ "$state" = Z ] || [ "$state" = gone ]; then
 		log "${names[$i]} exited during the suite; the end of its log ($out/logs/${names[$i]}.log):"

@@ -220,8 +220,8 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 		regexp.MustCompile(`host=target `), httpGet("127.0.0.1", "18080")...)
 	answer = m.execUntil("local client → the new shadow pod's IP "+next.Status.PodIP, m.localKubeconfig(), m.ns, client.Name, "shell",
 		regexp.MustCompile(`host=`+regexp.QuoteMeta(hostnameOf(remote))+` `), httpGet(next.Status.PodIP)...)
-	t.Logf("PROVEN the netstack mesh recovers when the shadow pod is replaced: both directions answer through the new shadow %s, %s after the delete: %q",
-		next.Status.PodIP, time.Since(dropped).Round(100*time.Millisecond), lastLine(answer))
+	t.Logf("PROVEN the netstack mesh recovers when the shadow pod is replaced: both directions answer through the new shadow %s, %s after the delete: %q, %q",
+		next.Status.PodIP, time.Since(dropped).Round(100*time.Millisecond), lastLine(back), lastLine(answer))
 	if err := env.Local.CoreV1().Pods(m.ns).Delete(ctx, web.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete the offloaded pod: %v", err)
 	}

@@ -98,46 +98,17 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 	targetSvc := m.service("target")
 
 	start := time.Now()
-	web := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: m.ns, Labels: map[string]string{"app": "web"},
-			Annotations: map[string]string{
-				plugin.AnnotMeshMode:     "netstack",
-				plugin.AnnotMeshForwards: "18080=target:8080",
-			}},
-		Spec: corev1.PodSpec{
-			TerminationGracePeriodSeconds: ptr.To[int64](2),
-			NodeSelector:                  map[string]string{"kubernetes.io/hostname": vkNode},
-			Tolerations: []corev1.Toleration{
-				{Key: "virtual-node.interlink/no-schedule", Operator: corev1.TolerationOpExists},
-				{Key: RealNodeLabel, Operator: corev1.TolerationOpExists},
-			},
-			Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
-				NodeSelectorTerms: []corev1.NodeSelectorTerm{
-					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: RealNodeLabel, Operator: corev1.NodeSelectorOpIn, Values: []string{"true"}}}},
-					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{vkNode}}}},
-				},
-			}}},
-			Containers: []corev1.Container{
-				{Name: "web", Image: m.echo, ImagePullPolicy: corev1.PullIfNotPresent, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}},
-				{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullIfNotPresent, Command: []string{"sleep", "3600"}},
-			},
-		},
-	}
+	web := m.offloadedPod(vkNode, map[string]string{
+		plugin.AnnotMeshMode:     "netstack",
+		plugin.AnnotMeshForwards: "18080=target:8080",
+	})
 	restrictPod(&web.Spec)
 	web, err = env.Local.CoreV1().Pods(m.ns).Create(ctx, web, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create the offloaded pod: %v", err)
 	}
 
-	var shadow *corev1.Pod
-	m.poll("netstack shadow pod Ready on the local real node", 90*time.Second, func(ctx context.Context) (bool, string) {
-		l, err := env.Local.CoreV1().Pods(shadowNS).List(ctx, metav1.ListOptions{})
-		if err != nil || len(l.Items) != 1 {
-			return false, fmt.Sprintf("%d pods, %v", len(l.Items), err)
-		}
-		shadow = &l.Items[0]
-		return shadow.Spec.NodeName == localNode && podReady(shadow), describePod(shadow)
-	})
+	shadow := m.waitShadow(shadowNS, localNode, "")
 	if caps := addedCapabilities(shadow); len(caps) > 0 {
 		t.Fatalf("the netstack shadow pod adds capabilities %v", caps)
 	}
@@ -147,15 +118,7 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 	host, backend := m.ingressBackend(shadowNS)
 	ing := startIngress(t, filepath.Join(out, "logs"), tunnel, host, backend)
 
-	var remote *corev1.Pod
-	m.poll("offloaded pod Ready on the remote real node", 3*time.Minute, func(ctx context.Context) (bool, string) {
-		l, err := env.Remote.CoreV1().Pods(remoteNS).List(ctx, metav1.ListOptions{LabelSelector: "interlink.io/source.pod_uid=" + string(web.UID)})
-		if err != nil || len(l.Items) != 1 {
-			return false, fmt.Sprintf("%d remote pods in %s, %v", len(l.Items), remoteNS, err)
-		}
-		remote = &l.Items[0]
-		return remote.Spec.NodeName == remoteNode && podReady(remote), describePod(remote)
-	})
+	remote := m.waitRemote(web.UID, remoteNode)
 	if caps := addedCapabilities(remote); len(caps) > 0 {
 		t.Fatalf("the offloaded pod adds capabilities %v", caps)
 	}
@@ -202,34 +165,14 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 	})
 
 	dropped := time.Now()
-	if err := env.Local.CoreV1().Pods(shadowNS).Delete(ctx, shadow.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatalf("delete the shadow pod: %v", err)
-	}
-	var next *corev1.Pod
-	m.poll("a new shadow pod Ready", 90*time.Second, func(ctx context.Context) (bool, string) {
-		l, err := env.Local.CoreV1().Pods(shadowNS).List(ctx, metav1.ListOptions{})
-		if err != nil || len(l.Items) != 1 || l.Items[0].UID == shadow.UID {
-			return false, fmt.Sprintf("%d pods, %v", len(l.Items), err)
-		}
-		next = &l.Items[0]
-		return podReady(next), describePod(next)
-	})
-	_, backend = m.ingressBackend(shadowNS)
-	ing.reload(t, backend)
+	next := m.replaceShadow(shadow, ing)
 	back = m.execUntil("offloaded pod → target after the shadow pod's replacement", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
 		regexp.MustCompile(`host=target `), httpGet("127.0.0.1", "18080")...)
 	answer = m.execUntil("local client → the new shadow pod's IP "+next.Status.PodIP, m.localKubeconfig(), m.ns, client.Name, "shell",
 		regexp.MustCompile(`host=`+regexp.QuoteMeta(hostnameOf(remote))+` `), httpGet(next.Status.PodIP)...)
 	t.Logf("PROVEN the netstack mesh recovers when the shadow pod is replaced: both directions answer through the new shadow %s, %s after the delete: %q, %q",
 		next.Status.PodIP, time.Since(dropped).Round(100*time.Millisecond), lastLine(back), lastLine(answer))
-	if err := env.Local.CoreV1().Pods(m.ns).Delete(ctx, web.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatalf("delete the offloaded pod: %v", err)
-	}
-	m.poll("remote pod and shadow Deployment gone", 90*time.Second, func(ctx context.Context) (bool, string) {
-		_, rerr := env.Remote.CoreV1().Pods(remote.Namespace).Get(ctx, remote.Name, metav1.GetOptions{})
-		d, _ := env.Local.AppsV1().Deployments(shadowNS).List(ctx, metav1.ListOptions{})
-		return rerr != nil && d != nil && len(d.Items) == 0, fmt.Sprintf("remote pod: %v; %d shadow Deployments", rerr, len(d.Items))
-	})
+	m.deleteOffloaded(web.Name, remote, shadowNS)
 }
 
 // restrictPod makes spec pass Pod Security "restricted": non-root (the images' nonroot user), the

@@ -89,29 +89,7 @@ func TestMeshRealPods(t *testing.T) {
 
 	// The offloaded pod: echo-server, and a shell to act from inside it.
 	start := time.Now()
-	web := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: m.ns, Labels: map[string]string{"app": "web"}},
-		Spec: corev1.PodSpec{
-			TerminationGracePeriodSeconds: ptr.To[int64](2),
-			NodeSelector:                  map[string]string{"kubernetes.io/hostname": env.VKNode},
-			Tolerations: []corev1.Toleration{
-				{Key: "virtual-node.interlink/no-schedule", Operator: corev1.TolerationOpExists},
-				{Key: RealNodeLabel, Operator: corev1.TolerationOpExists},
-			},
-			// Locally the VK's node matches the second term; remotely (the plugin drops the VK's
-			// hostname selector) only the real node matches.
-			Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
-				NodeSelectorTerms: []corev1.NodeSelectorTerm{
-					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: RealNodeLabel, Operator: corev1.NodeSelectorOpIn, Values: []string{"true"}}}},
-					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{env.VKNode}}}},
-				},
-			}}},
-			Containers: []corev1.Container{
-				{Name: "web", Image: m.echo, ImagePullPolicy: corev1.PullIfNotPresent, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}},
-				{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullIfNotPresent, Command: []string{"sleep", "3600"}},
-			},
-		},
-	}
+	web := m.offloadedPod(env.VKNode, nil)
 	web, err = env.Local.CoreV1().Pods(m.ns).Create(ctx, web, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create the offloaded pod: %v", err)
@@ -119,15 +97,7 @@ func TestMeshRealPods(t *testing.T) {
 
 	// The VK renders the shadow from manifests/ (through make manifests); it must run for real.
 	shadowNS := m.ns + "-wstunnel"
-	var shadow *corev1.Pod
-	m.poll("shadow pod Running and Ready on the local real node", 90*time.Second, func(ctx context.Context) (bool, string) {
-		l, err := env.Local.CoreV1().Pods(shadowNS).List(ctx, metav1.ListOptions{})
-		if err != nil || len(l.Items) != 1 {
-			return false, fmt.Sprintf("%d pods, %v", len(l.Items), err)
-		}
-		shadow = &l.Items[0]
-		return shadow.Spec.NodeName == localNode && podReady(shadow), describePod(shadow)
-	})
+	shadow := m.waitShadow(shadowNS, localNode, "")
 	t.Logf("PROVEN the shadow pod %s/%s (shadow-agent image, the VK's rendering of the project's template) runs on a stock kubelet: Ready on %s at %s, %s after create",
 		shadowNS, shadow.Name, localNode, shadow.Status.PodIP, since(start))
 
@@ -137,15 +107,7 @@ func TestMeshRealPods(t *testing.T) {
 	ing := startIngress(t, filepath.Join(out, "logs"), tunnel, host, backend)
 	t.Logf("ingress: nginx on %s routes Host %s to %s (the shadow Service's endpoint)", tunnel, host, backend)
 
-	var remote *corev1.Pod
-	m.poll("offloaded pod Ready on the remote real node", 3*time.Minute, func(ctx context.Context) (bool, string) {
-		l, err := env.Remote.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "interlink.io/source.pod_uid=" + string(web.UID)})
-		if err != nil || len(l.Items) != 1 {
-			return false, fmt.Sprintf("%d remote pods, %v", len(l.Items), err)
-		}
-		remote = &l.Items[0]
-		return remote.Spec.NodeName == remoteNode && podReady(remote), describePod(remote)
-	})
+	remote := m.waitRemote(web.UID, remoteNode)
 	if len(remote.Spec.InitContainers) == 0 || remote.Spec.InitContainers[0].Name != plugin.MeshAgentContainer {
 		t.Fatalf("remote pod's first init container is not %s", plugin.MeshAgentContainer)
 	}
@@ -233,20 +195,7 @@ func TestMeshRealPods(t *testing.T) {
 	// The shadow pod dies; its Deployment replaces it (a new pod, a new IP). The ingress follows the
 	// Service's endpoint, as an ingress controller does, and mesh-agent re-dials by itself.
 	dropped := time.Now()
-	if err := env.Local.CoreV1().Pods(shadowNS).Delete(ctx, shadow.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatalf("delete the shadow pod: %v", err)
-	}
-	var next *corev1.Pod
-	m.poll("a new shadow pod Ready", 90*time.Second, func(ctx context.Context) (bool, string) {
-		l, err := env.Local.CoreV1().Pods(shadowNS).List(ctx, metav1.ListOptions{})
-		if err != nil || len(l.Items) != 1 || l.Items[0].UID == shadow.UID {
-			return false, fmt.Sprintf("%d pods, %v", len(l.Items), err)
-		}
-		next = &l.Items[0]
-		return podReady(next), describePod(next)
-	})
-	_, backend = m.ingressBackend(shadowNS)
-	ing.reload(t, backend)
+	next := m.replaceShadow(shadow, ing)
 	back = m.execUntil("offloaded pod → http://"+target.Status.PodIP+":8080/ after the shadow pod's replacement", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
 		regexp.MustCompile(`host=target client=`+regexp.QuoteMeta(next.Status.PodIP)+`:`), httpGet(target.Status.PodIP)...)
 	t.Logf("PROVEN the mesh recovers when the shadow pod is replaced: the offloaded pod reaches the local pod through the new shadow %s, %s after the delete: %q",
@@ -260,12 +209,89 @@ func TestMeshRealPods(t *testing.T) {
 	}
 
 	// Delete: the remote pod and the shadow go.
-	if err := env.Local.CoreV1().Pods(m.ns).Delete(ctx, web.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatalf("delete the offloaded pod: %v", err)
+	m.deleteOffloaded(web.Name, remote, shadowNS)
+}
+
+// offloadedPod is the pod the mesh tests offload through the VK of vkNode: echo-server, and a shell
+// to act from inside it. Locally the VK's node matches the second affinity term; remotely (the
+// plugin drops the VK's hostname selector) only the real node matches.
+func (m *meshRun) offloadedPod(vkNode string, annotations map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: m.ns, Labels: map[string]string{"app": "web"}, Annotations: annotations},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To[int64](2),
+			NodeSelector:                  map[string]string{"kubernetes.io/hostname": vkNode},
+			Tolerations: []corev1.Toleration{
+				{Key: "virtual-node.interlink/no-schedule", Operator: corev1.TolerationOpExists},
+				{Key: RealNodeLabel, Operator: corev1.TolerationOpExists},
+			},
+			Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{
+					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: RealNodeLabel, Operator: corev1.NodeSelectorOpIn, Values: []string{"true"}}}},
+					{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{vkNode}}}},
+				},
+			}}},
+			Containers: []corev1.Container{
+				{Name: "web", Image: m.echo, ImagePullPolicy: corev1.PullIfNotPresent, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}},
+				{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullIfNotPresent, Command: []string{"sleep", "3600"}},
+			},
+		},
+	}
+}
+
+// waitShadow waits for the one shadow pod in ns, other than the pod with UID not, to be Ready on node.
+func (m *meshRun) waitShadow(ns, node string, not types.UID) *corev1.Pod {
+	m.t.Helper()
+	var shadow *corev1.Pod
+	m.poll("shadow pod Ready on the local real node", 90*time.Second, func(ctx context.Context) (bool, string) {
+		l, err := m.env.Local.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil || len(l.Items) != 1 || l.Items[0].UID == not {
+			return false, fmt.Sprintf("%d pods, %v", len(l.Items), err)
+		}
+		shadow = &l.Items[0]
+		return shadow.Spec.NodeName == node && podReady(shadow), describePod(shadow)
+	})
+	return shadow
+}
+
+// waitRemote waits for the remote pod of the local pod with uid to be Ready on node.
+func (m *meshRun) waitRemote(uid types.UID, node string) *corev1.Pod {
+	m.t.Helper()
+	var remote *corev1.Pod
+	m.poll("offloaded pod Ready on the remote real node", 3*time.Minute, func(ctx context.Context) (bool, string) {
+		l, err := m.env.Remote.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "interlink.io/source.pod_uid=" + string(uid)})
+		if err != nil || len(l.Items) != 1 {
+			return false, fmt.Sprintf("%d remote pods, %v", len(l.Items), err)
+		}
+		remote = &l.Items[0]
+		return remote.Spec.NodeName == node && podReady(remote), describePod(remote)
+	})
+	return remote
+}
+
+// replaceShadow deletes the shadow pod, waits for its Deployment's replacement to be Ready and
+// points the ingress at it, as an ingress controller following the Service's endpoints does.
+func (m *meshRun) replaceShadow(shadow *corev1.Pod, ing *ingress) *corev1.Pod {
+	m.t.Helper()
+	if err := m.env.Local.CoreV1().Pods(shadow.Namespace).Delete(m.t.Context(), shadow.Name, metav1.DeleteOptions{}); err != nil {
+		m.t.Fatalf("delete the shadow pod: %v", err)
+	}
+	next := m.waitShadow(shadow.Namespace, shadow.Spec.NodeName, shadow.UID)
+	_, backend := m.ingressBackend(shadow.Namespace)
+	ing.reload(m.t, backend)
+	return next
+}
+
+// deleteOffloaded deletes the local pod name and waits until its remote pod and the shadow
+// Deployment in shadowNS are gone.
+func (m *meshRun) deleteOffloaded(name string, remote *corev1.Pod, shadowNS string) {
+	m.t.Helper()
+	if err := m.env.Local.CoreV1().Pods(m.ns).Delete(m.t.Context(), name, metav1.DeleteOptions{}); err != nil {
+		m.t.Fatalf("delete the offloaded pod: %v", err)
 	}
 	m.poll("remote pod and shadow Deployment gone", 90*time.Second, func(ctx context.Context) (bool, string) {
-		_, rerr := env.Remote.CoreV1().Pods(remote.Namespace).Get(ctx, remote.Name, metav1.GetOptions{})
-		d, _ := env.Local.AppsV1().Deployments(shadowNS).List(ctx, metav1.ListOptions{})
+		_, rerr := m.env.Remote.CoreV1().Pods(remote.Namespace).Get(ctx, remote.Name, metav1.GetOptions{})
+		d, _ := m.env.Local.AppsV1().Deployments(shadowNS).List(ctx, metav1.ListOptions{})
 		return rerr != nil && d != nil && len(d.Items) == 0, fmt.Sprintf("remote pod: %v; %d shadow Deployments", rerr, len(d.Items))
 	})
 }

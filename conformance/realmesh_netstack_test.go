@@ -52,11 +52,7 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%s: %v", envTunnelAddress, err)
 	}
-	m := &meshRun{t: t, env: env, ns: "realns", kubectl: os.Getenv(envKubectl),
-		echo: os.Getenv(envEchoImage), shell: os.Getenv(envShellImage), restricted: true}
-	if m.kubectl == "" || m.echo == "" || m.shell == "" {
-		t.Fatalf("%s, %s and %s must be set (run.sh sets them)", envKubectl, envEchoImage, envShellImage)
-	}
+	m := newMeshRun(t, env, "realns", true)
 	ctx := t.Context()
 	localNode := m.realNode(env.Local, "local")
 	remoteNode := m.realNode(env.Remote, "remote")
@@ -153,6 +149,8 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 	answer = m.execUntil("local client → Service web "+webSvc, m.localKubeconfig(), m.ns, client.Name, "shell",
 		regexp.MustCompile(`host=`+regexp.QuoteMeta(hostnameOf(remote))+` `), httpGet(webSvc)...)
 	t.Logf("PROVEN a local client pod reaches the offloaded pod through the ClusterIP Service web (%s → kube-proxy → the shadow pod's socket → the mesh): %q", webSvc, lastLine(answer))
+
+	m.throughput("netstack", localNode, shadow, remote)
 
 	m.crashAndRecover(crashCheck{
 		shadow: shadow, remote: remote,

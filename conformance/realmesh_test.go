@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -32,6 +33,7 @@ const (
 	envKubectl       = "IKM_CONFORMANCE_KUBECTL"
 	envEchoImage     = "IKM_CONFORMANCE_ECHO_IMAGE"  // echo-server from make images
 	envShellImage    = "IKM_CONFORMANCE_SHELL_IMAGE" // busybox from make images
+	envIperfImage    = "IKM_CONFORMANCE_IPERF_IMAGE" // iperf3 from make images
 	envKubeProxy     = "IKM_CONFORMANCE_KUBE_PROXY"  // 1: the local real node runs kube-proxy
 	envClusterDNS    = "IKM_CONFORMANCE_CLUSTER_DNS" // 1: and CoreDNS behind the kube-dns Service
 )
@@ -61,11 +63,7 @@ func TestMeshRealPods(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%s: %v", envTunnelAddress, err)
 	}
-	m := &meshRun{t: t, env: env, ns: "realmesh", kubectl: os.Getenv(envKubectl),
-		echo: os.Getenv(envEchoImage), shell: os.Getenv(envShellImage)}
-	if m.kubectl == "" || m.echo == "" || m.shell == "" {
-		t.Fatalf("%s, %s and %s must be set (run.sh sets them)", envKubectl, envEchoImage, envShellImage)
-	}
+	m := newMeshRun(t, env, "realmesh", false)
 	ctx := t.Context()
 	localNode := m.realNode(env.Local, "local")
 	remoteNode := m.realNode(env.Remote, "remote")
@@ -182,6 +180,8 @@ func TestMeshRealPods(t *testing.T) {
 		t.Logf("PROVEN the offloaded pod's resolv.conf names the local cluster's DNS %s with the local search list", env.DNSIP)
 	}
 
+	m.throughput("kernel", localNode, shadow, remote)
+
 	m.crashAndRecover(crashCheck{
 		shadow: shadow, remote: remote,
 		out: func(what string) string {
@@ -234,9 +234,58 @@ func (m *meshRun) offloadedPod(vkNode string, annotations map[string]string) *co
 			Containers: []corev1.Container{
 				{Name: "web", Image: m.echo, ImagePullPolicy: corev1.PullIfNotPresent, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}},
 				{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullIfNotPresent, Command: []string{"sleep", "3600"}},
+				{Name: "iperf3", Image: m.iperf, ImagePullPolicy: corev1.PullIfNotPresent, Args: []string{"-s"}, Ports: []corev1.ContainerPort{{ContainerPort: 5201}}},
 			},
 		},
 	}
+}
+
+// throughput measures with iperf3 (5 s, TCP) what the mesh carries between real pods, both ways,
+// next to two local pods on the same bridge, and logs it with the agents' peak RSS (never asserted:
+// the machine's load decides the figures). mode names the mesh mode in the log.
+func (m *meshRun) throughput(mode, node string, shadow, remote *corev1.Pod) {
+	m.t.Helper()
+	server := m.localPod("iperf-server", node, corev1.Container{Name: "iperf3", Image: m.iperf, ImagePullPolicy: corev1.PullNever, Args: []string{"-s"}})
+	client := m.localPod("iperf-client", node, corev1.Container{Name: "iperf3", Image: m.iperf, ImagePullPolicy: corev1.PullNever, Args: []string{"-s"}})
+	run := func(what, ip string, reverse bool) float64 {
+		args := []string{"iperf3", "-c", ip, "-t", "5", "-J"}
+		if reverse {
+			args = append(args, "-R")
+		}
+		out, err := m.tryExec(m.localKubeconfig(), m.ns, client.Name, "iperf3", args...)
+		var r struct {
+			Error string `json:"error"`
+			End   struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		if jerr := json.Unmarshal([]byte(out), &r); jerr != nil || r.Error != "" || r.End.SumReceived.BitsPerSecond == 0 {
+			m.t.Fatalf("iperf3 %s: %v %s: %s", what, err, r.Error, truncate(out, 300))
+		}
+		return r.End.SumReceived.BitsPerSecond / 1e9
+	}
+	direct := run("between two local pods", server.Status.PodIP, false)
+	in := run("local → offloaded", shadow.Status.PodIP, false)
+	out := run("offloaded → local", shadow.Status.PodIP, true)
+	peak := func(comm string, uid types.UID) string {
+		p, err := agentProc(comm, uid)
+		if err != nil {
+			return err.Error()
+		}
+		b, _ := os.ReadFile(p + "/status")
+		for _, l := range strings.Split(string(b), "\n") {
+			if kb, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+				var n float64
+				fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
+				return fmt.Sprintf("%.1f MiB", n/1024)
+			}
+		}
+		return "?"
+	}
+	m.t.Logf("FIGURE iperf3 TCP 5 s between real pods (%s mode): local pod → offloaded pod (through the shadow's IP, the tunnel, nginx) %.2f Gbit/s, offloaded → local (-R) %.2f Gbit/s; two local pods on one bridge %.2f Gbit/s; peak RSS shadow-agent %s, mesh-agent %s",
+		mode, in, out, direct, peak("shadow-agent", shadow.UID), peak("mesh-agent", remote.UID))
 }
 
 // waitShadow waits for the one shadow pod in ns, other than the pod with UID not, to be Ready on node.
@@ -298,13 +347,23 @@ func (m *meshRun) deleteOffloaded(name string, remote *corev1.Pod, shadowNS stri
 
 // meshRun holds what TestMeshRealPods's helpers share.
 type meshRun struct {
-	t           *testing.T
-	env         *Env
-	ns          string
-	kubectl     string
-	echo, shell string
+	t                  *testing.T
+	env                *Env
+	ns                 string
+	kubectl            string
+	echo, shell, iperf string
 	// restricted makes the local pods pass Pod Security "restricted" (restrictPod).
 	restricted bool
+}
+
+// newMeshRun is a meshRun in the local namespace ns, with the tools and images run.sh names.
+func newMeshRun(t *testing.T, env *Env, ns string, restricted bool) *meshRun {
+	m := &meshRun{t: t, env: env, ns: ns, kubectl: os.Getenv(envKubectl), restricted: restricted,
+		echo: os.Getenv(envEchoImage), shell: os.Getenv(envShellImage), iperf: os.Getenv(envIperfImage)}
+	if m.kubectl == "" || m.echo == "" || m.shell == "" || m.iperf == "" {
+		t.Fatalf("%s, %s, %s and %s must be set (run.sh sets them)", envKubectl, envEchoImage, envShellImage, envIperfImage)
+	}
+	return m
 }
 
 func (m *meshRun) localKubeconfig() string  { return os.Getenv(envLocal) }

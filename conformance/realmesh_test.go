@@ -234,58 +234,87 @@ func (m *meshRun) offloadedPod(vkNode string, annotations map[string]string) *co
 			Containers: []corev1.Container{
 				{Name: "web", Image: m.echo, ImagePullPolicy: corev1.PullIfNotPresent, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}},
 				{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullIfNotPresent, Command: []string{"sleep", "3600"}},
-				{Name: "iperf3", Image: m.iperf, ImagePullPolicy: corev1.PullIfNotPresent, Args: []string{"-s"}, Ports: []corev1.ContainerPort{{ContainerPort: 5201}}},
+				{Name: "iperf3", Image: m.iperf, ImagePullPolicy: corev1.PullIfNotPresent, Args: []string{"-s"}, Ports: []corev1.ContainerPort{
+					{ContainerPort: 5201, Protocol: corev1.ProtocolTCP}, {ContainerPort: 5201, Protocol: corev1.ProtocolUDP}}},
 			},
 		},
 	}
 }
 
-// throughput measures with iperf3 (5 s, TCP) what the mesh carries between real pods, both ways,
-// next to two local pods on the same bridge, and logs it with the agents' peak RSS (never asserted:
-// the machine's load decides the figures). mode names the mesh mode in the log.
+// throughput measures with iperf3 what the mesh carries between real pods, both ways: TCP for 5 s
+// (next to two local pods on the same bridge), 32 TCP flows at once, and UDP at 200 Mbit/s for 3 s.
+// It fails if any run moves nothing; the figures, with the agents' peak RSS, are logged, never
+// asserted (the machine's load decides them). mode names the mesh mode in the log.
 func (m *meshRun) throughput(mode, node string, shadow, remote *corev1.Pod) {
 	m.t.Helper()
 	server := m.localPod("iperf-server", node, corev1.Container{Name: "iperf3", Image: m.iperf, ImagePullPolicy: corev1.PullNever, Args: []string{"-s"}})
 	client := m.localPod("iperf-client", node, corev1.Container{Name: "iperf3", Image: m.iperf, ImagePullPolicy: corev1.PullNever, Args: []string{"-s"}})
-	run := func(what, ip string, reverse bool) float64 {
-		args := []string{"iperf3", "-c", ip, "-t", "5", "-J"}
-		if reverse {
-			args = append(args, "-R")
-		}
+	type sum struct {
+		BitsPerSecond float64 `json:"bits_per_second"`
+		LostPercent   float64 `json:"lost_percent"`
+	}
+	run := func(what, ip string, extra ...string) sum {
+		args := append([]string{"iperf3", "-c", ip, "-J"}, extra...)
 		out, err := m.tryExec(m.localKubeconfig(), m.ns, client.Name, "iperf3", args...)
 		var r struct {
 			Error string `json:"error"`
 			End   struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
+				SumReceived sum `json:"sum_received"` // TCP
+				Sum         sum `json:"sum"`          // UDP: the receiver's count
 			} `json:"end"`
 		}
-		if jerr := json.Unmarshal([]byte(out), &r); jerr != nil || r.Error != "" || r.End.SumReceived.BitsPerSecond == 0 {
-			m.t.Fatalf("iperf3 %s: %v %s: %s", what, err, r.Error, truncate(out, 300))
+		jerr := json.Unmarshal([]byte(out), &r)
+		got := r.End.SumReceived
+		if got.BitsPerSecond == 0 {
+			got = r.End.Sum
 		}
-		return r.End.SumReceived.BitsPerSecond / 1e9
+		if jerr != nil || r.Error != "" || got.BitsPerSecond == 0 || got.LostPercent >= 100 {
+			m.t.Fatalf("iperf3 %s (%v): %v %s: %s", what, args, err, r.Error, truncate(out, 300))
+		}
+		return got
 	}
-	direct := run("between two local pods", server.Status.PodIP, false)
-	in := run("local → offloaded", shadow.Status.PodIP, false)
-	out := run("offloaded → local", shadow.Status.PodIP, true)
-	peak := func(comm string, uid types.UID) string {
-		p, err := agentProc(comm, uid)
-		if err != nil {
-			return err.Error()
-		}
-		b, _ := os.ReadFile(p + "/status")
-		for _, l := range strings.Split(string(b), "\n") {
-			if kb, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-				var n float64
-				fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
-				return fmt.Sprintf("%.1f MiB", n/1024)
+	peaks := func() string {
+		var b strings.Builder
+		for _, a := range []struct {
+			comm string
+			uid  types.UID
+		}{{"shadow-agent", shadow.UID}, {"mesh-agent", remote.UID}} {
+			if b.Len() > 0 {
+				b.WriteString(", ")
 			}
+			b.WriteString(a.comm + " " + agentPeak(a.comm, a.uid))
 		}
-		return "?"
+		return b.String()
 	}
-	m.t.Logf("FIGURE iperf3 TCP 5 s between real pods (%s mode): local pod → offloaded pod (through the shadow's IP, the tunnel, nginx) %.2f Gbit/s, offloaded → local (-R) %.2f Gbit/s; two local pods on one bridge %.2f Gbit/s; peak RSS shadow-agent %s, mesh-agent %s",
-		mode, in, out, direct, peak("shadow-agent", shadow.UID), peak("mesh-agent", remote.UID))
+	direct := run("between two local pods", server.Status.PodIP, "-t", "5")
+	in := run("local → offloaded", shadow.Status.PodIP, "-t", "5")
+	afterIn := peaks()
+	out := run("offloaded → local", shadow.Status.PodIP, "-t", "5", "-R")
+	m.t.Logf("FIGURE iperf3 TCP 5 s between real pods (%s mode): local pod → offloaded pod (through the shadow's IP, the tunnel, nginx) %.2f Gbit/s, offloaded → local (-R) %.2f Gbit/s; two local pods on one bridge %.2f Gbit/s; peak RSS after the first: %s; after both: %s",
+		mode, in.BitsPerSecond/1e9, out.BitsPerSecond/1e9, direct.BitsPerSecond/1e9, afterIn, peaks())
+	flowsIn := run("32 flows local → offloaded", shadow.Status.PodIP, "-t", "3", "-P", "32")
+	flowsOut := run("32 flows offloaded → local", shadow.Status.PodIP, "-t", "3", "-P", "32", "-R")
+	udpIn := run("UDP local → offloaded", shadow.Status.PodIP, "-t", "3", "-u", "-b", "200M")
+	udpOut := run("UDP offloaded → local", shadow.Status.PodIP, "-t", "3", "-u", "-b", "200M", "-R")
+	m.t.Logf("FIGURE iperf3 between real pods (%s mode): 32 TCP flows at once %.2f / %.2f Gbit/s (in / out); UDP at 200 Mbit/s offered: %.0f Mbit/s received, %.1f%% lost in; %.0f Mbit/s, %.1f%% lost out; peak RSS %s",
+		mode, flowsIn.BitsPerSecond/1e9, flowsOut.BitsPerSecond/1e9, udpIn.BitsPerSecond/1e6, udpIn.LostPercent, udpOut.BitsPerSecond/1e6, udpOut.LostPercent, peaks())
+}
+
+// agentPeak is the peak RSS (VmHWM) of the process named comm in the pod with uid, or why not.
+func agentPeak(comm string, uid types.UID) string {
+	p, err := agentProc(comm, uid)
+	if err != nil {
+		return err.Error()
+	}
+	b, _ := os.ReadFile(p + "/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if kb, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			var n float64
+			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
+			return fmt.Sprintf("%.1f MiB", n/1024)
+		}
+	}
+	return "?"
 }
 
 // waitShadow waits for the one shadow pod in ns, other than the pod with UID not, to be Ready on node.

@@ -69,7 +69,10 @@ func (b *ServerBind) BatchSize() int { return b.s.common.batchSize }
 
 // TUN returns dev wrapped for the device this Bind serves, so that a
 // receive waits while wireguard-go holds DefaultInFlight received datagrams
-// it has not written to dev yet: each costs it a 64 KiB buffer. Give the
-// wrapped device to device.NewDevice; without it only the batch size
-// bounds what is in flight.
-func (b *ServerBind) TUN(dev tun.Device) tun.Device { return b.s.inbox.flight.wrap(dev) }
+// it has not written to dev yet, and a read from dev waits while it holds
+// DefaultOutFlight packets it has not sent yet: each costs it a 64 KiB
+// buffer. Give the wrapped device to device.NewDevice; without it only the
+// batch size and wireguard-go's queues bound what is in flight.
+func (b *ServerBind) TUN(dev tun.Device) tun.Device {
+	return b.s.inbox.flight.wrap(dev, b.s.link.flight)
+}

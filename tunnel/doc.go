@@ -4,7 +4,9 @@
 //
 // Sending: wireguard-go calls Bind.Send with a batch; link writes it to the live session as one
 // frame per datagram into a 256 KiB buffer, flushed once (one write for a whole batch), or holds
-// it for a second in a small backlog while no session is up (link.go, frame.go).
+// it for a second in a small backlog while no session is up (link.go, frame.go). Once the device's
+// TUN is wrapped (Bind.TUN), a TUN read waits while wireguard-go holds DefaultOutFlight packets it
+// read and has not sent yet (flight.go): each costs it a 64 KiB buffer, and its queues hold 1,024.
 //
 // Receiving: a session's reader (wsConn.serve) waits until the next frame is wholly in its read
 // buffer, handling control frames on the way, then hands it to the inbox (inbox.go). The

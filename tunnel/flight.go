@@ -16,6 +16,13 @@ const (
 	// at most) whatever the batch size; measured through the mesh, more does
 	// not add throughput (README).
 	DefaultInFlight = 128
+	// DefaultOutFlight is how many packets wireguard-go may hold at once
+	// between reading them from its TUN device and handing them, encrypted,
+	// to the Bind: a TUN read waits while that many are held. Its queues hold
+	// up to 1,024 such packets per stage, each in a 64 KiB buffer, so a
+	// sender whose tunnel is slower than its TUN (a local client sending to
+	// the offloaded pod through an ingress) grew to 75 MiB before (README).
+	DefaultOutFlight = 128
 	// defaultFlightStall is how long a receive waits for wireguard-go to write to
 	// its TUN before it assumes the datagrams it counts were dropped on the
 	// way (failed decryption, replays, disallowed sources never reach the
@@ -34,6 +41,9 @@ type flight struct {
 	enabled atomic.Bool
 	n       atomic.Int64
 	wake    chan struct{} // capacity 1: a write released datagrams
+	// busy counts releases under way (the outbound flight: a Send writing to
+	// a slow session): a stall is not a drop while one is.
+	busy atomic.Int32
 }
 
 func newFlight(limit int) *flight {
@@ -60,6 +70,10 @@ func (f *flight) room(done <-chan struct{}) int {
 		select {
 		case <-f.wake:
 		case <-stall.C:
+			if f.busy.Load() > 0 {
+				stall.Reset(f.stall) // waiting on the session, not lost
+				continue
+			}
 			f.n.Store(0)
 			stall = nil
 		case <-done:
@@ -95,10 +109,51 @@ func (f *flight) written(k int) {
 	}
 }
 
-// pacedTUN is a TUN device that tells a flight what it wrote.
+// sending counts the packets a TUN read handed wireguard-go for sending.
+func (f *flight) sending(n int) {
+	if n > 0 && f.enabled.Load() {
+		f.n.Add(int64(n))
+	}
+}
+
+// release marks the start of a Send of bufs; its result, called once the
+// Send returned (written, held or dropped), releases the data messages among
+// them from the outbound flight.
+func (f *flight) release(bufs [][]byte) func() {
+	if !f.enabled.Load() {
+		return func() {}
+	}
+	k := 0
+	for _, b := range bufs {
+		if len(b) > device.MessageKeepaliveSize && binary.LittleEndian.Uint32(b) == device.MessageTransportType {
+			k++
+		}
+	}
+	f.busy.Add(1)
+	return func() {
+		f.busy.Add(-1)
+		f.written(k)
+	}
+}
+
+// pacedTUN is a TUN device that tells the inbound flight what it wrote and
+// waits on the outbound one before it reads.
 type pacedTUN struct {
 	tun.Device
-	f *flight
+	f   *flight // inbound
+	out *flight // outbound; nil: reads are not paced
+}
+
+// Read waits while the outbound flight is full, then reads and counts what
+// it read.
+func (t *pacedTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if t.out == nil {
+		return t.Device.Read(bufs, sizes, offset)
+	}
+	t.out.room(nil)
+	n, err := t.Device.Read(bufs, sizes, offset)
+	t.out.sending(n)
+	return n, err
 }
 
 // Write writes bufs, then releases them from the flight: wireguard-go
@@ -109,8 +164,12 @@ func (t *pacedTUN) Write(bufs [][]byte, offset int) (int, error) {
 	return n, err
 }
 
-// wrap returns dev paced by f and enables f.
-func (f *flight) wrap(dev tun.Device) tun.Device {
+// wrap returns dev paced by f (what it writes) and out (what it reads, when
+// not nil) and enables both.
+func (f *flight) wrap(dev tun.Device, out *flight) tun.Device {
 	f.enabled.Store(true)
-	return &pacedTUN{Device: dev, f: f}
+	if out != nil {
+		out.enabled.Store(true)
+	}
+	return &pacedTUN{Device: dev, f: f, out: out}
 }

@@ -28,6 +28,10 @@ type link struct {
 	// backlog (the server's rule, see newLink).
 	skipInitiations bool
 
+	// flight is the outbound flight: the packets wireguard-go read from its
+	// TUN and has not sent through send yet (see flight).
+	flight *flight
+
 	mu      sync.Mutex // guards the backlog
 	held    [][]byte
 	heldAt  []time.Time
@@ -42,7 +46,7 @@ type link struct {
 // answer to its own, and nothing flows until wireguard-go retries 5 s later.
 // The client keeps its initiation: it is the fresh one.
 func newLink(cm *common, st *counters, backlog int, skipInitiations bool) *link {
-	return &link{common: cm, stats: st, heldCap: backlog, skipInitiations: skipInitiations}
+	return &link{common: cm, stats: st, heldCap: backlog, skipInitiations: skipInitiations, flight: newFlight(DefaultOutFlight)}
 }
 
 // isInitiation reports whether p is a WireGuard handshake initiation: message
@@ -54,6 +58,7 @@ func isInitiation(p []byte) bool {
 // send writes bufs to the live connection, or holds them for the next.
 // It returns once the bytes are written, held, or dropped.
 func (l *link) send(bufs [][]byte) {
+	defer l.flight.release(bufs)()
 	bufs = l.common.dropOversize(bufs, l.stats)
 	c := l.cur.Load()
 	if c == nil {

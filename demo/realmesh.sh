@@ -73,6 +73,7 @@ http {
 			proxy_pass http://$backend; proxy_http_version 1.1;
 			proxy_set_header Upgrade \$http_upgrade; proxy_set_header Connection \$connection_upgrade;
 			proxy_set_header Host \$host; proxy_read_timeout 3600s; proxy_send_timeout 3600s; proxy_buffering off;
+			proxy_buffer_size 256k; proxy_buffers 4 256k;
 		}
 	}
 }

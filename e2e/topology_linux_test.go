@@ -106,6 +106,9 @@ http {
 			proxy_read_timeout 3600s;
 			proxy_send_timeout 3600s;
 			proxy_buffering off;
+			# The shadow Ingress's proxy-buffer-size and proxy-buffers-number, as ingress-nginx renders them.
+			proxy_buffer_size 256k;
+			proxy_buffers 4 256k;
 		}
 	}
 	server {

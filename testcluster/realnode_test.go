@@ -323,7 +323,7 @@ func TestRealNodeDNS(t *testing.T) {
 	fqdn := "named." + ns + ".svc.cluster.local"
 	// busybox's nc names the address it resolved when the connection fails (the Service range has no
 	// route on this node); each section ends with a marker line.
-	script := "cat /etc/resolv.conf; echo @@; nslookup " + fqdn + "; echo @@; nc -w 1 named 80 </dev/null; echo @@; nslookup absent.example; echo @@"
+	script := "cat /etc/resolv.conf; echo @@; nslookup " + fqdn + "; echo @@; nc -w 5 named 80 </dev/null 2>&1; echo nc exit $?; echo @@; nslookup absent.example; echo @@"
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "dns"},
 		Spec: corev1.PodSpec{
@@ -361,5 +361,5 @@ func TestRealNodeDNS(t *testing.T) {
 	if !strings.Contains(absent, "NXDOMAIN") {
 		t.Errorf("nslookup absent.example = %q, want NXDOMAIN (nothing forwarded)", absent)
 	}
-	t.Logf("the node's CoreDNS %s: %s and \"named\" → %s, absent.example NXDOMAIN", nodeIP, fqdn, svc.Spec.ClusterIP)
+	t.Logf("the node's CoreDNS %s: %s and \"named\" → %s, absent.example NXDOMAIN; nc by the short name: %q", nodeIP, fqdn, svc.Spec.ClusterIP, strings.TrimSpace(short))
 }

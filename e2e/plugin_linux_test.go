@@ -76,6 +76,14 @@ func TestMeshFromPlugin(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- plugin.Serve(ctx, "unix", sock, p.Handler()) }()
 	t.Cleanup(func() { cancel(); <-served })
+	// Serve listens in its goroutine: the first request must not race it (seen once in CI).
+	waitFor(t, "the plugin serving on "+sock, 10*time.Second, func() bool {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 	api := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)

@@ -49,8 +49,6 @@
 #   IKM_DNS_SERVICE_IP with IKM_NODE_KUBE_PROXY=1: the kube-dns Service's address (in IKM_SERVICE_CIDR);
 #                      up makes the selector-less Service kube-system/kube-dns there with an
 #                      EndpointSlice naming CoreDNS on the node IP, and pods use the Service's address.
-#   IKM_NODE_DNS_HOSTS a hosts file of names outside the cluster CoreDNS also answers ("external"
-#                      names for tests); default none.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -77,7 +75,6 @@ kube_proxy=${IKM_NODE_KUBE_PROXY:-0}
 service_cidr=${IKM_SERVICE_CIDR:-}
 dns=${IKM_NODE_DNS:-1}
 dns_service_ip=${IKM_DNS_SERVICE_IP:-}
-dns_hosts=${IKM_NODE_DNS_HOSTS:-}
 # The machine-wide registry of live real nodes (tmpfs: gone at reboot like the nodes).
 registry=/run/ikm-real-nodes
 # Host paths the kubelet, containerd or its shims use whatever their configuration says; each is
@@ -376,7 +373,6 @@ up() {
 		[[ $dns_service_ip =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "IKM_DNS_SERVICE_IP=$dns_service_ip: want an IPv4 address in IKM_SERVICE_CIDR"
 		[ "$kube_proxy" = 1 ] || die "IKM_DNS_SERVICE_IP=$dns_service_ip needs IKM_NODE_KUBE_PROXY=1: without kube-proxy no pod reaches a Service address"
 	fi
-	[ -z "$dns_hosts" ] || [ -r "$dns_hosts" ] || die "IKM_NODE_DNS_HOSTS=$dns_hosts: no such readable file"
 	down >/dev/null 2>&1 || true
 	local start=$SECONDS
 	mkdir -p "$state"
@@ -516,9 +512,6 @@ metadata: {name: "ikm:coredns", labels: {ikm.interlink.dev/node: "$node"}}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "ikm:coredns"}
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
 EOF
-	local hosts=""
-	# fallthrough: a name the file lacks goes on to the cluster's names, then to NXDOMAIN.
-	[ -z "$dns_hosts" ] || hosts=$(printf '    hosts %s {\n        fallthrough\n    }' "$dns_hosts")
 	cat >"$state/Corefile" <<EOF
 .:53 {
     bind $node_ip
@@ -526,7 +519,6 @@ EOF
     errors
     log . "{remote} {type} {name} {rcode} {duration}"
     cache 5
-$hosts
     kubernetes cluster.local in-addr.arpa ip6.arpa {
         kubeconfig $state/coredns.kubeconfig ""
         pods insecure

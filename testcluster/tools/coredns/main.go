@@ -1,6 +1,6 @@
 // Command coredns is CoreDNS with only the plugins the test clusters' real nodes use (node.sh writes
-// their Corefile): cluster names from the apiserver (kubernetes), names the tests declare (hosts,
-// template), and nothing that forwards: a test cluster never asks the machine's resolver.
+// their Corefile): cluster names from the apiserver (kubernetes), NXDOMAIN for every other name
+// (template), and nothing that forwards: a test cluster never asks the machine's resolver.
 package main
 
 import (
@@ -10,7 +10,6 @@ import (
 	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
-	_ "github.com/coredns/coredns/plugin/hosts"
 	_ "github.com/coredns/coredns/plugin/kubernetes"
 	_ "github.com/coredns/coredns/plugin/log"
 	_ "github.com/coredns/coredns/plugin/ready"
@@ -19,6 +18,6 @@ import (
 
 func main() {
 	// The order in which a query meets the plugins, as in CoreDNS's own plugin.cfg.
-	dnsserver.Directives = []string{"bind", "ready", "errors", "log", "cache", "hosts", "kubernetes", "template"}
+	dnsserver.Directives = []string{"bind", "ready", "errors", "log", "cache", "kubernetes", "template"}
 	coremain.Run()
 }

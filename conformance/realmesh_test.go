@@ -306,15 +306,27 @@ func agentPeak(comm string, uid types.UID) string {
 	if err != nil {
 		return err.Error()
 	}
-	b, _ := os.ReadFile(p + "/status")
+	mib, err := procStatusMiB(p, "VmHWM")
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%.1f MiB", mib)
+}
+
+// procStatusMiB reads a kB field of a process's status file (VmRSS, VmHWM, ...) in MiB.
+func procStatusMiB(proc, field string) (float64, error) {
+	b, err := os.ReadFile(proc + "/status")
+	if err != nil {
+		return 0, err
+	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if kb, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+		if kb, ok := strings.CutPrefix(l, field+":"); ok {
 			var n float64
 			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
-			return fmt.Sprintf("%.1f MiB", n/1024)
+			return n / 1024, nil
 		}
 	}
-	return "?"
+	return 0, fmt.Errorf("no %s in %s/status", field, proc)
 }
 
 // waitShadow waits for the one shadow pod in ns, other than the pod with UID not, to be Ready on node.
@@ -713,16 +725,8 @@ func agentMemory(comm string, uid types.UID) (rss, cgroup float64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	status, err := os.ReadFile(p + "/status")
-	if err != nil {
+	if rss, err = procStatusMiB(p, "VmRSS"); err != nil {
 		return 0, 0, err
-	}
-	for _, l := range strings.Split(string(status), "\n") {
-		if kb, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			var n float64
-			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
-			rss = n / 1024
-		}
 	}
 	for _, l := range strings.Split(string(cg), "\n") {
 		// cgroup v1: "N:memory:/path"; v2: "0::/path".

@@ -10,7 +10,7 @@ KUBECONFIG_PATH := $(CURDIR)/.cache/cluster/kubeconfig
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(IKM_CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)
 
-.PHONY: all build test unit lint cluster cluster-down demo bench bench-mesh conformance clean clean-cache help
+.PHONY: all build test unit lint cluster cluster-down demo bench bench-mesh bench-real conformance clean clean-cache help
 
 all: build
 
@@ -75,7 +75,7 @@ cluster: ## start the test control plane; kubeconfig in .cache/cluster/kubeconfi
 cluster-down: ## stop the test control plane, leaving no process behind
 	@testcluster/cluster.sh down
 
-test: lint build ## lint, then every test (unit, fuzz seeds, cluster-backed, netns and a real node when root)
+test: lint build ## lint, every test (unit, fuzz seeds, cluster-backed, netns, a real node when root), then conformance with InterLink's VK (real-pod mesh when root)
 	@if [ "$$(id -u)" = 0 ]; then echo "[test] root: the cluster gets a real node, which runs the images from make images"; $(MAKE) --no-print-directory images; fi
 	@echo "[test] starting the shared test cluster (the first run builds it: about 15 min on 2 cores)"
 	@IKM_REAL_NODE=$$([ "$$(id -u)" = 0 ] && echo 1 || echo 0) testcluster/cluster.sh up
@@ -83,7 +83,13 @@ test: lint build ## lint, then every test (unit, fuzz seeds, cluster-backed, net
 		echo "[test] go test ./... (cluster-backed and, as root, network-namespace tests included)"; \
 		rc=0; IKM_KUBECONFIG=$(KUBECONFIG_PATH) IKM_REQUIRE_CLUSTER=1 go test -count=1 -timeout 30m ./... || rc=$$?; \
 		testcluster/cluster.sh down || { echo "[test] teardown failed or left something behind" >&2; rc=1; }; \
-		exit $$rc
+		[ $$rc = 0 ] || exit $$rc
+	@il=$${INTERLINK_BIN_DIR:-../shared/interlink}; if [ -x "$$il/virtual-kubelet" ] && [ -x "$$il/interlink" ]; then \
+		echo "[test] conformance: InterLink's VK and API server from $$il drive the plugin$$([ "$$(id -u)" = 0 ] && echo ', and the mesh runs as real pods on two real nodes') (about 6 min warm)"; \
+		$(MAKE) --no-print-directory conformance; \
+	else \
+		echo "[test] conformance SKIPPED: no InterLink binaries in $$il (set INTERLINK_BIN_DIR to a directory holding interlink and virtual-kubelet); the real-pod mesh tests run there"; \
+	fi
 
 unit: ## tests that need no cluster (cluster tests skip)
 	go test -count=1 ./...
@@ -104,6 +110,7 @@ bench: ## benchmarks against the test cluster, then bench-mesh (figures and comm
 		echo "[bench] plugin after a 20 s apiserver outage: how long status stays stale, twice (about 1 min)"; \
 		IKM_KUBECONFIG=$(KUBECONFIG_PATH) go test -count=1 -run '^$$' -bench '^BenchmarkResyncAfterOutage$$' -benchtime 2x ./plugin/
 	@$(MAKE) --no-print-directory bench-mesh
+	@$(MAKE) --no-print-directory bench-real
 
 bench-mesh: ## tunnel benchmarks, then the mesh against wireguard-go over UDP in network namespaces (root; about 3 min)
 	@mkdir -p bin
@@ -112,6 +119,15 @@ bench-mesh: ## tunnel benchmarks, then the mesh against wireguard-go over UDP in
 	@echo "[bench] mesh in network namespaces (root): iperf3 5 s per path, 5 paths, $${IKM_BENCH_ROUNDS:-3} interleaved rounds (about 2 min; full log bin/bench-mesh.log)"
 	@go test -count=1 -run '^$$' -bench Throughput -benchtime 1x -timeout 20m -v ./e2e/ > bin/bench-mesh.log 2>&1 || { tail -50 bin/bench-mesh.log; exit 1; }
 	@grep -E 'ratio:|wireguard-go-debian:|SKIP' bin/bench-mesh.log | sed -E 's/^ *bench_linux_test.go:[0-9]+: //'
+
+bench-real: ## real pods through InterLink's VK (root, InterLink binaries): 20 offloaded pods created at once, created to mesh ready p50/p95 (about 4 min)
+	@il=$${INTERLINK_BIN_DIR:-../shared/interlink}; \
+	if [ "$$(id -u)" != 0 ] || [ ! -x "$$il/virtual-kubelet" ]; then \
+		echo "[bench] real pods SKIPPED: needs root and InterLink's binaries in $$il (INTERLINK_BIN_DIR)"; exit 0; \
+	fi; \
+	echo "[bench] real pods: $${IKM_READY_PODS:-20} offloaded pods created at once, created to mesh ready (two clusters with real nodes, InterLink's VK; about 4 min; log bin/bench-real.log)"; \
+	IKM_CONFORMANCE_TESTS='^TestMeshReadyTimes$$' IKM_CONFORMANCE_READY_PODS=$${IKM_READY_PODS:-20} conformance/run.sh > bin/bench-real.log 2>&1 || { tail -40 bin/bench-real.log; exit 1; }; \
+	grep -E 'FIGURE' bin/bench-real.log | sed -E 's/^ *[a-z_]+\.go:[0-9]+: //'
 
 clean: ## remove build outputs and the cluster state (keeps the binary cache)
 	-@testcluster/cluster.sh down 2>/dev/null

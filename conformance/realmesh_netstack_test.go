@@ -2,7 +2,6 @@ package conformance
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -74,10 +73,7 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 			_ = n.c.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), n.name, metav1.DeleteOptions{})
 		})
 	}
-	m.poll("default ServiceAccount", 30*time.Second, func(ctx context.Context) (bool, string) {
-		_, err := env.Local.CoreV1().ServiceAccounts(m.ns).Get(ctx, "default", metav1.GetOptions{})
-		return err == nil, fmt.Sprint(err)
-	})
+	m.waitServiceAccount()
 	// The namespaces refuse what kernel mode needs: the labels are in force.
 	probe := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "net-admin"},
@@ -104,14 +100,14 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 		t.Fatalf("create the offloaded pod: %v", err)
 	}
 
-	shadow := m.waitShadow(shadowNS, localNode, "")
+	shadow := m.waitShadow(shadowNS, shadowComponent(web), localNode, "")
 	if caps := addedCapabilities(shadow); len(caps) > 0 {
 		t.Fatalf("the netstack shadow pod adds capabilities %v", caps)
 	}
 	t.Logf("PROVEN the netstack shadow pod %s/%s, rendered by the VK from shadow-pod-netstack.tmpl, is admitted in a restricted namespace and Ready on a stock kubelet at %s (%s after create)",
 		shadowNS, shadow.Name, shadow.Status.PodIP, since(start))
 
-	host, backend := m.ingressBackend(shadowNS)
+	host, backend := m.ingressBackend(shadowNS, shadowComponent(web))
 	ing := startIngress(t, filepath.Join(out, "logs"), tunnel, host, backend)
 
 	remote := m.waitRemote(web.UID, remoteNode)
@@ -125,6 +121,8 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 		regexp.MustCompile(`host=`+regexp.QuoteMeta(hostnameOf(remote))+` client=127\.0\.0\.1:`), httpGet(shadow.Status.PodIP)...)
 	t.Logf("PROVEN a local client pod's request to the pod's IP %s (the shadow's sockets, no DNAT) is answered by the offloaded echo-server through the sidecar's loopback relay: %q (%s after create)",
 		shadow.Status.PodIP, lastLine(answer), since(start))
+
+	m.checkTunnelByName(remote)
 
 	fqdn := "target." + m.ns + ".svc.cluster.local"
 	found := m.execUntil("offloaded pod resolves "+fqdn, m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
@@ -151,6 +149,7 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 	t.Logf("PROVEN a local client pod reaches the offloaded pod through the ClusterIP Service web (%s → kube-proxy → the shadow pod's socket → the mesh): %q", webSvc, lastLine(answer))
 
 	m.throughput("netstack", localNode, shadow, remote)
+	m.probeFigures("netstack", localNode, shadow, remote)
 
 	m.crashAndRecover(crashCheck{
 		shadow: shadow, remote: remote,

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +19,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -29,11 +33,12 @@ import (
 // The environment conformance/run.sh adds when both clusters have a real node (root).
 const (
 	envRealMesh      = "IKM_CONFORMANCE_REAL_MESH"      // 1: both clusters have a real node
-	envTunnelAddress = "IKM_CONFORMANCE_TUNNEL_ADDRESS" // the ingress's IP:port, the plugin's mesh.tunnel_address
+	envTunnelAddress = "IKM_CONFORMANCE_TUNNEL_ADDRESS" // the ingress's IP:port, where <host>.mesh.test resolves remotely
 	envKubectl       = "IKM_CONFORMANCE_KUBECTL"
 	envEchoImage     = "IKM_CONFORMANCE_ECHO_IMAGE"  // echo-server from make images
 	envShellImage    = "IKM_CONFORMANCE_SHELL_IMAGE" // busybox from make images
 	envIperfImage    = "IKM_CONFORMANCE_IPERF_IMAGE" // iperf3 from make images
+	envProbeImage    = "IKM_CONFORMANCE_PROBE_IMAGE" // netprobe from make images
 	envKubeProxy     = "IKM_CONFORMANCE_KUBE_PROXY"  // 1: the local real node runs kube-proxy
 	envClusterDNS    = "IKM_CONFORMANCE_CLUSTER_DNS" // 1: and CoreDNS behind the kube-dns Service
 )
@@ -70,16 +75,7 @@ func TestMeshRealPods(t *testing.T) {
 	t.Logf("real nodes: local %s, remote %s; tunnel through nginx on %s", localNode, remoteNode, tunnel)
 	m.onlySchedulable(localNode)
 
-	if _, err := env.Local.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: m.ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = env.Local.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), m.ns, metav1.DeleteOptions{})
-	})
-	m.poll("default ServiceAccount", 30*time.Second, func(ctx context.Context) (bool, string) {
-		_, err := env.Local.CoreV1().ServiceAccounts(m.ns).Get(ctx, "default", metav1.GetOptions{})
-		return err == nil, fmt.Sprint(err)
-	})
+	m.localNamespace()
 
 	// Local side: the target of the reverse direction and a client, on the local real node.
 	target := m.localPod("target", localNode, corev1.Container{Name: "echo", Image: m.echo, ImagePullPolicy: corev1.PullNever})
@@ -95,13 +91,13 @@ func TestMeshRealPods(t *testing.T) {
 
 	// The VK renders the shadow from manifests/ (through make manifests); it must run for real.
 	shadowNS := m.ns + "-wstunnel"
-	shadow := m.waitShadow(shadowNS, localNode, "")
+	shadow := m.waitShadow(shadowNS, shadowComponent(web), localNode, "")
 	t.Logf("PROVEN the shadow pod %s/%s (shadow-agent image, the VK's rendering of the project's template) runs on a stock kubelet: Ready on %s at %s, %s after create",
 		shadowNS, shadow.Name, localNode, shadow.Status.PodIP, since(start))
 
 	// The ingress: what an ingress controller makes of the shadow Ingress, nginx on the remote
 	// node's bridge (the only address the remote pods reach); the backend from the Service's endpoints.
-	host, backend := m.ingressBackend(shadowNS)
+	host, backend := m.ingressBackend(shadowNS, shadowComponent(web))
 	ing := startIngress(t, filepath.Join(out, "logs"), tunnel, host, backend)
 	t.Logf("ingress: nginx on %s routes Host %s to %s (the shadow Service's endpoint)", tunnel, host, backend)
 
@@ -171,6 +167,11 @@ func TestMeshRealPods(t *testing.T) {
 		t.Logf("Service IPs not checked: the local node runs no kube-proxy (%s unset)", envKubeProxy)
 	}
 
+	m.checkTunnelByName(remote)
+	if os.Getenv(envClusterDNS) == "1" {
+		m.checkDNSModes(web, env.VKNode, remoteNode, ing, target)
+	}
+
 	resolv := m.exec(m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell", "cat", "/etc/resolv.conf")
 	wantNS := "nameserver " + env.DNSIP.String()
 	wantSearch := "search " + m.ns + ".svc.cluster.local"
@@ -181,6 +182,7 @@ func TestMeshRealPods(t *testing.T) {
 	}
 
 	m.throughput("kernel", localNode, shadow, remote)
+	m.probeFigures("kernel", localNode, shadow, remote)
 
 	m.crashAndRecover(crashCheck{
 		shadow: shadow, remote: remote,
@@ -212,6 +214,29 @@ func TestMeshRealPods(t *testing.T) {
 	m.deleteOffloaded(web.Name, remote, shadowNS)
 }
 
+// localNamespace creates the run's local namespace, deleted when the test ends, and waits for its
+// default ServiceAccount (pods cannot be created before it).
+func (m *meshRun) localNamespace() {
+	m.t.Helper()
+	ctx := m.t.Context()
+	if _, err := m.env.Local.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: m.ns}}, metav1.CreateOptions{}); err != nil {
+		m.t.Fatalf("create namespace: %v", err)
+	}
+	m.t.Cleanup(func() {
+		_ = m.env.Local.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), m.ns, metav1.DeleteOptions{})
+	})
+	m.waitServiceAccount()
+}
+
+// waitServiceAccount waits for the local namespace's default ServiceAccount.
+func (m *meshRun) waitServiceAccount() {
+	m.t.Helper()
+	m.poll("default ServiceAccount", 30*time.Second, func(ctx context.Context) (bool, string) {
+		_, err := m.env.Local.CoreV1().ServiceAccounts(m.ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, fmt.Sprint(err)
+	})
+}
+
 // offloadedPod is the pod the mesh tests offload through the VK of vkNode: echo-server, and a shell
 // to act from inside it. Locally the VK's node matches the second affinity term; remotely (the
 // plugin drops the VK's hostname selector) only the real node matches.
@@ -236,6 +261,8 @@ func (m *meshRun) offloadedPod(vkNode string, annotations map[string]string) *co
 				{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullIfNotPresent, Command: []string{"sleep", "3600"}},
 				{Name: "iperf3", Image: m.iperf, ImagePullPolicy: corev1.PullIfNotPresent, Args: []string{"-s"}, Ports: []corev1.ContainerPort{
 					{ContainerPort: 5201, Protocol: corev1.ProtocolTCP}, {ContainerPort: 5201, Protocol: corev1.ProtocolUDP}}},
+				{Name: "netprobe", Image: m.probe, ImagePullPolicy: corev1.PullIfNotPresent, Args: []string{"serve"}, Ports: []corev1.ContainerPort{
+					{ContainerPort: probePort, Protocol: corev1.ProtocolTCP}, {ContainerPort: probePort, Protocol: corev1.ProtocolUDP}}},
 			},
 		},
 	}
@@ -329,12 +356,17 @@ func procStatusMiB(proc, field string) (float64, error) {
 	return 0, fmt.Errorf("no %s in %s/status", field, proc)
 }
 
-// waitShadow waits for the one shadow pod in ns, other than the pod with UID not, to be Ready on node.
-func (m *meshRun) waitShadow(ns, node string, not types.UID) *corev1.Pod {
+// shadowComponent is the app.kubernetes.io/component label of the shadow objects the VK renders for
+// the local pod: its Deployment's name, <pod>-<namespace>.
+func shadowComponent(local *corev1.Pod) string { return local.Name + "-" + local.Namespace }
+
+// waitShadow waits for the one shadow pod of component in ns, other than the pod with UID not, to
+// be Ready on node.
+func (m *meshRun) waitShadow(ns, component, node string, not types.UID) *corev1.Pod {
 	m.t.Helper()
 	var shadow *corev1.Pod
-	m.poll("shadow pod Ready on the local real node", 90*time.Second, func(ctx context.Context) (bool, string) {
-		l, err := m.env.Local.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	m.poll("shadow pod "+component+" Ready on the local real node", 90*time.Second, func(ctx context.Context) (bool, string) {
+		l, err := m.env.Local.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: componentLabel + "=" + component})
 		if err != nil || len(l.Items) != 1 || l.Items[0].UID == not {
 			return false, fmt.Sprintf("%d pods, %v", len(l.Items), err)
 		}
@@ -366,23 +398,25 @@ func (m *meshRun) replaceShadow(shadow *corev1.Pod, ing *ingress) *corev1.Pod {
 	if err := m.env.Local.CoreV1().Pods(shadow.Namespace).Delete(m.t.Context(), shadow.Name, metav1.DeleteOptions{}); err != nil {
 		m.t.Fatalf("delete the shadow pod: %v", err)
 	}
-	next := m.waitShadow(shadow.Namespace, shadow.Spec.NodeName, shadow.UID)
-	_, backend := m.ingressBackend(shadow.Namespace)
-	ing.reload(m.t, backend)
+	component := shadow.Labels[componentLabel]
+	next := m.waitShadow(shadow.Namespace, component, shadow.Spec.NodeName, shadow.UID)
+	host, backend := m.ingressBackend(shadow.Namespace, component)
+	ing.route(m.t, host, backend)
 	return next
 }
 
-// deleteOffloaded deletes the local pod name and waits until its remote pod and the shadow
+// deleteOffloaded deletes the local pod name and waits until its remote pod and its shadow
 // Deployment in shadowNS are gone.
 func (m *meshRun) deleteOffloaded(name string, remote *corev1.Pod, shadowNS string) {
 	m.t.Helper()
 	if err := m.env.Local.CoreV1().Pods(m.ns).Delete(m.t.Context(), name, metav1.DeleteOptions{}); err != nil {
 		m.t.Fatalf("delete the offloaded pod: %v", err)
 	}
+	deployment := name + "-" + m.ns // shadowComponent
 	m.poll("remote pod and shadow Deployment gone", 90*time.Second, func(ctx context.Context) (bool, string) {
 		_, rerr := m.env.Remote.CoreV1().Pods(remote.Namespace).Get(ctx, remote.Name, metav1.GetOptions{})
-		d, _ := m.env.Local.AppsV1().Deployments(shadowNS).List(ctx, metav1.ListOptions{})
-		return rerr != nil && d != nil && len(d.Items) == 0, fmt.Sprintf("remote pod: %v; %d shadow Deployments", rerr, len(d.Items))
+		_, derr := m.env.Local.AppsV1().Deployments(shadowNS).Get(ctx, deployment, metav1.GetOptions{})
+		return apierrors.IsNotFound(rerr) && apierrors.IsNotFound(derr), fmt.Sprintf("remote pod: %v; shadow Deployment %s: %v", rerr, deployment, derr)
 	})
 }
 
@@ -393,6 +427,7 @@ type meshRun struct {
 	ns                 string
 	kubectl            string
 	echo, shell, iperf string
+	probe              string // netprobe
 	// restricted makes the local pods pass Pod Security "restricted" (restrictPod).
 	restricted bool
 }
@@ -400,9 +435,9 @@ type meshRun struct {
 // newMeshRun is a meshRun in the local namespace ns, with the tools and images run.sh names.
 func newMeshRun(t *testing.T, env *Env, ns string, restricted bool) *meshRun {
 	m := &meshRun{t: t, env: env, ns: ns, kubectl: os.Getenv(envKubectl), restricted: restricted,
-		echo: os.Getenv(envEchoImage), shell: os.Getenv(envShellImage), iperf: os.Getenv(envIperfImage)}
-	if m.kubectl == "" || m.echo == "" || m.shell == "" || m.iperf == "" {
-		t.Fatalf("%s, %s, %s and %s must be set (run.sh sets them)", envKubectl, envEchoImage, envShellImage, envIperfImage)
+		echo: os.Getenv(envEchoImage), shell: os.Getenv(envShellImage), iperf: os.Getenv(envIperfImage), probe: os.Getenv(envProbeImage)}
+	if m.kubectl == "" || m.echo == "" || m.shell == "" || m.iperf == "" || m.probe == "" {
+		t.Fatalf("%s, %s, %s, %s and %s must be set (run.sh sets them)", envKubectl, envEchoImage, envShellImage, envIperfImage, envProbeImage)
 	}
 	return m
 }
@@ -532,35 +567,42 @@ func (m *meshRun) localPod(name, node string, c corev1.Container) *corev1.Pod {
 
 // ingressBackend reads the shadow Ingress the VK applied: its host, and the address of the pod behind
 // its Service (from the Service's EndpointSlices, as an ingress controller does).
-func (m *meshRun) ingressBackend(ns string) (host, backend string) {
+func (m *meshRun) ingressBackend(ns, component string) (host, backend string) {
 	m.t.Helper()
-	m.poll("shadow Ingress with a ready endpoint", 60*time.Second, func(ctx context.Context) (bool, string) {
-		l, err := m.env.Local.NetworkingV1().Ingresses(ns).List(ctx, metav1.ListOptions{})
-		if err != nil || len(l.Items) != 1 || len(l.Items[0].Spec.Rules) == 0 || l.Items[0].Spec.Rules[0].HTTP == nil {
-			return false, fmt.Sprintf("Ingresses: %v", err)
-		}
-		rule := l.Items[0].Spec.Rules[0]
-		svc := rule.HTTP.Paths[0].Backend.Service
-		host = rule.Host
-		slices, err := m.env.Local.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + svc.Name})
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, s := range slices.Items {
-			for _, e := range s.Endpoints {
-				if len(e.Addresses) > 0 && (e.Conditions.Ready == nil || *e.Conditions.Ready) {
-					for _, p := range s.Ports {
-						if p.Port != nil && *p.Port == svc.Port.Number {
-							backend = netip.AddrPortFrom(netip.MustParseAddr(e.Addresses[0]), uint16(*p.Port)).String()
-							return true, ""
-						}
+	m.poll("shadow Ingress "+component+" with a ready endpoint", 60*time.Second, func(ctx context.Context) (bool, string) {
+		var ok bool
+		var seen string
+		host, backend, ok, seen = m.readyIngress(ctx, ns, component)
+		return ok, seen
+	})
+	return host, backend
+}
+
+// readyIngress reads the shadow Ingress of component in ns once: its host and the address of a ready
+// endpoint behind its Service, or what is missing.
+func (m *meshRun) readyIngress(ctx context.Context, ns, component string) (host, backend string, ok bool, seen string) {
+	l, err := m.env.Local.NetworkingV1().Ingresses(ns).List(ctx, metav1.ListOptions{LabelSelector: componentLabel + "=" + component})
+	if err != nil || len(l.Items) != 1 || len(l.Items[0].Spec.Rules) == 0 || l.Items[0].Spec.Rules[0].HTTP == nil {
+		return "", "", false, fmt.Sprintf("Ingresses: %v", err)
+	}
+	rule := l.Items[0].Spec.Rules[0]
+	svc := rule.HTTP.Paths[0].Backend.Service
+	eps, err := m.env.Local.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + svc.Name})
+	if err != nil {
+		return "", "", false, err.Error()
+	}
+	for _, s := range eps.Items {
+		for _, e := range s.Endpoints {
+			if len(e.Addresses) > 0 && (e.Conditions.Ready == nil || *e.Conditions.Ready) {
+				for _, p := range s.Ports {
+					if p.Port != nil && *p.Port == svc.Port.Number {
+						return rule.Host, netip.AddrPortFrom(netip.MustParseAddr(e.Addresses[0]), uint16(*p.Port)).String(), true, ""
 					}
 				}
 			}
 		}
-		return false, fmt.Sprintf("no ready endpoint of Service %s port %d yet", svc.Name, svc.Port.Number)
-	})
-	return host, backend
+	}
+	return "", "", false, fmt.Sprintf("no ready endpoint of Service %s port %d yet", svc.Name, svc.Port.Number)
 }
 
 // exec runs a command in a container through the API server and the kubelet.
@@ -574,7 +616,12 @@ func (m *meshRun) exec(kubeconfig, ns, pod, container string, cmd ...string) str
 }
 
 func (m *meshRun) tryExec(kubeconfig, ns, pod, container string, cmd ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(m.t.Context(), 20*time.Second)
+	return m.execFor(20*time.Second, kubeconfig, ns, pod, container, cmd...)
+}
+
+// execFor is tryExec with its own time limit, for commands that measure for longer.
+func (m *meshRun) execFor(limit time.Duration, kubeconfig, ns, pod, container string, cmd ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(m.t.Context(), limit)
 	defer cancel()
 	args := append([]string{"--kubeconfig", kubeconfig, "-n", ns, "exec", pod, "-c", container, "--"}, cmd...)
 	out, err := exec.CommandContext(ctx, m.kubectl, args...).CombinedOutput()
@@ -603,21 +650,34 @@ func (m *meshRun) execUntil(what, kubeconfig, ns, pod, container string, want *r
 
 // ingress is the test's nginx, standing in for the local cluster's ingress controller.
 type ingress struct {
-	dir, logDir, host string
-	addr              netip.AddrPort
+	dir, logDir string
+	addr        netip.AddrPort
+	routes      map[string]string // host → backend
 }
+
+// componentLabel labels the shadow objects of one offloaded pod (manifests/shadow-pod*.tmpl).
+const componentLabel = "app.kubernetes.io/component"
 
 // startIngress runs nginx on addr, proxying WebSocket upgrades for host to backend as an ingress
 // controller's generated configuration does, until the test ends.
 func startIngress(t *testing.T, logDir string, addr netip.AddrPort, host, backend string) *ingress {
 	t.Helper()
-	in := &ingress{dir: t.TempDir(), logDir: logDir, host: host, addr: addr}
+	in := &ingress{dir: t.TempDir(), logDir: logDir, addr: addr, routes: map[string]string{host: backend}}
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	in.write(t, backend)
+	// nginx retries a taken port for seconds before it gives up: find out first.
+	if ln, err := net.Listen("tcp", addr.String()); err != nil {
+		t.Fatalf("the ingress's address %s is taken (an nginx left by an interrupted run?): %v", addr, err)
+	} else {
+		ln.Close()
+	}
+	in.write(t)
 	cmd := exec.Command("nginx", "-c", filepath.Join(in.dir, "nginx.conf"), "-p", in.dir)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// If the suite dies without its cleanups (a signal), nginx stops with it (SIGTERM: a fast
+	// shutdown that takes its workers along) instead of keeping the port.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start nginx (the ingress): %v", err)
 	}
@@ -640,23 +700,51 @@ func startIngress(t *testing.T, logDir string, addr netip.AddrPort, host, backen
 	return in
 }
 
-// reload points the ingress at a new backend, as a controller does when the endpoints change
-// (nginx -s reload: established WebSockets are cut, which the tunnel survives by re-dialling).
-func (in *ingress) reload(t *testing.T, backend string) {
+// route points host at backend (a new host, or a new backend as a controller does when the
+// endpoints change) and reloads nginx: established WebSockets are cut, which the tunnel survives
+// by re-dialling.
+func (in *ingress) route(t *testing.T, host, backend string) {
 	t.Helper()
-	in.write(t, backend)
+	in.setRoutes(t, map[string]string{host: backend})
+}
+
+// setRoutes adds or changes several routes with one reload.
+func (in *ingress) setRoutes(t *testing.T, routes map[string]string) {
+	t.Helper()
+	maps.Copy(in.routes, routes)
+	in.write(t)
 	if out, err := exec.Command("nginx", "-c", filepath.Join(in.dir, "nginx.conf"), "-p", in.dir, "-s", "reload").CombinedOutput(); err != nil {
 		t.Fatalf("nginx -s reload: %v: %s", err, out)
 	}
 }
 
-func (in *ingress) write(t *testing.T, backend string) {
+func (in *ingress) write(t *testing.T) {
 	t.Helper()
-	dir, addr, host, logDir := in.dir, in.addr, in.host, in.logDir
+	var servers strings.Builder
+	for _, host := range slices.Sorted(maps.Keys(in.routes)) {
+		fmt.Fprintf(&servers, `	server {
+		listen %[1]s;
+		server_name %[2]s;
+		location / {
+			proxy_pass http://%[3]s;
+			proxy_http_version 1.1;
+			proxy_set_header Upgrade $http_upgrade;
+			proxy_set_header Connection $connection_upgrade;
+			proxy_set_header Host $host;
+			proxy_read_timeout 3600s;
+			proxy_send_timeout 3600s;
+			proxy_buffering off;
+			# The shadow Ingress's proxy-buffer-size and proxy-buffers-number, as ingress-nginx renders them.
+			proxy_buffer_size 256k;
+			proxy_buffers 4 256k;
+		}
+	}
+`, in.addr, host, in.routes[host])
+	}
 	conf := fmt.Sprintf(`worker_processes 1;
 daemon off;
 pid %[1]s/nginx.pid;
-error_log %[5]s/ingress-nginx.log notice;
+error_log %[4]s/ingress-nginx.log notice;
 events { worker_connections 64; }
 http {
 	# The path prefix is the tunnel's only secret: no access log.
@@ -671,26 +759,9 @@ http {
 		listen %[2]s default_server;
 		return 404;
 	}
-	server {
-		listen %[2]s;
-		server_name %[3]s;
-		location / {
-			proxy_pass http://%[4]s;
-			proxy_http_version 1.1;
-			proxy_set_header Upgrade $http_upgrade;
-			proxy_set_header Connection $connection_upgrade;
-			proxy_set_header Host $host;
-			proxy_read_timeout 3600s;
-			proxy_send_timeout 3600s;
-			proxy_buffering off;
-			# The shadow Ingress's proxy-buffer-size and proxy-buffers-number, as ingress-nginx renders them.
-			proxy_buffer_size 256k;
-			proxy_buffers 4 256k;
-		}
-	}
-}
-`, dir, addr, host, backend, logDir)
-	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+%[3]s}
+`, in.dir, in.addr, servers.String(), in.logDir)
+	if err := os.WriteFile(filepath.Join(in.dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -15,12 +15,14 @@
 # the suite runs) runs kube-proxy, and the test moves shadow pods onto it (it cordons the fake
 # nodes), so the VK's shadow pod (from `make manifests`, naming the images `make images` built)
 # runs for real; the remote real node runs the mesh test's offloaded pod, whose mesh-agent
-# dials the tunnel through nginx (the ingress) on the remote node's bridge address
-# (mesh.tunnel_address): nothing is routed between the two bridges. The other cases' remote pods stay
-# on kwok's nodes.
+# dials the tunnel by name (<host>.mesh.test, resolved by the remote site's DNS) through nginx (the
+# ingress) on the remote node's bridge address: nothing is routed between the two bridges. The other
+# cases' remote pods stay on kwok's nodes.
 #
 # Environment: INTERLINK_BIN_DIR, IKM_CACHE (see testcluster/cluster.sh), IKM_CONFORMANCE_RUN (a Go
-# regexp selecting cases, default all), IKM_CONFORMANCE_REAL_MESH (0: no real nodes even as root).
+# regexp selecting cases, default all), IKM_CONFORMANCE_REAL_MESH (0: no real nodes even as root),
+# IKM_CONFORMANCE_TESTS (a Go regexp of the suite's tests instead of the default set: make bench-real
+# runs ^TestMeshReadyTimes$ with IKM_CONFORMANCE_READY_PODS=20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -68,12 +70,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# free_port prints a TCP port on 127.0.0.1 that nothing listens on, avoiding ports already handed out.
+# free_port prints a TCP port on 127.0.0.1 that nothing listens on, avoiding ports already handed out
+# and the kernel's ephemeral range (an outgoing connection may take a port there between the check
+# and the listen: the API server once failed with "address already in use").
 taken=" "
+read -r eph_low _ </proc/sys/net/ipv4/ip_local_port_range
+port_low=10000
+port_span=$((eph_low > port_low + 1000 ? eph_low - port_low : 20000))
 free_port() {
 	local p
 	while :; do
-		p=$((20000 + RANDOM % 20000))
+		p=$((port_low + RANDOM % port_span))
 		case $taken in *" $p "*) continue ;; esac
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			taken="$taken$p "
@@ -113,8 +120,12 @@ if [ "$real" = 1 ]; then
 	make -s manifests >/dev/null
 	templates=$repo/bin/manifests
 	# The local node runs kube-proxy and CoreDNS behind the kube-dns Service the VK names (DNSServiceIP).
-	local_nodes=(IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODE_KUBE_PROXY=1 IKM_DNS_SERVICE_IP=$dns_ip)
-	remote_nodes=(IKM_REAL_NODE=1)
+	# Each node's CoreDNS also answers its site's own names (IKM_NODE_DNS_SITE_ZONES: every name in
+	# the zone is the node), never the machine's resolver: site.test on both sides, an "external"
+	# name that tells which site answered; and on the remote side mesh.test, the VK's WildcardDNS,
+	# as the remote site's DNS would hold the ingress's wildcard record.
+	local_nodes=(IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODE_KUBE_PROXY=1 IKM_DNS_SERVICE_IP=$dns_ip "IKM_NODE_DNS_SITE_ZONES=site.test")
+	remote_nodes=(IKM_REAL_NODE=1 "IKM_NODE_DNS_SITE_ZONES=mesh.test site.test")
 fi
 env "${local_nodes[@]}" IKM_CLUSTER_DIR="$work/local" IKM_CLUSTER_NAME=ikm-conformance-local IKM_KWOK_POD_CIDR=$pod_cidr IKM_SERVICE_CIDR=$service_cidr \
 	testcluster/cluster.sh up
@@ -122,21 +133,29 @@ env "${remote_nodes[@]}" IKM_CLUSTER_DIR="$work/remote" IKM_CLUSTER_NAME=ikm-con
 plugin_env=()
 suite_env=()
 if [ "$real" = 1 ]; then
-	# The VK routes the local real node's pod range into the mesh; the remote pods dial the tunnel at
-	# the remote node's own bridge address, where the test's nginx serves the shadow Ingress.
+	# The VK routes the local real node's pod range into the mesh; the remote pods dial the tunnel by
+	# its name, <host>.mesh.test, which the remote site's DNS (the remote node's CoreDNS) resolves to
+	# the remote node's own bridge address, where the test's nginx serves the shadow Ingress. The
+	# sidecars ask that DNS (mesh.tunnel_nameservers: what the remote kubelet's clusterDNS names;
+	# the remote cluster has no kube-dns Service to discover) because the pods' resolv.conf names
+	# the local DNS alone, reachable only through the mesh.
 	pod_cidr=$(cat "$work/local/node/pod-cidr")
 	remote_cidr=$(cat "$work/remote/node/pod-cidr")
-	tunnel_address=${remote_cidr%.0/24}.1:80
+	remote_dns=${remote_cidr%.0/24}.1
+	tunnel_address=$remote_dns:80
 	image_ref() { tar -xOf "bin/images/$1.tar" index.json | jq -er '.manifests[0].annotations["io.containerd.image.name"]'; }
-	plugin_env=(MESH_TUNNEL_ADDRESS="$tunnel_address" MESH_AGENT_IMAGE="$(image_ref mesh-agent)")
-	suite_env=(IKM_CONFORMANCE_REAL_MESH=1 IKM_CONFORMANCE_REAL_PODS=1 IKM_CONFORMANCE_KUBE_PROXY=1 IKM_CONFORMANCE_CLUSTER_DNS=1 IKM_CONFORMANCE_TUNNEL_ADDRESS="$tunnel_address"
+	# The sidecar's memory limit raised from 256Mi to 768Mi: a netstack sidecar takes 35-46 KiB a
+	# flow, and the real-pod tests hold 10,000 flows through it (README, netstack mode).
+	plugin_env=(MESH_TUNNEL_NAMESERVERS="$remote_dns" MESH_AGENT_IMAGE="$(image_ref mesh-agent)"
+		MESH_AGENT_RESOURCES='{"requests":{"cpu":"10m","memory":"32Mi"},"limits":{"memory":"768Mi"}}')
+	suite_env=(IKM_CONFORMANCE_REAL_MESH=1 IKM_CONFORMANCE_REAL_PODS=1 IKM_CONFORMANCE_KUBE_PROXY=1 IKM_CONFORMANCE_CLUSTER_DNS=1 IKM_CONFORMANCE_TUNNEL_ADDRESS="$tunnel_address" IKM_CONFORMANCE_REMOTE_DNS="$remote_dns"
 		IKM_CONFORMANCE_KUBECTL="$cache/bin/current/kubectl"
 		IKM_CONFORMANCE_ECHO_IMAGE="$(image_ref echo-server)" IKM_CONFORMANCE_SHELL_IMAGE="$(image_ref shell)"
-		IKM_CONFORMANCE_IPERF_IMAGE="$(image_ref iperf3)")
+		IKM_CONFORMANCE_IPERF_IMAGE="$(image_ref iperf3)" IKM_CONFORMANCE_PROBE_IMAGE="$(image_ref netprobe)")
 	# The suite's shadow pods stay on kwok's nodes (real ones under eight cases at once outlast the
 	# suite's waits on this machine); TestMeshRealPods cordons those and uncordons this one.
 	"$cache/bin/current/kubectl" --kubeconfig "$work/local/kubeconfig" cordon ikm-conformance-local-node >/dev/null
-	log "local pods on $pod_cidr, remote real pods on $remote_cidr; tunnel address $tunnel_address"
+	log "local pods on $pod_cidr, remote real pods on $remote_cidr; the ingress on $tunnel_address (*.mesh.test in the remote DNS $remote_dns)"
 fi
 local_kc=$work/local/kubeconfig
 remote_kc=$work/remote/kubeconfig
@@ -235,6 +254,7 @@ if [ "$real" = 1 ]; then
 	tests='^(TestConformance|TestMeshRealPods|TestMeshRealPodsRestricted)$'
 	chain="$chain virtual-kubelet-netstack=${pids[3]}"
 fi
+tests=${IKM_CONFORMANCE_TESTS:-$tests}
 env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="$chain" \
 	IKM_CONFORMANCE_LOCAL_KUBECONFIG=$local_kc \
 	IKM_CONFORMANCE_REMOTE_KUBECONFIG=$remote_kc \

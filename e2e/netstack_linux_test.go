@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/dnstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 )
@@ -143,35 +144,9 @@ func podRuntimeSysctls(ns *netnstest.NS) {
 }
 
 // serveDNS answers A queries for names in the map over UDP and TCP on addr inside ns; other
-// names get NXDOMAIN. It counts queries, to prove where they went.
+// names get NXDOMAIN.
 func serveDNS(t testing.TB, ns *netnstest.NS, addr string, names map[string]string) {
 	t.Helper()
-	answer := func(q []byte) []byte {
-		var p dnsmessage.Parser
-		h, err := p.Start(q)
-		if err != nil {
-			return nil
-		}
-		qs, err := p.AllQuestions()
-		if err != nil || len(qs) != 1 {
-			return nil
-		}
-		b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired})
-		b.EnableCompression()
-		ip, ok := names[qs[0].Name.String()]
-		if !ok {
-			b = dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, RCode: dnsmessage.RCodeNameError})
-		}
-		_ = b.StartQuestions()
-		_ = b.Question(qs[0])
-		if ok && qs[0].Type == dnsmessage.TypeA {
-			_ = b.StartAnswers()
-			_ = b.AResource(dnsmessage.ResourceHeader{Name: qs[0].Name, Class: dnsmessage.ClassINET, TTL: 5},
-				dnsmessage.AResource{A: netip.MustParseAddr(ip).As4()})
-		}
-		out, _ := b.Finish()
-		return out
-	}
 	var pc net.PacketConn
 	var ln net.Listener
 	if err := ns.Do(func() (err error) {
@@ -183,44 +158,7 @@ func serveDNS(t testing.TB, ns *netnstest.NS, addr string, names map[string]stri
 	}); err != nil {
 		t.Fatalf("listen dns %s: %v", addr, err)
 	}
-	done := make(chan struct{}, 2)
-	go func() {
-		defer func() { done <- struct{}{} }()
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if a := answer(buf[:n]); a != nil {
-				_, _ = pc.WriteTo(a, from)
-			}
-		}
-	}()
-	go func() {
-		defer func() { done <- struct{}{} }()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				var l [2]byte
-				if _, err := io.ReadFull(c, l[:]); err != nil {
-					return
-				}
-				q := make([]byte, enc.BigEndian.Uint16(l[:]))
-				if _, err := io.ReadFull(c, q); err != nil {
-					return
-				}
-				a := answer(q)
-				_, _ = c.Write(append(enc.BigEndian.AppendUint16(nil, uint16(len(a))), a...))
-			}()
-		}
-	}()
-	t.Cleanup(func() { pc.Close(); ln.Close(); <-done; <-done })
+	dnstest.Serve(t, pc, ln, names)
 }
 
 // lookupA asks the resolver at addr inside ns for name's A record, over network ("udp" or

@@ -165,7 +165,7 @@ func TestBuiltImages(t *testing.T) {
 	for _, r := range results {
 		names = append(names, r.Name)
 	}
-	if diff := cmp.Diff([]string{"interlink-k8s-plugin", "mesh-agent", "shadow-agent", "pause", "echo-server", "iperf3", "shell"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"interlink-k8s-plugin", "mesh-agent", "shadow-agent", "pause", "echo-server", "netprobe", "iperf3", "shell"}, names); diff != "" {
 		t.Errorf("images built (-want +got):\n%s", diff)
 	}
 	for _, r := range results {
@@ -199,7 +199,7 @@ func TestBuiltImages(t *testing.T) {
 					t.Fatal(err)
 				}
 				c := cf.Config
-				wantUser := map[string]string{"interlink-k8s-plugin": "65532:65532", "pause": "65532:65532", "echo-server": "65532:65532", "iperf3": "65532:65532"}[r.Name]
+				wantUser := map[string]string{"interlink-k8s-plugin": "65532:65532", "pause": "65532:65532", "echo-server": "65532:65532", "netprobe": "65532:65532", "iperf3": "65532:65532"}[r.Name]
 				if wantUser == "" {
 					wantUser = "0:0"
 				}

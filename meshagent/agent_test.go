@@ -3,14 +3,17 @@ package meshagent
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/dnstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 )
 
@@ -165,5 +168,37 @@ func TestNoHandshakeWhy(t *testing.T) {
 				t.Errorf("why = %q, want it to say %q", why, tt.want)
 			}
 		})
+	}
+}
+
+// TestTunnelResolver: the tunnel's nameservers are asked in turn, on the port given; none means
+// the pod's own resolver.
+func TestTunnelResolver(t *testing.T) {
+	if tunnelResolver(nil, 53) != nil {
+		t.Error("no nameservers gave a resolver")
+	}
+	names := map[string]string{"ingress.site.test.": "192.0.2.7"}
+	first, a1 := dnstest.Loopback(t, names)
+	// The second on 127.0.0.2, same port: the resolver dials one port on every nameserver.
+	a2 := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), a1.Port())
+	pc, err := net.ListenPacket("udp", a2.String())
+	if err != nil {
+		t.Fatalf("listen %s: %v", a2, err)
+	}
+	ln, err := net.Listen("tcp", a2.String())
+	if err != nil {
+		pc.Close()
+		t.Fatalf("listen %s: %v", a2, err)
+	}
+	second := dnstest.Serve(t, pc, ln, names)
+	res := tunnelResolver([]netip.Addr{a1.Addr(), a2.Addr()}, a1.Port())
+	for range 4 {
+		got, err := res.LookupNetIP(t.Context(), "ip4", "ingress.site.test.")
+		if err != nil || len(got) != 1 || got[0] != netip.MustParseAddr("192.0.2.7") {
+			t.Fatalf("lookup = %v, %v", got, err)
+		}
+	}
+	if len(first.Asked()) == 0 || len(second.Asked()) == 0 {
+		t.Errorf("asked %d and %d times: both nameservers must take queries", len(first.Asked()), len(second.Asked()))
 	}
 }

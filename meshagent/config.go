@@ -1,13 +1,16 @@
 package meshagent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -136,6 +139,7 @@ func New(cfg Config) (*Agent, error) {
 		CAFile:      spec.Tunnel.CAFile,
 		Unmasked:    spec.Tunnel.Unmasked,
 		Proxy:       tunnel.ProxyFromEnvironment(), // HTTPS_PROXY, HTTP_PROXY, NO_PROXY
+		Resolver:    tunnelResolver(spec.Tunnel.Nameservers, 53),
 		OnSession:   a.rehandshake,
 		BatchSize:   cfg.BatchSize,
 		Logger:      cfg.Logger.With("component", "tunnel"),
@@ -148,6 +152,21 @@ func New(cfg Config) (*Agent, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.handler = a.routes()
 	return a, nil
+}
+
+// tunnelResolver asks the tunnel's nameservers (the remote cluster's DNS) on port, each query to
+// the next one in turn; nil without nameservers, for the pod's own resolv.conf. The pod's
+// resolv.conf may name only the local cluster's DNS, which answers through the tunnel alone.
+func tunnelResolver(nameservers []netip.Addr, port uint16) *net.Resolver {
+	if len(nameservers) == 0 {
+		return nil
+	}
+	var next atomic.Uint32
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		ns := nameservers[int(next.Add(1)-1)%len(nameservers)]
+		var d net.Dialer
+		return d.DialContext(ctx, network, netip.AddrPortFrom(ns, port).String())
+	}}
 }
 
 // hostname strips the port from a host[:port].

@@ -81,12 +81,13 @@ type (
 		Searches    []string `json:"searches,omitempty"`
 	}
 	wireTunnel struct {
-		URL         string `json:"url"`
-		PathPrefix  string `json:"pathPrefix"`
-		Host        string `json:"host,omitempty"`
-		Destination string `json:"destination,omitempty"`
-		Unmasked    bool   `json:"unmasked,omitempty"`
-		CAFile      string `json:"caFile,omitempty"`
+		URL         string   `json:"url"`
+		PathPrefix  string   `json:"pathPrefix"`
+		Host        string   `json:"host,omitempty"`
+		Destination string   `json:"destination,omitempty"`
+		Unmasked    bool     `json:"unmasked,omitempty"`
+		CAFile      string   `json:"caFile,omitempty"`
+		Nameservers []string `json:"nameservers,omitempty"`
 	}
 	wireForward struct {
 		Protocol string `json:"protocol,omitempty"`
@@ -123,6 +124,9 @@ func toWire(s Spec) wireSpec {
 			Unmasked:    s.Tunnel.Unmasked,
 			CAFile:      s.Tunnel.CAFile,
 		},
+	}
+	for _, a := range s.Tunnel.Nameservers {
+		w.Tunnel.Nameservers = append(w.Tunnel.Nameservers, a.String())
 	}
 	for _, r := range s.Routes {
 		w.Routes = append(w.Routes, r.String())
@@ -250,17 +254,21 @@ func (w *wireSpec) spec() (Spec, error) {
 			return err
 		})
 	}
-	for i, a := range w.DNS.Nameservers {
-		field := fmt.Sprintf("dns.nameservers[%d]", i)
-		if a == "" {
-			errs = append(errs, fieldErr(field, errors.New("empty address")))
+	addrs := func(field string, list []string, into *[]netip.Addr) {
+		for i, a := range list {
+			f := fmt.Sprintf("%s[%d]", field, i)
+			if a == "" {
+				errs = append(errs, fieldErr(f, errors.New("empty address")))
+			}
+			conv(f, a, func(t string) error {
+				v, err := netip.ParseAddr(t)
+				*into = append(*into, v)
+				return err
+			})
 		}
-		conv(field, a, func(t string) error {
-			v, err := netip.ParseAddr(t)
-			s.DNS.Nameservers = append(s.DNS.Nameservers, v)
-			return err
-		})
 	}
+	addrs("dns.nameservers", w.DNS.Nameservers, &s.DNS.Nameservers)
+	addrs("tunnel.nameservers", w.Tunnel.Nameservers, &s.Tunnel.Nameservers)
 	for i, f := range w.Forwards {
 		fw := Forward{Protocol: f.Protocol, To: f.To}
 		conv(fmt.Sprintf("forwards[%d].listen", i), f.Listen, func(t string) (err error) { fw.Listen, err = netip.ParseAddrPort(t); return })

@@ -133,6 +133,10 @@ type Tunnel struct {
 	// CAFile is a PEM file of roots that verify a wss:// server; empty uses the system roots.
 	// Only with wss://.
 	CAFile string `json:"caFile,omitempty"`
+	// Nameservers resolve the URL's host (and a proxy's) instead of the pod's resolv.conf: the
+	// remote cluster's DNS, for a pod whose resolv.conf names only the local cluster's DNS,
+	// which is reachable only once the tunnel is up. At most MaxNameservers; port 53. Optional.
+	Nameservers []netip.Addr `json:"nameservers,omitempty"`
 }
 
 // WithDefaults returns s with every unset optional field set to its documented default.

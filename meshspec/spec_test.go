@@ -60,6 +60,7 @@ func fullSpec() Spec {
 			Destination: netip.MustParseAddrPort("127.0.0.1:51821"),
 			Unmasked:    true,
 			CAFile:      "/etc/mesh-agent/ca.crt",
+			Nameservers: []netip.Addr{netip.MustParseAddr("10.43.0.10")},
 		},
 	}
 }
@@ -155,6 +156,9 @@ var parseCases = []struct {
 	{name: "route garbage", in: minimalJSON(`"routes":["cluster"],`), field: "routes[0]"},
 	{name: "too many nameservers", in: minimalJSON(`"dns":{"nameservers":["1.1.1.1","1.0.0.1","8.8.8.8","8.8.4.4"]},`), field: "dns.nameservers", msg: "at most 3"},
 	{name: "bad nameserver", in: minimalJSON(`"dns":{"nameservers":["10.96.0.10","dns"]},`), field: "dns.nameservers[1]"},
+	{name: "bad tunnel nameserver", in: strings.Replace(minimalJSON(""), `"url"`, `"nameservers":["10.0.0.10","ns1"],"url"`, 1), field: "tunnel.nameservers[1]"},
+	{name: "multicast tunnel nameserver", in: strings.Replace(minimalJSON(""), `"url"`, `"nameservers":["224.0.0.1"],"url"`, 1), field: "tunnel.nameservers[0]", msg: "unicast"},
+	{name: "too many tunnel nameservers", in: strings.Replace(minimalJSON(""), `"url"`, `"nameservers":["10.0.0.1","10.0.0.2","10.0.0.3","10.0.0.4"],"url"`, 1), field: "tunnel.nameservers", msg: "at most 3"},
 	{name: "bad search", in: minimalJSON(`"dns":{"searches":["-bad.local"]},`), field: "dns.searches[0]", msg: "not a domain"},
 	{name: "url scheme", in: strings.Replace(minimalJSON(""), "ws://", "http://", 1), field: "tunnel.url", msg: `scheme "http"`},
 	{name: "url with path", in: strings.Replace(minimalJSON(""), "example.org", "example.org/x/events", 1), field: "tunnel.url", msg: "without path"},

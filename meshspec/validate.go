@@ -147,16 +147,22 @@ func validateRoute(field string, r netip.Prefix, before []netip.Prefix) error {
 	return nil
 }
 
-func validateDNS(d DNS) []error {
+// validateNameservers checks a list of nameservers named field.
+func validateNameservers(field string, ns []netip.Addr) []error {
 	var errs []error
-	if len(d.Nameservers) > MaxNameservers {
-		errs = append(errs, fieldErrf("dns.nameservers", "%d entries, at most %d", len(d.Nameservers), MaxNameservers))
+	if len(ns) > MaxNameservers {
+		errs = append(errs, fieldErrf(field, "%d entries, at most %d", len(ns), MaxNameservers))
 	}
-	for i, a := range d.Nameservers {
+	for i, a := range ns {
 		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() {
-			errs = append(errs, fieldErrf(fmt.Sprintf("dns.nameservers[%d]", i), "%v is not a unicast address", a))
+			errs = append(errs, fieldErrf(fmt.Sprintf("%s[%d]", field, i), "%v is not a unicast address", a))
 		}
 	}
+	return errs
+}
+
+func validateDNS(d DNS) []error {
+	errs := validateNameservers("dns.nameservers", d.Nameservers)
 	if len(d.Searches) > MaxSearches {
 		errs = append(errs, fieldErrf("dns.searches", "%d entries, at most %d", len(d.Searches), MaxSearches))
 	}
@@ -221,7 +227,7 @@ func validateTunnel(t Tunnel) []error {
 	if d := t.Destination; !d.Addr().IsValid() || d.Port() == 0 {
 		add(fieldErrf("tunnel.destination", "%v needs an address and a non-zero port", d))
 	}
-	return errs
+	return append(errs, validateNameservers("tunnel.nameservers", t.Nameservers)...)
 }
 
 func validateForwards(fs []Forward) []error {

@@ -135,6 +135,11 @@ type MeshOptions struct {
 	// TunnelAddress is an IP:port the sidecars dial for the tunnel instead of the ingress host
 	// (which still goes in the Host header and the TLS server name). Empty: the host is resolved.
 	TunnelAddress string `json:"tunnel_address,omitempty"`
+	// TunnelNameservers resolve the tunnel's host in the sidecars of pods whose resolv.conf names
+	// the local cluster's DNS (dns_mode local): comma-separated IPs, "auto" (the default: the
+	// remote cluster's kube-system/kube-dns Service, looked up at start) or "none" (the pod's
+	// resolv.conf).
+	TunnelNameservers string `json:"tunnel_nameservers,omitempty"`
 }
 
 // Duration is a time.Duration written as "30s" in the file and the environment.
@@ -295,6 +300,9 @@ func (c *FileConfig) defaults() {
 	if c.Mesh.ClusterDomain == "" {
 		c.Mesh.ClusterDomain = d.ClusterDomain
 	}
+	if c.Mesh.TunnelNameservers == "" {
+		c.Mesh.TunnelNameservers = TunnelNameserversAuto
+	}
 }
 
 // Prefix is the namespace prefix, "" for none.
@@ -325,7 +333,34 @@ func (c FileConfig) MeshConfig() Mesh {
 	if c.Mesh.TunnelAddress != "" {
 		m.TunnelAddress, _ = netip.ParseAddrPort(c.Mesh.TunnelAddress)
 	}
+	m.TunnelNameservers, _ = parseNameservers(c.Mesh.TunnelNameservers)
 	return m
+}
+
+// The special values of option mesh.tunnel_nameservers.
+const (
+	TunnelNameserversAuto = "auto" // the remote cluster's kube-system/kube-dns, looked up at start
+	TunnelNameserversNone = "none" // the pod's own resolv.conf
+)
+
+// parseNameservers reads option mesh.tunnel_nameservers: comma-separated unicast IPs, at most
+// meshspec.MaxNameservers; auto and none give no address.
+func parseNameservers(v string) ([]netip.Addr, error) {
+	if v == TunnelNameserversAuto || v == TunnelNameserversNone || v == "" {
+		return nil, nil
+	}
+	var out []netip.Addr
+	for _, f := range splitList(v) {
+		a, err := netip.ParseAddr(f)
+		if err != nil || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
+			return nil, fmt.Errorf("%q is not a unicast IP address", f)
+		}
+		out = append(out, a)
+	}
+	if len(out) > meshspec.MaxNameservers {
+		return nil, fmt.Errorf("%d addresses, at most %d", len(out), meshspec.MaxNameservers)
+	}
+	return out, nil
 }
 
 // parseCIDRList reads comma-separated CIDRs, in canonical form (no host bits).

@@ -138,6 +138,9 @@ func (m MeshOptions) validate(bad func(key, format string, args ...any)) {
 			bad("mesh.tunnel_address", "want an IP:port such as 192.0.2.10:80 or [2001:db8::1]:443, got %q", m.TunnelAddress)
 		}
 	}
+	if _, err := parseNameservers(m.TunnelNameservers); err != nil {
+		bad("mesh.tunnel_nameservers", "want auto, none or IP addresses separated by commas: %v", err)
+	}
 }
 
 // reservedPath tells whether path is one of the routes the plugin serves.

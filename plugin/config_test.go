@@ -60,7 +60,7 @@ offloading:
 					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
 					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
 				},
-				AgentStartupTimeout: Duration{5 * time.Minute}, DNSMode: "local", Mode: "kernel", ClusterDomain: "cluster.local",
+				AgentStartupTimeout: Duration{5 * time.Minute}, DNSMode: "local", Mode: "kernel", ClusterDomain: "cluster.local", TunnelNameservers: "auto",
 			},
 		}
 		want.Path, want.Format = file, FormatYAML
@@ -103,6 +103,7 @@ mesh:
   cluster_domain: corp.local
   remote_pod_cidr: 10.244.0.0/16
   tunnel_address: 192.0.2.10:80
+  tunnel_nameservers: 10.43.0.10, fd00:43::a
 `), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -124,8 +125,9 @@ mesh:
 			RemotePodCIDRs:     []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
 			RemoteServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("fd00:10:96::/112")},
 			TunnelAddress:      netip.MustParseAddrPort("192.0.2.10:80"),
+			TunnelNameservers:  []netip.Addr{netip.MustParseAddr("10.43.0.10"), netip.MustParseAddr("fd00:43::a")},
 		}
-		if diff := cmp.Diff(want, c.MeshConfig(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+		if diff := cmp.Diff(want, c.MeshConfig(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 			t.Errorf("mesh (-want +got):\n%s", diff)
 		}
 		c, err = LoadConfig(file, envOf(map[string]string{"MESH_ENABLED": "false"}))
@@ -174,6 +176,8 @@ func TestLoadConfigErrorsNameTheOption(t *testing.T) {
 		{"bad pod cidr", "", map[string]string{"MESH_REMOTE_POD_CIDR": "10.244.0.0"}, "mesh.remote_pod_cidr"},
 		{"service cidr with host bits", "", map[string]string{"MESH_REMOTE_SERVICE_CIDR": "10.96.0.1/12"}, "mesh.remote_service_cidr"},
 		{"tunnel address without a port", "", map[string]string{"MESH_TUNNEL_ADDRESS": "192.0.2.10"}, "mesh.tunnel_address"},
+		{"tunnel nameserver not an address", "", map[string]string{"MESH_TUNNEL_NAMESERVERS": "10.43.0.10, kube-dns"}, "mesh.tunnel_nameservers"},
+		{"too many tunnel nameservers", "", map[string]string{"MESH_TUNNEL_NAMESERVERS": "10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4"}, "mesh.tunnel_nameservers"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

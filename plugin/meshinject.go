@@ -21,7 +21,7 @@ import (
 // DNSMode says which DNS an offloaded mesh pod uses.
 type DNSMode string
 
-// The DNS modes (option mesh.dns_mode).
+// The DNS modes (option mesh.dns_mode; a pod's AnnotMeshDNS overrides it).
 const (
 	// DNSLocal resolves through the local cluster's DNS, reached over the mesh: dnsPolicy None,
 	// the mesh nameservers and the search list of the pod's local namespace, so Service names
@@ -68,6 +68,12 @@ type Mesh struct {
 	// already names one. For remote pods that cannot resolve the ingress host before the mesh is
 	// up: with DNSLocal their only nameserver is the local cluster's, reached through the mesh.
 	TunnelAddress netip.AddrPort
+	// TunnelNameservers resolve the tunnel URL's host in the sidecar (mesh.json
+	// tunnel.nameservers), instead of the pod's resolv.conf, when that names the local cluster's
+	// DNS (DNSLocal), reachable only through the mesh, and no TunnelAddress replaces the host: the
+	// remote cluster's DNS (option mesh.tunnel_nameservers, by default the remote kube-dns
+	// Service). Empty: the pod's resolv.conf, which cannot resolve a name before the mesh is up.
+	TunnelNameservers []netip.Addr
 }
 
 // Names and places of the injected sidecar.
@@ -98,6 +104,9 @@ const (
 	// 127.0.0.1:5432 and relay to db.team-a:5432 in the local cluster (names resolved by the
 	// mesh DNS with the pod's search list).
 	AnnotMeshForwards = "mesh.interlink-k8s-mesh.io/forwards"
+	// AnnotMeshDNS chooses one pod's DNS mode, "local", "remote" or "none", over option
+	// mesh.dns_mode.
+	AnnotMeshDNS = "mesh.interlink-k8s-mesh.io/dns"
 	// meshAgentUser is the image's nonroot user, which netstack mode runs as.
 	meshAgentUser = 65532
 	// netstackDNS and netstackProxy are where the netstack sidecar serves the pod
@@ -124,6 +133,19 @@ func meshMode(local *corev1.Pod, m Mesh) (meshspec.Mode, error) {
 		return "", &ValidationError{Field: "metadata.annotations[" + AnnotMeshMode + "]", Reason: err.Error()}
 	}
 	return mode, nil
+}
+
+// dnsMode is the pod's DNS mode: its AnnotMeshDNS, else m.DNSMode.
+func dnsMode(local *corev1.Pod, m Mesh) (DNSMode, error) {
+	v, ok := local.Annotations[AnnotMeshDNS]
+	if !ok {
+		return m.DNSMode, nil
+	}
+	switch d := DNSMode(strings.TrimSpace(v)); d {
+	case DNSLocal, DNSRemote, DNSNone:
+		return d, nil
+	}
+	return "", &ValidationError{Field: "metadata.annotations[" + AnnotMeshDNS + "]", Reason: fmt.Sprintf("%q: want local, remote or none", v)}
 }
 
 // MeshAgentImage is the mesh-agent image that `make images` tags with version, the version the
@@ -192,6 +214,10 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	if err != nil {
 		return err
 	}
+	dns, err := dnsMode(local, m)
+	if err != nil {
+		return err
+	}
 	if mode == meshspec.ModeNetstack {
 		spec.Mode = meshspec.ModeNetstack // kernel stays unwritten: mesh.json as before
 	}
@@ -211,7 +237,7 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 		}
 		spec.Forwards = fw
 	}
-	switch m.DNSMode {
+	switch dns {
 	case DNSNone:
 		spec.DNS = meshspec.DNS{}
 	default:
@@ -219,6 +245,12 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 			// Names resolve as in the local namespace, whose DNS this is.
 			spec.DNS.Searches = []string{local.Namespace + ".svc." + m.ClusterDomain, "svc." + m.ClusterDomain, m.ClusterDomain}
 		}
+	}
+	// The pod's resolv.conf will name the local DNS alone, which answers only through the mesh:
+	// the sidecar resolves the tunnel's host with the remote cluster's DNS instead.
+	localResolv := dns == DNSLocal && len(spec.DNS.Nameservers) > 0 && pod.DNSPolicy != corev1.DNSNone
+	if localResolv && !m.TunnelAddress.IsValid() && len(spec.Tunnel.Nameservers) == 0 && tunnelHostIsName(spec.Tunnel.URL) {
+		spec.Tunnel.Nameservers = slices.Clone(m.TunnelNameservers)
 	}
 	data, err := meshspec.Marshal(spec)
 	if err != nil {
@@ -238,7 +270,7 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	plan.Mesh = &spec
 
 	agent := meshAgent(m, mode)
-	agent.Env = tunnelProxyEnv(pod) // before setProxyEnv: the workload's own proxy, not the sidecar's
+	agent.Env = append(tunnelProxyEnv(pod), memLimitEnv(m.AgentResources)...) // before setProxyEnv: the workload's own proxy, not the sidecar's
 	if mode == meshspec.ModeNetstack {
 		setProxyEnv(pod)
 	}
@@ -249,7 +281,7 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 		}}},
 		corev1.Volume{Name: meshRunVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
 	)
-	if m.DNSMode == DNSLocal && len(spec.DNS.Nameservers) > 0 {
+	if localResolv {
 		dns := spec.DNS
 		if mode == meshspec.ModeNetstack {
 			// No route to the mesh nameservers: the sidecar's forwarder relays to them.
@@ -258,6 +290,16 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 		applyMeshDNS(pod, dns)
 	}
 	return nil
+}
+
+// tunnelHostIsName tells whether the tunnel URL names its host by a name, which must be resolved.
+func tunnelHostIsName(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Hostname() == "" {
+		return false
+	}
+	_, err = netip.ParseAddr(u.Hostname())
+	return err != nil
 }
 
 // dialByAddress points t's URL at addr, keeping the host it named as the Host header.
@@ -392,6 +434,17 @@ func meshAgent(m Mesh, mode meshspec.Mode) corev1.Container {
 		// termination message, which the status reports.
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
+}
+
+// memLimitEnv sets the sidecar's GOMEMLIMIT to 90% of its memory limit, if it has one: the Go
+// runtime collects harder near the limit instead of letting a burst of flows take the container
+// past it (a netstack sidecar opening 10,000 flows at once reached 492 MiB of a 512Mi cgroup).
+func memLimitEnv(r corev1.ResourceRequirements) []corev1.EnvVar {
+	lim, ok := r.Limits[corev1.ResourceMemory]
+	if !ok || lim.Value() <= 0 {
+		return nil
+	}
+	return []corev1.EnvVar{{Name: "GOMEMLIMIT", Value: strconv.FormatInt(lim.Value()/10*9>>20, 10) + "MiB"}}
 }
 
 // proxyEnvNames are the variables the sidecar's tunnel dial honours.

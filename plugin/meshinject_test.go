@@ -100,6 +100,14 @@ func prefixes(ss ...string) []netip.Prefix {
 	return out
 }
 
+func addrs(ss ...string) []netip.Addr {
+	out := make([]netip.Addr, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParseAddr(s)
+	}
+	return out
+}
+
 const meshTestUID = "0b6e3c5e-8f1a-4c1e-9a51-6f3f8a3d2c11"
 
 func TestTranslateMeshGolden(t *testing.T) {
@@ -323,7 +331,7 @@ func TestTranslateMeshOptions(t *testing.T) {
 		}), check: func(t *testing.T, plan *Plan) {
 			a := plan.Pod.Spec.InitContainers[0]
 			if a.Image != "registry.example/mesh-agent:v1" || a.ImagePullPolicy != corev1.PullAlways || a.StartupProbe.FailureThreshold != 90 ||
-				a.Resources.Requests.Cpu().String() != "100m" || a.Resources.Limits != nil {
+				a.Resources.Requests.Cpu().String() != "100m" || a.Resources.Limits != nil || len(a.Env) != 0 {
 				t.Errorf("sidecar %s %s probe %d resources %+v", a.Image, a.ImagePullPolicy, a.StartupProbe.FailureThreshold, a.Resources)
 			}
 		}},
@@ -331,7 +339,7 @@ func TestTranslateMeshOptions(t *testing.T) {
 			r.Pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "HTTPS_PROXY", Value: "http://egress.example:3128"}, {Name: "LANG", Value: "C"}}
 			r.Pod.Spec.InitContainers[0].Env = []corev1.EnvVar{{Name: "HTTPS_PROXY", Value: "http://other.example:3128"}, {Name: "no_proxy", Value: ".svc"}}
 		}, check: func(t *testing.T, plan *Plan) {
-			want := []corev1.EnvVar{{Name: "HTTPS_PROXY", Value: "http://egress.example:3128"}, {Name: "no_proxy", Value: ".svc"}}
+			want := []corev1.EnvVar{{Name: "HTTPS_PROXY", Value: "http://egress.example:3128"}, {Name: "no_proxy", Value: ".svc"}, {Name: "GOMEMLIMIT", Value: "230MiB"}}
 			if diff := cmp.Diff(want, plan.Pod.Spec.InitContainers[0].Env); diff != "" {
 				t.Errorf("sidecar env (-want +got):\n%s", diff)
 			}
@@ -350,6 +358,34 @@ func TestTranslateMeshOptions(t *testing.T) {
 				t.Errorf("tunnel host %q, want the ingress host without the default port", got)
 			}
 		}},
+		{name: "tunnel host resolved by the remote DNS", o: with(Mesh{TunnelNameservers: addrs("10.43.0.10")}), check: func(t *testing.T, plan *Plan) {
+			// The pod's resolv.conf names the local DNS alone (through the mesh): the sidecar asks
+			// the remote cluster's DNS for the ingress host.
+			if got := plan.Mesh.Tunnel.Nameservers; !slices.Equal(got, addrs("10.43.0.10")) || !tunnelHostIsName(plan.Mesh.Tunnel.URL) {
+				t.Errorf("tunnel nameservers %v for %s, want [10.43.0.10]", got, plan.Mesh.Tunnel.URL)
+			}
+		}},
+		{name: "tunnel nameservers unused with the remote DNS", o: with(Mesh{DNSMode: DNSRemote, TunnelNameservers: addrs("10.43.0.10")}), check: func(t *testing.T, plan *Plan) {
+			if got := plan.Mesh.Tunnel.Nameservers; got != nil {
+				t.Errorf("tunnel nameservers %v, want none: the pod's resolv.conf is the remote DNS", got)
+			}
+		}},
+		{name: "tunnel nameservers unused with a tunnel address", o: with(Mesh{TunnelAddress: netip.MustParseAddrPort("192.0.2.10:80"), TunnelNameservers: addrs("10.43.0.10")}), check: func(t *testing.T, plan *Plan) {
+			if got := plan.Mesh.Tunnel.Nameservers; got != nil {
+				t.Errorf("tunnel nameservers %v, want none: nothing to resolve", got)
+			}
+		}},
+		{name: "DNS mode by annotation", o: with(Mesh{TunnelNameservers: addrs("10.43.0.10")}), mutate: func(r *RetrievedPodData) { r.Pod.Annotations[AnnotMeshDNS] = "remote" }, check: func(t *testing.T, plan *Plan) {
+			if plan.Pod.Spec.DNSPolicy != "" || plan.Pod.Spec.DNSConfig != nil || plan.Mesh.Tunnel.Nameservers != nil {
+				t.Errorf("dns %s %+v, tunnel nameservers %v: want the remote cluster's DNS", plan.Pod.Spec.DNSPolicy, plan.Pod.Spec.DNSConfig, plan.Mesh.Tunnel.Nameservers)
+			}
+		}},
+		{name: "DNS mode none by annotation", mutate: func(r *RetrievedPodData) { r.Pod.Annotations[AnnotMeshDNS] = " none " }, check: func(t *testing.T, plan *Plan) {
+			if plan.Pod.Spec.DNSPolicy != "" || len(plan.Mesh.DNS.Nameservers) != 0 {
+				t.Errorf("dns %s, mesh.json dns %+v, want neither", plan.Pod.Spec.DNSPolicy, plan.Mesh.DNS)
+			}
+		}},
+		{name: "unknown DNS mode annotation", mutate: func(r *RetrievedPodData) { r.Pod.Annotations[AnnotMeshDNS] = "cluster" }, field: "metadata.annotations[" + AnnotMeshDNS + "]"},
 		{name: "host network", mutate: func(r *RetrievedPodData) { r.Pod.Spec.HostNetwork = true }, field: "pod.spec.hostNetwork"},
 		{name: "a container named like the sidecar", mutate: func(r *RetrievedPodData) { r.Pod.Spec.Containers[0].Name = MeshAgentContainer }, field: "pod.spec.containers[0].name"},
 		{name: "a Secret named like the mesh Secret", mutate: func(r *RetrievedPodData) {

@@ -1,12 +1,20 @@
 package plugin
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 )
 
 // RESTConfig builds the remote cluster's client configuration: from k8s.kubeconfig_path, from the
@@ -63,6 +71,9 @@ func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
 		DocsPath:          c.App.APIDocsPath,
 		Logger:            log,
 	}
+	if c.Mesh.TunnelNameservers == TunnelNameserversAuto {
+		cfg.Offloading.Mesh.TunnelNameservers = discoverTunnelNameservers(client, cfg.Offloading.Mesh, log)
+	}
 	if c.Offloading.LocalKubeconfigPath != "" {
 		lc, err := clientcmd.BuildConfigFromFlags("", c.Offloading.LocalKubeconfigPath)
 		if err != nil {
@@ -93,4 +104,41 @@ func applyClientTLS(cfg *rest.Config, o ClientOptions) {
 			tls.CAFile, tls.CAData = "", nil
 		}
 	}
+}
+
+// clusterDNSService is where clusters publish their DNS, whatever its implementation (CoreDNS keeps
+// kube-dns's name for compatibility).
+const clusterDNSNamespace, clusterDNSService = "kube-system", "kube-dns"
+
+// discoverTunnelNameservers looks up the remote cluster's DNS (the kube-dns Service's addresses),
+// for option mesh.tunnel_nameservers auto. Not finding it is no error: the sidecars then resolve the
+// tunnel's host through the pod's resolv.conf, which a dns_mode local pod cannot do before the mesh
+// is up, so the log says what to set when that matters.
+func discoverTunnelNameservers(client kubernetes.Interface, m Mesh, log *slog.Logger) []netip.Addr {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	svc, err := client.CoreV1().Services(clusterDNSNamespace).Get(ctx, clusterDNSService, metav1.GetOptions{})
+	var ns []netip.Addr
+	if err == nil {
+		for _, ip := range append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...) {
+			if a, perr := netip.ParseAddr(ip); perr == nil && !slices.Contains(ns, a) && len(ns) < meshspec.MaxNameservers {
+				ns = append(ns, a)
+			}
+		}
+	}
+	if len(ns) > 0 {
+		log.Info("mesh sidecars resolve the tunnel's host with the remote cluster's DNS", "service", clusterDNSNamespace+"/"+clusterDNSService, "nameservers", ns)
+		return ns
+	}
+	why := "it has no cluster IP"
+	if err != nil {
+		why = err.Error()
+	}
+	level := slog.LevelInfo
+	if m.DNSMode == DNSLocal && !m.TunnelAddress.IsValid() {
+		level = slog.LevelWarn // the default DNS mode, where it matters
+	}
+	log.Log(ctx, level, "the remote cluster's DNS Service was not found ("+why+"): sidecars of dns_mode local pods resolve the tunnel's host through the local DNS, reachable only through the mesh, so a tunnel host name cannot resolve; set mesh.tunnel_nameservers to the remote cluster's DNS, or mesh.tunnel_address",
+		"service", clusterDNSNamespace+"/"+clusterDNSService)
+	return nil
 }

@@ -46,6 +46,10 @@
 #                      cluster's names (cluster.local, from the apiserver as user system:coredns) and
 #                      answering NXDOMAIN for every other name: nothing is forwarded, the machine's
 #                      resolver is never asked. The node's pods use it (kubelet clusterDNS). 0: no DNS.
+#   IKM_NODE_DNS_SITE_ZONES  space-separated DNS zones (for example "mesh.test site.test") in which
+#                      every name has an A record with the node's IP (and no AAAA): the records a
+#                      site's own DNS would hold, such as an ingress's wildcard or an external name,
+#                      standing in for them without ever asking the machine's resolver. Default none.
 #   IKM_DNS_SERVICE_IP with IKM_NODE_KUBE_PROXY=1: the kube-dns Service's address (in IKM_SERVICE_CIDR);
 #                      up makes the selector-less Service kube-system/kube-dns there with an
 #                      EndpointSlice naming CoreDNS on the node IP, and pods use the Service's address.
@@ -74,6 +78,7 @@ taint=${IKM_NODE_TAINT:-1}
 kube_proxy=${IKM_NODE_KUBE_PROXY:-0}
 service_cidr=${IKM_SERVICE_CIDR:-}
 dns=${IKM_NODE_DNS:-1}
+site_zones=${IKM_NODE_DNS_SITE_ZONES:-}
 dns_service_ip=${IKM_DNS_SERVICE_IP:-}
 # The machine-wide registry of live real nodes (tmpfs: gone at reboot like the nodes).
 registry=/run/ikm-real-nodes
@@ -369,6 +374,7 @@ up() {
 	1) coredns_bin=$(node_binary coredns) ;;
 	*) die "IKM_NODE_DNS=$dns: want 1 (CoreDNS on the node) or 0" ;;
 	esac
+	[[ $site_zones =~ ^[a-z0-9.\ -]*$ ]] || die "IKM_NODE_DNS_SITE_ZONES=$site_zones: want DNS zones separated by spaces"
 	if [ -n "$dns_service_ip" ]; then
 		[[ $dns_service_ip =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "IKM_DNS_SERVICE_IP=$dns_service_ip: want an IPv4 address in IKM_SERVICE_CIDR"
 		[ "$kube_proxy" = 1 ] || die "IKM_DNS_SERVICE_IP=$dns_service_ip needs IKM_NODE_KUBE_PROXY=1: without kube-proxy no pod reaches a Service address"
@@ -512,6 +518,17 @@ metadata: {name: "ikm:coredns", labels: {ikm.interlink.dev/node: "$node"}}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "ikm:coredns"}
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
 EOF
+	local site_templates=""
+	if [ -n "$site_zones" ]; then
+		site_templates="    # The site's own records (IKM_NODE_DNS_SITE_ZONES): every name there is this node.
+    template IN A $site_zones {
+        answer \"{{ .Name }} 5 IN A $node_ip\"
+    }
+    template IN AAAA $site_zones {
+        rcode NOERROR
+    }
+"
+	fi
 	cat >"$state/Corefile" <<EOF
 .:53 {
     bind $node_ip
@@ -525,13 +542,13 @@ EOF
         ttl 5
         fallthrough in-addr.arpa ip6.arpa
     }
-    # Nothing is forwarded: every other name does not exist here.
+${site_templates}    # Nothing is forwarded: every other name does not exist here.
     template ANY ANY {
         rcode NXDOMAIN
     }
 }
 EOF
-	log "starting CoreDNS on $node_ip:53 (cluster.local; every other name NXDOMAIN)"
+	log "starting CoreDNS on $node_ip:53 (cluster.local${site_zones:+, every name in $site_zones is $node_ip}; every other name NXDOMAIN)"
 	setsid "$@" "$coredns_bin" -conf "$state/Corefile" >"$state/coredns.log" 2>&1 </dev/null &
 	echo $! >"$state/coredns.pid"
 	wait_for "CoreDNS ready on $node_ip:8181" 60 curl -sf "http://$node_ip:8181/ready"

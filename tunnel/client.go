@@ -11,9 +11,11 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +61,11 @@ type ClientConfig struct {
 	CertFile, KeyFile string
 	// ServerName overrides the name verified in the server certificate.
 	ServerName string
+	// Resolver looks up the server's host and the proxy's, as absolute names (no search list),
+	// nil for the system's resolver (the pod's resolv.conf). A mesh pod whose resolv.conf names
+	// only the local cluster's DNS, reachable only through the tunnel, resolves the tunnel's host
+	// with the remote cluster's DNS instead.
+	Resolver *net.Resolver
 
 	// Unmasked sends frames without a masking key, as wstunnel does
 	// without --websocket-mask-frame. A default-flag wstunnel server needs
@@ -153,13 +160,20 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		Timeout:         cfg.DialTimeout,
 		Host:            cfg.Host,
 	}
-	dial, proxy, err := proxyDial(cfg.Proxy, u)
+	direct := (&net.Dialer{}).DialContext
+	if cfg.Resolver != nil {
+		direct = rootedDial(&net.Dialer{Resolver: cfg.Resolver})
+	}
+	dial, proxy, err := proxyDial(cfg.Proxy, u, direct)
 	if err != nil {
 		return nil, err
 	}
-	if proxy != nil {
+	switch {
+	case proxy != nil:
 		c.dialer.NetDial = dial
 		cm.log.Info("dialing the tunnel server through a proxy", "server", u.Host, "proxy", proxy.Redacted())
+	case cfg.Resolver != nil:
+		c.dialer.NetDial = direct
 	}
 	if u.Scheme == "wss" {
 		if c.dialer.TLSConfig, err = clientTLS(cfg); err != nil {
@@ -167,6 +181,20 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		}
 	}
 	return c, nil
+}
+
+// rootedDial dials with d, a host name made absolute ("ingress.example." for "ingress.example"):
+// d's resolver must not try the local search list of the pod's resolv.conf on its nameservers.
+func rootedDial(d *net.Dialer) netDial {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err == nil && !strings.HasSuffix(host, ".") {
+			if _, perr := netip.ParseAddr(host); perr != nil {
+				addr = net.JoinHostPort(host+".", port)
+			}
+		}
+		return d.DialContext(ctx, network, addr)
+	}
 }
 
 func clientTLS(cfg ClientConfig) (*tls.Config, error) {

@@ -40,8 +40,9 @@ func ProxyFromEnvironment() func(*url.URL) (*url.URL, error) {
 type netDial = func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // proxyDial returns the NetDial of a dialer that reaches the tunnel server through the proxy the
-// function picks for server, and that proxy; nil and nil when it picks none.
-func proxyDial(pick func(*url.URL) (*url.URL, error), server *url.URL) (netDial, *url.URL, error) {
+// function picks for server, and that proxy; nil and nil when it picks none. direct opens the TCP
+// connection to the proxy.
+func proxyDial(pick func(*url.URL) (*url.URL, error), server *url.URL, direct netDial) (netDial, *url.URL, error) {
 	if pick == nil {
 		return nil, nil, nil
 	}
@@ -71,8 +72,7 @@ func proxyDial(pick func(*url.URL) (*url.URL, error), server *url.URL) (netDial,
 		auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(proxy.User.Username()+":"+pass))
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, proxyAddr)
+		c, err := direct(ctx, network, proxyAddr)
 		if err != nil {
 			return nil, fmt.Errorf("dial %w %s: %w", ErrProxy, proxy.Redacted(), err)
 		}

@@ -10,10 +10,13 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/dnstest"
 )
 
 // connectProxy is an HTTP proxy on loopback that serves CONNECT only, as egress proxies of
@@ -206,5 +209,52 @@ func TestProxyFromEnvironment(t *testing.T) {
 		if gs != tc.want {
 			t.Errorf("%s: proxy %q, want %q", tc.server, gs, tc.want)
 		}
+	}
+}
+
+// TestResolver: with a Resolver, the server's host and the proxy's are looked up there, as
+// absolute names (the pod's search list is the local cluster's), never through the system's.
+func TestResolver(t *testing.T) {
+	srv, addr := newTestServer(t, ServerConfig{})
+	startServer(t, srv)
+	_, port, _ := net.SplitHostPort(addr)
+	px := newConnectProxy(t, "")
+	_, pxPort, _ := net.SplitHostPort(px.addr)
+	dns, dnsAddr := dnstest.Loopback(t, map[string]string{"tunnel.mesh.test.": "127.0.0.1", "proxy.mesh.test.": "127.0.0.1"})
+	res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, dnsAddr.String())
+	}}
+	dial := func(cfg ClientConfig) error {
+		cfg.Resolver = res
+		c := newTestClient(t, cfg)
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		wc, err := c.dial(ctx)
+		if err == nil {
+			wc.close()
+		}
+		return err
+	}
+	if err := dial(ClientConfig{URL: "ws://tunnel.mesh.test:" + port}); err != nil {
+		t.Fatalf("server by name: %v", err)
+	}
+	if err := dial(ClientConfig{URL: "ws://" + addr, Proxy: via("http://proxy.mesh.test:" + pxPort)}); err != nil {
+		t.Fatalf("proxy by name: %v", err)
+	}
+	if asked := px.asked(); len(asked) != 1 || asked[0] != addr {
+		t.Errorf("proxy asked for %v, want [%s]", asked, addr)
+	}
+	err := dial(ClientConfig{URL: "ws://absent.mesh.test:" + port})
+	if err == nil || !strings.Contains(err.Error(), "absent.mesh.test") {
+		t.Errorf("an unknown host: err = %v, want a lookup error naming it", err)
+	}
+	for _, name := range dns.Asked() {
+		if !slices.Contains([]string{"tunnel.mesh.test.", "proxy.mesh.test.", "absent.mesh.test."}, name) {
+			t.Errorf("the resolver was asked %q: names must be looked up as given, without a search list", name)
+		}
+	}
+	if len(dns.Asked()) < 3 {
+		t.Errorf("the resolver was asked only %v", dns.Asked())
 	}
 }

@@ -79,11 +79,10 @@ func (m *meshRun) resolves(what, kubeconfig string, p *corev1.Pod, container, na
 // checkDNSModes proves what an offloaded pod resolves under each DNS mode, on real pods:
 //   - local (the pod web, the plugin's default): the local cluster's names (the kubernetes Service
 //     is the local one) and the local site's external names, through the mesh;
-//   - remote (a second pod, by annotation mesh.interlink-k8s-mesh.io/dns: remote): the remote
+//   - remote and none (two more pods, by annotation mesh.interlink-k8s-mesh.io/dns): the remote
 //     cluster's DNS in resolv.conf, its cluster names and the remote site's external names, while
-//     the mesh still carries its traffic to local pods by address.
-//
-// none keeps the remote resolv.conf like remote and records no DNS in mesh.json (unit-tested).
+//     the mesh still carries their traffic to local pods by address; mesh.json records the mesh
+//     nameserver under remote only.
 func (m *meshRun) checkDNSModes(web *corev1.Pod, vkNode, remoteNode string, ing *ingress, target *corev1.Pod) {
 	m.t.Helper()
 	ctx := m.t.Context()
@@ -95,7 +94,7 @@ func (m *meshRun) checkDNSModes(web *corev1.Pod, vkNode, remoteNode string, ing 
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	localSite, remoteSite := target.Status.HostIP, ""
+	localSite := target.Status.HostIP
 	const k8sName = "kubernetes.default.svc.cluster.local"
 	external := "www." + siteZone
 
@@ -105,30 +104,41 @@ func (m *meshRun) checkDNSModes(web *corev1.Pod, vkNode, remoteNode string, ing 
 	m.t.Logf("PROVEN dns local: the offloaded pod resolves %s to the local cluster's %s and the external name %s through the local site's DNS (%q), all through the mesh",
 		k8sName, localK8s.Spec.ClusterIP, external, got)
 
-	pod := m.offloadedPod(vkNode, map[string]string{plugin.AnnotMeshDNS: "remote"})
-	pod.Name, pod.Labels = "dnsremote", map[string]string{"app": "dnsremote"}
-	pod.Spec.Containers = []corev1.Container{{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullIfNotPresent, Command: []string{"sleep", "3600"}}}
-	pod, err = m.env.Local.CoreV1().Pods(m.ns).Create(ctx, pod, metav1.CreateOptions{})
-	if err != nil {
-		m.t.Fatalf("create the dns remote pod: %v", err)
-	}
+	// The remote and none pods at once: each its own shadow, route and remote pod.
 	shadowNS := m.ns + "-wstunnel"
-	m.waitShadow(shadowNS, shadowComponent(pod), target.Spec.NodeName, "")
-	host, backend := m.ingressBackend(shadowNS, shadowComponent(pod))
-	ing.route(m.t, host, backend)
-	remote := m.waitRemote(pod.UID, remoteNode)
-	remoteSite = remote.Status.HostIP
-	resolv := m.exec(m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell", "cat", "/etc/resolv.conf")
-	if strings.Contains(resolv, m.env.DNSIP.String()) || !strings.Contains(resolv, "nameserver "+os.Getenv(envRemoteDNS)) {
-		m.t.Fatalf("dns remote: resolv.conf %q, want the remote cluster's DNS %s and not the local %s", resolv, os.Getenv(envRemoteDNS), m.env.DNSIP)
+	modes := []string{"remote", "none"}
+	pods := make([]*corev1.Pod, len(modes))
+	for i, mode := range modes {
+		p := m.offloadedPod(vkNode, map[string]string{plugin.AnnotMeshDNS: mode})
+		p.Name, p.Labels = "dns"+mode, map[string]string{"app": "dns" + mode}
+		p.Spec.Containers = []corev1.Container{{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullIfNotPresent, Command: []string{"sleep", "3600"}}}
+		if pods[i], err = m.env.Local.CoreV1().Pods(m.ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			m.t.Fatalf("create the dns %s pod: %v", mode, err)
+		}
 	}
-	m.resolves("dns remote: "+k8sName, m.remoteKubeconfig(), remote, "shell", k8sName, remoteK8s.Spec.ClusterIP)
-	got = m.resolves("dns remote: "+external, m.remoteKubeconfig(), remote, "shell", external, remoteSite)
-	back := m.execUntil("dns remote: the mesh still reaches "+target.Status.PodIP, m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
-		regexp.MustCompile(`host=target `), httpGet(target.Status.PodIP)...)
-	m.t.Logf("PROVEN dns remote (annotation %s): the offloaded pod's resolv.conf names the remote cluster's DNS, %s is the remote cluster's %s, the external name %s resolves through the remote site's DNS (%q), and the mesh still carries it to the local pod %s: %q",
-		plugin.AnnotMeshDNS, k8sName, remoteK8s.Spec.ClusterIP, external, got, target.Status.PodIP, lastLine(back))
-	m.deleteOffloaded(pod.Name, remote, shadowNS)
+	for i, mode := range modes {
+		pod := pods[i]
+		m.waitShadow(shadowNS, shadowComponent(pod), target.Spec.NodeName, "")
+		host, backend := m.ingressBackend(shadowNS, shadowComponent(pod))
+		ing.route(m.t, host, backend)
+		remote := m.waitRemote(pod.UID, remoteNode)
+		remoteSite := remote.Status.HostIP
+		resolv := m.exec(m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell", "cat", "/etc/resolv.conf")
+		if strings.Contains(resolv, m.env.DNSIP.String()) || !strings.Contains(resolv, "nameserver "+os.Getenv(envRemoteDNS)) {
+			m.t.Fatalf("dns %s: resolv.conf %q, want the remote cluster's DNS %s and not the local %s", mode, resolv, os.Getenv(envRemoteDNS), m.env.DNSIP)
+		}
+		spec := m.remoteMeshSpec(remote)
+		if recorded := len(spec.DNS.Nameservers) > 0; recorded != (mode == "remote") || len(spec.Tunnel.Nameservers) > 0 {
+			m.t.Fatalf("dns %s: mesh.json dns %+v, tunnel nameservers %v: want the mesh nameserver recorded only under remote, and no tunnel nameserver (the pod's resolv.conf resolves the tunnel's host)", mode, spec.DNS, spec.Tunnel.Nameservers)
+		}
+		m.resolves("dns "+mode+": "+k8sName, m.remoteKubeconfig(), remote, "shell", k8sName, remoteK8s.Spec.ClusterIP)
+		got := m.resolves("dns "+mode+": "+external, m.remoteKubeconfig(), remote, "shell", external, remoteSite)
+		back := m.execUntil("dns "+mode+": the mesh still reaches "+target.Status.PodIP, m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
+			regexp.MustCompile(`host=target `), httpGet(target.Status.PodIP)...)
+		m.t.Logf("PROVEN dns %s (annotation %s): the offloaded pod's resolv.conf names the remote cluster's DNS (mesh.json records the mesh nameserver: %v), %s is the remote cluster's %s, the external name %s resolves through the remote site's DNS (%q), and the mesh still carries it to the local pod %s: %q",
+			mode, plugin.AnnotMeshDNS, mode == "remote", k8sName, remoteK8s.Spec.ClusterIP, external, got, target.Status.PodIP, lastLine(back))
+		m.deleteOffloaded(pod.Name, remote, shadowNS)
+	}
 }
 
 // remoteOf is the Ready remote pod of the local pod p.

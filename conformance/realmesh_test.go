@@ -69,6 +69,7 @@ func TestMeshRealPods(t *testing.T) {
 		t.Fatalf("%s: %v", envTunnelAddress, err)
 	}
 	m := newMeshRun(t, env, "realmesh", false)
+	m.wg = newWGRef(t, tunnel)
 	ctx := t.Context()
 	localNode := m.realNode(env.Local, "local")
 	remoteNode := m.realNode(env.Remote, "remote")
@@ -241,7 +242,7 @@ func (m *meshRun) waitServiceAccount() {
 // to act from inside it. Locally the VK's node matches the second affinity term; remotely (the
 // plugin drops the VK's hostname selector) only the real node matches.
 func (m *meshRun) offloadedPod(vkNode string, annotations map[string]string) *corev1.Pod {
-	return &corev1.Pod{
+	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: m.ns, Labels: map[string]string{"app": "web"}, Annotations: annotations},
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: ptr.To[int64](2),
@@ -266,6 +267,10 @@ func (m *meshRun) offloadedPod(vkNode string, annotations map[string]string) *co
 			},
 		},
 	}
+	if m.wg != nil {
+		p.Spec.Containers = append(p.Spec.Containers, m.wg.container(true))
+	}
+	return p
 }
 
 // throughput measures with iperf3 what the mesh carries between real pods, both ways: TCP for 5 s
@@ -275,7 +280,11 @@ func (m *meshRun) offloadedPod(vkNode string, annotations map[string]string) *co
 func (m *meshRun) throughput(mode, node string, shadow, remote *corev1.Pod) {
 	m.t.Helper()
 	server := m.localPod("iperf-server", node, corev1.Container{Name: "iperf3", Image: m.iperf, ImagePullPolicy: corev1.PullNever, Args: []string{"-s"}})
-	client := m.localPod("iperf-client", node, corev1.Container{Name: "iperf3", Image: m.iperf, ImagePullPolicy: corev1.PullNever, Args: []string{"-s"}})
+	var ref []corev1.Container
+	if m.wg != nil {
+		ref = append(ref, m.wg.container(false))
+	}
+	client := m.localPod("iperf-client", node, corev1.Container{Name: "iperf3", Image: m.iperf, ImagePullPolicy: corev1.PullNever, Args: []string{"-s"}}, ref...)
 	type sum struct {
 		BitsPerSecond float64 `json:"bits_per_second"`
 		LostPercent   float64 `json:"lost_percent"`
@@ -319,6 +328,16 @@ func (m *meshRun) throughput(mode, node string, shadow, remote *corev1.Pod) {
 	out := run("offloaded → local", shadow.Status.PodIP, "-t", "5", "-R")
 	m.t.Logf("FIGURE iperf3 TCP 5 s between real pods (%s mode): local pod → offloaded pod (through the shadow's IP, the tunnel, nginx) %.2f Gbit/s, offloaded → local (-R) %.2f Gbit/s; two local pods on one bridge %.2f Gbit/s; peak RSS after the first: %s; after both: %s",
 		mode, in.BitsPerSecond/1e9, out.BitsPerSecond/1e9, direct.BitsPerSecond/1e9, afterIn, peaks())
+	if m.wg != nil {
+		// The same two pods over wireguard-go on plain UDP, through the UDP relay.
+		startUDPRelay(m.t, m.wg.relay, netip.AddrPortFrom(netip.MustParseAddr(client.Status.PodIP), wgRefPort))
+		m.execUntil("the wireguard-go reference's first handshake", m.localKubeconfig(), m.ns, client.Name, "wgref",
+			regexp.MustCompile(`\t[1-9][0-9]+\s*$`), "wg", "show", "wgref0", "latest-handshakes")
+		refIn := run("wireguard-go over UDP, local → offloaded", wgRefRemote, "-t", "5")
+		refOut := run("wireguard-go over UDP, offloaded → local", wgRefRemote, "-t", "5", "-R")
+		m.t.Logf("FIGURE iperf3 TCP 5 s between the same real pods (%s mode): the mesh %.2f / %.2f Gbit/s (in / out) next to wireguard-go over plain UDP (its own main package, through a UDP relay on the remote node's bridge address standing for a UDP ingress) %.2f / %.2f Gbit/s: the mesh at %.2f× / %.2f×",
+			mode, in.BitsPerSecond/1e9, out.BitsPerSecond/1e9, refIn.BitsPerSecond/1e9, refOut.BitsPerSecond/1e9, in.BitsPerSecond/refIn.BitsPerSecond, out.BitsPerSecond/refOut.BitsPerSecond)
+	}
 	flowsIn := run("32 flows local → offloaded", shadow.Status.PodIP, "-t", "3", "-P", "32")
 	flowsOut := run("32 flows offloaded → local", shadow.Status.PodIP, "-t", "3", "-P", "32", "-R")
 	udpIn := run("UDP local → offloaded", shadow.Status.PodIP, "-t", "3", "-u", "-b", "200M")
@@ -428,6 +447,8 @@ type meshRun struct {
 	kubectl            string
 	echo, shell, iperf string
 	probe              string // netprobe
+	// wg, when set, adds the wireguard-go reference to the offloaded pod and throughput's client.
+	wg *wgRef
 	// restricted makes the local pods pass Pod Security "restricted" (restrictPod).
 	restricted bool
 }
@@ -537,7 +558,7 @@ func (m *meshRun) realNode(c kubernetes.Interface, which string) string {
 }
 
 // localPod runs a pod on the local cluster's real node and waits until it is Ready.
-func (m *meshRun) localPod(name, node string, c corev1.Container) *corev1.Pod {
+func (m *meshRun) localPod(name, node string, c corev1.Container, more ...corev1.Container) *corev1.Pod {
 	m.t.Helper()
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: m.ns, Labels: map[string]string{"app": name}},
@@ -545,7 +566,7 @@ func (m *meshRun) localPod(name, node string, c corev1.Container) *corev1.Pod {
 			TerminationGracePeriodSeconds: ptr.To[int64](1),
 			NodeName:                      node,
 			Tolerations:                   []corev1.Toleration{{Key: RealNodeLabel, Operator: corev1.TolerationOpExists}},
-			Containers:                    []corev1.Container{c},
+			Containers:                    append([]corev1.Container{c}, more...),
 		},
 	}
 	if m.restricted {

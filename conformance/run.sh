@@ -151,7 +151,8 @@ if [ "$real" = 1 ]; then
 	suite_env=(IKM_CONFORMANCE_REAL_MESH=1 IKM_CONFORMANCE_REAL_PODS=1 IKM_CONFORMANCE_KUBE_PROXY=1 IKM_CONFORMANCE_CLUSTER_DNS=1 IKM_CONFORMANCE_TUNNEL_ADDRESS="$tunnel_address" IKM_CONFORMANCE_REMOTE_DNS="$remote_dns"
 		IKM_CONFORMANCE_KUBECTL="$cache/bin/current/kubectl"
 		IKM_CONFORMANCE_ECHO_IMAGE="$(image_ref echo-server)" IKM_CONFORMANCE_SHELL_IMAGE="$(image_ref shell)"
-		IKM_CONFORMANCE_IPERF_IMAGE="$(image_ref iperf3)" IKM_CONFORMANCE_PROBE_IMAGE="$(image_ref netprobe)")
+		IKM_CONFORMANCE_IPERF_IMAGE="$(image_ref iperf3)" IKM_CONFORMANCE_PROBE_IMAGE="$(image_ref netprobe)"
+		IKM_CONFORMANCE_WIREGUARD_IMAGE="$(image_ref wireguard-go)")
 	# The suite's shadow pods stay on kwok's nodes (real ones under eight cases at once outlast the
 	# suite's waits on this machine); TestMeshRealPods cordons those and uncordons this one.
 	"$cache/bin/current/kubectl" --kubeconfig "$work/local/kubeconfig" cordon ikm-conformance-local-node >/dev/null

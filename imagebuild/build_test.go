@@ -165,7 +165,7 @@ func TestBuiltImages(t *testing.T) {
 	for _, r := range results {
 		names = append(names, r.Name)
 	}
-	if diff := cmp.Diff([]string{"interlink-k8s-plugin", "mesh-agent", "shadow-agent", "pause", "echo-server", "netprobe", "iperf3", "shell"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"interlink-k8s-plugin", "mesh-agent", "shadow-agent", "pause", "echo-server", "netprobe", "iperf3", "wireguard-go", "shell"}, names); diff != "" {
 		t.Errorf("images built (-want +got):\n%s", diff)
 	}
 	for _, r := range results {

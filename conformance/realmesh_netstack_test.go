@@ -108,7 +108,7 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 		shadowNS, shadow.Name, shadow.Status.PodIP, since(start))
 
 	host, backend := m.ingressBackend(shadowNS, shadowComponent(web))
-	ing := startIngress(t, filepath.Join(out, "logs"), tunnel, host, backend)
+	ing := startIngress(t, filepath.Join(out, "logs"), tunnel, map[string]string{host: backend})
 
 	remote := m.waitRemote(web.UID, remoteNode)
 	if caps := addedCapabilities(remote); len(caps) > 0 {

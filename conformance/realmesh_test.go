@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/ingresstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
 )
 
@@ -99,7 +99,7 @@ func TestMeshRealPods(t *testing.T) {
 	// The ingress: what an ingress controller makes of the shadow Ingress, nginx on the remote
 	// node's bridge (the only address the remote pods reach); the backend from the Service's endpoints.
 	host, backend := m.ingressBackend(shadowNS, shadowComponent(web))
-	ing := startIngress(t, filepath.Join(out, "logs"), tunnel, host, backend)
+	ing := startIngress(t, filepath.Join(out, "logs"), tunnel, map[string]string{host: backend})
 	t.Logf("ingress: nginx on %s routes Host %s to %s (the shadow Service's endpoint)", tunnel, host, backend)
 
 	remote := m.waitRemote(web.UID, remoteNode)
@@ -671,19 +671,18 @@ func (m *meshRun) execUntil(what, kubeconfig, ns, pod, container string, want *r
 
 // ingress is the test's nginx, standing in for the local cluster's ingress controller.
 type ingress struct {
-	dir, logDir string
-	addr        netip.AddrPort
-	routes      map[string]string // host → backend
+	conf ingresstest.Config
 }
 
 // componentLabel labels the shadow objects of one offloaded pod (manifests/shadow-pod*.tmpl).
 const componentLabel = "app.kubernetes.io/component"
 
-// startIngress runs nginx on addr, proxying WebSocket upgrades for host to backend as an ingress
-// controller's generated configuration does, until the test ends.
-func startIngress(t *testing.T, logDir string, addr netip.AddrPort, host, backend string) *ingress {
+// startIngress runs nginx on addr, proxying WebSocket upgrades for each host of routes to its
+// backend as an ingress controller's generated configuration does, until the test ends.
+func startIngress(t *testing.T, logDir string, addr netip.AddrPort, routes map[string]string) *ingress {
 	t.Helper()
-	in := &ingress{dir: t.TempDir(), logDir: logDir, addr: addr, routes: map[string]string{host: backend}}
+	in := &ingress{conf: ingresstest.Config{Dir: t.TempDir(), Listen: addr.String(), Routes: maps.Clone(routes),
+		ErrorLog: filepath.Join(logDir, "ingress-nginx.log")}}
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -694,7 +693,7 @@ func startIngress(t *testing.T, logDir string, addr netip.AddrPort, host, backen
 		ln.Close()
 	}
 	in.write(t)
-	cmd := exec.Command("nginx", "-c", filepath.Join(in.dir, "nginx.conf"), "-p", in.dir)
+	cmd := exec.Command("nginx", "-c", filepath.Join(in.conf.Dir, "nginx.conf"), "-p", in.conf.Dir)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	// If the suite dies without its cleanups (a signal), nginx stops with it (SIGTERM: a fast
 	// shutdown that takes its workers along) instead of keeping the port.
@@ -715,7 +714,7 @@ func startIngress(t *testing.T, logDir string, addr netip.AddrPort, host, backen
 	})
 	select {
 	case err := <-done:
-		t.Fatalf("nginx (the ingress) exited at start: %v; see %s/ingress-nginx.log", err, logDir)
+		t.Fatalf("nginx (the ingress) exited at start: %v; see %s", err, in.conf.ErrorLog)
 	case <-time.After(500 * time.Millisecond):
 	}
 	return in
@@ -732,57 +731,16 @@ func (in *ingress) route(t *testing.T, host, backend string) {
 // setRoutes adds or changes several routes with one reload.
 func (in *ingress) setRoutes(t *testing.T, routes map[string]string) {
 	t.Helper()
-	maps.Copy(in.routes, routes)
+	maps.Copy(in.conf.Routes, routes)
 	in.write(t)
-	if out, err := exec.Command("nginx", "-c", filepath.Join(in.dir, "nginx.conf"), "-p", in.dir, "-s", "reload").CombinedOutput(); err != nil {
+	if out, err := exec.Command("nginx", "-c", filepath.Join(in.conf.Dir, "nginx.conf"), "-p", in.conf.Dir, "-s", "reload").CombinedOutput(); err != nil {
 		t.Fatalf("nginx -s reload: %v: %s", err, out)
 	}
 }
 
 func (in *ingress) write(t *testing.T) {
 	t.Helper()
-	var servers strings.Builder
-	for _, host := range slices.Sorted(maps.Keys(in.routes)) {
-		fmt.Fprintf(&servers, `	server {
-		listen %[1]s;
-		server_name %[2]s;
-		location / {
-			proxy_pass http://%[3]s;
-			proxy_http_version 1.1;
-			proxy_set_header Upgrade $http_upgrade;
-			proxy_set_header Connection $connection_upgrade;
-			proxy_set_header Host $host;
-			proxy_read_timeout 3600s;
-			proxy_send_timeout 3600s;
-			proxy_buffering off;
-			# The shadow Ingress's proxy-buffer-size and proxy-buffers-number, as ingress-nginx renders them.
-			proxy_buffer_size 256k;
-			proxy_buffers 4 256k;
-		}
-	}
-`, in.addr, host, in.routes[host])
-	}
-	conf := fmt.Sprintf(`worker_processes 1;
-daemon off;
-pid %[1]s/nginx.pid;
-error_log %[4]s/ingress-nginx.log notice;
-events { worker_connections 64; }
-http {
-	# The path prefix is the tunnel's only secret: no access log.
-	access_log off;
-	client_body_temp_path %[1]s/body;
-	proxy_temp_path %[1]s/proxy;
-	fastcgi_temp_path %[1]s/fastcgi;
-	uwsgi_temp_path %[1]s/uwsgi;
-	scgi_temp_path %[1]s/scgi;
-	map $http_upgrade $connection_upgrade { default upgrade; '' close; }
-	server {
-		listen %[2]s default_server;
-		return 404;
-	}
-%[3]s}
-`, in.dir, in.addr, servers.String(), in.logDir)
-	if err := os.WriteFile(filepath.Join(in.dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+	if err := in.conf.Write(); err != nil {
 		t.Fatal(err)
 	}
 }

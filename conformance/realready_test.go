@@ -96,15 +96,11 @@ func TestMeshReadyTimes(t *testing.T) {
 				pending--
 			}
 		}
-		if len(routes) > 0 {
-			if ing == nil {
-				var host string
-				for h := range routes {
-					host = h
-					break
-				}
-				ing = startIngress(t, filepath.Join(out, "logs"), tunnel, host, routes[host])
-			}
+		switch {
+		case len(routes) == 0:
+		case ing == nil:
+			ing = startIngress(t, filepath.Join(out, "logs"), tunnel, routes)
+		default:
 			ing.setRoutes(t, routes)
 		}
 		return pending == 0, nil

@@ -1,12 +1,11 @@
 package e2e
 
 import (
-	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/ingresstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 )
 
@@ -81,43 +80,9 @@ func startNginx(t testing.TB, ns *netnstest.NS, check, upstream string) *nginx {
 func startNginxFor(t testing.TB, ns *netnstest.NS, check, upstream, host string) *nginx {
 	t.Helper()
 	n := &nginx{ns: ns, dir: t.TempDir(), check: check}
-	conf := fmt.Sprintf(`worker_processes 1;
-daemon off;
-pid %[1]s/nginx.pid;
-error_log stderr notice;
-events { worker_connections 256; }
-http {
-	access_log %[1]s/access.log;
-	client_body_temp_path %[1]s/body;
-	proxy_temp_path %[1]s/proxy;
-	fastcgi_temp_path %[1]s/fastcgi;
-	uwsgi_temp_path %[1]s/uwsgi;
-	scgi_temp_path %[1]s/scgi;
-	map $http_upgrade $connection_upgrade { default upgrade; '' close; }
-	server {
-		listen 80;
-		server_name %[2]s;
-		location / {
-			proxy_pass http://%[3]s;
-			proxy_http_version 1.1;
-			proxy_set_header Upgrade $http_upgrade;
-			proxy_set_header Connection $connection_upgrade;
-			proxy_set_header Host $host;
-			proxy_read_timeout 3600s;
-			proxy_send_timeout 3600s;
-			proxy_buffering off;
-			# The shadow Ingress's proxy-buffer-size and proxy-buffers-number, as ingress-nginx renders them.
-			proxy_buffer_size 256k;
-			proxy_buffers 4 256k;
-		}
-	}
-	server {
-		listen 80 default_server;
-		return 404;
-	}
-}
-`, n.dir, host, upstream)
-	if err := os.WriteFile(filepath.Join(n.dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+	conf := ingresstest.Config{Dir: n.dir, Listen: "80", Routes: map[string]string{host: upstream},
+		ErrorLog: "stderr", AccessLog: filepath.Join(n.dir, "access.log"), WorkerConnections: 256}
+	if err := conf.Write(); err != nil {
 		t.Fatal(err)
 	}
 	n.start(t)

@@ -2,9 +2,7 @@ package conformance
 
 import (
 	"context"
-	"net/netip"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -45,17 +43,8 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 	if os.Getenv(envRealMesh) != "1" || vkNode == "" {
 		t.Skipf("no real-node clusters with a netstack VK (%s, %s unset): run `make conformance` as root", envRealMesh, envNetstackVK)
 	}
-	env, out := setup(t)
-	env.VKNode = vkNode
-	tunnel, err := netip.ParseAddrPort(os.Getenv(envTunnelAddress))
-	if err != nil {
-		t.Fatalf("%s: %v", envTunnelAddress, err)
-	}
-	m := newMeshRun(t, env, "realns", true)
-	ctx := t.Context()
-	localNode := m.realNode(env.Local, "local")
-	remoteNode := m.realNode(env.Remote, "remote")
-	m.onlySchedulable(localNode)
+	m := startMeshRun(t, "realns", vkNode, true)
+	env, ctx, localNode, remoteNode := m.env, t.Context(), m.localNode, m.remoteNode
 
 	// Every namespace exists, labelled, before anything lands in it: the VK and the plugin use a
 	// namespace they find.
@@ -95,7 +84,7 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 		plugin.AnnotMeshForwards: "18080=target:8080",
 	})
 	restrictPod(&web.Spec)
-	web, err = env.Local.CoreV1().Pods(m.ns).Create(ctx, web, metav1.CreateOptions{})
+	web, err := env.Local.CoreV1().Pods(m.ns).Create(ctx, web, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create the offloaded pod: %v", err)
 	}
@@ -108,7 +97,7 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 		shadowNS, shadow.Name, shadow.Status.PodIP, since(start))
 
 	host, backend := m.ingressBackend(shadowNS, shadowComponent(web))
-	ing := startIngress(t, filepath.Join(out, "logs"), tunnel, map[string]string{host: backend})
+	ing := m.startIngress(map[string]string{host: backend})
 
 	remote := m.waitRemote(web.UID, remoteNode)
 	if caps := addedCapabilities(remote); len(caps) > 0 {
@@ -132,16 +121,7 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 		regexp.MustCompile(`host=target `), httpGet("127.0.0.1", "18080")...)
 	t.Logf("PROVEN the offloaded pod reaches the local Service target through its declared relay 127.0.0.1:18080, dialed from the shadow pod: %q", lastLine(back))
 
-	for _, a := range []struct {
-		comm string
-		pod  *corev1.Pod
-	}{{"shadow-agent", shadow}, {"mesh-agent", remote}} {
-		if rss, cg, err := agentMemory(a.comm, a.pod.UID); err != nil {
-			t.Logf("memory of %s: %v", a.comm, err)
-		} else {
-			t.Logf("FIGURE %s (netstack) after the requests above: RSS %.1f MiB, its container's memory cgroup %.1f MiB", a.comm, rss, cg)
-		}
-	}
+	m.logAgentMemory(" (netstack) after the requests above", m.findAgents(shadow, remote))
 
 	webSvc := m.service("web")
 	answer = m.execUntil("local client → Service web "+webSvc, m.localKubeconfig(), m.ns, client.Name, "shell",

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,19 +62,9 @@ func TestMeshRealPods(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("real pods and the nginx ingress on the remote node's bridge need root")
 	}
-	env, out := setup(t)
-	tunnel, err := netip.ParseAddrPort(os.Getenv(envTunnelAddress))
-	if err != nil {
-		t.Fatalf("%s: %v", envTunnelAddress, err)
-	}
-	m := newMeshRun(t, env, "realmesh", false)
-	m.wg = newWGRef(t, tunnel)
-	ctx := t.Context()
-	localNode := m.realNode(env.Local, "local")
-	remoteNode := m.realNode(env.Remote, "remote")
-	t.Logf("real nodes: local %s, remote %s; tunnel through nginx on %s", localNode, remoteNode, tunnel)
-	m.onlySchedulable(localNode)
-
+	m := startMeshRun(t, "realmesh", "", false)
+	env, ctx, localNode, remoteNode := m.env, t.Context(), m.localNode, m.remoteNode
+	m.wg = newWGRef(t, m.tunnel)
 	m.localNamespace()
 
 	// Local side: the target of the reverse direction and a client, on the local real node.
@@ -85,7 +74,7 @@ func TestMeshRealPods(t *testing.T) {
 	// The offloaded pod: echo-server, and a shell to act from inside it.
 	start := time.Now()
 	web := m.offloadedPod(env.VKNode, nil)
-	web, err = env.Local.CoreV1().Pods(m.ns).Create(ctx, web, metav1.CreateOptions{})
+	web, err := env.Local.CoreV1().Pods(m.ns).Create(ctx, web, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create the offloaded pod: %v", err)
 	}
@@ -99,8 +88,8 @@ func TestMeshRealPods(t *testing.T) {
 	// The ingress: what an ingress controller makes of the shadow Ingress, nginx on the remote
 	// node's bridge (the only address the remote pods reach); the backend from the Service's endpoints.
 	host, backend := m.ingressBackend(shadowNS, shadowComponent(web))
-	ing := startIngress(t, filepath.Join(out, "logs"), tunnel, map[string]string{host: backend})
-	t.Logf("ingress: nginx on %s routes Host %s to %s (the shadow Service's endpoint)", tunnel, host, backend)
+	ing := m.startIngress(map[string]string{host: backend})
+	t.Logf("ingress: nginx on %s routes Host %s to %s (the shadow Service's endpoint)", m.tunnel, host, backend)
 
 	remote := m.waitRemote(web.UID, remoteNode)
 	if len(remote.Spec.InitContainers) == 0 || remote.Spec.InitContainers[0].Name != plugin.MeshAgentContainer {
@@ -129,16 +118,7 @@ func TestMeshRealPods(t *testing.T) {
 		regexp.MustCompile(`host=target client=`+regexp.QuoteMeta(shadow.Status.PodIP)+`:`), httpGet(target.Status.PodIP)...)
 	t.Logf("PROVEN the offloaded pod reaches the local pod %s through the mesh, which sees it as the shadow pod: %q", target.Status.PodIP, lastLine(back))
 
-	for _, a := range []struct {
-		comm string
-		pod  *corev1.Pod
-	}{{"shadow-agent", shadow}, {"mesh-agent", remote}} {
-		if rss, cg, err := agentMemory(a.comm, a.pod.UID); err != nil {
-			t.Logf("memory of %s: %v", a.comm, err)
-		} else {
-			t.Logf("FIGURE %s after the requests above: RSS %.1f MiB, its container's memory cgroup %.1f MiB", a.comm, rss, cg)
-		}
-	}
+	m.logAgentMemory(" after the requests above", m.findAgents(shadow, remote))
 
 	if os.Getenv(envKubeProxy) == "1" {
 		webSvc := m.service("web")
@@ -309,25 +289,13 @@ func (m *meshRun) throughput(mode, node string, shadow, remote *corev1.Pod) {
 		}
 		return got
 	}
-	peaks := func() string {
-		var b strings.Builder
-		for _, a := range []struct {
-			comm string
-			uid  types.UID
-		}{{"shadow-agent", shadow.UID}, {"mesh-agent", remote.UID}} {
-			if b.Len() > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(a.comm + " " + agentPeak(a.comm, a.uid))
-		}
-		return b.String()
-	}
+	agents := m.findAgents(shadow, remote)
 	direct := run("between two local pods", server.Status.PodIP, "-t", "5")
 	in := run("local → offloaded", shadow.Status.PodIP, "-t", "5")
-	afterIn := peaks()
+	afterIn := peaks(agents)
 	out := run("offloaded → local", shadow.Status.PodIP, "-t", "5", "-R")
 	m.t.Logf("FIGURE iperf3 TCP 5 s between real pods (%s mode): local pod → offloaded pod (through the shadow's IP, the tunnel, nginx) %.2f Gbit/s, offloaded → local (-R) %.2f Gbit/s; two local pods on one bridge %.2f Gbit/s; peak RSS after the first: %s; after both: %s",
-		mode, in.BitsPerSecond/1e9, out.BitsPerSecond/1e9, direct.BitsPerSecond/1e9, afterIn, peaks())
+		mode, in.BitsPerSecond/1e9, out.BitsPerSecond/1e9, direct.BitsPerSecond/1e9, afterIn, peaks(agents))
 	if m.wg != nil {
 		// The same two pods over wireguard-go on plain UDP, through the UDP relay.
 		startUDPRelay(m.t, m.wg.relay, netip.AddrPortFrom(netip.MustParseAddr(client.Status.PodIP), wgRefPort))
@@ -343,36 +311,7 @@ func (m *meshRun) throughput(mode, node string, shadow, remote *corev1.Pod) {
 	udpIn := run("UDP local → offloaded", shadow.Status.PodIP, "-t", "3", "-u", "-b", "200M")
 	udpOut := run("UDP offloaded → local", shadow.Status.PodIP, "-t", "3", "-u", "-b", "200M", "-R")
 	m.t.Logf("FIGURE iperf3 between real pods (%s mode): 32 TCP flows at once %.2f / %.2f Gbit/s (in / out); UDP at 200 Mbit/s offered: %.0f Mbit/s received, %.1f%% lost in; %.0f Mbit/s, %.1f%% lost out; peak RSS %s",
-		mode, flowsIn.BitsPerSecond/1e9, flowsOut.BitsPerSecond/1e9, udpIn.BitsPerSecond/1e6, udpIn.LostPercent, udpOut.BitsPerSecond/1e6, udpOut.LostPercent, peaks())
-}
-
-// agentPeak is the peak RSS (VmHWM) of the process named comm in the pod with uid, or why not.
-func agentPeak(comm string, uid types.UID) string {
-	p, err := agentProc(comm, uid)
-	if err != nil {
-		return err.Error()
-	}
-	mib, err := procStatusMiB(p, "VmHWM")
-	if err != nil {
-		return err.Error()
-	}
-	return fmt.Sprintf("%.1f MiB", mib)
-}
-
-// procStatusMiB reads a kB field of a process's status file (VmRSS, VmHWM, ...) in MiB.
-func procStatusMiB(proc, field string) (float64, error) {
-	b, err := os.ReadFile(proc + "/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if kb, ok := strings.CutPrefix(l, field+":"); ok {
-			var n float64
-			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &n)
-			return n / 1024, nil
-		}
-	}
-	return 0, fmt.Errorf("no %s in %s/status", field, proc)
+		mode, flowsIn.BitsPerSecond/1e9, flowsOut.BitsPerSecond/1e9, udpIn.BitsPerSecond/1e6, udpIn.LostPercent, udpOut.BitsPerSecond/1e6, udpOut.LostPercent, peaks(agents))
 }
 
 // shadowComponent is the app.kubernetes.io/component label of the shadow objects the VK renders for
@@ -451,6 +390,38 @@ type meshRun struct {
 	wg *wgRef
 	// restricted makes the local pods pass Pod Security "restricted" (restrictPod).
 	restricted bool
+	// Set by startMeshRun: the ingress's address, where its nginx logs, both real nodes.
+	tunnel                netip.AddrPort
+	logDir                string
+	localNode, remoteNode string
+}
+
+// startMeshRun is where every real-pod mesh test starts: the environment run.sh describes (the
+// VK's node vkNode instead of the default one, if set), a meshRun in the local namespace ns, both
+// clusters' real nodes found, and only the local real node left schedulable for shadow pods.
+func startMeshRun(t *testing.T, ns, vkNode string, restricted bool) *meshRun {
+	t.Helper()
+	env, out := setup(t)
+	if vkNode != "" {
+		env.VKNode = vkNode
+	}
+	tunnel, err := netip.ParseAddrPort(os.Getenv(envTunnelAddress))
+	if err != nil {
+		t.Fatalf("%s: %v", envTunnelAddress, err)
+	}
+	m := newMeshRun(t, env, ns, restricted)
+	m.tunnel, m.logDir = tunnel, filepath.Join(out, "logs")
+	m.localNode = m.realNode(env.Local, "local")
+	m.remoteNode = m.realNode(env.Remote, "remote")
+	t.Logf("real nodes: local %s, remote %s; the ingress on %s", m.localNode, m.remoteNode, tunnel)
+	m.onlySchedulable(m.localNode)
+	return m
+}
+
+// startIngress starts the run's ingress on its tunnel address with routes.
+func (m *meshRun) startIngress(routes map[string]string) *ingress {
+	m.t.Helper()
+	return startIngress(m.t, m.logDir, m.tunnel, routes)
 }
 
 // newMeshRun is a meshRun in the local namespace ns, with the tools and images run.sh names.
@@ -764,37 +735,6 @@ func httpGet(ip string, port ...string) []string {
 	return []string{"sh", "-c", `printf 'GET / HTTP/1.0\r\nHost: mesh\r\n\r\n' | nc -w 3 ` + ip + ` ` + p}
 }
 
-// agentMemory finds the process named comm in the pod with uid (its cgroup path names the pod,
-// the kubelet's cgroupfs layout) and returns its RSS and its container's memory cgroup usage, MiB.
-func agentMemory(comm string, uid types.UID) (rss, cgroup float64, err error) {
-	p, err := agentProc(comm, uid)
-	if err != nil {
-		return 0, 0, err
-	}
-	cg, err := os.ReadFile(p + "/cgroup")
-	if err != nil {
-		return 0, 0, err
-	}
-	if rss, err = procStatusMiB(p, "VmRSS"); err != nil {
-		return 0, 0, err
-	}
-	for _, l := range strings.Split(string(cg), "\n") {
-		// cgroup v1: "N:memory:/path"; v2: "0::/path".
-		f := strings.SplitN(l, ":", 3)
-		if len(f) != 3 || (f[1] != "memory" && f[1] != "") {
-			continue
-		}
-		for _, file := range []string{"/sys/fs/cgroup/memory" + f[2] + "/memory.usage_in_bytes", "/sys/fs/cgroup" + f[2] + "/memory.current"} {
-			if b, err := os.ReadFile(file); err == nil {
-				var n float64
-				fmt.Sscan(strings.TrimSpace(string(b)), &n)
-				return rss, n / (1 << 20), nil
-			}
-		}
-	}
-	return rss, 0, fmt.Errorf("no memory cgroup file for %s (%s)", comm, p)
-}
-
 // crashCheck is what crashAndRecover needs: the two agents' pods and a request each way that
 // retries until it is answered (out: from the offloaded pod; in: from a local client).
 type crashCheck struct {
@@ -813,7 +753,11 @@ func (m *meshRun) crashAndRecover(c crashCheck) {
 		client          kubernetes.Interface
 	}{{"mesh-agent", plugin.MeshAgentContainer, c.remote, m.env.Remote}, {"shadow-agent", "shadow-agent", c.shadow, m.env.Local}} {
 		crashed := time.Now()
-		if err := crashAgent(a.comm, a.pod.UID); err != nil {
+		p, err := findAgent(a.comm, a.pod)
+		if err == nil {
+			err = p.kill()
+		}
+		if err != nil {
 			m.t.Fatalf("crash %s: %v", a.comm, err)
 		}
 		m.poll(a.comm+" restarted by the kubelet", 90*time.Second, func(ctx context.Context) (bool, string) {
@@ -833,37 +777,6 @@ func (m *meshRun) crashAndRecover(c crashCheck) {
 		m.t.Logf("PROVEN the mesh recovers from a crash of %s (SIGKILL; the kubelet restarts the container in place): both directions answer again %s after the kill: %q, %q",
 			a.comm, time.Since(crashed).Round(100*time.Millisecond), lastLine(out), lastLine(in))
 	}
-}
-
-// agentProc returns the /proc directory of the process named comm in the pod with uid (its cgroup
-// path names the pod, the kubelet's cgroupfs layout).
-func agentProc(comm string, uid types.UID) (string, error) {
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	pod := "pod" + string(uid)
-	for _, p := range procs {
-		c, err := os.ReadFile(p + "/comm")
-		if err != nil || strings.TrimSpace(string(c)) != comm {
-			continue
-		}
-		if cg, err := os.ReadFile(p + "/cgroup"); err == nil && strings.Contains(string(cg), pod) {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("no process %s in pod %s on this machine", comm, uid)
-}
-
-// crashAgent kills the process named comm in the pod with uid with SIGKILL, as a crash would: the
-// kubelet restarts its container (mesh-agent is a native sidecar, restartPolicy Always).
-func crashAgent(comm string, uid types.UID) error {
-	p, err := agentProc(comm, uid)
-	if err != nil {
-		return err
-	}
-	pid, err := strconv.Atoi(filepath.Base(p))
-	if err != nil {
-		return err
-	}
-	return syscall.Kill(pid, syscall.SIGKILL)
 }
 
 // lastLine is the last non-empty line of s: the body of echo-server's one-line answer.

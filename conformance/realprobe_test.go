@@ -12,7 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/types"
 )
 
 const (
@@ -104,7 +103,7 @@ func (m *meshRun) probeFigures(mode, node string, shadow, remote *corev1.Pod) {
 	if v, err := strconv.Atoi(os.Getenv("IKM_CONFORMANCE_FLOWS")); err == nil && v > 0 {
 		flows = v
 	}
-	agents := []agentRef{{"shadow-agent", shadow.UID}, {"mesh-agent", remote.UID}}
+	agents := m.findAgents(shadow, remote)
 	before := make([]int, len(agents))
 	for i, a := range agents {
 		n, err := a.fds()
@@ -139,26 +138,10 @@ func (m *meshRun) probeFigures(mode, node string, shadow, remote *corev1.Pod) {
 		flows, mode, held.OpenSec, held.FlowsPerS, before[0], after[0], before[1], after[1], peaks)
 }
 
-// agentRef names an agent's process: its command name and its pod's UID.
-type agentRef struct {
-	comm string
-	uid  types.UID
-}
-
-// fds counts the agent's open file descriptors.
-func (a agentRef) fds() (int, error) {
-	p, err := agentProc(a.comm, a.uid)
-	if err != nil {
-		return 0, err
-	}
-	ents, err := os.ReadDir(p + "/fd")
-	return len(ents), err
-}
-
 // agentSampler records, every 500 ms until stopped, each agent's highest RSS, memory cgroup use
 // and descriptor count.
 type agentSampler struct {
-	agents []agentRef
+	agents []agentProc
 	done   chan struct{}
 	wg     sync.WaitGroup
 	rss    []float64
@@ -166,7 +149,7 @@ type agentSampler struct {
 	fd     []int
 }
 
-func newAgentSampler(agents []agentRef) *agentSampler {
+func newAgentSampler(agents []agentProc) *agentSampler {
 	s := &agentSampler{agents: agents, done: make(chan struct{}),
 		rss: make([]float64, len(agents)), cg: make([]float64, len(agents)), fd: make([]int, len(agents))}
 	s.wg.Add(1)
@@ -188,7 +171,7 @@ func newAgentSampler(agents []agentRef) *agentSampler {
 
 func (s *agentSampler) sample() {
 	for i, a := range s.agents {
-		if rss, cg, err := agentMemory(a.comm, a.uid); err == nil {
+		if rss, cg, err := a.memory(); err == nil {
 			s.rss[i], s.cg[i] = max(s.rss[i], rss), max(s.cg[i], cg)
 		}
 		if n, err := a.fds(); err == nil {

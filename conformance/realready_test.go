@@ -3,9 +3,7 @@ package conformance
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -32,16 +30,8 @@ func TestMeshReadyTimes(t *testing.T) {
 	if n <= 0 || os.Getenv(envRealMesh) != "1" {
 		t.Skipf("a benchmark: run by `make bench` as root (%s=20 with real-node clusters)", envReadyPods)
 	}
-	env, out := setup(t)
-	tunnel, err := netip.ParseAddrPort(os.Getenv(envTunnelAddress))
-	if err != nil {
-		t.Fatalf("%s: %v", envTunnelAddress, err)
-	}
-	m := newMeshRun(t, env, "ready", false)
-	ctx := t.Context()
-	localNode := m.realNode(env.Local, "local")
-	remoteNode := m.realNode(env.Remote, "remote")
-	m.onlySchedulable(localNode)
+	m := startMeshRun(t, "ready", "", false)
+	env, ctx, localNode, remoteNode := m.env, t.Context(), m.localNode, m.remoteNode
 	m.localNamespace()
 
 	type run struct {
@@ -61,14 +51,16 @@ func TestMeshReadyTimes(t *testing.T) {
 	t.Logf("creating %d offloaded pods at once through the VK %s; the remote ones run on %s", n, env.VKNode, remoteNode)
 	for _, r := range runs {
 		r.created = time.Now()
-		if r.pod, err = env.Local.CoreV1().Pods(m.ns).Create(ctx, r.pod, metav1.CreateOptions{}); err != nil {
+		created, err := env.Local.CoreV1().Pods(m.ns).Create(ctx, r.pod, metav1.CreateOptions{})
+		if err != nil {
 			t.Fatalf("create %s: %v", r.pod.Name, err)
 		}
+		r.pod = created
 	}
 	shadowNS := m.ns + "-wstunnel"
 	var ing *ingress
 	pending := n
-	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
 		shadows, err := env.Local.CoreV1().Pods(shadowNS).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, nil
@@ -99,7 +91,7 @@ func TestMeshReadyTimes(t *testing.T) {
 		switch {
 		case len(routes) == 0:
 		case ing == nil:
-			ing = startIngress(t, filepath.Join(out, "logs"), tunnel, routes)
+			ing = m.startIngress(routes)
 		default:
 			ing.setRoutes(t, routes)
 		}

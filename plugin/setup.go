@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -120,8 +119,12 @@ func discoverTunnelNameservers(client kubernetes.Interface, m Mesh, log *slog.Lo
 	svc, err := client.CoreV1().Services(clusterDNSNamespace).Get(ctx, clusterDNSService, metav1.GetOptions{})
 	var ns []netip.Addr
 	if err == nil {
-		for _, ip := range append([]string{svc.Spec.ClusterIP}, svc.Spec.ClusterIPs...) {
-			if a, perr := netip.ParseAddr(ip); perr == nil && !slices.Contains(ns, a) && len(ns) < meshspec.MaxNameservers {
+		ips := svc.Spec.ClusterIPs // ClusterIP is its first; older objects may have only ClusterIP
+		if len(ips) == 0 {
+			ips = []string{svc.Spec.ClusterIP}
+		}
+		for _, ip := range ips[:min(len(ips), meshspec.MaxNameservers)] {
+			if a, perr := netip.ParseAddr(ip); perr == nil { // "None": a headless Service
 				ns = append(ns, a)
 			}
 		}

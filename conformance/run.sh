@@ -252,7 +252,7 @@ log "environment up; running the suite"
 tests='^TestConformance$'
 chain="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}"
 if [ "$real" = 1 ]; then
-	tests='^(TestConformance|TestMeshRealPods|TestMeshRealPodsRestricted)$'
+	tests='^(TestConformance|TestTerminalStates|TestMeshRealPods|TestMeshRealPodsRestricted)$'
 	chain="$chain virtual-kubelet-netstack=${pids[3]}"
 fi
 tests=${IKM_CONFORMANCE_TESTS:-$tests}

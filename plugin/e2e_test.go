@@ -360,11 +360,14 @@ func TestStatus(t *testing.T) {
 		st = s.status(t, req.Pod)[0]
 		return len(st.Containers) == 1 && st.Containers[0].State.Terminated != nil, nil
 	})
-	if term := st.Containers[0].State.Terminated; term.Reason != ReasonRemotePodGone || !strings.Contains(term.Message, "no longer exists") {
+	// Its last state, kept from the delete event, says how it ended: killed while it ran (137), its
+	// init container as it really ended.
+	if term := st.Containers[0].State.Terminated; term.Reason != ReasonRemotePodGone || term.ExitCode != exitKilled ||
+		!strings.Contains(term.Message, "was deleted before it ended") || !strings.Contains(term.Message, "while this container ran") {
 		t.Errorf("vanished pod state %+v", term)
 	}
-	if len(st.InitContainers) != 1 || st.InitContainers[0].State.Terminated == nil {
-		t.Errorf("vanished pod init containers %+v, want terminated", st.InitContainers)
+	if len(st.InitContainers) != 1 || st.InitContainers[0].State.Terminated == nil || st.InitContainers[0].State.Terminated.Reason != "Completed" {
+		t.Errorf("vanished pod init containers %+v, want migrate terminated Completed", st.InitContainers)
 	}
 }
 

@@ -37,6 +37,8 @@ type podCache struct {
 	synced    atomic.Bool
 	// seen is called for every remote pod of a local pod the cache receives.
 	seen func(localUID string)
+	// gone holds the last state of remote pods deleted since the plugin started.
+	gone lastStates
 }
 
 func newPodCache(client kubernetes.Interface, seen func(localUID string)) *podCache {
@@ -96,6 +98,9 @@ func (c *podCache) bySourceUID(uid string) *corev1.Pod {
 
 func (c *podCache) len() int { return len(c.indexer.ListKeys()) }
 
+// lastSeen returns the last state of the deleted remote pod of the local pod uid, or nil.
+func (c *podCache) lastSeen(uid string) *corev1.Pod { return c.gone.get(uid) }
+
 // cacheStore is the reflector's view of the cache: it trims what the plugin never reads (keeping
 // memory flat with many pods) and reports each pod seen before storing it.
 type cacheStore podCache
@@ -106,20 +111,43 @@ func (s *cacheStore) Transformer() cache.TransformFunc { return stripManagedFiel
 
 func (s *cacheStore) keep(obj any) any {
 	obj, _ = stripManagedFields(obj)
-	if pod, ok := obj.(*corev1.Pod); ok && pod.Annotations[AnnotSourceUID] != "" && s.seen != nil {
-		s.seen(pod.Annotations[AnnotSourceUID])
+	if pod, ok := obj.(*corev1.Pod); ok && pod.Annotations[AnnotSourceUID] != "" {
+		s.gone.forget(pod.Annotations[AnnotSourceUID])
+		if s.seen != nil {
+			s.seen(pod.Annotations[AnnotSourceUID])
+		}
 	}
 	return obj
 }
 
 func (s *cacheStore) Add(obj any) error    { return s.indexer.Add(s.keep(obj)) }
 func (s *cacheStore) Update(obj any) error { return s.indexer.Update(s.keep(obj)) }
-func (s *cacheStore) Delete(obj any) error { return s.indexer.Delete(obj) }
 func (s *cacheStore) Resync() error        { return nil }
 
+func (s *cacheStore) Delete(obj any) error {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	if pod, ok := obj.(*corev1.Pod); ok {
+		s.gone.put(pod)
+	}
+	return s.indexer.Delete(obj)
+}
+
+// Replace stores a full list. A pod cached before and missing from it was deleted while the watch
+// was down: its last cached state is kept as for a delete.
 func (s *cacheStore) Replace(objs []any, rv string) error {
+	listed := make(map[string]bool, len(objs))
 	for i := range objs {
 		objs[i] = s.keep(objs[i])
+		if pod, ok := objs[i].(*corev1.Pod); ok {
+			listed[pod.Namespace+"/"+pod.Name] = true
+		}
+	}
+	for _, obj := range s.indexer.List() {
+		if pod, ok := obj.(*corev1.Pod); ok && !listed[pod.Namespace+"/"+pod.Name] {
+			s.gone.put(pod)
+		}
 	}
 	if err := s.indexer.Replace(objs, rv); err != nil {
 		return err

@@ -65,6 +65,11 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 		return st, nil
 	}
 	if remote == nil {
+		if last := p.pods.lastSeen(string(local.UID)); last != nil {
+			// Deleted behind the plugin's back (evicted, a drain, a user): its last state says how
+			// it ended, and the VK's pod must end too.
+			return endedStatus(st, local, last, true), nil
+		}
 		ns := RemoteNamespace(p.cfg.Offloading.NamespacePrefix, p.cfg.Offloading.NamespacePrefixExclusions, local.Namespace)
 		got, err := p.findRemotePod(ctx, ns, local.Name, local.UID)
 		switch {
@@ -88,14 +93,33 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 		remote = got
 		p.guard.markSeen(local.UID)
 	}
+	if ended(remote) {
+		return endedStatus(st, local, remote, false), nil
+	}
+	st = reported(st, local, remote)
+	markMeshNotReady(remote, &st, time.Now())
+	return st, nil
+}
+
+// reported fills st with the remote pod's statuses of the local pod's containers.
+func reported(st PodStatus, local, remote *corev1.Pod) PodStatus {
 	st.JID = string(remote.UID)
 	st.InitContainers = withPending(remote.Spec.InitContainers, remote.Status.InitContainerStatuses, remote)
 	st.Containers = withPending(remote.Spec.Containers, remote.Status.ContainerStatuses, remote)
-	markMeshNotReady(remote, &st, time.Now())
 	specSent := len(local.Spec.Containers) > 0
 	st.InitContainers = localOnly(st.InitContainers, local.Spec.InitContainers, specSent)
 	st.Containers = localOnly(st.Containers, local.Spec.Containers, specSent)
-	return st, nil
+	explainTerminations(remote, st.InitContainers)
+	explainTerminations(remote, st.Containers)
+	return st
+}
+
+// endedStatus reports a remote pod that ended, or was deleted, so that the VK ends the local pod
+// in the same phase (endedStatuses).
+func endedStatus(st PodStatus, local, remote *corev1.Pod, deleted bool) PodStatus {
+	st = reported(st, local, remote)
+	st.InitContainers, st.Containers = endedStatuses(remote, st.InitContainers, st.Containers, deleted)
+	return st
 }
 
 // pythonMeshContainer is the sidecar the Python plugin added to pods with a mesh script; a pod it

@@ -178,7 +178,8 @@ func (p *Proxy) Close() {
 	p.tr.CloseIdleConnections()
 }
 
-// Serve serves the proxy on ln until ctx is done, then closes it and its tunnels.
+// Serve serves the proxy on ln until ctx is done or ln is closed, then closes it and its
+// tunnels. Either way of stopping is clean: it returns nil.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
 	stop := context.AfterFunc(ctx, func() {
@@ -188,7 +189,9 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	err := srv.Serve(ln)
 	srv.Close()
 	p.Close()
-	if errors.Is(err, http.ErrServerClosed) {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		// Stopped by ctx, or by its owner closing ln: on a cancel both race (the agent closes its
+		// listeners while the AfterFunc above closes the server).
 		return nil
 	}
 	return fmt.Errorf("serve proxy: %w", err)

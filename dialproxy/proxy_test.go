@@ -164,3 +164,32 @@ func TestServeEndClosesTunnels(t *testing.T) {
 		t.Fatalf("%q, %v", line, err)
 	}
 }
+
+// TestServeListenerClosed: the owner closing the listener is a clean stop, as a cancel is (the
+// mesh-agent's shutdown does both at once; a restart test once saw "use of closed network
+// connection" returned as a failure).
+func TestServeListenerClosed(t *testing.T) {
+	p, err := New(Config{Dial: func(ctx context.Context, address string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", address)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(t.Context(), ln) }()
+	time.Sleep(50 * time.Millisecond) // Serve is accepting
+	ln.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve after its listener closed = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after its listener closed")
+	}
+}

@@ -14,8 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
-	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
@@ -44,11 +42,9 @@ type Agent struct {
 	handler http.Handler
 
 	started atomic.Bool
-	// dev and kern are set while the device is up, for the probes and the metrics.
-	dev   atomic.Pointer[device.Device]
-	kern  atomic.Pointer[wgdevice.Link] // kernel mode
-	stack atomic.Pointer[usernet.Stack] // netstack mode
-	ready atomic.Bool                   // a handshake completed
+	// eng holds the device while it is up, for the probes and the metrics.
+	eng   wgdevice.Running
+	ready atomic.Bool // a handshake completed
 }
 
 // Run brings the mesh up and keeps it up until ctx is done, then removes the routes and the
@@ -88,7 +84,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.spec.Mode == meshspec.ModeNetstack {
 		setupErr = a.upNetstack(gctx, g, &undo)
 		if setupErr == nil {
-			g.Go(func() error { return a.awaitHandshake(gctx, a.dev.Load(), start) })
+			g.Go(func() error { return a.awaitHandshake(gctx, a.eng.Load(), start) })
 		}
 	} else {
 		setupErr = a.up(gctx, g, &undo, start)
@@ -119,54 +115,32 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
-// up creates and configures the device, then starts the goroutines that serve it. Each step
-// pushes its undo before it can fail half-way.
+// up brings the engine up on a TUN device, then starts the goroutines that serve it.
 func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func(), start time.Time) error {
-	if err := wgdevice.CheckKernelMode(); err != nil {
-		return err
-	}
-	k, err := wgdevice.OpenLink()
+	e, err := a.eng.Start(a.engineConfig(nil))
 	if err != nil {
 		return err
 	}
-	*undo = append(*undo, k.Close)
-	tdev, err := tun.CreateTUN(a.spec.Interface, a.spec.MTU)
-	if err != nil {
-		return fmt.Errorf("create tun device %s: %w", a.spec.Interface, err)
-	}
-	bind := tunnel.NewClientBind(a.client)
-	dev := device.NewDevice(bind.TUN(tdev), bind, wgdevice.NewLogger(a.log))
-	*undo = append(*undo, dev.Close) // also closes the TUN, which deletes the link
-	if err := dev.IpcSet(uapiConfig(a.spec)); err != nil {
-		return fmt.Errorf("configure wireguard device: %w", err)
-	}
-	*undo = append(*undo, func() {
-		if err := k.Remove(); err != nil {
-			a.log.Warn("remove routes and address", "err", err)
-		}
-	})
-	if err := k.Apply(a.plan); err != nil {
-		return err
-	}
-	if err := dev.Up(); err != nil {
-		return fmt.Errorf("bring wireguard device up: %w", err)
-	}
-	a.dev.Store(dev)
-	a.kern.Store(k)
-	*undo = append(*undo, func() { a.dev.Store(nil); a.kern.Store(nil) })
-	us, err := wgdevice.ListenUAPI(a.sock)
-	if err != nil {
-		return err
-	}
-	*undo = append(*undo, us.Close)
-	g.Go(func() error { return us.Serve(dev) })
-	g.Go(func() error { return a.awaitHandshake(ctx, dev, start) })
+	*undo = append(*undo, a.eng.Stop)
+	g.Go(e.ServeUAPI)
+	g.Go(func() error { return a.awaitHandshake(ctx, e, start) })
 	return nil
+}
+
+// engineConfig is the WireGuard device's configuration: on a user-space stack configured by st
+// (its flow limits set here) in netstack mode, on a TUN device (st nil) in kernel mode.
+func (a *Agent) engineConfig(st *usernet.Config) wgdevice.Config {
+	cfg := wgdevice.Config{Identity: identity(a.spec), Bind: tunnel.NewClientBind(a.client), Link: a.plan, UAPISocket: a.sock, Logger: a.log}
+	if st != nil {
+		st.MaxFlows, st.UDPIdle = a.cfg.MaxFlows, a.cfg.UDPIdle
+	}
+	cfg.Netstack = st
+	return cfg
 }
 
 // awaitHandshake polls the device until its peer completed a handshake, then marks the agent
 // ready and writes the ready file.
-func (a *Agent) awaitHandshake(ctx context.Context, dev *device.Device, start time.Time) error {
+func (a *Agent) awaitHandshake(ctx context.Context, e *wgdevice.Engine, start time.Time) error {
 	t := time.NewTicker(handshakePoll)
 	defer t.Stop()
 	var sessionSince, lastWhy time.Time
@@ -176,7 +150,7 @@ func (a *Agent) awaitHandshake(ctx context.Context, dev *device.Device, start ti
 			return nil
 		case <-t.C:
 		}
-		p, err := wgdevice.ReadPeer(dev)
+		p, err := e.Peer()
 		if err != nil {
 			a.log.Warn("read device state", "err", err)
 			continue
@@ -247,14 +221,11 @@ func removeFile(path string) error {
 // or more). The current keys stay valid for receiving until the new ones arrive. Before the
 // first handshake there is nothing to renew: the device's initial handshake is under way.
 func (a *Agent) rehandshake() {
-	dev := a.dev.Load()
-	if dev == nil || !a.ready.Load() {
+	e := a.eng.Load()
+	if e == nil || !a.ready.Load() {
 		return
 	}
-	if peer := dev.LookupPeer(device.NoisePublicKey(a.spec.PeerPublicKey)); peer != nil {
-		peer.ExpireCurrentKeypairs()
-		if err := peer.SendHandshakeInitiation(false); err != nil {
-			a.log.Debug("handshake after reconnect", "err", err)
-		}
+	if err := e.Rehandshake(a.spec.PeerPublicKey); err != nil {
+		a.log.Debug("handshake after reconnect", "err", err)
 	}
 }

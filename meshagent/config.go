@@ -13,9 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 )
@@ -69,7 +66,7 @@ type Config struct {
 	// relay.DefaultIdle.
 	UDPIdle time.Duration
 	// BatchSize is the most datagrams the tunnel hands WireGuard at once, 1 to 128: memory
-	// against throughput (README). Default tunnel.DefaultBatchSize.
+	// against throughput (docs/performance.md). Default tunnel.DefaultBatchSize.
 	BatchSize int
 	// Logger receives the agent's, the tunnel's and wireguard-go's logs (the latter at debug
 	// level, its errors at error level); nil discards them. Keys and the path prefix are never
@@ -128,7 +125,6 @@ func New(cfg Config) (*Agent, error) {
 		spec: spec,
 		plan: planLink(spec),
 		sock: sock,
-		reg:  prometheus.NewRegistry(),
 	}
 	client, err := tunnel.NewClient(tunnel.ClientConfig{
 		URL:         spec.Tunnel.URL,
@@ -148,8 +144,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("create tunnel client: %w", err)
 	}
 	a.client = client
-	a.reg.MustRegister(collector{a}, collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.reg = a.registry()
 	a.handler = a.routes()
 	return a, nil
 }

@@ -11,13 +11,10 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/dialproxy"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/relay"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // loopback is where flows from the mesh reach the workload: the pod's own loopback, which
@@ -74,36 +71,16 @@ func (a *Agent) upNetstack(ctx context.Context, g *errgroup.Group, undo *[]func(
 		}
 	})
 
-	st, err := usernet.New(usernet.Config{
-		Addresses: []netip.Addr{a.spec.Address.Addr()},
-		MTU:       a.spec.MTU,
-		DialTCP:   toLoopback("tcp"),
-		DialUDP:   toLoopback("udp"),
-		MaxFlows:  a.cfg.MaxFlows,
-		UDPIdle:   a.cfg.UDPIdle,
-		Logger:    a.log.With("component", "usernet"),
-	})
+	e, err := a.eng.Start(a.engineConfig(&usernet.Config{
+		DialTCP: toLoopback("tcp"),
+		DialUDP: toLoopback("udp"),
+	})) // closing it closes the stack and its flows
 	if err != nil {
 		return err
 	}
-	bind := tunnel.NewClientBind(a.client)
-	dev := device.NewDevice(bind.TUN(st), bind, wgdevice.NewLogger(a.log)) // in-flight bound, as in kernel mode
-	*undo = append(*undo, dev.Close)                                       // also closes the stack and its flows
-	if err := dev.IpcSet(uapiConfig(a.spec)); err != nil {
-		return fmt.Errorf("configure wireguard device: %w", err)
-	}
-	if err := dev.Up(); err != nil {
-		return fmt.Errorf("bring wireguard device up: %w", err)
-	}
-	a.dev.Store(dev)
-	a.stack.Store(st)
-	*undo = append(*undo, func() { a.dev.Store(nil); a.stack.Store(nil) })
-	us, err := wgdevice.ListenUAPI(a.sock)
-	if err != nil {
-		return err
-	}
-	*undo = append(*undo, us.Close)
-	g.Go(func() error { return us.Serve(dev) })
+	*undo = append(*undo, a.eng.Stop)
+	g.Go(e.ServeUAPI)
+	st := e.Stack()
 
 	if dnsTCP != nil {
 		ns := netip.AddrPortFrom(nameserver, 53)

@@ -42,7 +42,7 @@ func testSpec() meshspec.Spec {
 func TestUAPIConfigGolden(t *testing.T) {
 	s := testSpec()
 	s.PersistentKeepalive = 15 * time.Second
-	got := uapiConfig(s)
+	got := identity(s).UAPI()
 	path := filepath.Join("testdata", "uapi.golden")
 	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
@@ -54,7 +54,7 @@ func TestUAPIConfigGolden(t *testing.T) {
 		t.Fatalf("read golden file (run with -update to create it): %v", err)
 	}
 	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("uapiConfig (-want +got):\n%s", diff)
+		t.Errorf("identity(s).UAPI() (-want +got):\n%s", diff)
 	}
 }
 
@@ -76,10 +76,10 @@ func testDevice(t *testing.T) *device.Device {
 func TestUAPIConfigAccepted(t *testing.T) {
 	s := testSpec()
 	dev := testDevice(t)
-	if err := dev.IpcSet(uapiConfig(s)); err != nil {
+	if err := dev.IpcSet(identity(s).UAPI()); err != nil {
 		t.Fatalf("IpcSet: %v", err)
 	}
-	if err := dev.IpcSet(uapiConfig(s)); err != nil { // replace_*: applying twice is fine
+	if err := dev.IpcSet(identity(s).UAPI()); err != nil { // replace_*: applying twice is fine
 		t.Fatalf("IpcSet again: %v", err)
 	}
 	text, err := dev.IpcGet()

@@ -14,10 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
-	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netfilter"
@@ -46,12 +43,10 @@ type Agent struct {
 	listening    atomic.Bool
 	rulesApplied atomic.Bool
 	stopping     atomic.Bool
-	dev          atomic.Pointer[device.Device]
-	kern         atomic.Pointer[kernel]        // kernel mode
-	stack        atomic.Pointer[usernet.Stack] // netstack mode
-	inbound      atomic.Pointer[inbound]       // netstack mode
-	malformed    atomic.Uint64                 // tunnel connections without a valid request
-	lost         atomic.Bool                   // the mesh was up and is lost (meshLost)
+	eng          wgdevice.Running
+	inbound      atomic.Pointer[inbound] // netstack mode
+	malformed    atomic.Uint64           // tunnel connections without a valid request
+	lost         atomic.Bool             // the mesh was up and is lost (meshLost)
 
 	// lastHandshake, when set (tests), replaces reading the peer's last handshake off the device.
 	lastHandshake func() (time.Time, error)
@@ -81,9 +76,8 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create tunnel server: %w", err)
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, tls: tlsConf, srv: srv, reg: prometheus.NewRegistry()}
-	a.reg.MustRegister(collector{a}, collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a := &Agent{cfg: cfg, log: cfg.Logger, tls: tlsConf, srv: srv}
+	a.reg = a.registry()
 	a.handler = a.routes()
 	return a, nil
 }
@@ -194,54 +188,20 @@ func serveHTTP(s *http.Server, ln net.Listener, what string) error {
 	return nil
 }
 
-// up creates and configures the device, starts the UAPI socket and applies the iptables rules
-// once, returning the Shadow that keeps them and the main interface. Each step pushes its undo
-// before it can fail half-way.
+// up finds the main interface, brings the engine up on a TUN device and applies the iptables
+// rules once, returning the Shadow that keeps them and the main interface. Each step pushes its
+// undo before it can fail half-way.
 func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func()) (*netfilter.Shadow, string, error) {
-	if err := wgdevice.CheckKernelMode(); err != nil {
-		return nil, "", err
-	}
-	k, err := openKernel()
+	mainIface, err := a.mainInterface()
 	if err != nil {
 		return nil, "", err
 	}
-	*undo = append(*undo, k.close)
-	mainIface, err := a.mainInterface(k)
+	e, err := a.eng.Start(a.engineConfig(nil))
 	if err != nil {
 		return nil, "", err
 	}
-
-	tdev, err := tun.CreateTUN(a.cfg.Interface, a.cfg.MTU)
-	if err != nil {
-		return nil, "", fmt.Errorf("create tun device %s: %w", a.cfg.Interface, err)
-	}
-	bind := tunnel.NewServerBind(a.srv)
-	dev := device.NewDevice(bind.TUN(tdev), bind, wgdevice.NewLogger(a.log))
-	*undo = append(*undo, dev.Close) // also closes the TUN, which deletes the link
-	if err := dev.IpcSet(uapiConfig(a.cfg)); err != nil {
-		return nil, "", fmt.Errorf("configure wireguard device: %w", err)
-	}
-	*undo = append(*undo, func() {
-		if err := k.Remove(); err != nil {
-			a.log.Warn("remove route and address", "err", err)
-		}
-	})
-	if err := k.Apply(planLink(a.cfg)); err != nil {
-		return nil, "", err
-	}
-	if err := dev.Up(); err != nil {
-		return nil, "", fmt.Errorf("bring wireguard device up: %w", err)
-	}
-	a.kern.Store(k)
-	a.dev.Store(dev)
-	*undo = append(*undo, func() { a.dev.Store(nil); a.kern.Store(nil) })
-
-	us, err := wgdevice.ListenUAPI(a.cfg.socketPath())
-	if err != nil {
-		return nil, "", err
-	}
-	*undo = append(*undo, us.Close)
-	g.Go(func() error { return us.Serve(dev) })
+	*undo = append(*undo, a.eng.Stop)
+	g.Go(e.ServeUAPI)
 
 	nf, err := netfilter.New(netfilter.Config{
 		MainInterface:      mainIface,
@@ -268,25 +228,48 @@ func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func()) (*net
 	return nf, mainIface, nil
 }
 
+// engineConfig is the WireGuard device's configuration: on a user-space stack configured by st
+// (its flow limits set here) in netstack mode, on a TUN device (st nil) in kernel mode.
+func (a *Agent) engineConfig(st *usernet.Config) wgdevice.Config {
+	cfg := wgdevice.Config{Identity: identity(a.cfg), Bind: tunnel.NewServerBind(a.srv), Link: planLink(a.cfg), UAPISocket: a.cfg.socketPath(), Logger: a.log}
+	if st != nil {
+		st.MaxFlows, st.UDPIdle = a.cfg.MaxFlows, a.cfg.UDPIdle
+	}
+	cfg.Netstack = st
+	return cfg
+}
+
 // mainInterface returns the configured main interface, else the one holding PodIP, else the
 // default route's, and checks that it exists and, when PodIP is set, warns unless it holds PodIP.
 // PodIP's interface comes first: it is where forwarded flows arrive, and a pod need not have a
 // default route (seen on a real node whose CNI bridge is no gateway).
-func (a *Agent) mainInterface(k *kernel) (string, error) {
+func (a *Agent) mainInterface() (string, error) {
+	if err := wgdevice.CheckKernelMode(); err != nil {
+		return "", err
+	}
+	r, err := openRoutes()
+	if err != nil {
+		return "", err
+	}
+	defer r.close()
+	return a.mainInterfaceOf(r)
+}
+
+func (a *Agent) mainInterfaceOf(r *routes) (string, error) {
 	name := a.cfg.MainInterface
 	if name == "" && a.cfg.PodIP.IsValid() {
 		var err error
-		if name, err = k.interfaceWith(a.cfg.PodIP); err != nil {
+		if name, err = r.interfaceWith(a.cfg.PodIP); err != nil {
 			return "", fmt.Errorf("find the main interface (set it explicitly): %w", err)
 		}
 	}
 	if name == "" {
 		var err error
-		if name, err = k.defaultInterface(); err != nil {
+		if name, err = r.defaultInterface(); err != nil {
 			return "", fmt.Errorf("find the main interface (set it explicitly): %w", err)
 		}
 	}
-	addrs, err := k.linkAddrs(name)
+	addrs, err := r.linkAddrs(name)
 	if err != nil {
 		return "", fmt.Errorf("main interface: %w", err)
 	}

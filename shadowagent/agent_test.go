@@ -6,13 +6,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun/tuntest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {
@@ -134,11 +135,12 @@ func TestReadyzMeshLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev := device.NewDevice(tuntest.NewChannelTUN().TUN(), conn.NewDefaultBind(), device.NewLogger(device.LogLevelSilent, ""))
-	t.Cleanup(dev.Close)
+	if _, err := a.eng.Start(wgdevice.Config{Identity: identity(a.cfg), Bind: tunnel.NewServerBind(a.srv), Netstack: &usernet.Config{Addresses: []netip.Addr{a.cfg.Address.Addr()}}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.eng.Stop)
 	a.listening.Store(true)
 	a.rulesApplied.Store(true)
-	a.dev.Store(dev)
 	var last time.Time
 	a.lastHandshake = func() (time.Time, error) { return last, nil }
 	for _, tc := range []struct {

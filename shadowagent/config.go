@@ -122,7 +122,7 @@ type Config struct {
 	// netfilter.DefaultInterval.
 	ReassertInterval time.Duration
 	// BatchSize is the most datagrams the tunnel hands WireGuard at once, 1 to 128: memory
-	// against throughput (README). Default tunnel.DefaultBatchSize.
+	// against throughput (docs/performance.md). Default tunnel.DefaultBatchSize.
 	BatchSize int
 
 	// UAPIDir holds the UAPI socket <UAPIDir>/<Interface>.sock, through which wg(8) and wgctrl

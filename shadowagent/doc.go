@@ -9,20 +9,19 @@
 //  1. listens on HealthAddr (/healthz, /readyz, /metrics) and on ListenAddr, where an HTTP
 //     server of its own hands upgrade requests to the tunnel server (the wstunnel v10 wire
 //     format) and logs the connections net/http would refuse silently;
-//  2. makes sure /dev/net/tun exists, finds the main interface (the default route's unless
-//     set), creates the TUN device and an embedded wireguard-go device whose conn.Bind is the
-//     tunnel (tunnel.ServerBind, whose backlog drops the handshake initiations sent while no
-//     session is up: they would cross the pod's own on replay), and configures it with UAPI
-//     text computed from the Config (uapiConfig, a pure function): its private key and one
-//     peer, the offloaded pod, allowed PeerAddress only;
-//  3. with netlink, sets the MTU and Address, brings the link up and routes PeerAddress to it
-//     (planLink computes, wgdevice.Link.Apply applies);
-//  4. serves the UAPI socket <UAPIDir>/<Interface>.sock for wg(8) and wgctrl;
-//  5. applies the netfilter rule set (DNAT of every TCP and UDP flow arriving on the main
+//  2. finds the main interface (the one holding PodIP, else the default route's, unless set);
+//  3. brings the mesh engine up (wgdevice.Start): a TUN device (made sure /dev/net/tun exists)
+//     and an embedded wireguard-go device whose conn.Bind is the tunnel (tunnel.ServerBind,
+//     whose backlog drops the handshake initiations sent while no session is up: they would
+//     cross the pod's own on replay), configured with the identity computed from the Config
+//     (identity, a pure function): its private key and one peer, the offloaded pod, allowed
+//     PeerAddress only; its link given the MTU, Address and a route to PeerAddress (planLink
+//     computes, wgdevice.Link.Apply applies), and the UAPI socket <UAPIDir>/<Interface>.sock;
+//  4. applies the netfilter rule set (DNAT of every TCP and UDP flow arriving on the main
 //     interface to PeerAddress, except the agent's own ports; MASQUERADE both ways; forwarding),
 //     then answers /readyz with 200 and keeps re-asserting the rules (netfilter.Shadow.Run).
 //
-// Netstack mode (Config.Mode) replaces steps 2, 3 and 5: the device runs on a usernet.Stack
+// Netstack mode (Config.Mode) replaces steps 2 and 4, and starts the engine on a usernet.Stack
 // that terminates every flow the offloaded pod sends (any destination) and dials it from this
 // pod's own sockets; the declared ports (TCPPorts, UDPPorts) are ordinary listeners relayed to
 // the offloaded pod through the stack (relay.Streams, relay.Sessions). No capability, any user;
@@ -44,6 +43,6 @@
 //   - The tunnel serves one peer: a newer session with the path prefix replaces the older one
 //     (logged as "tunnel session replaced"); WireGuard's own authentication decides which one
 //     carries traffic.
-//   - Kernel code is Linux-only (wgdevice.Link, kernel_linux.go); elsewhere Run fails with
+//   - Kernel code is Linux-only (wgdevice.Link, routes_linux.go); elsewhere Run fails with
 //     errors.ErrUnsupported.
 package shadowagent

@@ -72,7 +72,7 @@ func TestShadowMeshLost(t *testing.T) {
 		Tunnel: meshspec.Tunnel{URL: "ws://" + wsAddr.String(), PathPrefix: meshspec.Secret(prefix)},
 	})
 	waitFor(t, "the first handshake", 30*time.Second, func() error {
-		if p, err := wgdevice.ReadPeer(a.dev.Load()); err != nil || p.LastHandshake.IsZero() {
+		if p, err := a.eng.Load().Peer(); err != nil || p.LastHandshake.IsZero() {
 			return fmt.Errorf("no handshake yet (%v)", err)
 		}
 		return nil

@@ -9,12 +9,9 @@ import (
 	"strconv"
 
 	"golang.org/x/sync/errgroup"
-	"golang.zx2c4.com/wireguard/device"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/relay"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // upNetstack is up for netstack mode: the WireGuard device runs on a user-space stack, the
@@ -59,38 +56,17 @@ func (a *Agent) upNetstack(ctx context.Context, g *errgroup.Group, undo *[]func(
 	}
 	*undo = append(*undo, closeAll)
 
-	st, err := usernet.New(usernet.Config{
-		Addresses:      []netip.Addr{a.cfg.Address.Addr()},
-		MTU:            a.cfg.MTU,
+	e, err := a.eng.Start(a.engineConfig(&usernet.Config{
 		AnyDestination: true,
 		DialTCP:        a.dialOut("tcp"),
 		DialUDP:        a.dialOut("udp"),
-		MaxFlows:       a.cfg.MaxFlows,
-		UDPIdle:        a.cfg.UDPIdle,
-		Logger:         a.log.With("component", "usernet"),
-	})
+	})) // closing it closes the stack and its flows
 	if err != nil {
 		return err
 	}
-	bind := tunnel.NewServerBind(a.srv)
-	dev := device.NewDevice(bind.TUN(st), bind, wgdevice.NewLogger(a.log)) // in-flight bound, as in kernel mode
-	*undo = append(*undo, dev.Close)                                       // also closes the stack and its flows
-	if err := dev.IpcSet(uapiConfig(a.cfg)); err != nil {
-		return fmt.Errorf("configure wireguard device: %w", err)
-	}
-	if err := dev.Up(); err != nil {
-		return fmt.Errorf("bring wireguard device up: %w", err)
-	}
-	a.dev.Store(dev)
-	a.stack.Store(st)
-	*undo = append(*undo, func() { a.dev.Store(nil); a.stack.Store(nil) })
-
-	us, err := wgdevice.ListenUAPI(a.cfg.socketPath())
-	if err != nil {
-		return err
-	}
-	*undo = append(*undo, us.Close)
-	g.Go(func() error { return us.Serve(dev) })
+	*undo = append(*undo, a.eng.Stop)
+	g.Go(e.ServeUAPI)
+	st := e.Stack()
 
 	peer := a.cfg.PeerAddress
 	for _, s := range streams {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // MeshLostAfter is how old the last WireGuard handshake with the offloaded pod may be before the
@@ -38,7 +37,7 @@ func (a *Agent) notReady() []string {
 	if !a.listening.Load() {
 		missing = append(missing, "tunnel listener")
 	}
-	if a.dev.Load() == nil {
+	if a.eng.Load() == nil {
 		missing = append(missing, "wireguard device")
 	}
 	if !a.rulesApplied.Load() {
@@ -56,14 +55,14 @@ func (a *Agent) notReady() []string {
 
 // meshLost describes a mesh that was up and is lost, or returns "". It logs each change.
 func (a *Agent) meshLost(now time.Time) string {
-	dev := a.dev.Load()
-	if dev == nil {
+	e := a.eng.Load()
+	if e == nil {
 		return ""
 	}
 	last := a.lastHandshake
 	if last == nil {
 		last = func() (time.Time, error) {
-			p, err := wgdevice.ReadPeer(dev)
+			p, err := e.Peer()
 			return p.LastHandshake, err
 		}
 	}

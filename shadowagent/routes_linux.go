@@ -7,41 +7,28 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
-// kernel is the WireGuard device's link (wgdevice.Link: apply, remove, check) plus the queries
-// the shadow makes of the pod's own network to find its main interface. Both netlink sockets
-// are opened by openKernel in the network namespace of the calling thread and keep that
-// namespace whichever thread uses them later.
-type kernel struct {
-	*wgdevice.Link
+// routes answers the queries the shadow makes of the pod's own network to find its main
+// interface. Its netlink socket is opened by openRoutes in the network namespace of the calling
+// thread and keeps that namespace whichever thread uses it later.
+type routes struct {
 	h *netlink.Handle
 }
 
-func openKernel() (*kernel, error) {
-	l, err := wgdevice.OpenLink()
-	if err != nil {
-		return nil, err
-	}
+func openRoutes() (*routes, error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		l.Close()
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
-	return &kernel{Link: l, h: h}, nil
+	return &routes{h: h}, nil
 }
 
-// close closes both netlink sockets; it leaves the kernel state as it is.
-func (k *kernel) close() {
-	k.h.Close()
-	k.Link.Close()
-}
+func (r *routes) close() { r.h.Close() }
 
 // defaultInterface returns the interface of the IPv4 default route in the main table; with
 // several, the one with the lowest metric, and of a multipath route its first hop.
-func (k *kernel) defaultInterface() (string, error) {
+func (k *routes) defaultInterface() (string, error) {
 	rs, err := k.h.RouteList(nil, netlink.FAMILY_V4)
 	if err != nil {
 		return "", fmt.Errorf("list routes: %w", err)
@@ -75,7 +62,7 @@ func (k *kernel) defaultInterface() (string, error) {
 }
 
 // interfaceWith returns the name of the link holding addr, "" when none does.
-func (k *kernel) interfaceWith(addr netip.Addr) (string, error) {
+func (k *routes) interfaceWith(addr netip.Addr) (string, error) {
 	links, err := k.h.LinkList()
 	if err != nil {
 		return "", fmt.Errorf("list links: %w", err)
@@ -95,7 +82,7 @@ func (k *kernel) interfaceWith(addr netip.Addr) (string, error) {
 }
 
 // linkAddrs returns the IPv4 addresses of the named link; a missing link is an error.
-func (k *kernel) linkAddrs(name string) ([]netip.Addr, error) {
+func (k *routes) linkAddrs(name string) ([]netip.Addr, error) {
 	link, err := k.h.LinkByName(name)
 	if err != nil {
 		return nil, fmt.Errorf("find link %s: %w", name, err)

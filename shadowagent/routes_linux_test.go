@@ -36,18 +36,23 @@ func TestKernel(t *testing.T) {
 		return out
 	}
 	err := ns.Do(func() error {
-		k, err := openKernel()
+		k, err := openRoutes()
 		if err != nil {
 			return err
 		}
 		defer k.close()
+		l, err := wgdevice.OpenLink()
+		if err != nil {
+			return err
+		}
+		defer l.Close()
 		if _, err := k.defaultInterface(); err == nil || !strings.Contains(err.Error(), "no IPv4 default route") {
 			t.Errorf("defaultInterface without a default route = %v", err)
 		}
 		// A pod without a default route (a real node's CNI bridge that is no gateway): the
 		// interface holding the pod IP is the main one.
 		a := &Agent{cfg: Config{PodIP: netip.MustParseAddr("192.168.77.2")}, log: slog.New(slog.DiscardHandler)}
-		if name, err := a.mainInterface(k); err != nil || name != "other" {
+		if name, err := a.mainInterfaceOf(k); err != nil || name != "other" {
 			t.Errorf("mainInterface without a default route = %q, %v; want other (holds the pod IP)", name, err)
 		}
 		exec("ip", "route", "add", "default", "via", "192.168.77.1", "dev", "other", "metric", "100")
@@ -71,11 +76,11 @@ func TestKernel(t *testing.T) {
 		plan := planLink(testConfig().withDefaults())
 		plan.Name = "wgt"
 		for range 2 { // idempotent
-			if err := k.Apply(plan); err != nil {
+			if err := l.Apply(plan); err != nil {
 				return err
 			}
 		}
-		if err := k.CheckUp(); err != nil {
+		if err := l.CheckUp(); err != nil {
 			t.Errorf("CheckUp after apply: %v", err)
 		}
 		out := exec("ip", "-o", "addr", "show", "dev", "wgt")
@@ -88,10 +93,10 @@ func TestKernel(t *testing.T) {
 		if out := exec("ip", "route", "show", "10.7.0.2/32"); !strings.Contains(out, "dev wgt scope link") {
 			t.Errorf("route not applied: %q", out)
 		}
-		if err := k.Remove(); err != nil {
+		if err := l.Remove(); err != nil {
 			return err
 		}
-		if err := k.Remove(); err != nil { // already gone
+		if err := l.Remove(); err != nil { // already gone
 			t.Errorf("second remove: %v", err)
 		}
 		if out := exec("ip", "-o", "addr", "show", "dev", "wgt"); strings.Contains(out, "10.7.0.1") {
@@ -103,10 +108,10 @@ func TestKernel(t *testing.T) {
 
 		// A route to the peer through another link is not taken over.
 		exec("ip", "route", "add", "10.7.0.2/32", "dev", "other")
-		if err := k.Apply(plan); err == nil || !strings.Contains(err.Error(), "already exists via other") {
+		if err := l.Apply(plan); err == nil || !strings.Contains(err.Error(), "already exists via other") {
 			t.Errorf("apply over a foreign route = %v", err)
 		}
-		if err := k.Remove(); err != nil {
+		if err := l.Remove(); err != nil {
 			t.Errorf("remove after a failed apply: %v", err)
 		}
 		if out := exec("ip", "route", "show", "10.7.0.2/32"); !strings.Contains(out, "dev other") {

@@ -6,18 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
-// kernel is Linux-only: elsewhere the agent builds, vets and fails at Run.
-type kernel struct{ *wgdevice.Link }
+// routes is Linux-only: elsewhere the agent builds, vets and fails at Run.
+type routes struct{}
 
-func openKernel() (*kernel, error) {
+func openRoutes() (*routes, error) {
 	return nil, fmt.Errorf("configure network: %w", errors.ErrUnsupported)
 }
 
-func (*kernel) defaultInterface() (string, error)        { return "", errors.ErrUnsupported }
-func (*kernel) linkAddrs(string) ([]netip.Addr, error)   { return nil, errors.ErrUnsupported }
-func (*kernel) interfaceWith(netip.Addr) (string, error) { return "", errors.ErrUnsupported }
-func (*kernel) close()                                   {}
+func (*routes) defaultInterface() (string, error)        { return "", errors.ErrUnsupported }
+func (*routes) linkAddrs(string) ([]netip.Addr, error)   { return nil, errors.ErrUnsupported }
+func (*routes) interfaceWith(netip.Addr) (string, error) { return "", errors.ErrUnsupported }
+func (*routes) close()                                   {}

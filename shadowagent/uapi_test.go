@@ -34,7 +34,7 @@ func TestUAPIConfigGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testConfig()
 			tc.change(&c)
-			got := uapiConfig(c.withDefaults())
+			got := identity(c.withDefaults()).UAPI()
 			path := filepath.Join("testdata", "uapi-"+tc.name+".golden")
 			if *update {
 				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
@@ -46,7 +46,7 @@ func TestUAPIConfigGolden(t *testing.T) {
 				t.Fatalf("read golden file (run with -update to create it): %v", err)
 			}
 			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("uapiConfig (-want +got):\n%s", diff)
+				t.Errorf("identity(c).UAPI() (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -72,7 +72,7 @@ func TestUAPIConfigAccepted(t *testing.T) {
 	c := testConfig().withDefaults()
 	dev := testDevice(t)
 	for range 2 { // replace_*: applying twice is fine
-		if err := dev.IpcSet(uapiConfig(c)); err != nil {
+		if err := dev.IpcSet(identity(c).UAPI()); err != nil {
 			t.Fatalf("IpcSet: %v", err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 )
@@ -168,5 +169,43 @@ func checkState(t *testing.T, nl *netlink.Handle, name string, present bool) {
 		if got[dst] != present {
 			t.Errorf("route %s on %s: %v, want %v (routes %v)", dst, name, got[dst], present, got)
 		}
+	}
+}
+
+// TestEngineKernelMode starts an engine on a real TUN device in a fresh namespace: the interface
+// comes up with its address and routes, health checks the link, and Close removes the device
+// and its routes.
+func TestEngineKernelMode(t *testing.T) {
+	netnstest.Require(t, "ip")
+	if _, err := os.Stat(TUNPath); err != nil {
+		t.Skipf("skipping: needs %s: %v", TUNPath, err)
+	}
+	ns := netnstest.New(t)
+	priv, pub := keyPair(t)
+	plan := LinkPlan{Name: "wgk0", MTU: 1280, Address: netip.MustParsePrefix("10.7.0.2/32"),
+		Routes: []netip.Prefix{netip.MustParsePrefix("10.7.0.1/32"), netip.MustParsePrefix("10.96.0.0/16")}}
+	var e *Engine
+	if err := ns.Do(func() (err error) {
+		e, err = Start(Config{Identity: Identity{PrivateKey: priv, PeerPublicKey: pub, Endpoint: netip.MustParseAddrPort("127.0.0.1:51820"),
+			AllowedIPs: plan.Routes}, Bind: udpBind{conn.NewDefaultBind()}, Link: plan})
+		return err
+	}); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if err := e.CheckUp(); err != nil {
+		t.Errorf("CheckUp: %v", err)
+	}
+	if out := ns.MustExec("ip", "-o", "addr", "show", "dev", "wgk0"); !strings.Contains(out, "inet 10.7.0.2/32") {
+		t.Errorf("address not applied:\n%s", out)
+	}
+	if out := ns.MustExec("ip", "route", "show", "10.96.0.0/16"); !strings.Contains(out, "dev wgk0") {
+		t.Errorf("route not applied: %q", out)
+	}
+	e.Close()
+	if out, err := ns.Exec("ip", "link", "show", "wgk0"); err == nil {
+		t.Errorf("device left after Close:\n%s", out)
+	}
+	if out := ns.MustExec("ip", "route", "show", "10.96.0.0/16"); out != "" {
+		t.Errorf("route left after Close: %q", out)
 	}
 }

@@ -100,7 +100,7 @@ demo: build ## start the control plane, offload a pod and show it running, then 
 conformance: ## the real InterLink VK and API server drive the plugin: two clusters, the suite, a JUnit report
 	@conformance/run.sh
 
-bench: ## benchmarks against the test cluster, then bench-mesh (figures and commands in README)
+bench: ## benchmarks against the test cluster, then bench-mesh and bench-real (figures and commands in docs/performance.md)
 	@testcluster/cluster.sh up
 	@trap 'testcluster/cluster.sh down' EXIT; \
 		echo "[bench] plugin: /status with 1,000 pods, create with 3 ConfigMaps + 2 Secrets, RSS (about 1 min)"; \

@@ -78,7 +78,7 @@ const checkShadowSecret = "kubectl delete removes the shadow key Secret"
 var vkDefects = map[string]string{
 	checkShadowSecret: "InterLink's VK (f6321757) deletes a shadow's Deployment, Service, Ingress and the ConfigMap " +
 		"<name>-wg-config by name, never a Secret of the template; manifests/shadow-pod.tmpl keeps the key in a Secret " +
-		"(not a ConfigMap readable by the view role) and README says how to remove what is left",
+		"(not a ConfigMap readable by the view role) and docs/conformance.md says how to remove what is left",
 }
 
 // checkVolumes is the name of the volume check (Case.Known refers to it).

@@ -145,7 +145,7 @@ if [ "$real" = 1 ]; then
 	tunnel_address=$remote_dns:80
 	image_ref() { tar -xOf "bin/images/$1.tar" index.json | jq -er '.manifests[0].annotations["io.containerd.image.name"]'; }
 	# The sidecar's memory limit raised from 256Mi to 768Mi: a netstack sidecar takes 35-46 KiB a
-	# flow, and the real-pod tests hold 10,000 flows through it (README, netstack mode).
+	# flow, and the real-pod tests hold 10,000 flows through it (docs/performance.md, netstack mode).
 	plugin_env=(MESH_TUNNEL_NAMESERVERS="$remote_dns" MESH_AGENT_IMAGE="$(image_ref mesh-agent)"
 		MESH_AGENT_RESOURCES='{"requests":{"cpu":"10m","memory":"32Mi"},"limits":{"memory":"768Mi"}}')
 	suite_env=(IKM_CONFORMANCE_REAL_MESH=1 IKM_CONFORMANCE_REAL_PODS=1 IKM_CONFORMANCE_KUBE_PROXY=1 IKM_CONFORMANCE_CLUSTER_DNS=1 IKM_CONFORMANCE_TUNNEL_ADDRESS="$tunnel_address" IKM_CONFORMANCE_REMOTE_DNS="$remote_dns"

@@ -30,7 +30,7 @@ const (
 	// coalesces the TCP segments of one batch into few super-packets, which
 	// is where bigger batches pay. Measured with iperf3 through the mesh, 32
 	// gives the throughput of 64 and 128 at 33 MiB instead of 44-47 MiB for
-	// the receiving agent (README).
+	// the receiving agent (docs/performance.md).
 	DefaultBatchSize = 32
 	// DefaultBacklog is how many datagrams sent while no session is up
 	// wait for the next one: one wireguard-go batch.

@@ -14,14 +14,14 @@ const (
 	// hold at once, between the Bind and its TUN device. It keeps a 64 KiB
 	// buffer for each, so this bounds the receiving device's memory (8 MiB
 	// at most) whatever the batch size; measured through the mesh, more does
-	// not add throughput (README).
+	// not add throughput (docs/performance.md).
 	DefaultInFlight = 128
 	// DefaultOutFlight is how many packets wireguard-go may hold at once
 	// between reading them from its TUN device and handing them, encrypted,
 	// to the Bind: a TUN read waits while that many are held. Its queues hold
 	// up to 1,024 such packets per stage, each in a 64 KiB buffer, so a
 	// sender whose tunnel is slower than its TUN (a local client sending to
-	// the offloaded pod through an ingress) grew to 75 MiB before (README).
+	// the offloaded pod through an ingress) grew to 75 MiB before (docs/performance.md).
 	DefaultOutFlight = 128
 	// defaultFlightStall is how long a receive waits for wireguard-go to write to
 	// its TUN before it assumes the datagrams it counts were dropped on the

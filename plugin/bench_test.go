@@ -144,7 +144,7 @@ func BenchmarkCreate(b *testing.B) {
 		_ = c.Client.CoreV1().Namespaces().Delete(context.Background(), RemoteNamespace(prefix, nil, "bench"), metav1.DeleteOptions{})
 	})
 	// The first create also makes the namespace; leave it out of the figures.
-	if _, err := p.Create(b.Context(), ptrTo(podWithObjects(0))); err != nil {
+	if _, err := p.Create(b.Context(), new(podWithObjects(0))); err != nil {
 		b.Fatal(err)
 	}
 	before := calls.Load()

@@ -2,11 +2,14 @@ package plugin
 
 import (
 	"context"
+	"maps"
+	"slices"
 
 	"fmt"
-	"github.com/go-logr/logr"
 	"strings"
 	"time"
+
+	"github.com/go-logr/logr"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -105,7 +108,7 @@ func pingResponse(free corev1.ResourceList, usable int) *PingResponse {
 	resp.Resources.CPU = quantity(corev1.ResourceCPU)
 	resp.Resources.Memory = quantity(corev1.ResourceMemory)
 	resp.Resources.Pods = quantity(corev1.ResourcePods)
-	for _, name := range sortedKeys(free) {
+	for _, name := range slices.Sorted(maps.Keys(free)) {
 		if !isAccelerator(name) {
 			continue
 		}

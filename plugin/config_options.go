@@ -1,8 +1,12 @@
 package plugin
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -118,16 +122,6 @@ func durationSetter(p *Duration) func(string) error {
 	}
 }
 
-func splitList(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // parseList reads a JSON list of strings (the Python plugin's form) or a comma-separated list.
 func parseList(v string) ([]string, error) {
 	if !strings.HasPrefix(strings.TrimSpace(v), "[") {
@@ -175,4 +169,59 @@ func parseSelector(v string) (map[string]string, error) {
 		m[strings.TrimSpace(k)] = strings.TrimSpace(val)
 	}
 	return m, nil
+}
+
+// setClientJSON reads k8s.client_configuration as one JSON object, the Python plugin's form (it set
+// each key on the Python client's Configuration). Keys this plugin has no use for are reported.
+func (c *FileConfig) setClientJSON(v string) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(v), &m); err != nil {
+		return fmt.Errorf("not a JSON object: %w", err)
+	}
+	cc := &c.K8s.ClientConfiguration
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		raw := m[k]
+		var err error
+		switch k {
+		case "verify_ssl":
+			var b bool
+			err = json.Unmarshal(raw, &b)
+			cc.VerifySSL = &b
+		case "ssl_ca_cert":
+			err = json.Unmarshal(raw, &cc.SSLCACert)
+		case "cert_file":
+			err = json.Unmarshal(raw, &cc.CertFile)
+		case "key_file":
+			err = json.Unmarshal(raw, &cc.KeyFile)
+		case "qps":
+			err = json.Unmarshal(raw, &cc.QPS)
+		case "burst":
+			err = json.Unmarshal(raw, &cc.Burst)
+		case "timeout":
+			var s string
+			if err = json.Unmarshal(raw, &s); err == nil {
+				cc.Timeout.Duration, err = time.ParseDuration(s)
+			}
+		default:
+			c.Notices = append(c.Notices, Notice{Option: "k8s.client_configuration." + k, Level: slog.LevelWarn,
+				Message: "not supported, ignored: this plugin takes verify_ssl, ssl_ca_cert, cert_file, key_file, qps, burst and timeout; the rest comes from the kubeconfig"})
+		}
+		if err != nil {
+			return fmt.Errorf("key %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// strictJSON decodes exactly one JSON value into v, refusing unknown fields.
+func strictJSON(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if d.More() {
+		return fmt.Errorf("data after the JSON value")
+	}
+	return nil
 }

@@ -1,22 +1,11 @@
 package plugin
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
-	"time"
 )
-
-// Notice is something the plugin reports at start about its configuration, naming the option
-// (section.key) and what replaces it. A notice never stops the plugin.
-type Notice struct {
-	Option  string
-	Level   slog.Level
-	Message string
-}
 
 // pythonKubeconfigPath is where the Python plugin looks for the remote cluster's kubeconfig when
 // k8s.kubeconfig_path is not set.
@@ -96,7 +85,7 @@ func (c *FileConfig) readINI(b []byte) error {
 	if err != nil {
 		return err
 	}
-	c.Offloading.NamespacePrefix = ptrTo("")
+	c.Offloading.NamespacePrefix = new("")
 	opts := append(c.pythonOptions(), c.options()...)
 	known := map[string]bool{}
 	for _, o := range opts {
@@ -145,48 +134,6 @@ func knownKey(known map[string]bool, key string) bool {
 	return false
 }
 
-// setClientJSON reads k8s.client_configuration as one JSON object, the Python plugin's form (it set
-// each key on the Python client's Configuration). Keys this plugin has no use for are reported.
-func (c *FileConfig) setClientJSON(v string) error {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(v), &m); err != nil {
-		return fmt.Errorf("not a JSON object: %w", err)
-	}
-	cc := &c.K8s.ClientConfiguration
-	for _, k := range sortedKeys(m) {
-		raw := m[k]
-		var err error
-		switch k {
-		case "verify_ssl":
-			var b bool
-			err = json.Unmarshal(raw, &b)
-			cc.VerifySSL = &b
-		case "ssl_ca_cert":
-			err = json.Unmarshal(raw, &cc.SSLCACert)
-		case "cert_file":
-			err = json.Unmarshal(raw, &cc.CertFile)
-		case "key_file":
-			err = json.Unmarshal(raw, &cc.KeyFile)
-		case "qps":
-			err = json.Unmarshal(raw, &cc.QPS)
-		case "burst":
-			err = json.Unmarshal(raw, &cc.Burst)
-		case "timeout":
-			var s string
-			if err = json.Unmarshal(raw, &s); err == nil {
-				cc.Timeout.Duration, err = time.ParseDuration(s)
-			}
-		default:
-			c.Notices = append(c.Notices, Notice{Option: "k8s.client_configuration." + k, Level: slog.LevelWarn,
-				Message: "not supported, ignored: this plugin takes verify_ssl, ssl_ca_cert, cert_file, key_file, qps, burst and timeout; the rest comes from the kubeconfig"})
-		}
-		if err != nil {
-			return fmt.Errorf("key %s: %w", k, err)
-		}
-	}
-	return nil
-}
-
 // resolveKubeconfigAsPython picks the remote kubeconfig as the Python plugin did: the file at
 // k8s.kubeconfig_path (default private/k8s/kubeconfig.yaml) when it exists, else the inline
 // k8s.kubeconfig. With neither, an explicit path that does not exist is refused by Validate, and
@@ -211,17 +158,4 @@ func (c *FileConfig) resolveKubeconfigAsPython() {
 		}
 		c.K8s.KubeconfigPath = ""
 	}
-}
-
-// strictJSON decodes exactly one JSON value into v, refusing unknown fields.
-func strictJSON(b []byte, v any) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return err
-	}
-	if d.More() {
-		return fmt.Errorf("data after the JSON value")
-	}
-	return nil
 }

@@ -116,12 +116,12 @@ typo=1
 	}
 	want := FileConfig{
 		K8s: K8sOptions{KubeconfigPath: kubeconfig, ClientConfiguration: ClientOptions{
-			VerifySSL: ptrTo(false), SSLCACert: ca, CertFile: crt, KeyFile: key, QPS: 20, Burst: 40, Timeout: Duration{10 * time.Second}}},
+			VerifySSL: new(false), SSLCACert: ca, CertFile: crt, KeyFile: key, QPS: 20, Burst: 40, Timeout: Duration{10 * time.Second}}},
 		App: AppOptions{SocketAddress: "http://0.0.0.0", SocketPort: 4000, MaxBodyBytes: 2048, LogLevel: "warn"},
 		Offloading: OffloadingOptions{
-			NamespacePrefix: ptrTo(""), NamespacePrefixExclusions: []string{"kube-system", "shared"},
+			NamespacePrefix: new(""), NamespacePrefixExclusions: []string{"kube-system", "shared"},
 			NodeSelector:        map[string]string{"nvidia/gpu-model": "T4"},
-			NodeTolerations:     []corev1.Toleration{{Key: "nvidia.com/gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo(int64(30))}},
+			NodeTolerations:     []corev1.Toleration{{Key: "nvidia.com/gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: new(int64(30))}},
 			OrphanSweepInterval: Duration{time.Minute},
 		},
 	}

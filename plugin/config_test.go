@@ -49,13 +49,13 @@ offloading:
 			K8s: K8sOptions{KubeconfigPath: kubeconfig, ClientConfiguration: ClientOptions{QPS: 20, Burst: 40, Timeout: Duration{10 * time.Second}}},
 			App: AppOptions{SocketAddress: "http://0.0.0.0", SocketPort: 4000, MaxBodyBytes: 16 << 20, LogLevel: "info"},
 			Offloading: OffloadingOptions{
-				NamespacePrefix: ptrTo("remote"), NamespacePrefixExclusions: []string{"kube-system"},
+				NamespacePrefix: new("remote"), NamespacePrefixExclusions: []string{"kube-system"},
 				NodeSelector:        map[string]string{"pool": "gpu"},
 				NodeTolerations:     []corev1.Toleration{{Key: "gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
 				OrphanSweepInterval: Duration{5 * time.Minute},
 			},
 			Mesh: MeshOptions{
-				Enabled: ptrTo(true), AgentImage: DefaultMeshAgentImage, AgentImagePullPolicy: corev1.PullIfNotPresent,
+				Enabled: new(true), AgentImage: DefaultMeshAgentImage, AgentImagePullPolicy: corev1.PullIfNotPresent,
 				AgentResources: &corev1.ResourceRequirements{
 					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
 					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},

@@ -285,7 +285,7 @@ func (p *Plugin) ensureServiceAccount(ctx context.Context, namespace, name strin
 	defer cancel()
 	sa := &corev1.ServiceAccount{
 		ObjectMeta:                   metav1.ObjectMeta{Name: name, Labels: map[string]string{LabelOffloaded: ValueOffloaded}},
-		AutomountServiceAccountToken: ptrTo(false),
+		AutomountServiceAccountToken: new(false),
 	}
 	_, err := p.client.CoreV1().ServiceAccounts(namespace).Create(rctx, sa, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {

@@ -4,7 +4,9 @@ import (
 	_ "embed"
 	"encoding/json"
 	"html/template"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 )
 
@@ -50,10 +52,10 @@ func serveDocsPage(w http.ResponseWriter, _ *http.Request) {
 		Title, Description string
 		Ops                []docOp
 	}{Title: doc.Info.Title, Description: doc.Info.Description}
-	for _, path := range sortedKeys(doc.Paths) {
-		for _, method := range sortedKeys(doc.Paths[path]) {
+	for _, path := range slices.Sorted(maps.Keys(doc.Paths)) {
+		for _, method := range slices.Sorted(maps.Keys(doc.Paths[path])) {
 			op := doc.Paths[path][method]
-			codes := sortedKeys(op.Responses)
+			codes := slices.Sorted(maps.Keys(op.Responses))
 			sort.Strings(codes)
 			data.Ops = append(data.Ops, docOp{Method: method, Path: path, Summary: op.Summary, Description: op.Description, Codes: codes})
 		}

@@ -176,7 +176,7 @@ func TestMeshStatusNotReady(t *testing.T) {
 		}
 		p.Status.StartTime = &started
 		p.Status.InitContainerStatuses = []corev1.ContainerStatus{
-			{Name: MeshAgentContainer, Image: "mesh-agent", Started: ptrTo(false), RestartCount: 2,
+			{Name: MeshAgentContainer, Image: "mesh-agent", Started: new(false), RestartCount: 2,
 				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}},
 				LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
 					ExitCode: 137, Reason: "Error", Message: "dial ws://web-0-team-a-team-a-wstunnel.mesh.example.org:80: connection refused",
@@ -218,12 +218,12 @@ func TestMeshStatusNotReady(t *testing.T) {
 			return err
 		}
 		p.Status.InitContainerStatuses = []corev1.ContainerStatus{
-			{Name: MeshAgentContainer, Image: "mesh-agent", Started: ptrTo(true), Ready: true,
+			{Name: MeshAgentContainer, Image: "mesh-agent", Started: new(true), Ready: true,
 				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}}},
 			{Name: "migrate", Image: "registry.example/migrate:1", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Completed"}}},
 		}
 		p.Status.ContainerStatuses = []corev1.ContainerStatus{
-			{Name: "web", Image: "registry.example/web:2", Ready: true, Started: ptrTo(true),
+			{Name: "web", Image: "registry.example/web:2", Ready: true, Started: new(true),
 				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}}},
 		}
 		_, err = pods.UpdateStatus(t.Context(), p, metav1.UpdateOptions{})
@@ -252,14 +252,14 @@ func restrictedPod(name, namespace string, mode meshspec.Mode, annotations map[s
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, UID: types.UID(newUID()), Annotations: a},
 		Spec: corev1.PodSpec{
 			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot:   ptrTo(true),
-				RunAsUser:      ptrTo(int64(1000)),
+				RunAsNonRoot:   new(true),
+				RunAsUser:      new(int64(1000)),
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
 			Containers: []corev1.Container{{
 				Name: "web", Image: "registry.example/web:2",
 				SecurityContext: &corev1.SecurityContext{
-					AllowPrivilegeEscalation: ptrTo(false),
+					AllowPrivilegeEscalation: new(false),
 					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 				},
 			}},

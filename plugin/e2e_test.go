@@ -591,7 +591,7 @@ func TestRemoteErrorsMapped(t *testing.T) {
 		cfg.Impersonate.UserName = "nobody"
 		client := kubernetes.NewForConfigOrDie(&cfg)
 		s := &served{Plugin: mustNew(t, Config{Client: client, Offloading: Offloading{NamespacePrefix: "forbidden"}})}
-		_, err := s.Create(t.Context(), ptrTo(fullPod(newUID(), "web", "x")))
+		_, err := s.Create(t.Context(), new(fullPod(newUID(), "web", "x")))
 		if HTTPStatus(err) != http.StatusForbidden {
 			t.Errorf("create as nobody: %v → %d, want 403", err, HTTPStatus(err))
 		}
@@ -617,7 +617,7 @@ func TestRemoteErrorsMapped(t *testing.T) {
 		cfg.Host = "https://" + addr
 		client := kubernetes.NewForConfigOrDie(&cfg)
 		p := mustNew(t, Config{Client: client, RemoteTimeout: 2 * time.Second})
-		_, err = p.Create(t.Context(), ptrTo(fullPod(newUID(), "web", "x")))
+		_, err = p.Create(t.Context(), new(fullPod(newUID(), "web", "x")))
 		if HTTPStatus(err) != http.StatusServiceUnavailable {
 			t.Errorf("create against a closed port: %v → %d, want 503", err, HTTPStatus(err))
 		}

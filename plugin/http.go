@@ -1,19 +1,14 @@
 package plugin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
-	"reflect"
-	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -104,84 +99,6 @@ func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
-}
-
-// decodeError is a request body that is not the JSON the route expects.
-type decodeError struct{ err error }
-
-func (e *decodeError) Error() string { return "malformed request body: " + e.err.Error() }
-func (e *decodeError) Unwrap() error { return e.err }
-
-// decodeJSON reads the whole body as exactly one JSON value into v. Bodies that are not UTF-8,
-// hold anything but white space after the value, or are the JSON null are refused (400); a value
-// of the wrong type is refused with the field named (422). Unknown fields are ignored: InterLink
-// and Kubernetes add fields in new releases, and an older plugin must keep serving a newer VK.
-func decodeJSON(r *http.Request, v any) error {
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		var merr *http.MaxBytesError
-		if errors.As(err, &merr) {
-			return err
-		}
-		return &decodeError{fmt.Errorf("read body: %w", err)}
-	}
-	return decodeBody(b, v)
-}
-
-func decodeBody(b []byte, v any) error {
-	if !utf8.Valid(b) {
-		return &decodeError{errors.New("the body is not valid UTF-8")}
-	}
-	if t := bytes.TrimSpace(b); len(t) == 0 || string(t) == "null" {
-		return &decodeError{errors.New("the body is empty or null; it must be one JSON value")}
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(v); err != nil {
-		var terr *json.UnmarshalTypeError
-		if errors.As(err, &terr) {
-			field := terr.Field
-			if field == "" {
-				field = "(body)"
-			}
-			return &ValidationError{Field: field, Reason: fmt.Sprintf("must be a JSON %s, not %s", jsonKind(terr.Type), terr.Value)}
-		}
-		return &decodeError{err}
-	}
-	if rest := bytes.TrimSpace(b[dec.InputOffset():]); len(rest) > 0 {
-		return &decodeError{fmt.Errorf("%d bytes after the JSON value; the body must hold exactly one", len(rest))}
-	}
-	return nil
-}
-
-// jsonKind names the JSON form of a Go type, for error messages read by people who sent JSON.
-func jsonKind(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.Struct, reflect.Map:
-		return "object"
-	case reflect.Slice, reflect.Array:
-		if t.Elem().Kind() == reflect.Uint8 {
-			return "string (base64)"
-		}
-		return "array"
-	case reflect.String:
-		return "string"
-	case reflect.Bool:
-		return "boolean"
-	case reflect.Pointer:
-		return jsonKind(t.Elem())
-	}
-	return "number"
-}
-
-func writeJSON(w http.ResponseWriter, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode reply: %w", err)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	_, err = w.Write(b)
-	return err
 }
 
 // HTTPStatus maps an error to the status code of its reply. It is the only place that does.

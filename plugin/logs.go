@@ -114,13 +114,13 @@ func podLogOptions(req *LogRequest) (*corev1.PodLogOptions, error) {
 		Timestamps: o.Timestamps,
 	}
 	if o.Tail > 0 {
-		opts.TailLines = ptrTo(int64(o.Tail))
+		opts.TailLines = new(int64(o.Tail))
 	}
 	if o.LimitBytes > 0 {
-		opts.LimitBytes = ptrTo(int64(o.LimitBytes))
+		opts.LimitBytes = new(int64(o.LimitBytes))
 	}
 	if o.SinceSeconds > 0 {
-		opts.SinceSeconds = ptrTo(int64(o.SinceSeconds))
+		opts.SinceSeconds = new(int64(o.SinceSeconds))
 	}
 	if !o.SinceTime.IsZero() {
 		opts.SinceTime = &metav1.Time{Time: o.SinceTime}

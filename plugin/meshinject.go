@@ -11,81 +11,17 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/vkmesh"
 )
 
-// DNSMode says which DNS an offloaded mesh pod uses.
-type DNSMode string
-
-// The DNS modes (option mesh.dns_mode; a pod's AnnotMeshDNS overrides it).
-const (
-	// DNSLocal resolves through the local cluster's DNS, reached over the mesh: dnsPolicy None,
-	// the mesh nameservers and the search list of the pod's local namespace, so Service names
-	// resolve as they would at home. A pod whose author chose dnsPolicy None keeps its own
-	// setting, and a mesh without a nameserver the routes reach leaves the remote DNS in place.
-	DNSLocal DNSMode = "local"
-	// DNSRemote keeps the remote cluster's DNS; mesh.json still records the mesh nameservers.
-	DNSRemote DNSMode = "remote"
-	// DNSNone keeps the remote cluster's DNS and records no DNS in mesh.json.
-	DNSNone DNSMode = "none"
-)
-
-// Mesh shapes the mesh-agent sidecar injected into every pod that carries mesh annotations (see
-// AnnotPreExec, AnnotWGSnippet, AnnotMeshSpec). The zero value is the default configuration.
-type Mesh struct {
-	// Disabled offloads every pod without the mesh, mesh annotations or not (they are still
-	// stripped). Option mesh.enabled: false.
-	Disabled bool
-	// AgentImage is the mesh-agent image (default DefaultMeshAgentImage).
-	AgentImage string
-	// AgentImagePullPolicy is its pull policy (default IfNotPresent).
-	AgentImagePullPolicy corev1.PullPolicy
-	// AgentResources are the sidecar's requests and limits (default: requests cpu 10m and
-	// memory 32Mi, limit memory 256Mi). Native sidecars count towards the pod's requests.
-	AgentResources corev1.ResourceRequirements
-	// DNSMode selects the pod's DNS (default DNSLocal).
-	DNSMode DNSMode
-	// Mode is the sidecar's mode unless the pod's AnnotMeshMode says otherwise: kernel (a
-	// TUN device; NET_ADMIN) or netstack (a user-space stack; no capability, admitted by Pod
-	// Security "restricted"). Option mesh.mode; default meshspec.ModeKernel.
-	Mode meshspec.Mode
-	// ClusterDomain is the local cluster's DNS domain, for the search list (default
-	// cluster.local).
-	ClusterDomain string
-	// RemotePodCIDRs and RemoteServiceCIDRs are the remote cluster's own ranges: a mesh route,
-	// address or nameserver inside them would cut the pod off from the remote cluster, so such
-	// a pod is refused. Empty: not checked.
-	RemotePodCIDRs, RemoteServiceCIDRs []netip.Prefix
-	// StartupTimeout is how long the sidecar may take to complete its first WireGuard handshake
-	// before the kubelet restarts it; the application containers wait meanwhile (default 5m).
-	StartupTimeout time.Duration
-	// TunnelAddress, when valid, is the address the sidecar dials for the tunnel instead of the
-	// tunnel URL's host, which moves to the Host header (and TLS server name) unless the spec
-	// already names one. For remote pods that cannot resolve the ingress host before the mesh is
-	// up: with DNSLocal their only nameserver is the local cluster's, reached through the mesh.
-	TunnelAddress netip.AddrPort
-	// TunnelNameservers resolve the tunnel URL's host in the sidecar (mesh.json
-	// tunnel.nameservers), instead of the pod's resolv.conf, when that names the local cluster's
-	// DNS (DNSLocal), reachable only through the mesh, and no TunnelAddress replaces the host: the
-	// remote cluster's DNS (option mesh.tunnel_nameservers, by default the remote kube-dns
-	// Service). Empty: the pod's resolv.conf, which cannot resolve a name before the mesh is up.
-	TunnelNameservers []netip.Addr
-}
-
 // Names and places of the injected sidecar.
 const (
 	// MeshAgentContainer is the name of the injected sidecar; a pod that already has a
 	// container of that name is refused.
 	MeshAgentContainer = "mesh-agent"
-	// DefaultMeshAgentImage is the default of option mesh.agent_image for a plugin built without a
-	// version; a released plugin defaults to MeshAgentImage(its version), the sidecar of its release.
-	DefaultMeshAgentImage = meshAgentRepository + ":latest"
-	// meshAgentRepository is where `make push` publishes the mesh-agent (images/images.yaml).
-	meshAgentRepository = "ghcr.io/interlink-k8s-mesh/mesh-agent"
 	// MeshSpecKey is the key of the mesh spec in the pod's mesh Secret, mounted read-only as
 	// /etc/mesh-agent/mesh.json (the mesh-agent's default --config).
 	MeshSpecKey = "mesh.json"
@@ -146,40 +82,6 @@ func dnsMode(local *corev1.Pod, m Mesh) (DNSMode, error) {
 		return d, nil
 	}
 	return "", &ValidationError{Field: "metadata.annotations[" + AnnotMeshDNS + "]", Reason: fmt.Sprintf("%q: want local, remote or none", v)}
-}
-
-// MeshAgentImage is the mesh-agent image that `make images` tags with version, the version the
-// plugin binary of the same build carries: plugin and sidecar come from one commit.
-func MeshAgentImage(version string) string {
-	return meshAgentRepository + ":" + version
-}
-
-func (m Mesh) withDefaults() Mesh {
-	if m.AgentImage == "" {
-		m.AgentImage = DefaultMeshAgentImage
-	}
-	if m.AgentImagePullPolicy == "" {
-		m.AgentImagePullPolicy = corev1.PullIfNotPresent
-	}
-	if m.AgentResources.Requests == nil && m.AgentResources.Limits == nil && m.AgentResources.Claims == nil {
-		m.AgentResources = corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
-			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
-		}
-	}
-	if m.DNSMode == "" {
-		m.DNSMode = DNSLocal
-	}
-	if m.Mode == "" {
-		m.Mode = meshspec.ModeKernel
-	}
-	if m.ClusterDomain == "" {
-		m.ClusterDomain = "cluster.local"
-	}
-	if m.StartupTimeout <= 0 {
-		m.StartupTimeout = 5 * time.Minute
-	}
-	return m
 }
 
 // injectMesh makes plan's pod join the mesh: the spec goes into a pod-scoped Secret (the only
@@ -277,7 +179,7 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	pod.InitContainers = append([]corev1.Container{agent}, pod.InitContainers...)
 	pod.Volumes = append(pod.Volumes,
 		corev1.Volume{Name: meshConfigVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: secret.Name, DefaultMode: ptrTo(secretMode(mode)),
+			SecretName: secret.Name, DefaultMode: new(secretMode(mode)),
 		}}},
 		corev1.Volume{Name: meshRunVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
 	)
@@ -410,7 +312,7 @@ func meshAgent(m Mesh, mode meshspec.Mode) corev1.Container {
 		Args:            []string{"--config=" + meshConfigDir + "/" + MeshSpecKey},
 		Ports:           []corev1.ContainerPort{{Name: "mesh-agent", ContainerPort: meshAgentPort, Protocol: corev1.ProtocolTCP}},
 		Resources:       m.AgentResources,
-		RestartPolicy:   ptrTo(corev1.ContainerRestartPolicyAlways),
+		RestartPolicy:   new(corev1.ContainerRestartPolicyAlways),
 		// /readyz answers 200 from the first handshake on: until then nothing else starts.
 		StartupProbe: &corev1.Probe{
 			ProbeHandler:     httpGet("/readyz"),
@@ -476,12 +378,12 @@ func meshAgentSecurity(mode meshspec.Mode) *corev1.SecurityContext {
 	if mode == meshspec.ModeNetstack {
 		return &corev1.SecurityContext{
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			Privileged:               ptrTo(false),
-			AllowPrivilegeEscalation: ptrTo(false),
-			ReadOnlyRootFilesystem:   ptrTo(true),
-			RunAsUser:                ptrTo(int64(meshAgentUser)),
-			RunAsGroup:               ptrTo(int64(meshAgentUser)),
-			RunAsNonRoot:             ptrTo(true),
+			Privileged:               new(false),
+			AllowPrivilegeEscalation: new(false),
+			ReadOnlyRootFilesystem:   new(true),
+			RunAsUser:                new(int64(meshAgentUser)),
+			RunAsGroup:               new(int64(meshAgentUser)),
+			RunAsNonRoot:             new(true),
 			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		}
 	}
@@ -490,11 +392,11 @@ func meshAgentSecurity(mode meshspec.Mode) *corev1.SecurityContext {
 			Add:  []corev1.Capability{"NET_ADMIN", "MKNOD"},
 			Drop: []corev1.Capability{"ALL"},
 		},
-		Privileged:               ptrTo(false),
-		AllowPrivilegeEscalation: ptrTo(false),
-		ReadOnlyRootFilesystem:   ptrTo(true),
-		RunAsUser:                ptrTo(int64(0)),
-		RunAsNonRoot:             ptrTo(false),
+		Privileged:               new(false),
+		AllowPrivilegeEscalation: new(false),
+		ReadOnlyRootFilesystem:   new(true),
+		RunAsUser:                new(int64(0)),
+		RunAsNonRoot:             new(false),
 	}
 }
 
@@ -507,7 +409,7 @@ func applyMeshDNS(pod *corev1.PodSpec, dns meshspec.DNS) {
 	for _, a := range dns.Nameservers {
 		cfg.Nameservers = append(cfg.Nameservers, a.String())
 	}
-	ndots := &corev1.PodDNSConfigOption{Name: "ndots", Value: ptrTo("5")} // as ClusterFirst
+	ndots := &corev1.PodDNSConfigOption{Name: "ndots", Value: new("5")} // as ClusterFirst
 	if old := pod.DNSConfig; old != nil {
 		for _, n := range old.Nameservers {
 			if len(cfg.Nameservers) < meshspec.MaxNameservers {

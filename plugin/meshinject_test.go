@@ -33,7 +33,7 @@ func meshPod(uid, name, namespace string, annotations map[string]string) Retriev
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, UID: types.UID(uid), Labels: map[string]string{"app": name}, Annotations: annotations},
 		Spec: corev1.PodSpec{
 			NodeName:        "virtual-kubelet",
-			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptrTo(true), RunAsUser: ptrTo(int64(1000))},
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: new(true), RunAsUser: new(int64(1000))},
 			InitContainers:  []corev1.Container{{Name: "wait-db", Image: "busybox:1", Command: []string{"sh", "-c", "until nslookup db; do sleep 1; done"}}},
 			Containers:      []corev1.Container{{Name: "web", Image: "registry.example/web:2", Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}},
 		},
@@ -308,13 +308,13 @@ func TestTranslateMeshOptions(t *testing.T) {
 			}
 		}},
 		{name: "the author's DNS additions are merged", mutate: func(r *RetrievedPodData) {
-			r.Pod.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: []string{"corp.example"}, Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptrTo("2")}}}
+			r.Pod.Spec.DNSConfig = &corev1.PodDNSConfig{Searches: []string{"corp.example"}, Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: new("2")}}}
 		}, check: func(t *testing.T, plan *Plan) {
 			dns := plan.Pod.Spec.DNSConfig
 			want := &corev1.PodDNSConfig{
 				Nameservers: []string{"10.244.0.99"},
 				Searches:    []string{"team-a.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.example"},
-				Options:     []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptrTo("2")}},
+				Options:     []corev1.PodDNSConfigOption{{Name: "ndots", Value: new("2")}},
 			}
 			if diff := cmp.Diff(want, dns); diff != "" {
 				t.Errorf("dns (-want +got):\n%s", diff)
@@ -463,9 +463,9 @@ func TestTranslateMeshNetstack(t *testing.T) {
 	pod := plan.Pod.Spec
 	sc := pod.InitContainers[0].SecurityContext
 	want := &corev1.SecurityContext{
-		Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}, Privileged: ptrTo(false),
-		AllowPrivilegeEscalation: ptrTo(false), ReadOnlyRootFilesystem: ptrTo(true), RunAsUser: ptrTo(int64(65532)),
-		RunAsGroup: ptrTo(int64(65532)), RunAsNonRoot: ptrTo(true),
+		Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}, Privileged: new(false),
+		AllowPrivilegeEscalation: new(false), ReadOnlyRootFilesystem: new(true), RunAsUser: new(int64(65532)),
+		RunAsGroup: new(int64(65532)), RunAsNonRoot: new(true),
 		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
 	if diff := cmp.Diff(want, sc); diff != "" {

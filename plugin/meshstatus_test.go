@@ -11,7 +11,7 @@ import (
 
 func TestMarkMeshNotReady(t *testing.T) {
 	now := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
-	sidecar := corev1.Container{Name: MeshAgentContainer, RestartPolicy: ptrTo(corev1.ContainerRestartPolicyAlways)}
+	sidecar := corev1.Container{Name: MeshAgentContainer, RestartPolicy: new(corev1.ContainerRestartPolicyAlways)}
 	meshSpec := corev1.PodSpec{
 		InitContainers: []corev1.Container{sidecar, {Name: "wait-db"}},
 		Containers:     []corev1.Container{{Name: "web"}},
@@ -19,7 +19,7 @@ func TestMarkMeshNotReady(t *testing.T) {
 	waiting := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}
 	running := corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(now.Add(-time.Minute))}}
 	agent := func(mutate func(*corev1.ContainerStatus)) corev1.ContainerStatus {
-		s := corev1.ContainerStatus{Name: MeshAgentContainer, State: running, Started: ptrTo(false)}
+		s := corev1.ContainerStatus{Name: MeshAgentContainer, State: running, Started: new(false)}
 		if mutate != nil {
 			mutate(&s)
 		}
@@ -28,7 +28,7 @@ func TestMarkMeshNotReady(t *testing.T) {
 	pod := func(spec corev1.PodSpec, agentStatus ...corev1.ContainerStatus) *corev1.Pod {
 		return &corev1.Pod{Spec: spec, Status: corev1.PodStatus{
 			Phase:                 corev1.PodPending,
-			StartTime:             ptrTo(metav1.NewTime(now.Add(-2 * time.Minute))),
+			StartTime:             new(metav1.NewTime(now.Add(-2 * time.Minute))),
 			InitContainerStatuses: agentStatus,
 		}}
 	}
@@ -39,7 +39,7 @@ func TestMarkMeshNotReady(t *testing.T) {
 	}{
 		{name: "no sidecar", pod: pod(corev1.PodSpec{InitContainers: []corev1.Container{{Name: MeshAgentContainer}}, Containers: meshSpec.Containers}, agent(nil))},
 		{name: "sidecar not created yet", pod: pod(meshSpec)},
-		{name: "mesh up", pod: pod(meshSpec, agent(func(s *corev1.ContainerStatus) { s.Started = ptrTo(true) }))},
+		{name: "mesh up", pod: pod(meshSpec, agent(func(s *corev1.ContainerStatus) { s.Started = new(true) }))},
 		{name: "waiting for the first handshake", pod: pod(meshSpec, agent(nil)), want: []string{"first WireGuard handshake", "after 2m0s"}},
 		{name: "restarted by the startup probe", pod: pod(meshSpec, agent(func(s *corev1.ContainerStatus) {
 			s.RestartCount = 2

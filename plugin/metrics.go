@@ -41,11 +41,3 @@ func (m *metrics) observe(route string, code int, d time.Duration) {
 	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
 	m.latency.WithLabelValues(route).Observe(d.Seconds())
 }
-
-// remoteErr counts a failed remote call and returns err unchanged.
-func (p *Plugin) remoteErr(op string, err error) error {
-	if err != nil {
-		p.metrics.remoteErrors.WithLabelValues(op).Inc()
-	}
-	return err
-}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,15 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
-
-// namespaces tracks the remote namespaces creates are using, and since when a namespace the
-// plugin made holds none of its pods, so that RemoveEmptyNamespaces never removes one a create
-// is about to fill.
-type namespaces struct {
-	mu         sync.Mutex
-	busy       map[string]int       // creates in flight per namespace
-	emptySince map[string]time.Time // first time a sweep found the namespace without our pods
-}
 
 // useNamespace marks a create in flight in ns until the returned function is called. It waits
 // while a removal of ns is being sent.

@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/tools/cache"
 )
 
 // Config configures a Plugin.
@@ -77,9 +76,6 @@ type Plugin struct {
 	capCached *PingResponse
 }
 
-// indexSourceUID indexes cached remote pods by the UID of the local pod they stand for.
-const indexSourceUID = "sourceUID"
-
 // New validates cfg and builds a Plugin.
 func New(cfg Config) (*Plugin, error) {
 	if cfg.Client == nil {
@@ -122,56 +118,6 @@ func New(cfg Config) (*Plugin, error) {
 	return p, nil
 }
 
-// Run keeps the cache of offloaded remote pods and, with a local client, sweeps orphans. It returns
-// when ctx ends, after its goroutines have stopped; then the follow log streams end cleanly.
-func (p *Plugin) Run(ctx context.Context) error {
-	defer p.stopStreams()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		p.pods.run(ctx)
-	}()
-	defer wg.Wait()
-	if !cache.WaitForCacheSync(ctx.Done(), p.pods.hasSynced) {
-		return nil // stopped before the first sync
-	}
-	p.log.Info("remote pod cache synced", "pods", p.pods.len())
-	every := p.cfg.AbandonedAfter
-	if ttl := p.cfg.EmptyNamespaceTTL; ttl > 0 && ttl < every {
-		every = ttl
-	}
-	collect := time.NewTicker(max(every/5, 100*time.Millisecond)) // a TTL of 1ns must not stop the plugin
-	defer collect.Stop()
-	var sweep <-chan time.Time // nil without a local client: never fires
-	if p.cfg.LocalClient != nil {
-		t := time.NewTicker(p.cfg.SweepInterval)
-		defer t.Stop()
-		sweep = t.C
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-collect.C:
-			if n, err := p.CollectAbandoned(ctx); err != nil {
-				p.log.Warn("collect abandoned creates", "err", err)
-			} else if n > 0 {
-				p.log.Info("removed the leftovers of creates cut short", "count", n)
-			}
-			if _, err := p.RemoveEmptyNamespaces(ctx); err != nil {
-				p.log.Warn("remove empty namespaces", "err", err)
-			}
-		case <-sweep:
-			if n, err := p.SweepOrphans(ctx); err != nil {
-				p.log.Warn("orphan sweep", "err", err)
-			} else if n > 0 {
-				p.log.Info("orphan sweep removed remote pods", "count", n)
-			}
-		}
-	}
-}
-
 // Synced reports whether the remote pod cache has been filled.
 func (p *Plugin) Synced() bool { return p.pods.hasSynced() }
 
@@ -203,4 +149,21 @@ func (p *Plugin) setTestHook(h func(point string)) {
 		return
 	}
 	p.testHook.Store(&h)
+}
+
+// namespaces tracks the remote namespaces creates are using, and since when a namespace the
+// plugin made holds none of its pods, so that RemoveEmptyNamespaces never removes one a create
+// is about to fill.
+type namespaces struct {
+	mu         sync.Mutex
+	busy       map[string]int       // creates in flight per namespace
+	emptySince map[string]time.Time // first time a sweep found the namespace without our pods
+}
+
+// remoteErr counts a failed remote call and returns err unchanged.
+func (p *Plugin) remoteErr(op string, err error) error {
+	if err != nil {
+		p.metrics.remoteErrors.WithLabelValues(op).Inc()
+	}
+	return err
 }

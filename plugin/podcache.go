@@ -163,3 +163,6 @@ func stripManagedFields(obj any) (any, error) {
 	}
 	return obj, nil
 }
+
+// indexSourceUID indexes cached remote pods by the UID of the local pod they stand for.
+const indexSourceUID = "sourceUID"

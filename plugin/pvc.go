@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,51 +17,6 @@ import (
 // creates the remote claim unless one of that name exists, which it leaves as it is. Remote claims
 // are never owned by a pod: on delete, a claim is removed only when its own annotation
 // interlink.io/pvc-retention-policy lists "delete".
-
-// localPVCAnnotationPrefixes are the local cluster's bookkeeping on a claim (binding, the
-// provisioner, the node picked for a WaitForFirstConsumer class): copied, they would tie the remote
-// claim to local volumes and nodes.
-var localPVCAnnotationPrefixes = []string{"pv.kubernetes.io/", "volume.kubernetes.io/", "volume.beta.kubernetes.io/", "kubectl.kubernetes.io/"}
-
-// remotePVCs computes the remote claims to create: those named in the annotation that the request
-// carries, deduplicated across container entries, in name order.
-func remotePVCs(req *RetrievedPodData, namespace string) []*corev1.PersistentVolumeClaim {
-	named := map[string]bool{}
-	for _, n := range splitList(req.Pod.Annotations[AnnotRemotePVC]) {
-		named[n] = true
-	}
-	sent := map[string]corev1.PersistentVolumeClaim{}
-	for _, c := range req.Containers {
-		for _, pvc := range c.PersistentVolumeClaims {
-			if named[pvc.Name] {
-				sent[pvc.Name] = pvc
-			}
-		}
-	}
-	out := make([]*corev1.PersistentVolumeClaim, 0, len(sent))
-	for _, name := range sortedKeys(sent) {
-		local := sent[name]
-		meta := scopedMeta(name, namespace, &req.Pod)
-		// As the Python plugin wrote them: the claim's own identity in the annotations, the pod's
-		// UID in the label.
-		meta.Annotations[AnnotSourceUID], meta.Annotations[AnnotSourceName] = string(local.UID), local.Name
-		for k, v := range local.Labels {
-			if _, ours := meta.Labels[k]; !ours {
-				meta.Labels[k] = v
-			}
-		}
-		for k, v := range local.Annotations {
-			_, ours := meta.Annotations[k]
-			if !ours && !slices.ContainsFunc(localPVCAnnotationPrefixes, func(p string) bool { return strings.HasPrefix(k, p) }) {
-				meta.Annotations[k] = v
-			}
-		}
-		spec := *local.Spec.DeepCopy()
-		spec.VolumeName = "" // the local volume it is bound to; the remote cluster binds its own
-		out = append(out, &corev1.PersistentVolumeClaim{ObjectMeta: meta, Spec: spec})
-	}
-	return out
-}
 
 // ensurePVC creates a remote claim unless one of its name exists, which is kept as it is (its
 // data and its retention policy belong to whoever made it). It reports whether it created it.

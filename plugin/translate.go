@@ -3,6 +3,7 @@ package plugin
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -43,14 +44,6 @@ type Plan struct {
 	// also the mesh.json of one of the Secrets, the only place its keys are written.
 	Mesh *meshspec.Spec `json:"Mesh,omitempty"`
 }
-
-// ValidationError is a request the plugin refuses; Field names what is wrong, in JSON path terms.
-type ValidationError struct {
-	Field  string
-	Reason string
-}
-
-func (e *ValidationError) Error() string { return e.Field + ": " + e.Reason }
 
 // inputErr turns vkmesh's refusal of a mesh input into the plugin's; other errors pass.
 func inputErr(err error) error {
@@ -101,7 +94,7 @@ func Translate(req *RetrievedPodData, o Offloading) (*Plan, error) {
 
 	cms, secrets, projected := collectVolumeData(req.Containers)
 	cmNames := map[string]string{}
-	for _, name := range sortedKeys(cms) {
+	for _, name := range slices.Sorted(maps.Keys(cms)) {
 		cm := cms[name]
 		remote := &corev1.ConfigMap{
 			ObjectMeta: scopedMeta(ScopedName(name, uid), plan.Namespace, local),
@@ -113,7 +106,7 @@ func Translate(req *RetrievedPodData, o Offloading) (*Plan, error) {
 		plan.ConfigMaps = append(plan.ConfigMaps, remote)
 	}
 	secretNames := map[string]string{}
-	for _, name := range sortedKeys(secrets) {
+	for _, name := range slices.Sorted(maps.Keys(secrets)) {
 		s := secrets[name]
 		remote := &corev1.Secret{
 			ObjectMeta: scopedMeta(ScopedName(name, uid), plan.Namespace, local),
@@ -146,7 +139,7 @@ func Translate(req *RetrievedPodData, o Offloading) (*Plan, error) {
 	spec.DeprecatedServiceAccount = ""
 	// The local token arrives as a projected volume; the remote cluster's own token must not be
 	// mounted over it.
-	spec.AutomountServiceAccountToken = ptrTo(false)
+	spec.AutomountServiceAccountToken = new(false)
 	if spec.Hostname == "" && len(validation.IsDNS1123Label(local.Name)) == 0 {
 		spec.Hostname = local.Name // the container sees the name its author gave the pod
 	}
@@ -289,10 +282,10 @@ func projectedSecret(files corev1.ConfigMap, name, namespace string, local *core
 		s.Data[key] = content
 		items = append(items, corev1.KeyToPath{Key: key, Path: path})
 	}
-	for _, p := range sortedKeys(files.Data) {
+	for _, p := range slices.Sorted(maps.Keys(files.Data)) {
 		add(p, []byte(files.Data[p]))
 	}
-	for _, p := range sortedKeys(files.BinaryData) {
+	for _, p := range slices.Sorted(maps.Keys(files.BinaryData)) {
 		add(p, files.BinaryData[p])
 	}
 	return s, items
@@ -380,13 +373,47 @@ func droppedAnnotation(k string) bool {
 	return false
 }
 
-func sortedKeys[K ~string, V any](m map[K]V) []K {
-	keys := make([]K, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
+// localPVCAnnotationPrefixes are the local cluster's bookkeeping on a claim (binding, the
+// provisioner, the node picked for a WaitForFirstConsumer class): copied, they would tie the remote
+// claim to local volumes and nodes.
+var localPVCAnnotationPrefixes = []string{"pv.kubernetes.io/", "volume.kubernetes.io/", "volume.beta.kubernetes.io/", "kubectl.kubernetes.io/"}
 
-func ptrTo[T any](v T) *T { return &v }
+// remotePVCs computes the remote claims to create: those named in the annotation that the request
+// carries, deduplicated across container entries, in name order.
+func remotePVCs(req *RetrievedPodData, namespace string) []*corev1.PersistentVolumeClaim {
+	named := map[string]bool{}
+	for _, n := range splitList(req.Pod.Annotations[AnnotRemotePVC]) {
+		named[n] = true
+	}
+	sent := map[string]corev1.PersistentVolumeClaim{}
+	for _, c := range req.Containers {
+		for _, pvc := range c.PersistentVolumeClaims {
+			if named[pvc.Name] {
+				sent[pvc.Name] = pvc
+			}
+		}
+	}
+	out := make([]*corev1.PersistentVolumeClaim, 0, len(sent))
+	for _, name := range slices.Sorted(maps.Keys(sent)) {
+		local := sent[name]
+		meta := scopedMeta(name, namespace, &req.Pod)
+		// As the Python plugin wrote them: the claim's own identity in the annotations, the pod's
+		// UID in the label.
+		meta.Annotations[AnnotSourceUID], meta.Annotations[AnnotSourceName] = string(local.UID), local.Name
+		for k, v := range local.Labels {
+			if _, ours := meta.Labels[k]; !ours {
+				meta.Labels[k] = v
+			}
+		}
+		for k, v := range local.Annotations {
+			_, ours := meta.Annotations[k]
+			if !ours && !slices.ContainsFunc(localPVCAnnotationPrefixes, func(p string) bool { return strings.HasPrefix(k, p) }) {
+				meta.Annotations[k] = v
+			}
+		}
+		spec := *local.Spec.DeepCopy()
+		spec.VolumeName = "" // the local volume it is bound to; the remote cluster binds its own
+		out = append(out, &corev1.PersistentVolumeClaim{ObjectMeta: meta, Spec: spec})
+	}
+	return out
+}

@@ -56,7 +56,7 @@ func fullPod(uid, name, namespace string) RetrievedPodData {
 				NodeSelector:       map[string]string{"kubernetes.io/hostname": "virtual-kubelet", "disk": "ssd"},
 				ServiceAccountName: "builder",
 				RestartPolicy:      corev1.RestartPolicyOnFailure,
-				SecurityContext:    &corev1.PodSecurityContext{RunAsNonRoot: ptrTo(true), RunAsUser: ptrTo(int64(1000)), FSGroup: ptrTo(int64(2000))},
+				SecurityContext:    &corev1.PodSecurityContext{RunAsNonRoot: new(true), RunAsUser: new(int64(1000)), FSGroup: new(int64(2000))},
 				DNSPolicy:          corev1.DNSNone,
 				DNSConfig:          &corev1.PodDNSConfig{Nameservers: []string{"10.96.0.10"}, Searches: []string{"team-a.svc.cluster.local"}},
 				Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{
@@ -65,7 +65,7 @@ func fullPod(uid, name, namespace string) RetrievedPodData {
 				}}}},
 				Tolerations: []corev1.Toleration{
 					{Key: "virtual-node.interlink/no-schedule", Operator: corev1.TolerationOpExists},
-					{Key: "node.kubernetes.io/not-ready", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptrTo(int64(300))},
+					{Key: "node.kubernetes.io/not-ready", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: new(int64(300))},
 				},
 				ImagePullSecrets: []corev1.LocalObjectReference{{Name: "creds"}},
 				InitContainers: []corev1.Container{{
@@ -83,7 +83,7 @@ func fullPod(uid, name, namespace string) RetrievedPodData {
 					StartupProbe:   probe,
 					Lifecycle:      &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"/drain"}}}},
 					SecurityContext: &corev1.SecurityContext{
-						AllowPrivilegeEscalation: ptrTo(false), ReadOnlyRootFilesystem: ptrTo(true),
+						AllowPrivilegeEscalation: new(false), ReadOnlyRootFilesystem: new(true),
 						Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 					},
 					VolumeMounts: []corev1.VolumeMount{
@@ -95,10 +95,10 @@ func fullPod(uid, name, namespace string) RetrievedPodData {
 				}},
 				Volumes: []corev1.Volume{
 					{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "shared-config"}}}},
-					{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "creds", DefaultMode: ptrTo(int32(0o400))}}},
+					{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "creds", DefaultMode: new(int32(0o400))}}},
 					{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 					{Name: "kube-api-access-abcde", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-						DefaultMode: ptrTo(int32(0o644)),
+						DefaultMode: new(int32(0o644)),
 						Sources:     []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}},
 					}}},
 				},
@@ -177,7 +177,7 @@ func TestTranslateKeepsSpec(t *testing.T) {
 		{"serviceAccount", "builder", spec.ServiceAccountName},
 		{"nodeName", "", spec.NodeName},
 		{"nodeSelector", map[string]string{"disk": "ssd", "pool": "remote"}, spec.NodeSelector},
-		{"automount", ptrTo(false), spec.AutomountServiceAccountToken},
+		{"automount", new(false), spec.AutomountServiceAccountToken},
 		{"hostname", "web-0", spec.Hostname},
 		{"configmaps deduplicated", 1, len(plan.ConfigMaps)},
 		{"secrets: creds + projected", 2, len(plan.Secrets)},

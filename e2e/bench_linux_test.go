@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 const (
@@ -238,7 +239,7 @@ func startBenchMesh(b *testing.B, a, c *netnstest.NS, viaNginx bool) *benchMesh 
 		url, host = "ws://127.0.0.1:80", ingressHost
 	}
 	m.mesh = meshAgent(b, c, k, url, host)
-	waitFor(b, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(c) })
+	polltest.True(b, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(c) })
 	m.handshake = firstHandshake(b, m.mesh)
 	// Round trips from the shadow side, where every flow to the pod IP is forwarded: to the
 	// offloaded side's veth address, then to its mesh address.

@@ -13,6 +13,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 )
 
@@ -38,7 +39,7 @@ func TestMesh(t *testing.T) {
 	url := "ws://" + ingressWAN + ":80"
 	start := time.Now()
 	mesh := meshAgent(t, tp.pod, k, url, ingressHost, "10.96.0.0/16", "10.244.0.0/24")
-	waitFor(t, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(tp.pod) })
+	polltest.True(t, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(tp.pod) })
 	t.Logf("mesh-agent start to ready through nginx: %v", time.Since(start).Round(time.Millisecond))
 
 	checkBothWays := func(t *testing.T) {
@@ -56,10 +57,11 @@ func TestMesh(t *testing.T) {
 		}
 	}
 	// The first request may wait for the shadow to learn the new session's keys.
-	first := waitFor(t, "first request through the mesh", 20*time.Second, func() bool {
+	first := polltest.True(t, "first request through the mesh", 20*time.Second, func() bool {
 		code, _, err := httpGet(tp.client, "http://"+shadowIP+":8080/", 500*time.Millisecond)
 		return err == nil && code == 200
 	})
+
 	t.Logf("mesh-agent ready to first request answered: %v", first.Round(time.Millisecond))
 	t.Run("traffic both ways", checkBothWays)
 
@@ -69,10 +71,11 @@ func TestMesh(t *testing.T) {
 		t.Helper()
 		start := time.Now()
 		fault()
-		waitFor(t, "traffic through the mesh after the fault", 60*time.Second, func() bool {
+		polltest.True(t, "traffic through the mesh after the fault", 60*time.Second, func() bool {
 			code, _, err := httpGet(tp.client, "http://"+shadowIP+":8080/", 500*time.Millisecond)
 			return err == nil && code == 200
 		})
+
 		d := time.Since(start)
 		checkBothWays(t)
 		return d
@@ -141,9 +144,10 @@ func TestMesh(t *testing.T) {
 			intruder.MustExec("ip", "addr", "add", "192.168.51.2/24", "dev", "eth0")
 			replaced := strings.Count(shadow.logs.String(), "tunnel session replaced")
 			second := meshAgent(t, intruder, k, "ws://192.168.51.1:80", ingressHost)
-			waitFor(t, "the shadow replaced a session", 15*time.Second, func() bool {
+			polltest.True(t, "the shadow replaced a session", 15*time.Second, func() bool {
 				return strings.Count(shadow.logs.String(), "tunnel session replaced") > replaced
 			})
+
 			if err := second.stop(); err != nil {
 				t.Errorf("second mesh-agent exit: %v", err)
 			}
@@ -155,9 +159,10 @@ func TestMesh(t *testing.T) {
 			if shadow.exited() {
 				t.Fatalf("shadow-agent exited: %v", shadow.err)
 			}
-			waitFor(t, "the shadow-agent logs "+bi.reason, 5*time.Second, func() bool {
+			polltest.True(t, "the shadow-agent logs "+bi.reason, 5*time.Second, func() bool {
 				return strings.Contains(shadow.logs.String(), bi.reason)
 			})
+
 			t.Logf("recovered %v after %s", recovery(t, func() {}).Round(time.Millisecond), bi.name)
 		})
 	}

@@ -16,11 +16,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/logtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 )
@@ -34,47 +34,20 @@ func requireRoot(t testing.TB, tools ...string) {
 	}
 }
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// removeBinaries removes what binary built, once the package's tests are done.
-func removeBinaries() {
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-}
-
 // binary returns the path of a binary built once per test process: "mesh-agent" and
 // "shadow-agent" from cmd/, "wireguard-go" from the wireguard-go module this project embeds
 // (the reference for throughput: the same WireGuard code over plain UDP).
 func binary(t testing.TB, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "ikm-e2e-bin-")
-		if buildErr != nil {
-			return
-		}
-		pkgs := map[string]string{
-			"mesh-agent":   "../cmd/mesh-agent",
-			"shadow-agent": "../cmd/shadow-agent",
-			"wireguard-go": "golang.zx2c4.com/wireguard",
-		}
-		for bin, pkg := range pkgs {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, bin), pkg)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("build %s: %w: %s", pkg, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	pkg, ok := map[string]string{
+		"mesh-agent":   "../cmd/mesh-agent",
+		"shadow-agent": "../cmd/shadow-agent",
+		"wireguard-go": "golang.zx2c4.com/wireguard",
+	}[name]
+	if !ok {
+		t.Fatalf("no binary %q", name)
 	}
-	return filepath.Join(binDir, name)
+	return buildtest.Binary(t, pkg)
 }
 
 // logBuffer collects a process's output for assertions while a test runs.
@@ -157,19 +130,6 @@ func (p *proc) status(field string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, p.cmd.Process.Pid)
-}
-
-// waitFor polls cond every 20 ms until it holds or the timeout passes.
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for deadline := start.Add(timeout); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 // httpGet fetches url from inside ns and returns the status code and body. The connection is

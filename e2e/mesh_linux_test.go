@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 )
 
@@ -51,10 +52,11 @@ func shadowAgent(t testing.TB, ns *netnstest.NS, k meshKeys, podIP string) *proc
 		"--main-interface", "eth0",
 		"--uapi-dir", filepath.Join(dir, "uapi"),
 	)
-	waitFor(t, "shadow-agent ready", 15*time.Second, func() bool {
+	polltest.True(t, "shadow-agent ready", 15*time.Second, func() bool {
 		code, _, err := httpGet(ns, "http://127.0.0.1:9102/readyz", time.Second)
 		return err == nil && code == 200
 	})
+
 	return p
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // benchNetstackPorts are what the netstack shadow relays in the benchmarks: iperf3, the line
@@ -47,7 +48,7 @@ func startModeMesh(b *testing.B, mode string, a, c *netnstest.NS) *benchModeMesh
 	default:
 		b.Fatalf("mode %q", mode)
 	}
-	waitFor(b, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(c) })
+	polltest.True(b, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(c) })
 	return m
 }
 
@@ -127,10 +128,11 @@ func BenchmarkNetstack(b *testing.B) {
 			m := startModeMesh(b, mode, a, c)
 			target := func(port int) string { return net.JoinHostPort(m.target, strconv.Itoa(port)) }
 			// The first flows wait for the first handshake; setup is measured after it.
-			waitFor(b, "the offloaded pod's echo through the mesh", 20*time.Second, func() bool {
+			polltest.True(b, "the offloaded pod's echo through the mesh", 20*time.Second, func() bool {
 				_, err := udpAsk(a, target(9999), "x", 300*time.Millisecond)
 				return err == nil
 			})
+
 			rttVeth, err := rtt(a, benchUnderB.String()+":9999", 200)
 			if err != nil {
 				b.Fatal(err)
@@ -176,7 +178,7 @@ func fileLimit(b *testing.B, n uint64) {
 // open file limit.
 func lineEchoProcess(b *testing.B, ns *netnstest.NS, addr string) {
 	start(b, ns, []string{"IKM_LINE_ECHO=" + addr}, os.Args[0], "-test.run=^TestLineEchoHelper$")
-	waitFor(b, "line echo listening", 10*time.Second, func() bool {
+	polltest.True(b, "line echo listening", 10*time.Second, func() bool {
 		return ns.Do(func() error {
 			c, err := net.DialTimeout("tcp", addr, time.Second)
 			if err == nil {
@@ -185,6 +187,7 @@ func lineEchoProcess(b *testing.B, ns *netnstest.NS, addr string) {
 			return err
 		}) == nil
 	})
+
 }
 
 // TestLineEchoHelper is the line echo of lineEchoProcess; it does nothing unless
@@ -298,13 +301,15 @@ func BenchmarkNetstackFlows(b *testing.B) {
 		if gotIn != float64(n) || gotPod != float64(n) {
 			b.Fatalf("flows counted while %d were held: shadow %v, mesh-agent %v", n, gotIn, gotPod)
 		}
-		waitFor(b, "every flow to end on both agents", 60*time.Second, func() bool {
+		polltest.True(b, "every flow to end on both agents", 60*time.Second, func() bool {
 			return metric(b, a, shadowMetrics, inFlows) == 0 && metric(b, c, meshMetrics, podFlows) == 0
 		})
-		waitFor(b, "goroutines back to where they were", 60*time.Second, func() bool {
+
+		polltest.True(b, "goroutines back to where they were", 60*time.Second, func() bool {
 			return metric(b, a, shadowMetrics, "go_goroutines") <= baseShadow+5 &&
 				metric(b, c, meshMetrics, "go_goroutines") <= baseMesh+5
 		})
+
 		b.ReportMetric(float64(n), "flows")
 		b.ReportMetric(opened.Seconds(), "open-s")
 		b.ReportMetric(float64(n)/opened.Seconds(), "flows/s")

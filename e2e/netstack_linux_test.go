@@ -18,6 +18,7 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/dnstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 )
 
@@ -97,10 +98,11 @@ func shadowNetstack(t testing.TB, ns *netnstest.NS, k meshKeys, podIP, ports str
 		"--peer-public-key", publicKey(k.pod),
 		"--uapi-dir", filepath.Join(dir, "uapi"),
 	}, extra...)...)
-	waitFor(t, "shadow-agent ready", 15*time.Second, func() bool {
+	polltest.True(t, "shadow-agent ready", 15*time.Second, func() bool {
 		code, _, err := httpGet(ns, "http://127.0.0.1:9102/readyz", time.Second)
 		return err == nil && code == 200
 	})
+
 	return p
 }
 

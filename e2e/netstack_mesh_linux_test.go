@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // TestNetstackMesh is TestMesh with both agents in netstack mode, each an unprivileged process
@@ -39,7 +40,7 @@ func TestNetstackMesh(t *testing.T) {
 	dns := []string{serviceIP}
 	routes := []string{"10.96.0.0/16", "10.244.0.0/24"}
 	mesh := meshNetstack(t, tp.pod, k, url, ingressHost, dns, routes)
-	waitFor(t, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(tp.pod) })
+	polltest.True(t, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(tp.pod) })
 	if out := tp.pod.MustExec("ip", "-o", "link"); strings.Contains(out, "wg0") {
 		t.Fatalf("netstack mesh-agent made a link:\n%s", out)
 	}
@@ -80,10 +81,11 @@ func TestNetstackMesh(t *testing.T) {
 			t.Fatalf("offloaded pod -> local Service through CONNECT: %q %q %v", status, body, err)
 		}
 	}
-	waitFor(t, "first request through the mesh", 20*time.Second, func() bool {
+	polltest.True(t, "first request through the mesh", 20*time.Second, func() bool {
 		code, _, err := httpGet(tp.client, "http://"+shadowIP+":8080/", 500*time.Millisecond)
 		return err == nil && code == 200
 	})
+
 	t.Run("traffic both ways", check)
 
 	t.Run("closed port is a reset", func(t *testing.T) {
@@ -159,25 +161,28 @@ func TestNetstackMesh(t *testing.T) {
 			c.Close()
 		}
 		conns = nil
-		waitFor(t, "flows to end on both agents", 30*time.Second, func() bool {
+		polltest.True(t, "flows to end on both agents", 30*time.Second, func() bool {
 			return metric(t, tp.shadow, shadowMetrics, `shadow_agent_flows_active{direction="in",proto="tcp"}`) == 0 &&
 				metric(t, tp.pod, meshMetrics, `mesh_agent_flows_active{proto="tcp"}`) == 0
 		})
+
 		// Every flow's goroutines are gone (a few come and go with the tunnel and the scrape).
-		waitFor(t, "goroutines back to where they were", 30*time.Second, func() bool {
+		polltest.True(t, "goroutines back to where they were", 30*time.Second, func() bool {
 			return metric(t, tp.shadow, shadowMetrics, "go_goroutines") <= baseShadow+5 &&
 				metric(t, tp.pod, meshMetrics, "go_goroutines") <= baseMesh+5
 		})
+
 	})
 
 	recovery := func(t *testing.T, fault func()) time.Duration {
 		t.Helper()
 		start := time.Now()
 		fault()
-		waitFor(t, "traffic through the mesh after the fault", 60*time.Second, func() bool {
+		polltest.True(t, "traffic through the mesh after the fault", 60*time.Second, func() bool {
 			code, _, err := httpGet(tp.client, "http://"+shadowIP+":8080/", 500*time.Millisecond)
 			return err == nil && code == 200
 		})
+
 		d := time.Since(start)
 		check(t)
 		return d
@@ -263,11 +268,12 @@ func TestMixedModes(t *testing.T) {
 				shadowNetstack(t, tp.shadow, k, shadowIP, "8080,9999/udp")
 				meshAgent(t, tp.pod, k, url, ingressHost, routes...)
 			}
-			waitFor(t, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(tp.pod) })
-			waitFor(t, "first request through the mesh", 20*time.Second, func() bool {
+			polltest.True(t, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(tp.pod) })
+			polltest.True(t, "first request through the mesh", 20*time.Second, func() bool {
 				code, _, err := httpGet(tp.client, "http://"+shadowIP+":8080/", 500*time.Millisecond)
 				return err == nil && code == 200
 			})
+
 			code, body, err := httpGet(tp.client, "http://"+shadowIP+":8080/", 2*time.Second)
 			if err != nil || code != 200 || !strings.HasPrefix(body, "hello from offloaded") {
 				t.Fatalf("client -> shadow IP tcp: %d %q %v", code, body, err)

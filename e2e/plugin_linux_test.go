@@ -18,13 +18,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/testcluster"
 )
 
-func TestMain(m *testing.M) { testcluster.Main(m, removeBinaries) }
+func TestMain(m *testing.M) { testcluster.Main(m, buildtest.Cleanup) }
 
 // vkPod is a pod as the VK offloads it with the full mesh: its mesh script (one of the two
 // template variants the plugin reads, rendered in vkmesh/testdata/mesh) and its WireGuard
@@ -77,13 +79,14 @@ func TestMeshFromPlugin(t *testing.T) {
 	go func() { served <- plugin.Serve(ctx, "unix", sock, p.Handler()) }()
 	t.Cleanup(func() { cancel(); <-served })
 	// Serve listens in its goroutine: the first request must not race it (seen once in CI).
-	waitFor(t, "the plugin serving on "+sock, 10*time.Second, func() bool {
+	polltest.True(t, "the plugin serving on "+sock, 10*time.Second, func() bool {
 		c, err := net.Dial("unix", sock)
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
 	})
+
 	api := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
@@ -145,11 +148,12 @@ func TestMeshFromPlugin(t *testing.T) {
 				t.Fatal(err)
 			}
 			start(t, tp.pod, nil, binary(t, "mesh-agent"), "--config", cfg, "--uapi-dir", filepath.Join(t.TempDir(), "uapi"))
-			waitFor(t, "mesh-agent ready with the plugin's mesh.json", 15*time.Second, func() bool { return meshReady(tp.pod) })
-			waitFor(t, "client -> shadow IP -> offloaded pod", 10*time.Second, func() bool {
+			polltest.True(t, "mesh-agent ready with the plugin's mesh.json", 15*time.Second, func() bool { return meshReady(tp.pod) })
+			polltest.True(t, "client -> shadow IP -> offloaded pod", 10*time.Second, func() bool {
 				code, body, err := httpGet(tp.client, "http://"+shadowIP+":8080/", time.Second)
 				return err == nil && code == 200 && strings.HasPrefix(body, "hello from offloaded")
 			})
+
 			// The Service route comes from the script (10.96.0.0/16 in both variants).
 			code, body, err := httpGet(tp.pod, "http://"+serviceIP+"/", 2*time.Second)
 			if err != nil || code != 200 || !strings.Contains(body, "you are "+shadowIP+":") {

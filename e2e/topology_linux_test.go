@@ -7,6 +7,7 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/ingresstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // The mesh topology's addresses. The local cluster is one bridged /24 (10.244.0.0/24) holding
@@ -92,10 +93,11 @@ func startNginxFor(t testing.TB, ns *netnstest.NS, check, upstream, host string)
 func (n *nginx) start(t testing.TB) {
 	t.Helper()
 	n.proc = start(t, n.ns, nil, "nginx", "-c", filepath.Join(n.dir, "nginx.conf"), "-p", n.dir)
-	waitFor(t, "nginx listening", 10*time.Second, func() bool {
+	polltest.True(t, "nginx listening", 10*time.Second, func() bool {
 		code, _, err := httpGet(n.ns, "http://"+n.check+"/", time.Second)
 		return err == nil && code == 404
 	})
+
 }
 
 // restart stops nginx, cutting every WebSocket through it, and starts it again.

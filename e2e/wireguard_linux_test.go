@@ -13,6 +13,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // wgPeer is one end of a reference WireGuard link.
@@ -44,10 +45,11 @@ func udpWireGuard(t testing.TB, bin string, a, b *netnstest.NS, underA, underB n
 		}
 		p.uapiSock = "/var/run/wireguard/" + p.iface + ".sock"
 		p.proc = start(t, p.ns, []string{"LOG_LEVEL=error"}, bin, "-f", p.iface)
-		waitFor(t, p.iface+" UAPI socket", 10*time.Second, func() bool {
+		polltest.True(t, p.iface+" UAPI socket", 10*time.Second, func() bool {
 			_, err := os.Stat(p.uapiSock)
 			return err == nil
 		})
+
 	}
 	port := 51820
 	keepalive := 25 * time.Second

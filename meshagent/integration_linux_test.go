@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -28,6 +29,8 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/echotest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
@@ -51,8 +54,8 @@ var (
 // goroutines that are not pinned to the pod namespace's thread. Every 10.x address and route
 // lives in the test namespaces.
 func TestAgentInNamespaces(t *testing.T) {
-	requireNetAdmin(t)
-	podNS, shadowNS := newNS(t, "pod"), newNS(t, "shd")
+	requireTUN(t)
+	podNS, shadowNS := netnstest.New(t), netnstest.New(t)
 	logs, log := newLogBuffer(t)
 
 	podKey, err := meshspec.GeneratePrivateKey()
@@ -83,37 +86,15 @@ func TestAgentInNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithCancel(t.Context())
-	runErr := make(chan error, 1)
 	start := time.Now()
-	go func() { runErr <- podNS.do(func() error { return a.Run(ctx) }) }()
-	stopped := false
-	stop := func() error {
-		cancel()
-		select {
-		case err := <-runErr:
-			stopped = true
-			return err
-		case <-time.After(15 * time.Second):
-			t.Fatal("Run did not return within 15s of cancel")
-			return nil
-		}
-	}
-	t.Cleanup(func() {
-		if !stopped {
-			_ = stop()
-		}
-	})
+	run := podNS.Start(t, a.Run)
 	hc := nsHTTPClient(podNS)
 
 	// Readiness: 503 until the first handshake, then 200, and the ready file.
 	saw503 := false
 	for deadline := time.Now().Add(20 * time.Second); ; {
-		select {
-		case err := <-runErr:
-			stopped = true
+		if exited, err := run.Exited(); exited {
 			t.Fatalf("Run returned before readiness: %v", err)
-		default:
 		}
 		code, _, err := hc.get("/readyz")
 		if err == nil && code == http.StatusServiceUnavailable {
@@ -153,7 +134,7 @@ func TestAgentInNamespaces(t *testing.T) {
 	payload := bytes.Repeat([]byte("offloaded pod "), 10000) // 140 kB: many packets at MTU 1280
 	for _, tc := range []struct {
 		name string
-		from *testNS
+		from *netnstest.NS
 		to   netip.AddrPort
 	}{
 		{"shadow to pod", shadowNS, netip.AddrPortFrom(podIP, 7001)},
@@ -164,7 +145,7 @@ func TestAgentInNamespaces(t *testing.T) {
 	}
 
 	// The route from Spec.Routes is on the WireGuard link.
-	podNL := podNS.netlink(t)
+	podNL := podNS.Netlink()
 	link, err := podNL.LinkByName(iface)
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +159,7 @@ func TestAgentInNamespaces(t *testing.T) {
 
 	// wgctrl, from the pod namespace, sees the device through the UAPI socket.
 	var wd *wgtypes.Device
-	if err := podNS.do(func() error {
+	if err := podNS.Do(func() error {
 		c, err := wgctrl.New()
 		if err != nil {
 			return err
@@ -219,7 +200,7 @@ func TestAgentInNamespaces(t *testing.T) {
 	}
 
 	// Teardown: Run returns, and leaves nothing behind.
-	if err := stop(); err != nil {
+	if err := run.Stop(); err != nil {
 		t.Fatalf("Run = %v, want nil after cancel", err)
 	}
 	if _, err := os.Lstat(sock); !errors.Is(err, fs.ErrNotExist) {
@@ -296,7 +277,7 @@ func checkWgctrl(t *testing.T, d *wgtypes.Device, podKey, shadowPub meshspec.Key
 // also holds a "service" address, 10.96.0.10.
 type shadow struct{ addr string }
 
-func startShadow(t *testing.T, ns *testNS, key, peer meshspec.Key, prefix string, log *slog.Logger) *shadow {
+func startShadow(t *testing.T, ns *netnstest.NS, key, peer meshspec.Key, prefix string, log *slog.Logger) *shadow {
 	t.Helper()
 	srv, err := tunnel.NewServer(tunnel.ServerConfig{PathPrefix: prefix, Logger: log.With("component", "tunnel")})
 	if err != nil {
@@ -313,7 +294,7 @@ func startShadow(t *testing.T, ns *testNS, key, peer meshspec.Key, prefix string
 	wg.Go(func() { _ = srv.Run(ctx) })
 
 	var dev *device.Device
-	if err := ns.do(func() error { // NewDevice reads the MTU by name: in the namespace too
+	if err := ns.Do(func() error { // NewDevice reads the MTU by name: in the namespace too
 		tdev, err := tun.CreateTUN("ikms0", meshspec.DefaultMTU)
 		if err == nil {
 			dev = device.NewDevice(tdev, tunnel.NewServerBind(srv), wgdevice.NewLogger(log))
@@ -335,7 +316,7 @@ func startShadow(t *testing.T, ns *testNS, key, peer meshspec.Key, prefix string
 		hexKey(key), hexKey(peer), podIP)); err != nil {
 		t.Fatal(err)
 	}
-	nl := ns.netlink(t)
+	nl := ns.Netlink()
 	link, err := nl.LinkByName("ikms0")
 	if err != nil {
 		t.Fatal(err)
@@ -358,50 +339,22 @@ func startShadow(t *testing.T, ns *testNS, key, peer meshspec.Key, prefix string
 }
 
 // echoIn serves a TCP echo on addr inside ns until the test ends.
-func echoIn(t *testing.T, ns *testNS, addr netip.AddrPort) {
+func echoIn(t *testing.T, ns *netnstest.NS, addr netip.AddrPort) {
 	t.Helper()
 	var ln net.Listener
-	if err := ns.do(func() (err error) { ln, err = net.Listen("tcp", addr.String()); return }); err != nil {
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", addr.String()); return }); err != nil {
 		t.Fatal(err)
 	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			})
-		}
-	})
+	echotest.TCP(t, ln)
 }
 
 // echoRoundTrip dials addr from ns and checks that payload comes back whole within 10s.
-func echoRoundTrip(t *testing.T, ns *testNS, addr netip.AddrPort, payload []byte) {
+func echoRoundTrip(t *testing.T, ns *netnstest.NS, addr netip.AddrPort, payload []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	var c net.Conn
-	if err := ns.do(func() (err error) { c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr.String()); return }); err != nil {
+	if err := ns.Do(func() (err error) { c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr.String()); return }); err != nil {
 		t.Fatalf("dial %v: %v", addr, err)
 	}
 	defer c.Close()
@@ -433,12 +386,12 @@ func routesTo(t *testing.T, nl *netlink.Handle, dst netip.Prefix) []netlink.Rout
 // nsClient is an HTTP client whose connections are made inside a namespace.
 type nsClient struct{ c *http.Client }
 
-func nsHTTPClient(ns *testNS) nsClient {
+func nsHTTPClient(ns *netnstest.NS) nsClient {
 	return nsClient{&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var c net.Conn
-			err := ns.do(func() (err error) { c, err = (&net.Dialer{}).DialContext(ctx, network, addr); return })
+			err := ns.Do(func() (err error) { c, err = (&net.Dialer{}).DialContext(ctx, network, addr); return })
 			return c, err
 		},
 	}}}
@@ -472,8 +425,8 @@ func metricValue(body, name string) (float64, bool) {
 // (here the shadow expects another client key and drops our initiations) is explained in the log,
 // with what crossed the tunnel, instead of "tunnel session up" and then silence.
 func TestAgentSaysWhyNoHandshake(t *testing.T) {
-	requireNetAdmin(t)
-	podNS, shadowNS := newNS(t, "pod"), newNS(t, "shd")
+	requireTUN(t)
+	podNS, shadowNS := netnstest.New(t), netnstest.New(t)
 	logs, log := newLogBuffer(t)
 	podKey, _ := meshspec.GeneratePrivateKey()
 	otherKey, _ := meshspec.GeneratePrivateKey()
@@ -495,12 +448,9 @@ func TestAgentSaysWhyNoHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	runErr := make(chan error, 1)
-	go func() { runErr <- podNS.do(func() error { return a.Run(ctx) }) }()
+	run := podNS.Start(t, a.Run)
 	defer func() {
-		cancel()
-		if err := <-runErr; err != nil {
+		if err := run.Stop(); err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	}()
@@ -514,4 +464,23 @@ func TestAgentSaysWhyNoHandshake(t *testing.T) {
 	if logs.Count("tunnel session up but no WireGuard handshake", "datagrams_received=0", "nothing comes back", "key") != 1 {
 		t.Errorf("the explanation does not say that nothing came back and what to check:\n%s", logs.String())
 	}
+}
+
+// requireTUN skips unless the test can make network namespaces (root, ip) and TUN devices.
+func requireTUN(t *testing.T) {
+	t.Helper()
+	netnstest.Require(t, "ip")
+	if _, err := os.Stat(wgdevice.TUNPath); err != nil {
+		t.Skipf("skipping: %s is missing: %v", wgdevice.TUNPath, err)
+	}
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

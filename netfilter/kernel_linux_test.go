@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // The kernel tests build three namespaces:
@@ -420,7 +422,7 @@ func testKernelRunRepairs(t *testing.T, b backend) {
 		t.Fatal(err)
 	}
 	stop := runShadow(t, tp, s)
-	waitFor(t, "rules applied", func() bool { return strings.Contains(logs.String(), "netfilter rules applied") })
+	polltest.True(t, "rules applied", 5*time.Second, func() bool { return strings.Contains(logs.String(), "netfilter rules applied") })
 	during := save(t, tp)
 	checkApplied(t, tp, s.Rules(), pre, during)
 
@@ -454,9 +456,10 @@ func testKernelRunRepairs(t *testing.T, b backend) {
 		if err != nil {
 			t.Fatalf("damage %q: %v", d.name, err)
 		}
-		waitFor(t, d.name+" repaired", func() bool {
+		polltest.True(t, d.name+" repaired", 5*time.Second, func() bool {
 			return strings.Contains(logs.String(), d.log) && save(t, tp) == during && ipForward(t, tp.shadow) == "1"
 		})
+
 	}
 
 	if err := stop(); err != nil {

@@ -11,22 +11,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/logtest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // syncBuffer is a log sink the test reads while Run writes.
 type syncBuffer = logtest.Buffer
-
-// waitFor polls cond every 5 ms for at most 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func TestRunRepairsAndCleansUp(t *testing.T) {
 	f := newFakeIPTables()
@@ -43,13 +32,13 @@ func TestRunRepairsAndCleansUp(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 
-	waitFor(t, "rules applied", func() bool { return f.dump() == applied })
+	polltest.True(t, "rules applied", 5*time.Second, func() bool { return f.dump() == applied })
 	c := s.Rules()[1]
 	if err := f.Delete(c.Table, c.From, c.Jump...); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "jump repaired", func() bool { return f.dump() == applied })
-	waitFor(t, "repair logged", func() bool {
+	polltest.True(t, "jump repaired", 5*time.Second, func() bool { return f.dump() == applied })
+	polltest.True(t, "repair logged", 5*time.Second, func() bool {
 		return strings.Contains(logs.String(), "repaired netfilter rules") &&
 			strings.Contains(logs.String(), "inserted jump nat/POSTROUTING -> IKM-SHADOW-POSTROUTING")
 	})
@@ -105,14 +94,14 @@ func TestRunKeepsGoingAfterFailedReassert(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 
-	waitFor(t, "rules applied", func() bool { return strings.Contains(logs.String(), "netfilter rules applied") })
+	polltest.True(t, "rules applied", 5*time.Second, func() bool { return strings.Contains(logs.String(), "netfilter rules applied") })
 	f.setFail(func(op, table, chain string) error {
 		if op == "List" {
 			return errors.New("injected list failure")
 		}
 		return nil
 	})
-	waitFor(t, "failure logged", func() bool { return strings.Contains(logs.String(), "injected list failure") })
+	polltest.True(t, "failure logged", 5*time.Second, func() bool { return strings.Contains(logs.String(), "injected list failure") })
 	f.setFail(nil)
 	cancel()
 	if err := <-done; err != nil {

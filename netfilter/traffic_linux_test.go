@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // TestKernelTraffic proves the forwarding with real packets, with and without PodIP: the
@@ -59,7 +60,7 @@ func testKernelTraffic(t *testing.T, b backend, podIP netip.Addr) {
 		t.Fatal(err)
 	}
 	stop := runShadow(t, tp, s)
-	waitFor(t, "rules applied", func() bool { return strings.Contains(logs.String(), "netfilter rules applied") })
+	polltest.True(t, "rules applied", 5*time.Second, func() bool { return strings.Contains(logs.String(), "netfilter rules applied") })
 
 	fromWG := "backend saw " + wgIP.String() + ":"
 	checks := []struct {

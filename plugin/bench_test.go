@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/testcluster"
 )
 
@@ -193,7 +194,7 @@ func BenchmarkRSS1000(b *testing.B) {
 	c := testcluster.Get(b)
 	prefix := "br" + newUID()[:6]
 	seedPods(b, c, prefix, 1000)
-	srv, pid := startBinary(b, buildPlugin(b), []string{"K8S_KUBECONFIG_PATH=" + c.Kubeconfig, "OFFLOADING_NAMESPACE_PREFIX=" + prefix})
+	srv, pid := startBinary(b, buildtest.Binary(b, "../cmd/interlink-k8s-plugin"), []string{"K8S_KUBECONFIG_PATH=" + c.Kubeconfig, "OFFLOADING_NAMESPACE_PREFIX=" + prefix})
 	// The cache holds every pod labelled as offloaded in the cluster: the 1,000 seeded and
 	// whatever earlier runs left terminating. Report how many it held.
 	pods := 0
@@ -313,7 +314,7 @@ func (s *server) do(b *testing.B, method, path string, body []byte) (int, []byte
 // latency percentiles of each call and the plugin's peak RSS. Run it once: -benchtime 1x.
 func BenchmarkLoad(b *testing.B) {
 	c := testcluster.Get(b)
-	bin := buildPlugin(b)
+	bin := buildtest.Binary(b, "../cmd/interlink-k8s-plugin")
 	limits := []struct{ name, qps, burst string }{{"default-limits", "", ""}, {"qps50-burst100", "50", "100"}}
 	for _, lim := range limits {
 		for _, conc := range []int{1, 20, 100} {
@@ -396,15 +397,6 @@ func reportNamedPercentiles(b *testing.B, name string, lat []time.Duration) {
 	}{{"p50", 0.5}, {"p95", 0.95}, {"p99", 0.99}} {
 		b.ReportMetric(at(q.q), name+"-"+q.unit+"-ms")
 	}
-}
-
-// buildPlugin builds the plugin binary once per benchmark.
-func buildPlugin(b *testing.B) string {
-	bin := filepath.Join(b.TempDir(), "interlink-k8s-plugin")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/interlink-k8s-plugin").CombinedOutput(); err != nil {
-		b.Fatalf("build plugin: %v: %s", err, out)
-	}
-	return bin
 }
 
 // startBinary runs the plugin binary with env on a socket of its own until the benchmark ends and

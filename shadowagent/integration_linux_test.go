@@ -3,7 +3,6 @@ package shadowagent
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -21,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netfilter"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
@@ -52,7 +53,7 @@ func TestShadowInNamespaces(t *testing.T) {
 	if _, err := os.Stat(wgdevice.TUNPath); err != nil {
 		t.Skipf("skipping: needs %s: %v", wgdevice.TUNPath, err)
 	}
-	meshAgent := buildMeshAgent(t)
+	meshAgent := buildtest.Binary(t, "../cmd/mesh-agent")
 	client, shadow, pod := netnstest.New(t), netnstest.New(t), netnstest.New(t)
 	netnstest.Veth(client, "c0", shadow, "eth0")
 	netnstest.Veth(pod, "p0", shadow, "ws0")
@@ -104,35 +105,12 @@ func TestShadowInNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
 	start := time.Now()
-	wait := shadow.Go(func() error { return a.Run(ctx) })
-	runDone := make(chan error, 1)
-	go func() { runDone <- wait() }()
-	stopped := false
-	stop := func() error {
-		cancel()
-		select {
-		case err := <-runDone:
-			stopped = true
-			return err
-		case <-time.After(20 * time.Second):
-			t.Fatal("Run did not return within 20s of cancel")
-			return nil
-		}
-	}
-	t.Cleanup(func() {
-		if !stopped {
-			_ = stop()
-		}
-	})
+	run := shadow.Start(t, a.Run)
 	alive := func(t *testing.T) {
 		t.Helper()
-		select {
-		case err := <-runDone:
-			stopped = true
+		if exited, err := run.Exited(); exited {
 			t.Fatalf("the agent stopped: %v\nlogs:\n%s", err, logs)
-		default:
 		}
 	}
 
@@ -142,13 +120,14 @@ func TestShadowInNamespaces(t *testing.T) {
 	probe := func(path string) (int, string, error) {
 		return fromClient.get("http://" + netip.AddrPortFrom(shadowPodIP, 9102).String() + path)
 	}
-	readyIn := waitFor(t, "/readyz 200", 20*time.Second, func() error {
+	readyIn := polltest.Until(t, "/readyz 200", 20*time.Second, func() error {
 		alive(t)
 		if code, body, err := probe("/readyz"); err != nil || code != http.StatusOK {
 			return fmt.Errorf("%d %q %v", code, body, err)
 		}
 		return nil
 	})
+
 	t.Logf("shadow-agent start to ready: %v", readyIn.Round(time.Millisecond))
 	if code, _, err := probe("/healthz"); err != nil || code != http.StatusOK {
 		t.Errorf("/healthz = %d, %v", code, err)
@@ -181,7 +160,7 @@ func TestShadowInNamespaces(t *testing.T) {
 		}
 		return nil
 	}
-	firstTCP := waitFor(t, "TCP from the client to the pod", 30*time.Second, func() error { alive(t); return checkPod() })
+	firstTCP := polltest.Until(t, "TCP from the client to the pod", 30*time.Second, func() error { alive(t); return checkPod() })
 	t.Logf("mesh-agent start to first TCP exchange through the shadow's IP: %v (the mesh-agent logs its own handshake time)",
 		firstTCP.Round(time.Millisecond))
 
@@ -242,12 +221,13 @@ func TestShadowInNamespaces(t *testing.T) {
 		if strings.Contains(execIn(t, shadow, "iptables", "-t", "nat", "-S", "PREROUTING"), netfilter.ChainPrerouting) {
 			t.Fatal("the jump rule was not at position 1")
 		}
-		waitFor(t, "the jump rule back", 10*time.Second, func() error {
+		polltest.Until(t, "the jump rule back", 10*time.Second, func() error {
 			if !strings.Contains(execIn(t, shadow, "iptables", "-t", "nat", "-S", "PREROUTING"), netfilter.ChainPrerouting) {
 				return errors.New("missing")
 			}
 			return nil
 		})
+
 	})
 
 	// Bad input on the tunnel port: each is refused with a reason in the logs, and the agent
@@ -305,21 +285,22 @@ func TestShadowInNamespaces(t *testing.T) {
 			t.Error("the raw session did not replace the mesh-agent's")
 		}
 		alive(t)
-		recovered := waitFor(t, "TCP to the pod again", 30*time.Second, checkPod)
+		recovered := polltest.Until(t, "TCP to the pod again", 30*time.Second, checkPod)
 		t.Logf("traffic back %v after the oversized frame", recovered.Round(time.Millisecond))
 	})
 	t.Run("second client with the same key", func(t *testing.T) {
 		replaced := logs.Count("tunnel session replaced")
 		stopSecond := startSecondClient(t, pod, podKey, shadowKey.PublicKey(), prefix, log.With("side", "second-client"))
-		waitFor(t, "the second client to replace the first", 20*time.Second, func() error {
+		polltest.Until(t, "the second client to replace the first", 20*time.Second, func() error {
 			if logs.Count("tunnel session replaced") <= replaced {
 				return errors.New("no replacement logged")
 			}
 			return nil
 		})
+
 		stopSecond()
 		alive(t)
-		recovered := waitFor(t, "TCP to the pod again", 60*time.Second, func() error { alive(t); return checkPod() })
+		recovered := polltest.Until(t, "TCP to the pod again", 60*time.Second, func() error { alive(t); return checkPod() })
 		t.Logf("traffic back %v after the second client left", recovered.Round(time.Millisecond))
 	})
 
@@ -351,7 +332,7 @@ func TestShadowInNamespaces(t *testing.T) {
 	})
 
 	// Teardown: Run returns nil and leaves the namespace as it found it.
-	if err := stop(); err != nil {
+	if err := run.Stop(); err != nil {
 		t.Fatalf("Run = %v, want nil after cancel\nlogs:\n%s", err, logs)
 	}
 	if got := normSave(shadow.MustExec("iptables-save")); got != preSave {

@@ -2,11 +2,9 @@ package shadowagent
 
 import (
 	"log/slog"
-	"os"
-	"path/filepath"
-	"sync"
 	"testing"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/leakcheck"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/logtest"
 )
@@ -14,7 +12,7 @@ import (
 // TestMain fails the run when goroutines of the agent, the tunnel, wireguard-go or an HTTP
 // server outlive the tests.
 func TestMain(m *testing.M) {
-	leakcheck.Main(m, leakcheck.Config{AfterRun: removeMeshAgent, Markers: []string{
+	leakcheck.Main(m, leakcheck.Config{AfterRun: buildtest.Cleanup, Markers: []string{
 		"interlink-k8s-mesh/shadowagent.",
 		"interlink-k8s-mesh/tunnel.",
 		"interlink-k8s-mesh/wgdevice.",
@@ -31,16 +29,3 @@ func TestMain(m *testing.M) {
 type logBuffer = logtest.Buffer
 
 func newLogBuffer(t testing.TB) (*logBuffer, *slog.Logger) { return logtest.New(t) }
-
-// removeMeshAgent removes what buildMeshAgent built, if anything.
-func removeMeshAgent() {
-	if meshAgentBin != "" {
-		os.RemoveAll(filepath.Dir(meshAgentBin))
-	}
-}
-
-var (
-	meshAgentOnce sync.Once
-	meshAgentBin  string
-	meshAgentErr  error
-)

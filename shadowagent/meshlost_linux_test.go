@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
@@ -25,7 +27,7 @@ func TestShadowMeshLost(t *testing.T) {
 		t.Skipf("skipping: needs %s: %v", wgdevice.TUNPath, err)
 	}
 	t.Parallel()
-	meshAgent := buildMeshAgent(t)
+	meshAgent := buildtest.Binary(t, "../cmd/mesh-agent")
 	client, shadow, pod := netnstest.New(t), netnstest.New(t), netnstest.New(t)
 	netnstest.Veth(client, "c0", shadow, "eth0") // the shadow's pod network: its default route
 	netnstest.Veth(pod, "p0", shadow, "ws0")
@@ -60,7 +62,7 @@ func TestShadowMeshLost(t *testing.T) {
 		}
 		return code, body
 	}
-	waitFor(t, "/readyz 200 before the pod exists", 20*time.Second, func() error {
+	polltest.Until(t, "/readyz 200 before the pod exists", 20*time.Second, func() error {
 		if code, body := readyz(); code != http.StatusOK {
 			return fmt.Errorf("%d %q", code, body)
 		}
@@ -71,7 +73,7 @@ func TestShadowMeshLost(t *testing.T) {
 		PrivateKey: podKey, PeerPublicKey: shadowKey.PublicKey(),
 		Tunnel: meshspec.Tunnel{URL: "ws://" + wsAddr.String(), PathPrefix: meshspec.Secret(prefix)},
 	})
-	waitFor(t, "the first handshake", 30*time.Second, func() error {
+	polltest.Until(t, "the first handshake", 30*time.Second, func() error {
 		if p, err := a.eng.Load().Peer(); err != nil || p.LastHandshake.IsZero() {
 			return fmt.Errorf("no handshake yet (%v)", err)
 		}
@@ -80,24 +82,26 @@ func TestShadowMeshLost(t *testing.T) {
 
 	shadow.MustExec("ip", "link", "set", "ws0", "down")
 	cut := time.Now()
-	lostIn := waitFor(t, "/readyz 503: mesh lost", MeshLostAfter+30*time.Second, func() error {
+	lostIn := polltest.Until(t, "/readyz 503: mesh lost", MeshLostAfter+30*time.Second, func() error {
 		if code, body := readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "mesh to the offloaded pod lost") {
 			return fmt.Errorf("%d %q", code, body)
 		}
 		return nil
 	})
+
 	t.Logf("not ready %v after the link was cut", lostIn.Round(time.Second))
 	if since := time.Since(cut); since < MeshLostAfter-5*time.Second {
 		t.Errorf("reported lost %v after the cut, before WireGuard's keys could expire", since)
 	}
 
 	shadow.MustExec("ip", "link", "set", "ws0", "up")
-	backIn := waitFor(t, "/readyz 200 once the link is back", time.Minute, func() error {
+	backIn := polltest.Until(t, "/readyz 200 once the link is back", time.Minute, func() error {
 		if code, body := readyz(); code != http.StatusOK {
 			return fmt.Errorf("%d %q", code, body)
 		}
 		return nil
 	})
+
 	t.Logf("ready again %v after the link came back", backIn.Round(time.Second))
 	for _, want := range []string{"mesh to the offloaded pod lost", "mesh to the offloaded pod back"} {
 		if !strings.Contains(logs.String(), want) {

@@ -29,6 +29,7 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/logtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
@@ -69,31 +70,16 @@ func execIn(t *testing.T, ns *netnstest.NS, args ...string) string {
 	return out
 }
 
-// waitFor polls fn every 20ms until it returns nil, for at most d, and returns how long it took.
-func waitFor(t *testing.T, what string, d time.Duration, fn func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for i := 0; ; i++ {
-		err := fn()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > d || i > int(d/(20*time.Millisecond))+1000 {
-			t.Fatalf("%s: not within %v: %v", what, d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitLog waits up to 5s for a log line containing every one of subs.
 func waitLog(t *testing.T, logs *logBuffer, subs ...string) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("a log line with %q", subs), 5*time.Second, func() error {
+	polltest.Until(t, fmt.Sprintf("a log line with %q", subs), 5*time.Second, func() error {
 		if logs.Count(subs...) == 0 {
 			return errors.New("not logged")
 		}
 		return nil
 	})
+
 }
 
 // normSave drops iptables-save's comments (dates) and packet counters.
@@ -107,31 +93,6 @@ func normSave(s string) string {
 		out = append(out, counters.ReplaceAllString(line, "[0:0]"))
 	}
 	return strings.Join(out, "")
-}
-
-// buildMeshAgent builds cmd/mesh-agent once per test process; TestMain removes it at the end
-// (a test's cleanup would remove it under the tests that run after it).
-func buildMeshAgent(t *testing.T) string {
-	t.Helper()
-	meshAgentOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ikm-shadowagent-test-")
-		if err != nil {
-			meshAgentErr = err
-			return
-		}
-		start := time.Now()
-		meshAgentBin = filepath.Join(dir, "mesh-agent")
-		out, err := exec.Command("go", "build", "-o", meshAgentBin, "../cmd/mesh-agent").CombinedOutput()
-		if err != nil {
-			meshAgentErr = fmt.Errorf("go build ../cmd/mesh-agent: %w\n%s", err, out)
-			return
-		}
-		t.Logf("built mesh-agent in %v", time.Since(start).Round(time.Millisecond))
-	})
-	if meshAgentErr != nil {
-		t.Fatal(meshAgentErr)
-	}
-	return meshAgentBin
 }
 
 // startMeshAgent runs the mesh-agent binary in ns with spec until the test ends, and returns

@@ -15,6 +15,8 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/netstack"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // benchLink is a Client and a Server joined over loopback, both Binds
@@ -45,7 +47,7 @@ func newBenchLink(b *testing.B) *benchLink {
 	cli := newTestClient(b, ClientConfig{URL: "ws://" + addr})
 	start(b, cli.Run)
 	l := &benchLink{cbind: newBenchBind(b, NewClientBind(cli)), sbind: newBenchBind(b, NewServerBind(srv))}
-	waitFor(b, 5*time.Second, "session", func() bool { return cli.Stats().Active == 1 && srv.Stats().Active == 1 })
+	polltest.True(b, "session", 5*time.Second, func() bool { return cli.Stats().Active == 1 && srv.Stats().Active == 1 })
 	return l
 }
 

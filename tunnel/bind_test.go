@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/echotest"
 )
 
 // TestDevicesRebind: wireguard-go closes and re-opens its Bind on every
@@ -20,7 +22,7 @@ func TestDevicesRebind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoTCP(t, sln)
+	echotest.TCP(t, sln)
 	roundTrip := func(step string) {
 		t.Helper()
 		defer func(t0 time.Time) { t.Logf("%s: %v", step, time.Since(t0)) }(time.Now())

@@ -10,41 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// echoTCP serves a TCP echo on ln until the test ends.
-func echoTCP(t testing.TB, ln net.Listener) {
-	t.Helper()
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			})
-		}
-	})
-}
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/echotest"
+)
 
 // TestDevicesExchangeTraffic connects two real wireguard-go devices through
 // the tunnel and runs a TCP echo in each direction.
@@ -55,12 +23,12 @@ func TestDevicesExchangeTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoTCP(t, sln)
+	echotest.TCP(t, sln)
 	cln, err := p.cnet.ListenTCPAddrPort(netip.AddrPortFrom(podIP, 7000))
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoTCP(t, cln)
+	echotest.TCP(t, cln)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -152,7 +120,7 @@ func streamThroughFault(t *testing.T, p *wgPair, fault func()) time.Duration {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoTCP(t, sln)
+	echotest.TCP(t, sln)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	c, err := p.cnet.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(shadowIP, 7000))

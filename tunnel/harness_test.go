@@ -18,6 +18,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/leakcheck"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 const testPrefix = "s3cr3t-pr3fix"
@@ -74,7 +75,7 @@ type runner struct {
 func startServer(t testing.TB, s *Server) *runner {
 	t.Helper()
 	r := start(t, s.Run)
-	waitFor(t, 5*time.Second, "server to listen", func() bool { return s.ListenAddr() != nil })
+	polltest.True(t, "server to listen", 5*time.Second, func() bool { return s.ListenAddr() != nil })
 	return r
 }
 
@@ -130,18 +131,6 @@ func newTestClient(t testing.TB, cfg ClientConfig) *Client {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// waitFor polls cond every 5ms until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // wgPair is two wireguard-go devices on in-memory netstack TUNs, joined by

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"testing"
 	"time"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // TestSlowReceiverLosesNothing: while wireguard-go does not ask for datagrams, the session leaves
@@ -16,7 +18,7 @@ func TestSlowReceiverLosesNothing(t *testing.T) {
 	cli := newTestClient(t, ClientConfig{URL: "ws://" + addr})
 	start(t, cli.Run)
 	recv := openBind(t, NewServerBind(srv))
-	waitFor(t, 5*time.Second, "session", func() bool { return cli.Stats().Active == 1 && srv.Stats().Active == 1 })
+	polltest.True(t, "session", 5*time.Second, func() bool { return cli.Stats().Active == 1 && srv.Stats().Active == 1 })
 
 	cbind := NewClientBind(cli)
 	ep, _ := cbind.ParseEndpoint("127.0.0.1:51820")

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // TestInteropStockClient plays a wstunnel v10 client, byte for byte, against
@@ -92,7 +94,7 @@ func TestInteropStockClient(t *testing.T) {
 			if _, err := readRawFrame(c.br); err != io.EOF {
 				t.Errorf("after close: %v, want EOF", err)
 			}
-			waitFor(t, 2*time.Second, "session end", func() bool { return srv.Stats().Active == 0 })
+			polltest.True(t, "session end", 2*time.Second, func() bool { return srv.Stats().Active == 0 })
 		})
 	}
 }
@@ -180,7 +182,7 @@ func TestInteropStockServer(t *testing.T) {
 			req := <-ss.reqs
 			checkStockRequest(t, req)
 			c := <-ss.conns
-			waitFor(t, 5*time.Second, "client session", func() bool { return cli.Stats().Active == 1 })
+			polltest.True(t, "client session", 5*time.Second, func() bool { return cli.Stats().Active == 1 })
 
 			// Client to server: one frame per datagram, masked as configured.
 			ep, err := bind.ParseEndpoint("127.0.0.1:51821")

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/dnstest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/echotest"
 )
 
 // connectProxy is an HTTP proxy on loopback that serves CONNECT only, as egress proxies of
@@ -126,7 +127,7 @@ func TestDevicesThroughConnectProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echoTCP(t, ln)
+	echotest.TCP(t, ln)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	c, err := p.cnet.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(shadowIP, 7000))

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // upgradeReq describes an upgrade request as a stock wstunnel v10 client
@@ -221,7 +223,7 @@ func TestServerRefusesUpgrades(t *testing.T) {
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("stock upgrade: status %d", resp.StatusCode)
 	}
-	waitFor(t, 2*time.Second, "session", func() bool { return srv.Stats().Active == 1 })
+	polltest.True(t, "session", 2*time.Second, func() bool { return srv.Stats().Active == 1 })
 }
 
 func TestServerRefusesWhenNotRunning(t *testing.T) {
@@ -315,7 +317,7 @@ func TestServerPingsAndGivesUp(t *testing.T) {
 	if string(ops) != want {
 		t.Errorf("frames from a server whose pings go unanswered: %v, want %v", ops, []byte(want))
 	}
-	waitFor(t, 2*time.Second, "session end", func() bool { return srv.Stats().Active == 0 })
+	polltest.True(t, "session end", 2*time.Second, func() bool { return srv.Stats().Active == 0 })
 }
 
 func TestServerClosesOnOversizeMessage(t *testing.T) {
@@ -330,7 +332,7 @@ func TestServerClosesOnOversizeMessage(t *testing.T) {
 	if err != nil || f.Op != opClose || string(f.Payload[:2]) != "\x03\xf1" {
 		t.Fatalf("got %v %v, want close 1009", f, err)
 	}
-	waitFor(t, 2*time.Second, "session end", func() bool { return srv.Stats().Active == 0 })
+	polltest.True(t, "session end", 2*time.Second, func() bool { return srv.Stats().Active == 0 })
 }
 
 // wgMessage returns a WireGuard-shaped datagram of the given type and size.

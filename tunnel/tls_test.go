@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // testPKI writes a CA, a server certificate for 127.0.0.1 and a client
@@ -95,7 +97,7 @@ func TestTLS(t *testing.T) {
 		before := srv.Stats().Sessions
 		cli := newTestClient(t, ClientConfig{URL: "wss://" + addr})
 		start(t, cli.Run)
-		waitFor(t, 5*time.Second, "a failed dial", func() bool { return cli.Stats().Refused > 0 })
+		polltest.True(t, "a failed dial", 5*time.Second, func() bool { return cli.Stats().Refused > 0 })
 		if st := cli.Stats(); st.Sessions != 0 {
 			t.Errorf("client stats %+v, want no session", st)
 		}

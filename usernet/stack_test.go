@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/leakcheck"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 func TestMain(m *testing.M) {
@@ -172,7 +173,7 @@ func TestTCPToPodWithHalfClose(t *testing.T) {
 	if got := halfCloseRoundTrip(t, c, msg); !bytes.Equal(got, msg) {
 		t.Fatalf("echo: got %d bytes, want %d", len(got), len(msg))
 	}
-	waitFor(t, func() bool { return p.Stats().TCPActive == 0 }, "pod's TCP flow to end")
+	polltest.True(t, "pod's TCP flow to end", 10*time.Second, func() bool { return p.Stats().TCPActive == 0 })
 	if st := p.Stats(); st.TCPTotal != 1 {
 		t.Errorf("pod stats %+v, want 1 TCP flow", st)
 	}
@@ -258,7 +259,7 @@ func TestUDPToPodExpires(t *testing.T) {
 	if st := p.Stats(); st.UDPTotal != 1 || st.UDPActive != 1 {
 		t.Fatalf("pod stats %+v, want one live UDP flow", st)
 	}
-	waitFor(t, func() bool { return p.Stats().UDPActive == 0 }, "idle UDP flow to expire")
+	polltest.True(t, "idle UDP flow to expire", 10*time.Second, func() bool { return p.Stats().UDPActive == 0 })
 }
 
 func TestMaxFlows(t *testing.T) {
@@ -273,7 +274,7 @@ func TestMaxFlows(t *testing.T) {
 		}
 		held = append(held, c)
 	}
-	waitFor(t, func() bool { return p.Stats().TCPActive == 2 }, "two flows")
+	polltest.True(t, "two flows", 10*time.Second, func() bool { return p.Stats().TCPActive == 2 })
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if c, err := s.DialTCP(ctx, dst); err == nil {
@@ -288,7 +289,7 @@ func TestMaxFlows(t *testing.T) {
 			t.Errorf("held flow answered %q", got)
 		}
 	}
-	waitFor(t, func() bool { return p.Stats().TCPActive == 0 }, "flows to end")
+	polltest.True(t, "flows to end", 10*time.Second, func() bool { return p.Stats().TCPActive == 0 })
 	c, err := s.DialTCP(t.Context(), dst)
 	if err != nil {
 		t.Fatalf("after the flows ended: %v", err)
@@ -305,7 +306,7 @@ func TestCloseEndsFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	waitFor(t, func() bool { return p.Stats().TCPActive == 1 }, "the flow")
+	polltest.True(t, "the flow", 10*time.Second, func() bool { return p.Stats().TCPActive == 1 })
 	p.Close()
 	if st := p.Stats(); st.TCPActive != 0 {
 		t.Errorf("after Close: %+v", st)
@@ -323,15 +324,5 @@ func TestNewRefusesBadConfig(t *testing.T) {
 				t.Fatal("accepted")
 			}
 		})
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

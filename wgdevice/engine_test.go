@@ -16,6 +16,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/echotest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
@@ -84,16 +85,7 @@ func TestEnginePair(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer workload.Close()
-	go func() {
-		for {
-			c, err := workload.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
+	echotest.TCP(t, workload)
 	toWorkload := func(ctx context.Context, _, _ netip.AddrPort) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", workload.Addr().String())

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/logtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 )
@@ -32,10 +33,7 @@ func TestBinaryInNamespace(t *testing.T) {
 		t.Skipf("skipping: needs /dev/net/tun: %v", err)
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "shadow-agent")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildtest.Binary(t, ".")
 	peer, shadow := netnstest.New(t), netnstest.New(t)
 	netnstest.Veth(peer, "p0", shadow, "eth0")
 	peer.MustExec("ip", "addr", "add", "192.168.70.1/24", "dev", "p0")
@@ -138,4 +136,10 @@ func TestBinaryInNamespace(t *testing.T) {
 			t.Errorf("a secret is in the logs:\n%s", text)
 		}
 	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	buildtest.Cleanup()
+	os.Exit(code)
 }

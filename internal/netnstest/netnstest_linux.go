@@ -1,12 +1,15 @@
 package netnstest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -76,4 +79,67 @@ func (n *NS) inside(fn func() error) error {
 // Do runs fn inside the namespace, as Go does, and waits for it.
 func (n *NS) Do(fn func() error) error {
 	return n.Go(fn)()
+}
+
+// Netlink returns a netlink socket bound to the namespace, usable from any goroutine, closed
+// when the test ends.
+func (n *NS) Netlink() *netlink.Handle {
+	n.t.Helper()
+	h, err := netlink.NewHandleAt(n.h)
+	if err != nil {
+		n.t.Fatalf("netlink socket in %s: %v", n.Name, err)
+	}
+	n.t.Cleanup(h.Close)
+	return h
+}
+
+// StopTimeout bounds how long Stop waits for a run to return once cancelled.
+const StopTimeout = 30 * time.Second
+
+// Run is a function Start runs in a namespace.
+type Run struct {
+	t      testing.TB
+	ns     string
+	cancel context.CancelFunc
+	done   chan struct{} // closed once the function returned, err set
+	err    error
+	stop   func() error
+}
+
+// Start runs run(ctx) on a thread locked into the namespace, as Go does, until Stop is called or
+// the test ends.
+func (n *NS) Start(t testing.TB, run func(ctx context.Context) error) *Run {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Run{t: t, ns: n.Name, cancel: cancel, done: make(chan struct{})}
+	wait := n.Go(func() error { return run(ctx) })
+	go func() {
+		r.err = wait()
+		close(r.done)
+	}()
+	r.stop = sync.OnceValue(func() error {
+		r.cancel()
+		select {
+		case <-r.done:
+			return r.err
+		case <-time.After(StopTimeout):
+			t.Errorf("a run in network namespace %s did not return within %v of its cancel", r.ns, StopTimeout)
+			return context.DeadlineExceeded
+		}
+	})
+	t.Cleanup(func() { _ = r.stop() })
+	return r
+}
+
+// Stop cancels the run's context and returns its error; it fails the test if the function has
+// not returned within StopTimeout. Later calls return the same.
+func (r *Run) Stop() error { return r.stop() }
+
+// Exited reports, without waiting, whether the function returned, and its error if so.
+func (r *Run) Exited() (bool, error) {
+	select {
+	case <-r.done:
+		return true, r.err
+	default:
+		return false, nil
+	}
 }

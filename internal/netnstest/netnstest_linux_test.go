@@ -116,3 +116,37 @@ func TestVeth(t *testing.T) {
 		t.Errorf("server saw %q, want 192.168.77.1:*", got)
 	}
 }
+
+// TestStart runs a function in the namespace until Stop: it runs there, Exited says it runs, and
+// Stop cancels it and returns its error.
+func TestStart(t *testing.T) {
+	ns := New(t)
+	inside := make(chan string, 1)
+	run := ns.Start(t, func(ctx context.Context) error {
+		h, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		inside <- h.UniqueId()
+		<-ctx.Done()
+		return errors.New("stopped as asked")
+	})
+	want, err := netns.GetFromName(ns.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer want.Close()
+	if got := <-inside; got != want.UniqueId() {
+		t.Errorf("ran in %s, want the namespace's %s", got, want.UniqueId())
+	}
+	if exited, _ := run.Exited(); exited {
+		t.Error("Exited before Stop")
+	}
+	if err := run.Stop(); err == nil || err.Error() != "stopped as asked" {
+		t.Errorf("Stop = %v", err)
+	}
+	if exited, err := run.Exited(); !exited || err == nil {
+		t.Errorf("Exited after Stop = %v, %v", exited, err)
+	}
+}

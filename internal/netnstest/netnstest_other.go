@@ -3,6 +3,7 @@
 package netnstest
 
 import (
+	"context"
 	"errors"
 	"testing"
 )
@@ -25,3 +26,15 @@ func (n *NS) Go(fn func() error) (wait func() error) {
 func (n *NS) Do(fn func() error) error {
 	return errors.ErrUnsupported
 }
+
+// Run is Linux-only.
+type Run struct{}
+
+// Start fails: network namespaces exist only on Linux.
+func (n *NS) Start(t testing.TB, run func(ctx context.Context) error) *Run { return &Run{} }
+
+// Stop fails: network namespaces exist only on Linux.
+func (*Run) Stop() error { return errors.ErrUnsupported }
+
+// Exited says the run ended at once.
+func (*Run) Exited() (bool, error) { return true, errors.ErrUnsupported }

@@ -69,20 +69,20 @@ lint: $(STATICCHECK) ## gofmt, go vet and staticcheck
 	@$(STATICCHECK) ./...
 
 cluster: ## start the test control plane; kubeconfig in .cache/cluster/kubeconfig
-	@testcluster/cluster.sh up
+	@test/testcluster/cluster.sh up
 	@echo "kubectl: $(IKM_CACHE)/bin/current/kubectl --kubeconfig $(KUBECONFIG_PATH) get nodes"
 
 cluster-down: ## stop the test control plane, leaving no process behind
-	@testcluster/cluster.sh down
+	@test/testcluster/cluster.sh down
 
 test: lint build ## lint, every test (unit, fuzz seeds, cluster-backed, netns, a real node when root), then conformance with InterLink's VK (real-pod mesh when root)
 	@if [ "$$(id -u)" = 0 ]; then echo "[test] root: the cluster gets a real node, which runs the images from make images"; $(MAKE) --no-print-directory images; fi
 	@echo "[test] starting the shared test cluster (the first run builds it: about 15 min on 2 cores)"
-	@IKM_REAL_NODE=$$([ "$$(id -u)" = 0 ] && echo 1 || echo 0) testcluster/cluster.sh up
-	@trap 'testcluster/cluster.sh down' INT TERM; \
+	@IKM_REAL_NODE=$$([ "$$(id -u)" = 0 ] && echo 1 || echo 0) test/testcluster/cluster.sh up
+	@trap 'test/testcluster/cluster.sh down' INT TERM; \
 		echo "[test] go test ./... (cluster-backed and, as root, network-namespace tests included)"; \
 		rc=0; IKM_KUBECONFIG=$(KUBECONFIG_PATH) IKM_REQUIRE_CLUSTER=1 go test -count=1 -timeout 30m ./... || rc=$$?; \
-		testcluster/cluster.sh down || { echo "[test] teardown failed or left something behind" >&2; rc=1; }; \
+		test/testcluster/cluster.sh down || { echo "[test] teardown failed or left something behind" >&2; rc=1; }; \
 		[ $$rc = 0 ] || exit $$rc
 	@il=$${INTERLINK_BIN_DIR:-../shared/interlink}; if [ -x "$$il/virtual-kubelet" ] && [ -x "$$il/interlink" ]; then \
 		echo "[test] conformance: InterLink's VK and API server from $$il drive the plugin$$([ "$$(id -u)" = 0 ] && echo ', and the mesh runs as real pods on two real nodes') (about 6 min warm)"; \
@@ -95,14 +95,14 @@ unit: ## tests that need no cluster (cluster tests skip)
 	go test -count=1 ./...
 
 demo: build ## start the control plane, offload a pod and show it running, then tear down
-	@demo/demo.sh
+	@test/demo/demo.sh
 
 conformance: ## the real InterLink VK and API server drive the plugin: two clusters, the suite, a JUnit report
-	@conformance/run.sh
+	@test/conformance/run.sh
 
 bench: ## benchmarks against the test cluster, then bench-mesh and bench-real (figures and commands in docs/performance.md)
-	@testcluster/cluster.sh up
-	@trap 'testcluster/cluster.sh down' EXIT; \
+	@test/testcluster/cluster.sh up
+	@trap 'test/testcluster/cluster.sh down' EXIT; \
 		echo "[bench] plugin: /status with 1,000 pods, create with 3 ConfigMaps + 2 Secrets, RSS (about 1 min)"; \
 		IKM_KUBECONFIG=$(KUBECONFIG_PATH) go test -count=1 -run '^$$' -bench '^Benchmark(Status1000|Create|RSS1000)$$' -benchmem -benchtime 300x ./plugin/; \
 		echo "[bench] plugin under load: 200 creates, polls and deletes at concurrency 1, 20, 100, two client limits (about 5 min)"; \
@@ -117,7 +117,7 @@ bench-mesh: ## tunnel benchmarks, then the mesh against wireguard-go over UDP in
 	@echo "[bench] tunnel: datagram round trip, batch and device throughput (about 30 s)"
 	@go test -count=1 -run '^$$' -bench . -benchmem ./tunnel/
 	@echo "[bench] mesh in network namespaces (root): iperf3 5 s per path, 5 paths, $${IKM_BENCH_ROUNDS:-3} interleaved rounds (about 2 min; full log bin/bench-mesh.log)"
-	@go test -count=1 -run '^$$' -bench Throughput -benchtime 1x -timeout 20m -v ./e2e/ > bin/bench-mesh.log 2>&1 || { tail -50 bin/bench-mesh.log; exit 1; }
+	@go test -count=1 -run '^$$' -bench Throughput -benchtime 1x -timeout 20m -v ./test/e2e/ > bin/bench-mesh.log 2>&1 || { tail -50 bin/bench-mesh.log; exit 1; }
 	@grep -E 'ratio:|wireguard-go-debian:|SKIP' bin/bench-mesh.log | sed -E 's/^ *bench_linux_test.go:[0-9]+: //'
 
 bench-real: ## real pods through InterLink's VK (root, InterLink binaries): 20 offloaded pods created at once, created to mesh ready p50/p95 (about 4 min)
@@ -126,11 +126,11 @@ bench-real: ## real pods through InterLink's VK (root, InterLink binaries): 20 o
 		echo "[bench] real pods SKIPPED: needs root and InterLink's binaries in $$il (INTERLINK_BIN_DIR)"; exit 0; \
 	fi; \
 	echo "[bench] real pods: $${IKM_READY_PODS:-20} offloaded pods created at once, created to mesh ready (two clusters with real nodes, InterLink's VK; about 4 min; log bin/bench-real.log)"; \
-	IKM_CONFORMANCE_TESTS='^TestMeshReadyTimes$$' IKM_CONFORMANCE_READY_PODS=$${IKM_READY_PODS:-20} conformance/run.sh > bin/bench-real.log 2>&1 || { tail -40 bin/bench-real.log; exit 1; }; \
+	IKM_CONFORMANCE_TESTS='^TestMeshReadyTimes$$' IKM_CONFORMANCE_READY_PODS=$${IKM_READY_PODS:-20} test/conformance/run.sh > bin/bench-real.log 2>&1 || { tail -40 bin/bench-real.log; exit 1; }; \
 	grep -E 'FIGURE' bin/bench-real.log | sed -E 's/^ *[a-z_]+\.go:[0-9]+: //'
 
 clean: ## remove build outputs and the cluster state (keeps the binary cache)
-	-@testcluster/cluster.sh down 2>/dev/null
+	-@test/testcluster/cluster.sh down 2>/dev/null
 	rm -rf bin .cache
 
 clean-cache: clean ## also remove the cached control plane binaries and tools

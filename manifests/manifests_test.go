@@ -37,7 +37,7 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/testcluster"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/test/testcluster"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden")

@@ -16,8 +16,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/usernet"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 

@@ -12,9 +12,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/dialproxy"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/relay"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/dialproxy"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/relay"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/usernet"
 )
 
 // loopback is where flows from the mesh reach the workload: the pod's own loopback, which

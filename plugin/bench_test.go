@@ -26,7 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/testcluster"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/test/testcluster"
 )
 
 // countingClient is a client whose every request to the apiserver is counted.

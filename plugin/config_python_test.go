@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/testcluster"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/test/testcluster"
 )
 
 func writeFile(t *testing.T, path, content string) string {

@@ -26,7 +26,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/testcluster"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/test/testcluster"
 )
 
 func TestMain(m *testing.M) { testcluster.Main(m, buildtest.Cleanup) }

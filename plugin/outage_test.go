@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/testcluster"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/test/testcluster"
 )
 
 // apiserverLink stands between the plugin and the test cluster's apiserver on a loopback port of

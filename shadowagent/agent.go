@@ -18,8 +18,8 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netfilter"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/usernet"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/usernet"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 

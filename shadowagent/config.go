@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/relay"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/relay"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/usernet"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
 )
 
 // Defaults of Config. They are the stock InterLink mesh's values where it has one.

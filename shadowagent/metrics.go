@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/relay"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/relay"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 

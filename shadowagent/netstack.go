@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/relay"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/relay"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/usernet"
 )
 
 // upNetstack is up for netstack mode: the WireGuard device runs on a user-space stack, the

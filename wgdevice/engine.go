@@ -17,7 +17,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/usernet"
 )
 
 // Bind is the tunnel's end of a device: a conn.Bind that also wraps the device's TUN, so that

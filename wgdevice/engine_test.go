@@ -18,8 +18,8 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/echotest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/usernet"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/usernet"
 )
 
 // udpBind is wireguard-go's own UDP bind with a TUN that passes through: the engine's test

@@ -21,7 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/uuid"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/testcluster"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/test/testcluster"
 )
 
 func TestMain(m *testing.M) { testcluster.Main(m) }

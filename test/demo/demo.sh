@@ -2,13 +2,13 @@
 # demo.sh: the product on an embedded default. Starts the project's real control plane as the remote
 # cluster, runs interlink-k8s-plugin against it on a unix socket, and plays InterLink's part with curl:
 # a pod is offloaded (create), watched until Running (status), its logs read (getLogs) and removed
-# (delete). Then the mesh, as root, on real pods (demo/realmesh.sh): the remote cluster has a real node
+# (delete). Then the mesh, as root, on real pods (test/demo/realmesh.sh): the remote cluster has a real node
 # too, a second control plane with a real node plays the local cluster, the script plays the VK
 # (shadow pod rendered from the project's template, the mesh annotation rendered from the mesh script
 # template), and a local client pod reaches the offloaded pod on its shadow pod's IP. Without root
 # (or nginx, openssl) the mesh steps are skipped. Everything is torn down at the end.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 n=0
 step() {
@@ -35,7 +35,7 @@ if [ "$real" = 1 ]; then
 	make -s manifests
 fi
 step "starting the remote cluster (first run builds it from source: about 10-15 min on 2 cores)"
-IKM_REAL_NODE=$real testcluster/cluster.sh up
+IKM_REAL_NODE=$real test/testcluster/cluster.sh up
 plugin_pid=
 mesh_pids=()
 local_cluster=
@@ -46,9 +46,9 @@ cleanup() {
 	wait 2>/dev/null || true
 	local rc=0
 	if [ -n "$local_cluster" ]; then
-		IKM_CLUSTER_DIR=$local_cluster IKM_CLUSTER_NAME=ikm-demo-local testcluster/cluster.sh down || rc=1
+		IKM_CLUSTER_DIR=$local_cluster IKM_CLUSTER_NAME=ikm-demo-local test/testcluster/cluster.sh down || rc=1
 	fi
-	testcluster/cluster.sh down || rc=1
+	test/testcluster/cluster.sh down || rc=1
 	[ "$rc" = 0 ] || exit "$rc"
 }
 trap cleanup EXIT
@@ -130,5 +130,5 @@ if [ "$real" != 1 ]; then
 	skip_step "the mesh on real pods needs root (kubelet, containerd, TUN, iptables), nginx and openssl, and not IKM_DEMO_REAL_NODES=0: skipped"
 	exit 0
 fi
-# shellcheck source=demo/realmesh.sh
-. demo/realmesh.sh
+# shellcheck source=test/demo/realmesh.sh
+. test/demo/realmesh.sh

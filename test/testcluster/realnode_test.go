@@ -24,7 +24,7 @@ import (
 // the name node.sh imported it under.
 func imageRef(t *testing.T, name string) string {
 	t.Helper()
-	file := filepath.Join(sourceDir(), "..", "bin", "images", name+".tar")
+	file := filepath.Join(sourceDir(), "..", "..", "bin", "images", name+".tar")
 	f, err := os.Open(file)
 	if err != nil {
 		t.Fatalf("open image archive (run make images): %v", err)

@@ -2,7 +2,7 @@
 // API go through InterLink's unmodified virtual kubelet (VK) and API server to interlink-k8s-plugin,
 // which runs them in the remote cluster.
 //
-// Data flow: conformance/run.sh starts both control planes, the plugin, the API server and the VK,
+// Data flow: test/conformance/run.sh starts both control planes, the plugin, the API server and the VK,
 // then runs TestConformance, which reads the clusters' kubeconfigs from the environment. Each Case
 // (cases.go) is data, in the spirit of interlink-hq/vk-test-set: the objects and the pod to create
 // and what must hold. Expectations come in two kinds:

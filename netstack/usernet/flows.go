@@ -9,7 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/relay"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/relay"
 )
 
 // forwardTCP runs on a goroutine gVisor starts for every SYN without a listener: it dials the

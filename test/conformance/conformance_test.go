@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// The environment conformance/run.sh hands the suite.
+// The environment test/conformance/run.sh hands the suite.
 const (
 	envLocal       = "IKM_CONFORMANCE_LOCAL_KUBECONFIG"
 	envRemote      = "IKM_CONFORMANCE_REMOTE_KUBECONFIG"
@@ -66,7 +66,7 @@ var (
 	parallel = flag.Int("parallel-cases", 8, "cases in flight at once")
 )
 
-// TestConformance runs the suite against the chain conformance/run.sh started (`make conformance`).
+// TestConformance runs the suite against the chain test/conformance/run.sh started (`make conformance`).
 func TestConformance(t *testing.T) {
 	if os.Getenv(envLocal) == "" {
 		t.Skipf("no chain to test (%s unset): run `make conformance`", envLocal)

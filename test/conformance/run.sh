@@ -4,13 +4,13 @@
 #   kubectl (local cluster) → virtual-kubelet (full mesh, manifests/*.tmpl) → interlink (API server)
 #     → bin/interlink-k8s-plugin (unix socket) → remote cluster
 #
-# Two control planes from testcluster/cluster.sh: "local" (kwok manages only the fake nodes that carry
+# Two control planes from test/testcluster/cluster.sh: "local" (kwok manages only the fake nodes that carry
 # kwok.x-k8s.io/node=fake, so the VK's node stays the VK's; the apiserver reaches kubelets by
 # InternalIP, never through DNS) and "remote". The InterLink binaries come from INTERLINK_BIN_DIR
 # (default ../shared/interlink next to the repository). Everything listens on 127.0.0.1 and is torn
 # down on exit, whatever happens.
 #
-# As root, both clusters also get a real node (testcluster/node.sh: kubelet, containerd, CNI bridge),
+# As root, both clusters also get a real node (test/testcluster/node.sh: kubelet, containerd, CNI bridge),
 # and TestMeshRealPods proves the mesh as real pods: the local real node (no taint, cordoned while
 # the suite runs) runs kube-proxy, and the test moves shadow pods onto it (it cordons the fake
 # nodes), so the VK's shadow pod (from `make manifests`, naming the images `make images` built)
@@ -19,12 +19,12 @@
 # ingress) on the remote node's bridge address: nothing is routed between the two bridges. The other
 # cases' remote pods stay on kwok's nodes.
 #
-# Environment: INTERLINK_BIN_DIR, IKM_CACHE (see testcluster/cluster.sh), IKM_CONFORMANCE_RUN (a Go
+# Environment: INTERLINK_BIN_DIR, IKM_CACHE (see test/testcluster/cluster.sh), IKM_CONFORMANCE_RUN (a Go
 # regexp selecting cases, default all), IKM_CONFORMANCE_REAL_MESH (0: no real nodes even as root),
 # IKM_CONFORMANCE_TESTS (a Go regexp of the suite's tests instead of the default set: make bench-real
 # runs ^TestMeshReadyTimes$ with IKM_CONFORMANCE_READY_PODS=20).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 repo=$PWD
 il_dir=${INTERLINK_BIN_DIR:-$repo/../shared/interlink}
 work=$repo/.cache/conformance
@@ -59,8 +59,8 @@ cleanup() {
 		kill -9 "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
 	done
-	IKM_CLUSTER_DIR=$work/local IKM_CLUSTER_NAME=ikm-conformance-local testcluster/cluster.sh down || rc=1
-	IKM_CLUSTER_DIR=$work/remote IKM_CLUSTER_NAME=ikm-conformance-remote testcluster/cluster.sh down || rc=1
+	IKM_CLUSTER_DIR=$work/local IKM_CLUSTER_NAME=ikm-conformance-local test/testcluster/cluster.sh down || rc=1
+	IKM_CLUSTER_DIR=$work/remote IKM_CLUSTER_NAME=ikm-conformance-remote test/testcluster/cluster.sh down || rc=1
 	for p in "${pids[@]}"; do
 		if kill -0 "$p" 2>/dev/null; then log "process $p survived"; rc=1; fi
 	done
@@ -96,7 +96,7 @@ if [ "$(id -u)" = 0 ] && [ "${IKM_CONFORMANCE_REAL_MESH:-1}" != 0 ]; then real=1
 # A previous run cut short may have left its clusters (and real nodes) behind.
 for side in local remote; do
 	if [ -d "$work/$side" ]; then
-		IKM_CLUSTER_DIR=$work/$side IKM_CLUSTER_NAME=ikm-conformance-$side testcluster/cluster.sh down >/dev/null 2>&1 || true
+		IKM_CLUSTER_DIR=$work/$side IKM_CLUSTER_NAME=ikm-conformance-$side test/testcluster/cluster.sh down >/dev/null 2>&1 || true
 	fi
 done
 rm -rf "$work" "$out"
@@ -104,11 +104,11 @@ mkdir -p "$work/local" "$work/remote" "$work/il" "$out/logs"
 
 log "building the plugin (make build) and the suite"
 make -s build >/dev/null
-go test -c -o "$out/conformance.test" ./conformance/
+go test -c -o "$out/conformance.test" ./test/conformance/
 
 
 log "starting the local and the remote control planes (first run builds them: about 15 min on 2 cores)"
-testcluster/build-binaries.sh >/dev/null
+test/testcluster/build-binaries.sh >/dev/null
 # cluster.sh's default configuration already keeps kwok off the VK's node (it manages only the fake
 # nodes) and reaches kubelets by InternalIP (the VK's 127.0.0.1), never through DNS.
 templates=$repo/manifests
@@ -128,8 +128,8 @@ if [ "$real" = 1 ]; then
 	remote_nodes=(IKM_REAL_NODE=1 "IKM_NODE_DNS_SITE_ZONES=mesh.test site.test")
 fi
 env "${local_nodes[@]}" IKM_CLUSTER_DIR="$work/local" IKM_CLUSTER_NAME=ikm-conformance-local IKM_KWOK_POD_CIDR=$pod_cidr IKM_SERVICE_CIDR=$service_cidr \
-	testcluster/cluster.sh up
-env "${remote_nodes[@]}" IKM_CLUSTER_DIR="$work/remote" IKM_CLUSTER_NAME=ikm-conformance-remote testcluster/cluster.sh up
+	test/testcluster/cluster.sh up
+env "${remote_nodes[@]}" IKM_CLUSTER_DIR="$work/remote" IKM_CLUSTER_NAME=ikm-conformance-remote test/testcluster/cluster.sh up
 plugin_env=()
 suite_env=()
 if [ "$real" = 1 ]; then

@@ -23,7 +23,7 @@ import (
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/testcluster"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/test/testcluster"
 )
 
 func TestMain(m *testing.M) { testcluster.Main(m, buildtest.Cleanup) }
@@ -51,7 +51,7 @@ var (
 // key and the prefix. The ingress host stays: the pod's namespace resolves it to the ingress.
 func (v vkPod) render(t *testing.T, file string, k meshKeys) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "vkmesh", "testdata", "mesh", file))
+	b, err := os.ReadFile(filepath.Join("..", "..", "vkmesh", "testdata", "mesh", file))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// RealNodeLabel labels (and taints) the real node testcluster/node.sh starts (testcluster.RealNodeLabel).
+// RealNodeLabel labels (and taints) the real node test/testcluster/node.sh starts (testcluster.RealNodeLabel).
 const RealNodeLabel = "ikm.interlink.dev/real-node"
 
 // RealImages are the images a remote real node has (imported from `make images`; it has no registry).

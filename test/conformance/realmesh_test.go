@@ -29,7 +29,7 @@ import (
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
 )
 
-// The environment conformance/run.sh adds when both clusters have a real node (root).
+// The environment test/conformance/run.sh adds when both clusters have a real node (root).
 const (
 	envRealMesh      = "IKM_CONFORMANCE_REAL_MESH"      // 1: both clusters have a real node
 	envTunnelAddress = "IKM_CONFORMANCE_TUNNEL_ADDRESS" // the ingress's IP:port, where <host>.mesh.test resolves remotely

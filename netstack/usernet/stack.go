@@ -26,7 +26,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/relay"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/relay"
 )
 
 // Defaults of Config.

@@ -19,14 +19,14 @@
 #                    selector (the fake nodes carry kwok.x-k8s.io/node=fake) and the apiserver's
 #                    kubelet address types; default: the configuration control_plane_config writes
 #   IKM_CACHE        binary cache shared by every clone (default ~/.cache/interlink-k8s-mesh)
-#   IKM_REAL_NODE    1: also start one real node (testcluster/node.sh: kubelet, containerd, runc, CNI;
+#   IKM_REAL_NODE    1: also start one real node (test/testcluster/node.sh: kubelet, containerd, runc, CNI;
 #                    root only). Default 0. The control plane is always ready for one: kwok manages only
 #                    the nodes annotated kwok.x-k8s.io/node=fake, kube-apiserver reaches kubelets by
 #                    InternalIP first (then Hostname, kwok's localhost) with the admin certificate.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
+repo=$(cd "$here/../.." && pwd)
 dir=${IKM_CLUSTER_DIR:-$repo/.cache/cluster}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)

@@ -56,7 +56,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
+repo=$(cd "$here/../.." && pwd)
 dir=${IKM_CLUSTER_DIR:-$repo/.cache/cluster}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
@@ -275,7 +275,7 @@ EOF
 }
 
 node_credentials() {
-	[ -f "$pki/ca.crt" ] && [ -f "$pki/ca.key" ] || die "no cluster CA in $pki: start the cluster with IKM_REAL_NODE=1 testcluster/cluster.sh up"
+	[ -f "$pki/ca.crt" ] && [ -f "$pki/ca.key" ] || die "no cluster CA in $pki: start the cluster with IKM_REAL_NODE=1 test/testcluster/cluster.sh up"
 	client_kubeconfig kubelet node "/O=system:nodes/CN=system:node:$node"
 }
 
@@ -356,7 +356,7 @@ wait_for() {
 }
 
 up() {
-	[ -x "$bin/kubelet" ] && [ -x "$bin/containerd" ] || die "no kubelet or containerd in $bin: run testcluster/build-binaries.sh"
+	[ -x "$bin/kubelet" ] && [ -x "$bin/containerd" ] || die "no kubelet or containerd in $bin: run test/testcluster/build-binaries.sh"
 	command -v /usr/sbin/runc >/dev/null || die "runc missing: apt-get install runc (.ci/run installs it)"
 	[ -x "$cni_bin/bridge" ] || die "CNI plugins missing: apt-get install containernetworking-plugins (.ci/run installs them)"
 	[ -f "$kubeconfig" ] || die "no cluster at $kubeconfig"
@@ -493,7 +493,7 @@ node_binary() {
 	local b=$bin/$1
 	# Another clone's older build-binaries.sh may rewrite bin/node without it: take the cache entry.
 	[ -x "$b" ] || b=$(ls -t "$cache"/bin/"$1"-*/"$1" 2>/dev/null | head -1)
-	[ -x "$b" ] || die "no $1 in $bin: run testcluster/build-binaries.sh"
+	[ -x "$b" ] || die "no $1 in $bin: run test/testcluster/build-binaries.sh"
 	echo "$b"
 }
 

@@ -134,7 +134,7 @@ func seconds(d time.Duration) string { return fmt.Sprintf("%.3f", d.Seconds()) }
 func WriteJUnit(w io.Writer, cases []CaseResult, total time.Duration) error {
 	doc := junitSuites{Time: seconds(total)}
 	for _, c := range cases {
-		s := junitSuite{Name: "conformance/" + c.Case, Tests: len(c.Results), Failures: c.Fail, Skipped: c.Skips + c.XFail, Time: seconds(c.Duration)}
+		s := junitSuite{Name: "test/conformance/" + c.Case, Tests: len(c.Results), Failures: c.Fail, Skipped: c.Skips + c.XFail, Time: seconds(c.Duration)}
 		for _, r := range c.Results {
 			jc := junitCase{Name: r.Check, Classname: "conformance." + c.Case, Time: seconds(r.Duration)}
 			switch r.Status {

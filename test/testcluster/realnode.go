@@ -34,7 +34,7 @@ func (c *Cluster) RealNode(t testing.TB) string {
 		return name
 	}
 	if shared.env == nil {
-		msg := fmt.Sprintf("the shared cluster %s has no real node (start it with IKM_REAL_NODE=1 testcluster/cluster.sh up)", c.Kubeconfig)
+		msg := fmt.Sprintf("the shared cluster %s has no real node (start it with IKM_REAL_NODE=1 test/testcluster/cluster.sh up)", c.Kubeconfig)
 		if os.Getenv(EnvRequire) != "" {
 			t.Fatal(msg)
 		}

@@ -40,8 +40,8 @@ func requireRoot(t testing.TB, tools ...string) {
 func binary(t testing.TB, name string) string {
 	t.Helper()
 	pkg, ok := map[string]string{
-		"mesh-agent":   "../cmd/mesh-agent",
-		"shadow-agent": "../cmd/shadow-agent",
+		"mesh-agent":   "../../cmd/mesh-agent",
+		"shadow-agent": "../../cmd/shadow-agent",
 		"wireguard-go": "golang.zx2c4.com/wireguard",
 	}[name]
 	if !ok {

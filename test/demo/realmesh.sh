@@ -20,7 +20,7 @@ dns_ip=10.96.0.10
 
 step "the local cluster: a second control plane with its own real node (no taint: its pods run for real), kube-proxy and CoreDNS behind the kube-dns Service $dns_ip"
 IKM_CLUSTER_DIR=$local_cluster IKM_CLUSTER_NAME=ikm-demo-local IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODES=0 \
-	IKM_NODE_KUBE_PROXY=1 IKM_SERVICE_CIDR=$service_cidr IKM_DNS_SERVICE_IP=$dns_ip testcluster/cluster.sh up
+	IKM_NODE_KUBE_PROXY=1 IKM_SERVICE_CIDR=$service_cidr IKM_DNS_SERVICE_IP=$dns_ip test/testcluster/cluster.sh up
 local_cidr=$(cat "$local_cluster/node/pod-cidr")
 echo "local pods: $local_cidr on bridge ikm…; remote real pods: $remote_cidr; two bridges, no route between them"
 lk get nodes -o wide
@@ -44,7 +44,7 @@ muid=$(cat /proc/sys/kernel/random/uuid)
 jq -n --arg key "$shadow_key" --arg peer "$(pubkey "$pod_key")" --arg prefix "$prefix" \
 	'{Name: "web-demo", Namespace: "demo-wstunnel", RandomPassword: $prefix, WGPrivateKey: $key,
 	  ClientPublicKey: $peer, WildcardDNS: "mesh.test", ExposedPorts: [{Port: 8080, Name: "http", Protocol: "TCP"}]}' |
-	go run ./demo/vkrender bin/manifests/shadow-pod.tmpl >.cache/demo/shadow.yaml
+	go run ./test/demo/vkrender bin/manifests/shadow-pod.tmpl >.cache/demo/shadow.yaml
 chmod 600 .cache/demo/shadow.yaml
 lk apply -f .cache/demo/shadow.yaml
 lk -n demo-wstunnel wait --for=condition=Ready pod -l app.kubernetes.io/component=web-demo --timeout=120s
@@ -90,7 +90,7 @@ script=$(jq -n --arg wg "$wgconfig" --arg prefix "$prefix" --arg host "$host" --
 	'{WGInterfaceName: $iface, WSTunnelExecutableURL: "", WireguardGoURL: "", WgToolURL: "", Slirp4netnsURL: "",
 	  WGConfig: $wg, DNSServiceIP: $dns, RandomPassword: $prefix, IngressEndpoint: $host, WGMTU: 1280,
 	  PodCIDRCluster: $pods, ServiceCIDR: $svcs, UnshareMode: "auto"}' |
-	go run ./demo/vkrender manifests/mesh-script.tmpl)
+	go run ./test/demo/vkrender manifests/mesh-script.tmpl)
 mpod=$(jq -nc --arg uid "$muid" --arg script "$script" --arg echo "$echo_image" --arg shell "$shell_image" \
 	'{pod: {metadata: {name: "web", namespace: "demo", uid: $uid, annotations: {"slurm-job.vk.io/pre-exec": $script}},
 	  spec: {nodeSelector: {"ikm.interlink.dev/real-node": "true"}, terminationGracePeriodSeconds: 2,

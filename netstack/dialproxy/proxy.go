@@ -20,7 +20,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/relay"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/relay"
 )
 
 // Config configures a Proxy.

@@ -3,6 +3,7 @@ package plugin
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -169,14 +170,22 @@ func endCause(pod *corev1.Pod) string {
 	return ""
 }
 
-// podCause is what the pod's own status says of its end: a disruption or the pod's reason.
+// podCause is what the pod itself says of its end: a disruption (an eviction, a drain, a lost
+// node), the pod's reason (DeadlineExceeded, Evicted), else a delete under way (the kubelet ends
+// a deleted pod's containers and sets its phase before the pod object goes).
 func podCause(pod *corev1.Pod) string {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue {
 			return joinCause(c.Reason, c.Message)
 		}
 	}
-	return joinCause(pod.Status.Reason, pod.Status.Message)
+	if c := joinCause(pod.Status.Reason, pod.Status.Message); c != "" {
+		return c
+	}
+	if pod.DeletionTimestamp != nil {
+		return "deleted at " + pod.DeletionTimestamp.UTC().Format(time.RFC3339)
+	}
+	return ""
 }
 
 func joinCause(reason, msg string) string {
@@ -190,8 +199,11 @@ func joinCause(reason, msg string) string {
 }
 
 func joinMessage(a, b string) string {
-	if b == "" {
+	switch {
+	case b == "":
 		return a
+	case a == "":
+		return b
 	}
 	return a + "; " + b
 }

@@ -184,6 +184,18 @@ func TestEndedStatus(t *testing.T) {
 			want:  map[string]want{"app": {code: 137, msg: []string{"ContainerStatusUnknown", "Evicted: " + evictedByPressure}}},
 		},
 		{
+			// The kubelet ends a deleted pod's containers and sets its phase before the pod goes:
+			// the plugin sees it Failed, being deleted, and says so.
+			name: "deleted: failed while being deleted",
+			remote: func() *corev1.Pod {
+				p := endedPod(corev1.PodFailed, nil, []corev1.ContainerStatus{status("app", terminated(137, "Error"))})
+				p.DeletionTimestamp = new(metav1.Unix(1_800_000_000, 0))
+				return p
+			}(),
+			phase: corev1.PodFailed,
+			want:  map[string]want{"app": {code: 137, msg: []string{"batch/job-x7k2p failed (deleted at 2027-01-15T08:00:00Z)"}}},
+		},
+		{
 			name: "node lost: the last state seen is running",
 			remote: disrupted(endedPod(corev1.PodFailed, nil,
 				[]corev1.ContainerStatus{status("app", stateRunning)}), "DeletionByPodGC", "PodGC: node no longer exists"),

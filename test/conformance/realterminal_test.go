@@ -32,8 +32,10 @@ type terminalCase struct {
 	backoffLimit *int32
 	// act, when set, is done to the remote pod once it runs: evict it, delete it.
 	act func(ctx context.Context, c kubernetes.Interface, p *corev1.Pod) error
-	// phase is the phase both must end in.
+	// phase is the phase both must end in; for a Job, job is its ending ("Failed
+	// BackoffLimitExceeded") and every pod of it left must be Failed.
 	phase corev1.PodPhase
+	job   string
 	// exit and messages are what the local pod's containers must end with (through the VK, whose
 	// reason is always "Error: <code>" or "Completed": the message says what happened).
 	exit     map[string]int32
@@ -89,12 +91,13 @@ func terminalCases(shell string) []terminalCase {
 			name:         "job-init-fails-never",
 			pod:          pod(corev1.RestartPolicyNever, initFails, sh("app", "echo never")),
 			backoffLimit: ptr.To[int32](1),
-			phase:        corev1.PodFailed,
+			job:          "Failed BackoffLimitExceeded",
 		},
 		{
 			name:         "job-init-fails-onfailure",
 			pod:          pod(corev1.RestartPolicyOnFailure, initFails, sh("app", "echo never")),
 			backoffLimit: ptr.To[int32](1),
+			job:          "Failed BackoffLimitExceeded",
 		},
 		{
 			name:     "deadline-exceeded",
@@ -116,7 +119,7 @@ func terminalCases(shell string) []terminalCase {
 			act:      evict,
 			phase:    corev1.PodFailed,
 			exit:     map[string]int32{"app": 137},
-			messages: map[string][]string{"app": {"deleted before it ended", "EvictionByEvictionAPI"}},
+			messages: map[string][]string{"app": {"EvictionByEvictionAPI"}},
 		},
 		{
 			name:     "deleted-remotely",
@@ -124,7 +127,7 @@ func terminalCases(shell string) []terminalCase {
 			act:      remove,
 			phase:    corev1.PodFailed,
 			exit:     map[string]int32{"app": 137},
-			messages: map[string][]string{"app": {"deleted before it ended"}},
+			messages: map[string][]string{"app": {"failed (deleted at "}},
 		},
 	}
 }
@@ -160,8 +163,13 @@ func TestTerminalStates(t *testing.T) {
 			if offloaded.outcome != direct.outcome {
 				t.Errorf("offloaded pod ended %q, the same pod directly on the remote cluster %q", offloaded.outcome, direct.outcome)
 			}
-			if c.phase != "" && direct.outcome != string(c.phase) {
+			switch {
+			case c.phase != "" && direct.outcome != string(c.phase):
 				t.Errorf("run directly, the pod ended %q, want %s: the case no longer shows what it should", direct.outcome, c.phase)
+			case c.job != "" && !strings.HasPrefix(direct.outcome, c.job):
+				t.Errorf("run directly, the Job ended %q, want %s: the case no longer shows what it should", direct.outcome, c.job)
+			case c.job != "" && offloaded.notFailed > 0:
+				t.Errorf("through the VK, %d pods of the ended Job are not Failed: %s", offloaded.notFailed, offloaded.detail)
 			}
 			if c.backoffLimit == nil {
 				tr.checkContainers(offloaded.pod)
@@ -183,6 +191,9 @@ type ending struct {
 	outcome string
 	pod     *corev1.Pod // the pod as last seen (not for Jobs)
 	detail  string
+	// notFailed counts a Job's pods left, not being deleted, in another phase than Failed once
+	// it ended.
+	notFailed int
 }
 
 func (e ending) String() string { return e.outcome + "; " + e.detail }
@@ -364,13 +375,17 @@ func (tr *terminalRun) job(c kubernetes.Interface, p *corev1.Pod) ending {
 			return false, err.Error()
 		}
 		var states []string
+		notFailed := 0
 		for i := range pods.Items {
 			states = append(states, pods.Items[i].Name+": "+describe(&pods.Items[i]))
+			if pods.Items[i].Status.Phase != corev1.PodFailed && pods.Items[i].DeletionTimestamp == nil {
+				notFailed++ // the Job controller deletes the pods it stops: those may end as they like
+			}
 		}
 		seen := fmt.Sprintf("active %d, failed %d, succeeded %d; pods: %s", got.Status.Active, got.Status.Failed, got.Status.Succeeded, strings.Join(states, "; "))
 		for _, cond := range got.Status.Conditions {
 			if (cond.Type == batchv1.JobFailed || cond.Type == batchv1.JobComplete) && cond.Status == corev1.ConditionTrue {
-				e = ending{outcome: fmt.Sprintf("%s %s, %d failed", cond.Type, cond.Reason, got.Status.Failed), detail: seen}
+				e = ending{outcome: fmt.Sprintf("%s %s, %d failed", cond.Type, cond.Reason, got.Status.Failed), detail: seen, notFailed: notFailed}
 				return true, ""
 			}
 		}

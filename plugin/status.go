@@ -89,6 +89,8 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 		return endedStatus(st, local, remote, false), nil
 	}
 	st = reported(st, local, remote)
+	explainStopping(remote, st.InitContainers)
+	explainStopping(remote, st.Containers)
 	markMeshNotReady(remote, &st, time.Now())
 	return st, nil
 }

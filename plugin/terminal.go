@@ -218,6 +218,22 @@ func isSidecar(pod *corev1.Pod, name string) bool {
 	return false
 }
 
+// explainStopping says, on each container already terminated while its pod is being stopped (a
+// disruption, a delete under way) but has not ended yet, why it stopped: the VK may end the
+// local pod on this very answer (every app container terminated), before the remote pod's
+// phase says it ended.
+func explainStopping(pod *corev1.Pod, ss []corev1.ContainerStatus) {
+	cause := podCause(pod)
+	if cause == "" {
+		return
+	}
+	for i := range ss {
+		if t := ss[i].State.Terminated; t != nil && !strings.Contains(t.Message, cause) {
+			t.Message = joinMessage(t.Message, "the remote pod "+pod.Namespace+"/"+pod.Name+" is ending ("+cause+")")
+		}
+	}
+}
+
 // explainTerminations writes what a terminated state's reason means into its message, for every
 // terminated state and last state reported: the VK replaces the reason (OOMKilled becomes
 // "Error: 137") but keeps the message, so the message is where the local user reads it.

@@ -339,6 +339,27 @@ func TestVKPhaseWithoutRewrite(t *testing.T) {
 	}
 }
 
+// A delete under way: the container is terminated before the pod's phase says it ended, and the
+// VK may end the local pod on that answer; the message says why. Running containers and pods
+// without a cause are left alone.
+func TestExplainStopping(t *testing.T) {
+	p := endedPod(corev1.PodRunning, nil, []corev1.ContainerStatus{status("app", terminated(137, "Error")), status("side", stateRunning)})
+	ss := reported(PodStatus{}, localOf(p), p).Containers
+	explainStopping(p, ss)
+	if ss[0].State.Terminated.Message != "" {
+		t.Errorf("no cause, yet message %q", ss[0].State.Terminated.Message)
+	}
+	p.DeletionTimestamp = new(metav1.Unix(1_800_000_000, 0))
+	explainStopping(p, ss)
+	explainStopping(p, ss) // once
+	if got, want := ss[0].State.Terminated.Message, "the remote pod batch/job-x7k2p is ending (deleted at 2027-01-15T08:00:00Z)"; got != want {
+		t.Errorf("message %q, want %q", got, want)
+	}
+	if ss[1].State.Running == nil || ss[1].State.Terminated != nil {
+		t.Errorf("a running container changed: %+v", ss[1].State)
+	}
+}
+
 func TestExplainTerminations(t *testing.T) {
 	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{
 		Name: "hog", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("32Mi")}},

@@ -127,7 +127,7 @@ func terminalCases(shell string) []terminalCase {
 			act:      remove,
 			phase:    corev1.PodFailed,
 			exit:     map[string]int32{"app": 137},
-			messages: map[string][]string{"app": {"failed (deleted at "}},
+			messages: map[string][]string{"app": {"deleted at "}},
 		},
 	}
 }

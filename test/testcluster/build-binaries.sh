@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build-binaries.sh builds the test control plane (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, kwok, kwokctl) and the real node's kubelet, kube-proxy, CoreDNS, containerd,
-# containerd-shim-runc-v2 and ctr from the Go module proxy into a cache keyed by the pinned versions,
+# containerd-shim-runc-v2 and ctr, and Helm for the chart tests, from the Go module proxy into a cache keyed by the pinned versions,
 # the build flags and the Go toolchain. A cache entry is trusted only when its stamp lists every binary with
 # a matching checksum; anything else is removed and rebuilt. Prints the cache's bin directory last.
 #
@@ -61,7 +61,16 @@ build_group() {
 		log "$name: building $bin (the whole group takes about $minutes min cold on 2 cores; elapsed $((SECONDS - start)) s)"
 		# A background ticker keeps a watcher informed during the long compile.
 		# It writes to stderr only: stdout is the caller's command substitution, which would wait for it.
-		(while sleep 60; do log "$name: still building $bin, $((SECONDS - start)) s elapsed of about $((minutes * 60)) s"; done) >&2 &
+		# Its sleep runs in the background and a stop ends it quietly: a foreground sleep killed by
+		# stop_ticker made bash print a stray "Terminated" between the progress lines.
+		(
+			trap 'exit 0' TERM
+			while :; do
+				sleep 60 &
+				wait $! || exit 0
+				log "$name: still building $bin, $((SECONDS - start)) s elapsed of about $((minutes * 60)) s"
+			done
+		) >&2 &
 		local ticker=$!
 		if ! (cd "$mod" && CGO_ENABLED=0 go build -mod=mod -trimpath -tags "$tags" -ldflags "$ldflags" -o "$tmp/$bin" "$pkg"); then
 			stop_ticker "$ticker"
@@ -89,6 +98,8 @@ kubelet=$(build_group kubelet 4 kubelet=k8s.io/kubernetes/cmd/kubelet)
 kubeproxy=$(build_group kube-proxy 3 kube-proxy=k8s.io/kubernetes/cmd/kube-proxy)
 # CoreDNS with the plugins the nodes use (tools/coredns/main.go).
 coredns=$(build_group coredns 5 coredns=.)
+# Helm, for the chart tests (lint, template, install).
+helm=$(build_group helm 4 helm=helm.sh/helm/v4/cmd/helm)
 containerd=$(build_group containerd 4 \
 	containerd=github.com/containerd/containerd/v2/cmd/containerd \
 	containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
@@ -98,7 +109,7 @@ containerd=$(build_group containerd 4 \
 link="$cache/bin/current"
 rm -rf "$link.tmp"
 mkdir -p "$link.tmp"
-for d in "$etcd" "$kwok" "$kube" "$kubelet" "$kubeproxy" "$coredns" "$containerd"; do
+for d in "$etcd" "$kwok" "$kube" "$kubelet" "$kubeproxy" "$coredns" "$helm" "$containerd"; do
 	for f in "$d"/*; do ln -s "$f" "$link.tmp/$(basename "$f")"; done
 done
 rm -rf "$link"

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -218,4 +219,36 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+var tools struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// Tool returns the path of a tool build-binaries.sh builds into the cache (helm, kubectl, etcd,
+// ...), running it once per test process (at once when the cache holds them, minutes cold).
+// It fails t when the build fails or the tool is not one of them.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	tools.once.Do(func() {
+		cmd := exec.Command("bash", filepath.Join(sourceDir(), "build-binaries.sh"))
+		cmd.Stderr = os.Stderr // progress: the first build takes minutes
+		out, err := cmd.Output()
+		if err != nil {
+			tools.err = fmt.Errorf("build-binaries.sh: %w", err)
+			return
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		tools.dir = lines[len(lines)-1]
+	})
+	if tools.err != nil {
+		t.Fatal(tools.err)
+	}
+	p := filepath.Join(tools.dir, name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("tool %s: %v", name, err)
+	}
+	return p
 }

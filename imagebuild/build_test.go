@@ -14,6 +14,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/test/testcluster"
 )
 
 // shared holds the outputs of the project build every test of this file inspects (built once per
@@ -28,11 +30,11 @@ var shared struct {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if shared.dir != "" {
-		os.RemoveAll(shared.dir)
-	}
-	os.Exit(code)
+	testcluster.Main(m, func() {
+		if shared.dir != "" {
+			os.RemoveAll(shared.dir)
+		}
+	})
 }
 
 // cacheDir is IKM_CACHE or its default, as the Makefile has it.
@@ -204,7 +206,7 @@ func TestBuiltImages(t *testing.T) {
 					wantUser = "0:0"
 				}
 				if c.User != wantUser || cf.Architecture != strings.TrimPrefix(plat, "linux/") || !slices.Equal(c.Entrypoint, spec.entrypoint()) ||
-					c.WorkingDir != workingDir(spec.User) || !slices.Equal(c.Env, []string{imagePath}) {
+					c.WorkingDir != workingDir(spec.User) || !slices.Equal(c.Env, append([]string{imagePath}, spec.Env...)) {
 					t.Errorf("%s config: user %q arch %q entrypoint %q workdir %q env %q", plat, c.User, cf.Architecture, c.Entrypoint, c.WorkingDir, c.Env)
 				}
 				for k, v := range map[string]string{"source": cfg.Spec.Source, "revision": testMeta.Revision, "version": testMeta.Version} {

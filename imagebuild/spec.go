@@ -41,6 +41,8 @@ type ImageSpec struct {
 	User int `json:"user"`
 	// Ports are exposed ports, "4000/tcp".
 	Ports []string `json:"ports,omitempty"`
+	// Env are the image's environment variables beyond PATH, "NAME=value".
+	Env []string `json:"env,omitempty"`
 	// Debs are the Debian packages whose files go into the image, pinned in the lock file.
 	Debs []DebSpec `json:"debs,omitempty"`
 	// Symlinks maps a link path to its target: what a package's maintainer script would have made
@@ -104,6 +106,11 @@ func (s Spec) validate() error {
 		for _, p := range im.Ports {
 			if !portRE.MatchString(p) {
 				return fmt.Errorf("image spec: %s: port %q is not like 4000/tcp", im.Name, p)
+			}
+		}
+		for _, e := range im.Env {
+			if name, _, ok := strings.Cut(e, "="); !ok || name == "" || name == "PATH" {
+				return fmt.Errorf("image spec: %s: env %q is not NAME=value (PATH is the image's own)", im.Name, e)
 			}
 		}
 		for _, d := range im.Debs {

@@ -15,6 +15,8 @@ func TestParseSpecErrors(t *testing.T) {
 		{"repeated", head + "  - {name: a, binary: ./a}\n  - {name: a, binary: ./a}\n", "repeated"},
 		{"other user", head + "  - {name: a, binary: ./a, user: 1000}\n", "user must be"},
 		{"port", head + "  - {name: a, binary: ./a, ports: [http]}\n", "port"},
+		{"env without a value", head + "  - {name: a, binary: ./a, env: [DEBUG]}\n", "NAME=value"},
+		{"env setting PATH", head + "  - {name: a, binary: ./a, env: [PATH=/x]}\n", "PATH"},
 		{"relative link", head + "  - {name: a, binary: ./a, symlinks: {bin/sh: busybox}}\n", "absolute"},
 	}
 	for _, tt := range tests {

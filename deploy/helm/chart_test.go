@@ -73,7 +73,7 @@ func TestTemplateGolden(t *testing.T) {
 		args []string
 	}{
 		{"default", nil},
-		{"remote-kubeconfig", []string{"--set", "remoteKubeconfig.secretName=remote", "--set", "image.tag=v1.2.3",
+		{"remote-kubeconfig", []string{"--set", "remoteKubeconfig.secretName=remote", "--set", "extraCA.configMapName=corp-ca", "--set", "image.tag=v1.2.3",
 			"--set", "config.mesh.mode=netstack", "--set", "tolerations[0].key=dedicated", "--set", "tolerations[0].operator=Exists"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

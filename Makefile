@@ -37,7 +37,7 @@ images: ## build the OCI images (linux/amd64 + arm64) into bin/images/<name>.tar
 
 manifests: ## bin/manifests/: the plugin Deployment and the VK's templates naming the images of this VERSION (REGISTRY= to point them at yours)
 	@mkdir -p bin/manifests
-	@reg=$${REGISTRY:-ghcr.io/interlink-k8s-mesh}; for f in plugin.yaml shadow-pod.tmpl shadow-pod-netstack.tmpl mesh-script.tmpl mesh-script-ingress.tmpl vk-config-snippet.yaml; do \
+	@reg=$${REGISTRY:-ghcr.io/interlink-k8s-mesh}; for f in plugin.yaml local-sweep-rbac.yaml shadow-pod.tmpl shadow-pod-netstack.tmpl mesh-script.tmpl mesh-script-ingress.tmpl vk-config-snippet.yaml; do \
 		sed -E "s#ghcr\.io/interlink-k8s-mesh/(interlink-k8s-plugin|mesh-agent|shadow-agent):latest#$$reg/\1:$(VERSION)#g" manifests/$$f >bin/manifests/$$f; \
 	done
 	@echo "[manifests] bin/manifests/ names $${REGISTRY:-ghcr.io/interlink-k8s-mesh}/*:$(VERSION), the tags make images gives this build"

@@ -98,6 +98,9 @@ type OffloadingOptions struct {
 	LocalKubeconfigPath string `json:"local_kubeconfig_path,omitempty"`
 	// OrphanSweepInterval is how often the sweep runs (default 5m).
 	OrphanSweepInterval Duration `json:"orphan_sweep_interval,omitempty"`
+	// ShadowLeftovers is what the sweep does, with LocalKubeconfigPath, with the shadow Secrets
+	// the VK leaves behind: delete (default), dry-run or off.
+	ShadowLeftovers string `json:"shadow_leftovers,omitempty"`
 	// EmptyNamespaceTTL is how long a remote namespace the plugin created may hold none of its
 	// pods before the plugin deletes it (default 10m; negative, such as -1s: never).
 	EmptyNamespaceTTL Duration `json:"empty_namespace_ttl,omitempty"`

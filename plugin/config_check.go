@@ -93,6 +93,11 @@ func (c FileConfig) Validate() error {
 			bad("offloading.local_kubeconfig_path", "%v", err)
 		}
 	}
+	switch c.Offloading.ShadowLeftovers {
+	case "", LeftoversDelete, LeftoversDryRun, LeftoversOff:
+	default:
+		bad("offloading.shadow_leftovers", "%q is not %s, %s or %s", c.Offloading.ShadowLeftovers, LeftoversDelete, LeftoversDryRun, LeftoversOff)
+	}
 	c.Mesh.validate(bad)
 	return errors.Join(errs...)
 }

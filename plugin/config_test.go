@@ -162,6 +162,7 @@ func TestLoadConfigErrorsNameTheOption(t *testing.T) {
 		{"bad prefix", "", map[string]string{"OFFLOADING_NAMESPACE_PREFIX": "Not_Valid"}, "offloading.namespace_prefix"},
 		{"bad selector", "", map[string]string{"OFFLOADING_NODE_SELECTOR": "novalue"}, "offloading.node_selector"},
 		{"bad toleration effect", "offloading:\n  node_tolerations: [{key: a, effect: Sometimes}]\n", nil, "offloading.node_tolerations"},
+		{"bad shadow leftovers mode", "offloading:\n  shadow_leftovers: sometimes\n", nil, "offloading.shadow_leftovers"},
 		{"bad log level", "", map[string]string{"APP_LOG_LEVEL": "loud"}, "app.log_level"},
 		{"bad duration", "", map[string]string{"K8S_CLIENT_CONFIGURATION_TIMEOUT": "10"}, "k8s.client_configuration.timeout"},
 		{"mesh enabled not a bool", "", map[string]string{"MESH_ENABLED": "maybe"}, "mesh.enabled"},

@@ -11,6 +11,7 @@ type metrics struct {
 	requests     *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	remoteErrors *prometheus.CounterVec
+	leftovers    *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, offloaded func() float64) *metrics {
@@ -28,8 +29,12 @@ func newMetrics(reg *prometheus.Registry, offloaded func() float64) *metrics {
 			Name: "interlink_plugin_remote_api_errors_total",
 			Help: "Failed calls to the remote Kubernetes API by operation.",
 		}, []string{"op"}),
+		leftovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "interlink_plugin_shadow_leftovers_total",
+			Help: "Objects the VK's shadow templates left behind in the local cluster, by kind and by what the sweep did (delete, dry-run).",
+		}, []string{"kind", "mode"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.remoteErrors,
+	reg.MustRegister(m.requests, m.latency, m.remoteErrors, m.leftovers,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "interlink_plugin_offloaded_pods",
 			Help: "Remote pods this plugin manages, as seen by its cache.",

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/metadata"
 )
 
 // Config configures a Plugin.
@@ -26,6 +28,17 @@ type Config struct {
 	LocalClient kubernetes.Interface
 	// SweepInterval is the orphan sweep period (default 5m; used only with LocalClient).
 	SweepInterval time.Duration
+	// LocalMetadata, set with LocalClient, lists the local shadow Secrets as metadata only.
+	LocalMetadata metadata.Interface
+	// ShadowLeftovers is what the sweep does with the shadow Secrets the VK leaves behind:
+	// LeftoversDelete (default), LeftoversDryRun or LeftoversOff. Used only with LocalClient.
+	ShadowLeftovers string
+	// ShadowNamespaceSuffixes name the VK's shadow namespaces (default
+	// DefaultShadowNamespaceSuffixes); the leftover sweep looks nowhere else.
+	ShadowNamespaceSuffixes []string
+	// LeftoverGrace is how old a shadow Secret must be before its missing Deployment makes it a
+	// leftover (default DefaultLeftoverGrace).
+	LeftoverGrace time.Duration
 	// AbandonedAfter is how long a remote pod may stay held by GateObjects (its create not
 	// finished) before the plugin removes it as the leftover of a create cut short (default 5m,
 	// far above any create's own deadline). Checked every AbandonedAfter/5.
@@ -80,6 +93,20 @@ type Plugin struct {
 func New(cfg Config) (*Plugin, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("plugin config: Client is required")
+	}
+	if cfg.LeftoverGrace == 0 {
+		cfg.LeftoverGrace = DefaultLeftoverGrace
+	}
+	if cfg.ShadowLeftovers == "" {
+		cfg.ShadowLeftovers = LeftoversDelete
+	}
+	if len(cfg.ShadowNamespaceSuffixes) == 0 {
+		cfg.ShadowNamespaceSuffixes = DefaultShadowNamespaceSuffixes
+	}
+	switch cfg.ShadowLeftovers {
+	case LeftoversDelete, LeftoversDryRun, LeftoversOff:
+	default:
+		return nil, fmt.Errorf("shadow leftovers %q: want %s, %s or %s", cfg.ShadowLeftovers, LeftoversDelete, LeftoversDryRun, LeftoversOff)
 	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Minute

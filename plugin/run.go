@@ -54,6 +54,11 @@ func (p *Plugin) Run(ctx context.Context) error {
 			} else if n > 0 {
 				p.log.Info("orphan sweep removed remote pods", "count", n)
 			}
+			if p.cfg.LocalMetadata != nil {
+				if _, err := p.SweepShadowLeftovers(ctx); err != nil {
+					p.log.Warn("shadow leftover sweep", "err", err)
+				}
+			}
 		}
 	}
 }

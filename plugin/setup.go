@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -64,6 +65,7 @@ func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
 			Mesh:                      c.MeshConfig(),
 		},
 		SweepInterval:     c.Offloading.OrphanSweepInterval.Duration,
+		ShadowLeftovers:   c.Offloading.ShadowLeftovers,
 		EmptyNamespaceTTL: c.Offloading.EmptyNamespaceTTL.Duration,
 		RemoteTimeout:     c.K8s.ClientConfiguration.Timeout.Duration,
 		MaxBodyBytes:      c.App.MaxBodyBytes,
@@ -80,6 +82,9 @@ func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
 		}
 		if cfg.LocalClient, err = kubernetes.NewForConfig(lc); err != nil {
 			return nil, fmt.Errorf("local client: %w", err)
+		}
+		if cfg.LocalMetadata, err = metadata.NewForConfig(lc); err != nil {
+			return nil, fmt.Errorf("local metadata client: %w", err)
 		}
 	}
 	return New(cfg)

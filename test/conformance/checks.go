@@ -539,20 +539,20 @@ func (r *Run) shadowDeleted(ctx context.Context) error {
 // shadowSecretDeleted checks, once the VK has removed the rest of the shadow, that no Secret of
 // the shadow is left: no wait, the VK's delete is over.
 func (r *Run) shadowSecretDeleted(ctx context.Context) error {
-	s, err := r.Env.Local.CoreV1().Secrets(r.shadowNS).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return err
-	}
-	var left []string
-	for _, o := range s.Items {
-		if o.Type != corev1.SecretTypeServiceAccountToken {
-			left = append(left, "secret/"+o.Name)
+	// The sweep takes Secrets older than plugin.DefaultLeftoverGrace, every 5 s here.
+	return r.poll(ctx, "shadow Secrets removed", plugin.DefaultLeftoverGrace+30*time.Second, func(ctx context.Context) (bool, string, error) {
+		s, err := r.Env.Local.CoreV1().Secrets(r.shadowNS).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error(), nil
 		}
-	}
-	if len(left) > 0 {
-		return fmt.Errorf("left in %s: %v", r.shadowNS, left)
-	}
-	return nil
+		var left []string
+		for _, o := range s.Items {
+			if o.Type != corev1.SecretTypeServiceAccountToken {
+				left = append(left, "secret/"+o.Name)
+			}
+		}
+		return len(left) == 0, fmt.Sprintf("left in %s: %v", r.shadowNS, left), nil
+	})
 }
 
 // serviceEndpointIsShadow checks that a local Service selecting the offloaded pod lists the pod's

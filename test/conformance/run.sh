@@ -179,7 +179,10 @@ kubelet_port=$(free_port)
 sock=$work/plugin.sock
 
 log "starting interlink-k8s-plugin on unix://$sock against the remote cluster"
+# With the local kubeconfig, the plugin's sweeps run (every 5 s here): remote pods whose local pod is
+# gone, and the shadow Secrets the VK never deletes.
 env "${plugin_env[@]}" K8S_KUBECONFIG_PATH="$remote_kc" APP_SOCKET_ADDRESS="unix://$sock" APP_LOG_LEVEL=debug \
+	OFFLOADING_LOCAL_KUBECONFIG_PATH="$local_kc" OFFLOADING_ORPHAN_SWEEP_INTERVAL=5s \
 	bin/interlink-k8s-plugin >"$out/logs/plugin.log" 2>&1 &
 pids+=($!)
 

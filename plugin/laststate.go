@@ -65,12 +65,13 @@ func (l *lastStates) forget(uid string) {
 	delete(l.pods, uid)
 }
 
-// trimForStatus copies what endedStatus reads of a pod: identity, containers' names, images,
-// restart policies and memory limits, and the status.
+// trimForStatus copies what endedStatus reads of a pod: identity and deletion time, containers'
+// names, images, restart policies and memory limits, and the status.
 func trimForStatus(pod *corev1.Pod) *corev1.Pod {
 	t := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID,
-			Annotations: map[string]string{AnnotSourceUID: pod.Annotations[AnnotSourceUID]}},
+			DeletionTimestamp: pod.DeletionTimestamp,
+			Annotations:       map[string]string{AnnotSourceUID: pod.Annotations[AnnotSourceUID]}},
 		Status: *pod.Status.DeepCopy(),
 	}
 	trim := func(cs []corev1.Container) []corev1.Container {

@@ -86,9 +86,9 @@ func endedStatuses(pod *corev1.Pod, inits, apps []corev1.ContainerStatus, delete
 			case !failed && sidecar && t.ExitCode != 0:
 				t.Message = joinMessage(fmt.Sprintf("the sidecar exited %d when %s stopped it; a sidecar's exit does not count against its pod", t.ExitCode, where), t.Message)
 				t.ExitCode = 0
-			case failed && t.ExitCode != 0 && podCause(pod) != "" && !strings.Contains(t.Message, podCause(pod)):
-				// Killed for the pod's sake (a deadline, an eviction): the pod's reason, which
-				// the VK replaces by "Error: <code>", is the container's story.
+			case failed && t.ExitCode != 0 && (deleted || podCause(pod) != "") && !strings.Contains(t.Message, where):
+				// Killed for the pod's sake (a deadline, an eviction, a delete): the pod's story,
+				// which the VK's "Error: <code>" does not tell, is the container's.
 				t.Message = joinMessage(t.Message, where)
 			}
 			return
@@ -176,7 +176,9 @@ func endCause(pod *corev1.Pod) string {
 func podCause(pod *corev1.Pod) string {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue {
-			return joinCause(c.Reason, c.Message)
+			if cause := joinCause(c.Reason, c.Message); cause != "" {
+				return cause
+			}
 		}
 	}
 	if c := joinCause(pod.Status.Reason, pod.Status.Message); c != "" {

@@ -247,6 +247,19 @@ func TestEndedStatus(t *testing.T) {
 			want:    map[string]want{"app": {code: exitKilled, msg: []string{"was deleted before it ended", "EvictionByEvictionAPI: Eviction API: evicting", "while this container ran"}}},
 		},
 		{
+			// Seen on a real node: the object went right after its containers stopped, and the
+			// plugin's last state of it said Failed with exit 137 and no cause of its own.
+			name: "deleted: its last state says failed, exit 137",
+			remote: func() *corev1.Pod {
+				p := endedPod(corev1.PodFailed, nil, []corev1.ContainerStatus{status("app", terminated(137, "Error"))})
+				p.DeletionTimestamp = new(metav1.Unix(1_800_000_000, 0))
+				return trimForStatus(p)
+			}(),
+			deleted: true,
+			phase:   corev1.PodFailed,
+			want:    map[string]want{"app": {code: 137, msg: []string{"was deleted before it ended (deleted at 2027-01-15T08:00:00Z)"}}},
+		},
+		{
 			name: "deleted after it failed: the real exit codes stay",
 			remote: endedPod(corev1.PodFailed, nil,
 				[]corev1.ContainerStatus{status("app", terminated(143, "Error"))}),

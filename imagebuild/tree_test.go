@@ -6,19 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/goldentest"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // epoch is the fixed build time of the pure tests.
 var epoch = time.Unix(1_700_000_000, 0)
@@ -27,18 +23,7 @@ var epoch = time.Unix(1_700_000_000, 0)
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
 	file := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(file, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("read golden file (run with -update to create it): %v", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s (-want +got):\n%s", name, diff)
-	}
+	goldentest.Check(t, file, got)
 }
 
 // sampleTree is a small tree with every entry type, added out of order.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -35,12 +34,11 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/goldentest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/test/testcluster"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden")
 
 func TestMain(m *testing.M) { testcluster.Main(m) }
 
@@ -198,18 +196,7 @@ func shadowGolden(t *testing.T, file, golden string) (shadowData, string) {
 	data := sampleShadow(base64.StdEncoding.EncodeToString(priv[:]), base64.StdEncoding.EncodeToString(clientPub[:]), "default")
 	got := render(t, file, data)
 	golden = filepath.Join("testdata", golden)
-	if *update {
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test ./manifests/ -run Golden -update)", err)
-	}
-	if got != string(want) {
-		t.Errorf("rendered %s differs from %s; rerun with -update if intended\n%s", file, golden, got)
-	}
+	goldentest.Check(t, golden, []byte(got))
 	return data, got
 }
 

@@ -2,9 +2,7 @@ package meshagent
 
 import (
 	"encoding/hex"
-	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,12 +12,11 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/goldentest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // fixedKey returns a stable key for golden files.
 func fixedKey(seed byte) meshspec.Key {
@@ -44,18 +41,7 @@ func TestUAPIConfigGolden(t *testing.T) {
 	s.PersistentKeepalive = 15 * time.Second
 	got := identity(s).UAPI()
 	path := filepath.Join("testdata", "uapi.golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (run with -update to create it): %v", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("identity(s).UAPI() (-want +got):\n%s", diff)
-	}
+	goldentest.Check(t, path, []byte(got))
 }
 
 // testDevice is a real wireguard-go device on an in-memory TUN, with the tunnel's ClientBind

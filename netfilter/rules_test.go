@@ -1,17 +1,13 @@
 package netfilter
 
 import (
-	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/goldentest"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // ruleCases are the configurations whose rule sets are pinned in testdata/rules-<name>.golden.
 var ruleCases = []struct {
@@ -44,18 +40,7 @@ func TestRulesGolden(t *testing.T) {
 			}
 			path := filepath.Join("testdata", "rules-"+tc.name+".golden")
 			got := rs.String()
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("read golden file (run with -update to create it): %v", err)
-			}
-			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("Rules() mismatch (-want +got):\n%s", diff)
-			}
+			goldentest.Check(t, path, []byte(got))
 		})
 	}
 }

@@ -2,9 +2,7 @@ package shadowagent
 
 import (
 	"encoding/hex"
-	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,11 +12,10 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/goldentest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 func TestUAPIConfigGolden(t *testing.T) {
 	for _, tc := range []struct {
@@ -36,18 +33,7 @@ func TestUAPIConfigGolden(t *testing.T) {
 			tc.change(&c)
 			got := identity(c.withDefaults()).UAPI()
 			path := filepath.Join("testdata", "uapi-"+tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("read golden file (run with -update to create it): %v", err)
-			}
-			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("identity(c).UAPI() (-want +got):\n%s", diff)
-			}
+			goldentest.Check(t, path, []byte(got))
 		})
 	}
 }

@@ -2,7 +2,6 @@ package helm
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,11 +12,10 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/goldentest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/test/testcluster"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 const chart = "interlink-k8s-plugin"
 
@@ -82,18 +80,7 @@ func TestTemplateGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			path := filepath.Join("testdata", tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("read golden file (run with -update to create it): %v", err)
-			}
-			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("helm template (-want +got):\n%s", diff)
-			}
+			goldentest.Check(t, path, []byte(got))
 		})
 	}
 }

@@ -47,7 +47,12 @@ jq -n --arg key "$shadow_key" --arg peer "$(pubkey "$pod_key")" --arg prefix "$p
 	go run ./test/demo/vkrender bin/manifests/shadow-pod.tmpl >.cache/demo/shadow.yaml
 chmod 600 .cache/demo/shadow.yaml
 lk apply -f .cache/demo/shadow.yaml
-lk -n demo-wstunnel wait --for=condition=Ready pod -l app.kubernetes.io/component=web-demo --timeout=120s
+if ! lk -n demo-wstunnel wait --for=condition=Ready pod -l app.kubernetes.io/component=web-demo --timeout=120s; then
+	echo "the shadow pod is not Ready; what it shows:" >&2
+	lk -n demo-wstunnel describe pod -l app.kubernetes.io/component=web-demo | tail -25 >&2 || true
+	lk -n demo-wstunnel logs deploy/web-demo --tail=30 >&2 || true
+	exit 1
+fi
 shadow_ip=$(lk -n demo-wstunnel get pod -l app.kubernetes.io/component=web-demo -o jsonpath='{.items[0].status.podIP}')
 shadow_node=$(lk -n demo-wstunnel get pod -l app.kubernetes.io/component=web-demo -o jsonpath='{.items[0].spec.nodeName}')
 echo "shadow pod Ready on $shadow_node (a stock kubelet: no sysctl, NET_ADMIN and MKNOD only) at $shadow_ip: the offloaded pod's IP"

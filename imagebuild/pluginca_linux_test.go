@@ -1,16 +1,11 @@
 package imagebuild
 
 import (
-	"context"
 	"encoding/pem"
-	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -105,7 +100,11 @@ func TestPluginImageTrustsCAs(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			code, body, logs := runPluginImage(t, dir, cf.Config.Env, cf.Config.WorkingDir)
+			env := append(append([]string{}, cf.Config.Env...), "K8S_KUBECONFIG_PATH=/etc/interlink-k8s-plugin/kubeconfig",
+				"APP_SOCKET_ADDRESS=unix:///var/run/p.sock")
+			proc := startPluginImage(t, dir, cf.Config.WorkingDir, env, 0)
+			code, body := proc.get(filepath.Join(dir, "run", "p.sock"), "/readyz", 20*time.Second)
+			logs := proc.out.String()
 			switch {
 			case tc.ready && code != http.StatusOK:
 				t.Errorf("/readyz %d %q, want 200\n%s", code, body, logs)
@@ -114,60 +113,4 @@ func TestPluginImageTrustsCAs(t *testing.T) {
 			}
 		})
 	}
-}
-
-// runPluginImage runs the plugin from the root filesystem dir with the image's environment env
-// (and the kubeconfig at /etc/interlink-k8s-plugin/kubeconfig), waits until its /readyz answers
-// 200 or 20 s passed, and returns the last answer and the plugin's output.
-func runPluginImage(t *testing.T, dir string, env []string, workDir string) (int, string, string) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/usr/local/bin/interlink-k8s-plugin")
-	cmd.Dir = workDir
-	cmd.Env = append(append([]string{}, env...), "K8S_KUBECONFIG_PATH=/etc/interlink-k8s-plugin/kubeconfig",
-		"APP_SOCKET_ADDRESS=unix:///var/run/p.sock")
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: dir, Credential: &syscall.Credential{Uid: nonrootUID, Gid: nonrootUID}}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		cancel()
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			t.Errorf("the plugin did not stop on SIGTERM")
-		}
-	}()
-	socket := filepath.Join(dir, "run", "p.sock")
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", socket)
-	}}}
-	code, body := 0, ""
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
-		select {
-		case err := <-exited:
-			return 0, fmt.Sprintf("exited: %v", err), out.String()
-		default:
-		}
-		resp, err := client.Get("http://plugin/readyz")
-		if err != nil {
-			body = err.Error()
-			continue
-		}
-		b := make([]byte, 4096)
-		n, _ := resp.Body.Read(b)
-		resp.Body.Close()
-		code, body = resp.StatusCode, string(b[:n])
-		if code == http.StatusOK {
-			break
-		}
-	}
-	return code, body, out.String()
 }

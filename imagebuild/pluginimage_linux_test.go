@@ -3,6 +3,7 @@ package imagebuild
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -68,48 +69,11 @@ func TestPluginImageServesDefaultSocketAsNonRoot(t *testing.T) {
 		}
 	}
 
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/usr/local/bin/interlink-k8s-plugin")
-	cmd.Dir = cf.Config.WorkingDir
-	cmd.Env = []string{}
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Chroot:     dir,
-		Credential: &syscall.Credential{Uid: nonrootUID, Gid: nonrootUID},
-		Cloneflags: syscall.CLONE_NEWNET,
-	}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
+	// No environment at all, as the image runs without the runtime adding any.
+	proc := startPluginImage(t, dir, cf.Config.WorkingDir, []string{}, syscall.CLONE_NEWNET)
 	socket := filepath.Join(dir, "run", ".plugin.sock") // /var/run → /run in the image
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", socket)
-	}}}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := client.Get("http://plugin/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("the plugin exited: %v\n%s", err, out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no answer on %s within 30 s: %v\n%s", socket, err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if code, body := proc.get(socket, "/healthz", 30*time.Second); code != http.StatusOK {
+		t.Fatalf("no answer on %s within 30 s: %s\n%s", socket, body, proc.out)
 	}
 	fi, err := os.Stat(socket)
 	if err != nil {
@@ -119,14 +83,83 @@ func TestPluginImageServesDefaultSocketAsNonRoot(t *testing.T) {
 		t.Errorf("%s: mode %v owner %d, want a socket of %d", socket, fi.Mode(), st.Uid, nonrootUID)
 	}
 	for _, want := range []string{"format=ini", "config=private/config.ini", "listen=unix:/var/run/.plugin.sock"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("the plugin's log lacks %q:\n%s", want, out)
+		if !strings.Contains(proc.out.String(), want) {
+			t.Errorf("the plugin's log lacks %q:\n%s", want, proc.out)
 		}
 	}
-	cancel()
+	proc.stop()
+}
+
+// pluginProc is the plugin image's binary running from a root filesystem.
+type pluginProc struct {
+	t      *testing.T
+	out    *lockedBuffer
+	exited chan error
+	cancel context.CancelFunc
+}
+
+// startPluginImage runs the plugin's binary chrooted into dir, as the image's user, in workDir,
+// with exactly env and the given clone flags, until stop or the test's end.
+func startPluginImage(t *testing.T, dir, workDir string, env []string, cloneflags uintptr) *pluginProc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	cmd := exec.CommandContext(ctx, "/usr/local/bin/interlink-k8s-plugin")
+	cmd.Dir, cmd.Env = workDir, env
+	p := &pluginProc{t: t, out: &lockedBuffer{}, exited: make(chan error, 1), cancel: cancel}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Chroot:     dir,
+		Credential: &syscall.Credential{Uid: nonrootUID, Gid: nonrootUID},
+		Cloneflags: cloneflags,
+	}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	go func() { p.exited <- cmd.Wait() }()
+	t.Cleanup(p.stop)
+	return p
+}
+
+// get asks path on the plugin's socket (a path on the host) until it answers 200 or timeout passes,
+// and returns the last answer, or why there was none; the plugin exiting fails the test.
+func (p *pluginProc) get(socket, path string, timeout time.Duration) (int, string) {
+	p.t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}}
+	code, body := 0, ""
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		select {
+		case err := <-p.exited:
+			p.exited <- err // for stop
+			p.t.Fatalf("the plugin exited: %v\n%s", err, p.out)
+		default:
+		}
+		resp, err := client.Get("http://plugin" + path)
+		if err != nil {
+			body = err.Error()
+			continue
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		code, body = resp.StatusCode, string(b)
+		if code == http.StatusOK {
+			break
+		}
+	}
+	return code, body
+}
+
+// stop sends SIGTERM and waits for the plugin; it fails the test if the plugin does not stop.
+func (p *pluginProc) stop() {
+	p.cancel()
 	select {
-	case <-exited:
+	case err := <-p.exited:
+		p.exited <- err // a second stop returns at once
 	case <-time.After(15 * time.Second):
-		t.Fatalf("the plugin did not stop on SIGTERM:\n%s", out)
+		p.t.Errorf("the plugin did not stop on SIGTERM:\n%s", p.out)
 	}
 }

@@ -57,7 +57,7 @@ func ended(pod *corev1.Pod) bool {
 func endedStatuses(pod *corev1.Pod, inits, apps []corev1.ContainerStatus, deleted bool) ([]corev1.ContainerStatus, []corev1.ContainerStatus) {
 	failed := pod.Status.Phase != corev1.PodSucceeded
 	where := "the remote pod " + pod.Namespace + "/" + pod.Name
-	cause := endCause(pod)
+	cause, killed := endCause(pod), deleted || podCause(pod) != ""
 	switch {
 	case deleted && failed:
 		where += " was deleted before it ended"
@@ -86,7 +86,7 @@ func endedStatuses(pod *corev1.Pod, inits, apps []corev1.ContainerStatus, delete
 			case !failed && sidecar && t.ExitCode != 0:
 				t.Message = joinMessage(fmt.Sprintf("the sidecar exited %d when %s stopped it; a sidecar's exit does not count against its pod", t.ExitCode, where), t.Message)
 				t.ExitCode = 0
-			case failed && t.ExitCode != 0 && (deleted || podCause(pod) != "") && !strings.Contains(t.Message, where):
+			case failed && t.ExitCode != 0 && killed && !strings.Contains(t.Message, where):
 				// Killed for the pod's sake (a deadline, an eviction, a delete): the pod's story,
 				// which the VK's "Error: <code>" does not tell, is the container's.
 				t.Message = joinMessage(t.Message, where)

@@ -244,10 +244,7 @@ func (a *Agent) engineConfig(st *usernet.Config) wgdevice.Config {
 // PodIP's interface comes first: it is where forwarded flows arrive, and a pod need not have a
 // default route (seen on a real node whose CNI bridge is no gateway).
 func (a *Agent) mainInterface() (string, error) {
-	if err := wgdevice.CheckKernelMode(); err != nil {
-		return "", err
-	}
-	r, err := openRoutes()
+	r, err := openRoutes() // reading routes needs no capability: the engine's start checks them
 	if err != nil {
 		return "", err
 	}

@@ -51,14 +51,21 @@ func RealVariant(c *Case, img RealImages, vkNode string) (*Case, bool) {
 	if c.OnRealNode != nil {
 		c.OnRealNode(&v, img)
 	}
-	p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
-		NodeSelectorTerms: []corev1.NodeSelectorTerm{
-			{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: RealNodeLabel, Operator: corev1.NodeSelectorOpIn, Values: []string{"true"}}}},
-			{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{vkNode}}}},
-		},
-	}}}
-	p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: RealNodeLabel, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
+	pinToRealNode(&p.Spec, vkNode)
 	return &v, true
+}
+
+// pinToRealNode makes spec schedulable on the remote cluster's real node only, and, when vkNode is
+// set, on the VK's node locally: a required node affinity whose terms match the real node's label
+// or the VK's hostname (the plugin drops the local hostname selector), and a toleration of the
+// real node's taint.
+func pinToRealNode(spec *corev1.PodSpec, vkNode string) {
+	terms := []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: RealNodeLabel, Operator: corev1.NodeSelectorOpIn, Values: []string{"true"}}}}}
+	if vkNode != "" {
+		terms = append(terms, corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{vkNode}}}})
+	}
+	spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: terms}}}
+	spec.Tolerations = append(spec.Tolerations, corev1.Toleration{Key: RealNodeLabel, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
 }
 
 func copyWant(w Want) Want {

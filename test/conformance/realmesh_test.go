@@ -440,20 +440,32 @@ func (m *meshRun) remoteKubeconfig() string { return os.Getenv(envRemote) }
 // poll retries cond every 500 ms until it holds, failing the test with what was last seen.
 func (m *meshRun) poll(what string, timeout time.Duration, cond func(ctx context.Context) (bool, string)) {
 	m.t.Helper()
+	if err := pollChain(m.t.Context(), m.env, what, timeout, cond); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+// pollChain retries cond every 500 ms until it holds or timeout passes, and says what was last
+// seen otherwise; it gives up at once when a process of the chain died. Safe off the test's
+// goroutine.
+func pollChain(ctx context.Context, env *Env, what string, timeout time.Duration, cond func(ctx context.Context) (bool, string)) error {
 	var last string
-	err := wait.PollUntilContextTimeout(m.t.Context(), 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		ok, seen := cond(ctx)
-		last = seen
-		if !ok && m.env.Alive != nil {
-			if err := m.env.Alive(); err != nil {
+		if seen != "" {
+			last = seen
+		}
+		if !ok && env.Alive != nil {
+			if err := env.Alive(); err != nil {
 				return false, err
 			}
 		}
 		return ok, nil
 	})
 	if err != nil {
-		m.t.Fatalf("%s: not within %v (%v); last seen: %s", what, timeout, err, last)
+		return fmt.Errorf("%s: not within %v (%v); last seen: %s", what, timeout, err, last)
 	}
+	return nil
 }
 
 // onlySchedulable makes node the only schedulable node of the local cluster (the VK's node aside),

@@ -14,7 +14,6 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -305,20 +304,20 @@ func (tr *terminalRun) watchToDeletion(c kubernetes.Interface, p *corev1.Pod) <-
 }
 
 // place pins p where it must run: through the VK, on the VK's node locally and on the remote real
-// node remotely (the plugin drops the local hostname selector); directly, on the real node.
+// node remotely; directly, on the real node. Either way it opts out of the mesh: the VK's shadow
+// pods run on kwok here.
 func place(p *corev1.Pod, vkNode string, offloaded bool) {
 	if p.Annotations == nil {
 		p.Annotations = map[string]string{}
 	}
-	p.Annotations[meshOptOut] = "disabled" // the VK's shadow pods run on kwok here
-	terms := []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: RealNodeLabel, Operator: corev1.NodeSelectorOpIn, Values: []string{"true"}}}}}
-	if offloaded {
-		p.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": vkNode}
-		p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: "virtual-node.interlink/no-schedule", Operator: corev1.TolerationOpExists})
-		terms = append(terms, corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "kubernetes.io/hostname", Operator: corev1.NodeSelectorOpIn, Values: []string{vkNode}}}})
+	p.Annotations[meshOptOut] = "disabled"
+	if !offloaded {
+		pinToRealNode(&p.Spec, "")
+		return
 	}
-	p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: terms}}}
-	p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: RealNodeLabel, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
+	p.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": vkNode}
+	p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: "virtual-node.interlink/no-schedule", Operator: corev1.TolerationOpExists})
+	pinToRealNode(&p.Spec, vkNode)
 }
 
 // remotePod waits for the pod p on the remote cluster: p itself run directly, else the plugin's
@@ -430,21 +429,5 @@ func (tr *terminalRun) checkContainers(p *corev1.Pod) {
 }
 
 func (tr *terminalRun) poll(ctx context.Context, what string, timeout time.Duration, cond func(ctx context.Context) (bool, string)) error {
-	var last string
-	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		ok, seen := cond(ctx)
-		if seen != "" {
-			last = seen
-		}
-		if !ok && tr.env.Alive != nil {
-			if err := tr.env.Alive(); err != nil {
-				return false, err
-			}
-		}
-		return ok, nil
-	})
-	if err != nil {
-		return fmt.Errorf("%s: not within %v (%v); last seen: %s", what, timeout, err, last)
-	}
-	return nil
+	return pollChain(ctx, tr.env, what, timeout, cond)
 }

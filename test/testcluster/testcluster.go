@@ -9,8 +9,10 @@
 package testcluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,9 +100,8 @@ func start() {
 		shared.cluster, shared.err = connect(kc)
 		return
 	}
-	script := filepath.Join(sourceDir(), "build-binaries.sh")
-	if out, err := exec.Command("bash", script).CombinedOutput(); err != nil {
-		shared.skip = fmt.Sprintf("build control plane binaries: %v: %s", err, tail(out, 2000))
+	if _, err := toolDir(); err != nil {
+		shared.skip = "build control plane binaries: " + err.Error()
 		return
 	}
 	dir, err := os.MkdirTemp("", "ikm-cluster-")
@@ -227,26 +228,33 @@ var tools struct {
 	err  error
 }
 
-// Tool returns the path of a tool build-binaries.sh builds into the cache (helm, kubectl, etcd,
-// ...), running it once per test process (at once when the cache holds them, minutes cold).
-// It fails t when the build fails or the tool is not one of them.
-func Tool(t testing.TB, name string) string {
-	t.Helper()
+// toolDir runs build-binaries.sh once per test process (at once when the cache holds every
+// binary, minutes cold; its progress goes to stderr) and returns the directory of the binaries.
+func toolDir() (string, error) {
 	tools.once.Do(func() {
 		cmd := exec.Command("bash", filepath.Join(sourceDir(), "build-binaries.sh"))
-		cmd.Stderr = os.Stderr // progress: the first build takes minutes
+		var stderr bytes.Buffer
+		cmd.Stderr = io.MultiWriter(os.Stderr, &stderr)
 		out, err := cmd.Output()
 		if err != nil {
-			tools.err = fmt.Errorf("build-binaries.sh: %w", err)
+			tools.err = fmt.Errorf("build-binaries.sh: %w: %s", err, tail(stderr.Bytes(), 2000))
 			return
 		}
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		tools.dir = lines[len(lines)-1]
 	})
-	if tools.err != nil {
-		t.Fatal(tools.err)
+	return tools.dir, tools.err
+}
+
+// Tool returns the path of a tool build-binaries.sh builds into the cache (helm, kubectl, etcd,
+// ...). It fails t when the build fails or the tool is not one of them.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	dir, err := toolDir()
+	if err != nil {
+		t.Fatal(err)
 	}
-	p := filepath.Join(tools.dir, name)
+	p := filepath.Join(dir, name)
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("tool %s: %v", name, err)
 	}

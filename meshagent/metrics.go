@@ -22,6 +22,8 @@ func (a *Agent) registry() *prometheus.Registry {
 			SessionsHelp: "WebSocket sessions established with the shadow's tunnel server; reconnects are this minus one.",
 			RefusedName:  "dial_failures_total",
 			RefusedHelp:  "Failed attempts to open a WebSocket session.",
+			CertRefusedHelp: "Attempts to open a WebSocket session over wss:// refused because the server's certificate did not verify " +
+				"(unknown authority, expired, another name); the agent logs why and never falls back to ws://.",
 		},
 		TunnelStats: a.client.Stats,
 		Engine:      &a.eng,

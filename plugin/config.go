@@ -1,10 +1,13 @@
 package plugin
 
 import (
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -140,6 +143,14 @@ type MeshOptions struct {
 	// remote cluster's kube-system/kube-dns Service, looked up at start) or "none" (the pod's
 	// resolv.conf).
 	TunnelNameservers string `json:"tunnel_nameservers,omitempty"`
+	// TunnelScheme is auto (the default: the scheme the VK's mesh script gives) or wss: the
+	// sidecars dial the ingress over TLS (wss://, port 443 for the script's 80) whatever the
+	// script says, for VKs that render no Network.IngressTLS.
+	TunnelScheme string `json:"tunnel_scheme,omitempty"`
+	// TunnelCA is a PEM file of CA certificates that verify the ingress's wss:// certificate,
+	// besides the sidecar image's public roots (a private CA, or cert-manager's own issuer).
+	// Read at start; each mesh pod gets a copy in its mesh Secret.
+	TunnelCA string `json:"tunnel_ca,omitempty"`
 }
 
 // Duration is a time.Duration written as "30s" in the file and the environment.
@@ -178,6 +189,46 @@ const (
 	TunnelNameserversAuto = "auto" // the remote cluster's kube-system/kube-dns, looked up at start
 	TunnelNameserversNone = "none" // the pod's own resolv.conf
 )
+
+// The values of option mesh.tunnel_scheme.
+const (
+	TunnelSchemeAuto = "auto" // the scheme of the VK's mesh script
+	TunnelSchemeWSS  = "wss"  // always wss://
+)
+
+// maxTunnelCA bounds option mesh.tunnel_ca's file: it is copied into every mesh pod's Secret.
+const maxTunnelCA = 256 << 10
+
+// readTunnelCA reads option mesh.tunnel_ca: a PEM file holding at least one CA certificate and
+// nothing else that is not a certificate.
+func readTunnelCA(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxTunnelCA {
+		return nil, fmt.Errorf("%s: %d bytes, at most %d", path, len(data), maxTunnelCA)
+	}
+	n := 0
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("%s: a %q PEM block; only CERTIFICATE blocks belong in a CA file", path, b.Type)
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return nil, fmt.Errorf("%s: certificate %d: %w", path, n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return data, nil
+}
 
 // parseNameservers reads option mesh.tunnel_nameservers: comma-separated unicast IPs, at most
 // meshspec.MaxNameservers; auto and none give no address.

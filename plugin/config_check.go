@@ -146,6 +146,16 @@ func (m MeshOptions) validate(bad func(key, format string, args ...any)) {
 	if _, err := parseNameservers(m.TunnelNameservers); err != nil {
 		bad("mesh.tunnel_nameservers", "want auto, none or IP addresses separated by commas: %v", err)
 	}
+	switch m.TunnelScheme {
+	case "", TunnelSchemeAuto, TunnelSchemeWSS:
+	default:
+		bad("mesh.tunnel_scheme", "want auto or wss, got %q (ws:// cannot be forced: a script that says wss:// is never downgraded)", m.TunnelScheme)
+	}
+	if m.TunnelCA != "" {
+		if _, err := readTunnelCA(m.TunnelCA); err != nil {
+			bad("mesh.tunnel_ca", "%v", err)
+		}
+	}
 }
 
 // reservedPath tells whether path is one of the routes the plugin serves.

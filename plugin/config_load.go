@@ -153,6 +153,9 @@ func (c *FileConfig) defaults() {
 	if c.Mesh.TunnelNameservers == "" {
 		c.Mesh.TunnelNameservers = TunnelNameserversAuto
 	}
+	if c.Mesh.TunnelScheme == "" {
+		c.Mesh.TunnelScheme = TunnelSchemeAuto
+	}
 }
 
 // MeshConfig is the mesh part of the configuration, for Offloading.Mesh. It assumes Validate
@@ -176,5 +179,9 @@ func (c FileConfig) MeshConfig() Mesh {
 		m.TunnelAddress, _ = netip.ParseAddrPort(c.Mesh.TunnelAddress)
 	}
 	m.TunnelNameservers, _ = parseNameservers(c.Mesh.TunnelNameservers)
+	m.TunnelTLS = c.Mesh.TunnelScheme == TunnelSchemeWSS
+	if c.Mesh.TunnelCA != "" {
+		m.TunnelCA, _ = readTunnelCA(c.Mesh.TunnelCA)
+	}
 	return m
 }

@@ -75,6 +75,12 @@ type Mesh struct {
 	// remote cluster's DNS (option mesh.tunnel_nameservers, by default the remote kube-dns
 	// Service). Empty: the pod's resolv.conf, which cannot resolve a name before the mesh is up.
 	TunnelNameservers []netip.Addr
+	// TunnelTLS makes the sidecar dial the tunnel over wss:// whatever the mesh script says:
+	// ws://host:80 becomes wss://host:443 (another port is kept). Option mesh.tunnel_scheme wss.
+	TunnelTLS bool
+	// TunnelCA is PEM CA certificates that verify a wss:// tunnel besides the sidecar's public
+	// roots: copied into each pod's mesh Secret (tunnel.caFile). Option mesh.tunnel_ca.
+	TunnelCA []byte
 }
 
 // MeshAgentImage is the mesh-agent image that `make images` tags with version, the version the

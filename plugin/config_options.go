@@ -103,6 +103,8 @@ func (c *FileConfig) options() []Option {
 		{"mesh.remote_pod_cidr", "the remote cluster's pod CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemotePodCIDR)},
 		{"mesh.remote_service_cidr", "the remote cluster's Service CIDRs, comma-separated; overlapping mesh routes are refused", str(&c.Mesh.RemoteServiceCIDR)},
 		{"mesh.tunnel_nameservers", "the remote cluster's DNS, which the sidecars of dns_mode local pods (whose resolv.conf names the local DNS, reachable only through the mesh) ask for the tunnel's host: IPs separated by commas, auto (the remote kube-system/kube-dns Service, looked up at start) or none (default auto)", str(&c.Mesh.TunnelNameservers)},
+		{"mesh.tunnel_scheme", "auto (the scheme of the VK's mesh script) or wss (the sidecars dial the ingress over TLS, port 443 for the script's 80, whatever the script says) (default auto)", str(&c.Mesh.TunnelScheme)},
+		{"mesh.tunnel_ca", "PEM file of CA certificates that verify the ingress's wss:// certificate besides the sidecar image's public roots; read at start (default unset)", str(&c.Mesh.TunnelCA)},
 		{"mesh.tunnel_address", "IP:port the sidecars dial for the tunnel instead of resolving the ingress host, which still names the Host header and TLS server (for remote pods that cannot resolve it before the mesh is up); default unset", str(&c.Mesh.TunnelAddress)},
 	}
 }

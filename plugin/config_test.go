@@ -11,6 +11,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/pkitest"
 )
 
 func envOf(m map[string]string) func(string) (string, bool) {
@@ -60,7 +62,7 @@ offloading:
 					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
 					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
 				},
-				AgentStartupTimeout: Duration{5 * time.Minute}, DNSMode: "local", Mode: "kernel", ClusterDomain: "cluster.local", TunnelNameservers: "auto",
+				AgentStartupTimeout: Duration{5 * time.Minute}, DNSMode: "local", Mode: "kernel", ClusterDomain: "cluster.local", TunnelNameservers: "auto", TunnelScheme: "auto",
 			},
 		}
 		want.Path, want.Format = file, FormatYAML
@@ -92,6 +94,8 @@ offloading:
 	})
 
 	t.Run("mesh options from the file and the environment", func(t *testing.T) {
+		ca := pkitest.NewCA(t, "ingress ca")
+		caFile := pkitest.Write(t, dir, "tunnel-ca.pem", ca.PEM)
 		file := filepath.Join(dir, "mesh.yaml")
 		if err := os.WriteFile(file, []byte(`
 k8s: {kubeconfig_path: `+kubeconfig+`}
@@ -104,6 +108,8 @@ mesh:
   remote_pod_cidr: 10.244.0.0/16
   tunnel_address: 192.0.2.10:80
   tunnel_nameservers: 10.43.0.10, fd00:43::a
+  tunnel_scheme: wss
+  tunnel_ca: `+caFile+`
 `), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -126,6 +132,8 @@ mesh:
 			RemoteServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("fd00:10:96::/112")},
 			TunnelAddress:      netip.MustParseAddrPort("192.0.2.10:80"),
 			TunnelNameservers:  []netip.Addr{netip.MustParseAddr("10.43.0.10"), netip.MustParseAddr("fd00:43::a")},
+			TunnelTLS:          true,
+			TunnelCA:           ca.PEM,
 		}
 		if diff := cmp.Diff(want, c.MeshConfig(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 			t.Errorf("mesh (-want +got):\n%s", diff)
@@ -180,6 +188,20 @@ func TestLoadConfigErrorsNameTheOption(t *testing.T) {
 		{"tunnel nameserver not an address", "", map[string]string{"MESH_TUNNEL_NAMESERVERS": "10.43.0.10, kube-dns"}, "mesh.tunnel_nameservers"},
 		{"too many tunnel nameservers", "", map[string]string{"MESH_TUNNEL_NAMESERVERS": "10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4"}, "mesh.tunnel_nameservers"},
 	}
+	dir := t.TempDir()
+	notPEM := pkitest.Write(t, dir, "not.pem", []byte("not a certificate\n"))
+	keyPEM := pkitest.Write(t, dir, "key.pem", pkitest.NewCA(t, "ca").Issue(t, pkitest.LeafSpec{Name: "x"}).KeyPEM)
+	tests = append(tests, []struct {
+		name   string
+		file   string
+		env    map[string]string
+		option string
+	}{
+		{"tunnel scheme ws", "", map[string]string{"MESH_TUNNEL_SCHEME": "ws"}, "mesh.tunnel_scheme"},
+		{"tunnel CA missing", "", map[string]string{"MESH_TUNNEL_CA": filepath.Join(dir, "absent.pem")}, "mesh.tunnel_ca"},
+		{"tunnel CA not PEM", "", map[string]string{"MESH_TUNNEL_CA": notPEM}, "mesh.tunnel_ca"},
+		{"tunnel CA holds a key", "", map[string]string{"MESH_TUNNEL_CA": keyPEM}, "mesh.tunnel_ca"},
+	}...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := ""

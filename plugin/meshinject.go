@@ -3,6 +3,7 @@ package plugin
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -25,6 +26,9 @@ const (
 	// MeshSpecKey is the key of the mesh spec in the pod's mesh Secret, mounted read-only as
 	// /etc/mesh-agent/mesh.json (the mesh-agent's default --config).
 	MeshSpecKey = "mesh.json"
+	// MeshTunnelCAKey is the key, in the same Secret, of the CA certificates of option
+	// mesh.tunnel_ca (/etc/mesh-agent/tunnel-ca.pem, the spec's tunnel.caFile).
+	MeshTunnelCAKey = "tunnel-ca.pem"
 
 	meshAgentPort    = 9101 // meshagent.DefaultListenAddr: /healthz, /readyz, /metrics
 	meshConfigDir    = "/etc/mesh-agent"
@@ -123,6 +127,15 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	if mode == meshspec.ModeNetstack {
 		spec.Mode = meshspec.ModeNetstack // kernel stays unwritten: mesh.json as before
 	}
+	if m.TunnelTLS {
+		if err := dialTLS(&spec.Tunnel); err != nil {
+			return err
+		}
+	}
+	withCA := len(m.TunnelCA) > 0 && strings.HasPrefix(spec.Tunnel.URL, "wss://") && spec.Tunnel.CAFile == ""
+	if withCA {
+		spec.Tunnel.CAFile = meshConfigDir + "/" + MeshTunnelCAKey
+	}
 	if m.TunnelAddress.IsValid() {
 		if err := dialByAddress(&spec.Tunnel, m.TunnelAddress); err != nil {
 			return err
@@ -163,6 +176,9 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 		Type:       corev1.SecretTypeOpaque,
 		Data:       map[string][]byte{MeshSpecKey: data},
 	}
+	if withCA {
+		secret.Data[MeshTunnelCAKey] = m.TunnelCA
+	}
 	for _, s := range plan.Secrets {
 		if s.Name == secret.Name {
 			return &ValidationError{Field: "container[].secrets", Reason: fmt.Sprintf("the pod's Secret %q would take the name of the mesh Secret %s", meshSecretName, secret.Name)}
@@ -202,6 +218,29 @@ func tunnelHostIsName(rawURL string) bool {
 	}
 	_, err = netip.ParseAddr(u.Hostname())
 	return err != nil
+}
+
+// dialTLS makes t dial over TLS: ws:// becomes wss://, and port 80 (said or implied) becomes 443.
+func dialTLS(t *meshspec.Tunnel) error {
+	u, err := url.Parse(t.URL)
+	if err != nil || u.Host == "" {
+		return &ValidationError{Field: "mesh tunnel url", Reason: "mesh.tunnel_scheme is wss but the tunnel URL names no host"}
+	}
+	if u.Scheme == "wss" {
+		return nil
+	}
+	u.Scheme = "wss"
+	if u.Port() == "80" {
+		u.Host = u.Hostname()
+		if strings.Contains(u.Host, ":") {
+			u.Host = "[" + u.Host + "]"
+		}
+	}
+	t.URL = u.String()
+	if h, p, err := net.SplitHostPort(t.Host); err == nil && p == "80" {
+		t.Host = h // the Host header of the default port names no port
+	}
+	return nil
 }
 
 // dialByAddress points t's URL at addr, keeping the host it named as the Host header.

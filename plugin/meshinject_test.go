@@ -4,8 +4,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -356,6 +358,34 @@ func TestTranslateMeshOptions(t *testing.T) {
 			}
 			if got := plan.Mesh.Tunnel.Host; got == "" || strings.Contains(got, ":") || strings.Contains(got, "192.0.2.10") {
 				t.Errorf("tunnel host %q, want the ingress host without the default port", got)
+			}
+		}},
+		{name: "tunnel over TLS", o: with(Mesh{TunnelTLS: true}), check: func(t *testing.T, plan *Plan) {
+			// The VK's default script dials ws://<ingress host>:80: wss:// on the default port.
+			u, err := url.Parse(plan.Mesh.Tunnel.URL)
+			if err != nil || u.Scheme != "wss" || u.Port() != "" || u.Hostname() == "" {
+				t.Errorf("tunnel url %q, want wss://<ingress host> on the default port", plan.Mesh.Tunnel.URL)
+			}
+			if h := plan.Mesh.Tunnel.Host; strings.Contains(h, ":") {
+				t.Errorf("tunnel host %q names a port", h)
+			}
+			if plan.Mesh.Tunnel.CAFile != "" || len(plan.Secrets[len(plan.Secrets)-1].Data) != 1 {
+				t.Errorf("tunnel CA file %q without option mesh.tunnel_ca", plan.Mesh.Tunnel.CAFile)
+			}
+		}},
+		{name: "tunnel over TLS with a CA, dialled by address", o: with(Mesh{TunnelTLS: true, TunnelCA: []byte("PEM"), TunnelAddress: netip.MustParseAddrPort("192.0.2.10:443")}), check: func(t *testing.T, plan *Plan) {
+			tun := plan.Mesh.Tunnel
+			if tun.URL != "wss://192.0.2.10:443" || tun.Host == "" || strings.Contains(tun.Host, ":") || tun.CAFile != "/etc/mesh-agent/"+MeshTunnelCAKey {
+				t.Errorf("tunnel %+v: want wss:// to the address, the ingress host as Host and TLS name, the CA file in the mesh Secret", tun)
+			}
+			secret := plan.Secrets[len(plan.Secrets)-1]
+			if string(secret.Data[MeshTunnelCAKey]) != "PEM" || secret.Data[MeshSpecKey] == nil {
+				t.Errorf("mesh Secret keys %v, want %s and %s", slices.Sorted(maps.Keys(secret.Data)), MeshSpecKey, MeshTunnelCAKey)
+			}
+		}},
+		{name: "tunnel CA unused over ws://", o: with(Mesh{TunnelCA: []byte("PEM")}), check: func(t *testing.T, plan *Plan) {
+			if tun := plan.Mesh.Tunnel; tun.CAFile != "" || !strings.HasPrefix(tun.URL, "ws://") {
+				t.Errorf("tunnel %+v: want ws:// as the script says, no CA file", tun)
 			}
 		}},
 		{name: "tunnel host resolved by the remote DNS", o: with(Mesh{TunnelNameservers: addrs("10.43.0.10")}), check: func(t *testing.T, plan *Plan) {

@@ -7,6 +7,7 @@ import (
 	crand "crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -54,8 +55,9 @@ type ClientConfig struct {
 	// proxy. ProxyFromEnvironment honours HTTPS_PROXY, HTTP_PROXY and NO_PROXY.
 	Proxy func(*url.URL) (*url.URL, error)
 
-	// CAFile holds PEM roots to verify a wss:// server; empty uses the
-	// system roots.
+	// CAFile holds PEM roots that verify a wss:// server besides the
+	// system roots (a private CA, or cert-manager's self-signed issuer).
+	// Empty: the system roots alone.
 	CAFile string
 	// CertFile and KeyFile, both or neither, are a client certificate.
 	CertFile, KeyFile string
@@ -204,7 +206,10 @@ func clientTLS(cfg ClientConfig) (*tls.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read ca file: %w", err)
 		}
-		tc.RootCAs = x509.NewCertPool()
+		// The file adds to the system roots: an ingress with a public certificate still verifies.
+		if tc.RootCAs, err = x509.SystemCertPool(); err != nil {
+			tc.RootCAs = x509.NewCertPool()
+		}
 		if !tc.RootCAs.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("read ca file %s: no PEM certificate: %w", cfg.CAFile, ErrConfig)
 		}
@@ -234,7 +239,14 @@ func (c *Client) Run(ctx context.Context) error {
 				break
 			}
 			c.stats.refused.Add(1)
-			c.common.log.Warn("tunnel dial failed", "err", err, "retry_in", backoff)
+			if why := certificateRefusal(err); why != "" {
+				// Never retried over ws://: the dial waits for a certificate that verifies.
+				c.stats.certRefused.Add(1)
+				c.common.log.Error("tunnel server's certificate refused: the mesh dials it only over wss:// with a verified chain (system roots and the tunnel CA file)",
+					"server", c.dialerHost(), "reason", why, "ca_file", c.cfg.CAFile, "retry_in", backoff)
+			} else {
+				c.common.log.Warn("tunnel dial failed", "err", err, "retry_in", backoff)
+			}
 			if !sleep(ctx, jitter(backoff)) {
 				break
 			}
@@ -304,6 +316,31 @@ func (c *Client) dial(ctx context.Context) (*wsConn, error) {
 func (c *Client) dialerHost() string {
 	u, _ := url.Parse(c.cfg.URL)
 	return u.Host
+}
+
+// certificateRefusal says why the server's certificate was refused, or "" when err is not a
+// certificate verification failure.
+func certificateRefusal(err error) string {
+	var (
+		unknown  x509.UnknownAuthorityError
+		invalid  x509.CertificateInvalidError
+		hostname x509.HostnameError
+		verify   *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &unknown):
+		return "signed by an unknown authority (not in the system roots or the tunnel CA file): " + unknown.Error()
+	case errors.As(err, &invalid):
+		if invalid.Reason == x509.Expired {
+			return "expired or not yet valid: " + invalid.Error()
+		}
+		return "invalid: " + invalid.Error()
+	case errors.As(err, &hostname):
+		return "issued for another name: " + hostname.Error()
+	case errors.As(err, &verify):
+		return verify.Error()
+	}
+	return ""
 }
 
 // Stats returns the client's counters.

@@ -11,6 +11,9 @@ type Stats struct {
 	Active int
 	// Refused counts failed dials (client) or refused upgrades (server).
 	Refused uint64
+	// CertRefused counts the client's dials refused because the server's
+	// certificate did not verify (part of Refused); 0 at a server.
+	CertRefused uint64
 	// RxDatagrams and TxDatagrams count datagrams received from and written
 	// to the WebSocket.
 	RxDatagrams, TxDatagrams uint64
@@ -22,6 +25,7 @@ type Stats struct {
 
 type counters struct {
 	sessions, refused atomic.Uint64
+	certRefused       atomic.Uint64
 	rx, tx, txDropped atomic.Uint64
 }
 
@@ -29,6 +33,7 @@ func (c *counters) snapshot(q *queue, active bool) Stats {
 	st := Stats{
 		Sessions:    c.sessions.Load(),
 		Refused:     c.refused.Load(),
+		CertRefused: c.certRefused.Load(),
 		RxDatagrams: c.rx.Load(),
 		TxDatagrams: c.tx.Load(),
 		RxDropped:   q.dropped.Load(),

@@ -1,66 +1,44 @@
 package tunnel
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"bytes"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
+	"errors"
+	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/pkitest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
 
 // testPKI writes a CA, a server certificate for 127.0.0.1 and a client
 // certificate to dir and returns their paths.
-type testPKI struct{ ca, srvCert, srvKey, cliCert, cliKey string }
+type testPKI struct {
+	ca, srvCert, srvKey, cliCert, cliKey string
+	// A server certificate of the same CA that expired an hour ago, and one for another name.
+	expiredCert, expiredKey, otherNameCert, otherNameKey string
+}
 
 func newTestPKI(t *testing.T) testPKI {
 	t.Helper()
 	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	ca := pkitest.NewCA(t, "test ca")
+	write := func(name string, s pkitest.LeafSpec) (string, string) {
+		l := ca.Issue(t, s)
+		return pkitest.Write(t, dir, name+".crt", l.CertPEM), pkitest.Write(t, dir, name+".key", l.KeyPEM)
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage, ips []net.IP) (string, string) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, _ := x509.MarshalECPrivateKey(key)
-		return write(name+".crt", "CERTIFICATE", der), write(name+".key", "EC PRIVATE KEY", kder)
-	}
-	p := testPKI{ca: write("ca.crt", "CERTIFICATE", caDER)}
-	p.srvCert, p.srvKey = leaf("server", 2, x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)})
-	p.cliCert, p.cliKey = leaf("client", 3, x509.ExtKeyUsageClientAuth, nil)
+	loopback := []net.IP{net.IPv4(127, 0, 0, 1)}
+	p := testPKI{ca: pkitest.Write(t, dir, "ca.crt", ca.PEM)}
+	p.srvCert, p.srvKey = write("server", pkitest.LeafSpec{Name: "server", IPs: loopback})
+	p.cliCert, p.cliKey = write("client", pkitest.LeafSpec{Name: "client", Client: true})
+	p.expiredCert, p.expiredKey = write("expired", pkitest.LeafSpec{Name: "expired", IPs: loopback, NotAfter: time.Now().Add(-time.Hour)})
+	p.otherNameCert, p.otherNameKey = write("other", pkitest.LeafSpec{Name: "other", DNS: []string{"other.example"}})
 	return p
 }
 
@@ -105,4 +83,72 @@ func TestTLS(t *testing.T) {
 			t.Errorf("server sessions %d -> %d", before, got)
 		}
 	})
+}
+
+// TestCertificateRefused: a server whose certificate does not verify is never joined, whatever
+// is wrong with it; each refusal is counted apart from other failed dials and logged with why.
+func TestCertificateRefused(t *testing.T) {
+	pki := newTestPKI(t)
+	for _, tc := range []struct {
+		name, cert, key, ca string
+		why                 string // in the refusal's reason
+	}{
+		{"unknown authority", pki.srvCert, pki.srvKey, "", "unknown authority"},
+		{"expired", pki.expiredCert, pki.expiredKey, pki.ca, "expired"},
+		{"another name", pki.otherNameCert, pki.otherNameKey, pki.ca, "another name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, addr := newTestServer(t, ServerConfig{CertFile: tc.cert, KeyFile: tc.key})
+			startServer(t, srv)
+			var logs lockedBuffer
+			cli := newTestClient(t, ClientConfig{URL: "wss://" + addr, CAFile: tc.ca,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			start(t, cli.Run)
+			polltest.True(t, "a refused certificate", 5*time.Second, func() bool { return cli.Stats().CertRefused > 1 })
+			if st := cli.Stats(); st.Sessions != 0 || st.Refused < st.CertRefused {
+				t.Errorf("client stats %+v: want no session, every certificate refusal also a failed dial", st)
+			}
+			if got := srv.Stats().Sessions; got != 0 {
+				t.Errorf("server sessions %d, want 0", got)
+			}
+			out := logs.String()
+			if !strings.Contains(out, "tunnel server's certificate refused") || !strings.Contains(out, tc.why) || strings.Contains(out, testPrefix) {
+				t.Errorf("log does not say why the certificate was refused (%q), or names the path prefix:\n%s", tc.why, out)
+			}
+		})
+	}
+	t.Run("CA file adds to the system roots", func(t *testing.T) {
+		cli := newTestClient(t, ClientConfig{URL: "wss://127.0.0.1:1", CAFile: pki.ca})
+		pool := cli.dialer.TLSConfig.RootCAs
+		sys, err := x509.SystemCertPool()
+		if err != nil {
+			t.Skipf("no system roots here: %v", err)
+		}
+		if got, base := len(pool.Subjects()), len(sys.Subjects()); got != base+1 { //lint:ignore SA1019 counting, not matching system roots
+			t.Errorf("roots with the CA file: %d, want the %d system roots and the file's CA", got, base)
+		}
+	})
+	t.Run("not a certificate error", func(t *testing.T) {
+		if why := certificateRefusal(errors.New("dial tcp: connection refused")); why != "" {
+			t.Errorf("a refused connection classified as a certificate refusal: %q", why)
+		}
+	})
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger on another goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

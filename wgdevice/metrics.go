@@ -57,18 +57,23 @@ func (m peerMetrics) Collect(ch chan<- prometheus.Metric, e *Engine) {
 // tunnelMetrics are the tunnel's counters (tunnel.Stats), named <prefix>_tunnel_….
 type tunnelMetrics struct {
 	sessions, refused, active, datagrams, dropped *prometheus.Desc
+	// certRefused is nil at an end that verifies no certificate (the server).
+	certRefused *prometheus.Desc
 }
 
 // TunnelRole says what the tunnel's counters mean at one end: what a session is, and the name
 // and meaning of a refusal (a failed dial, a refused upgrade).
 type TunnelRole struct {
 	SessionsHelp, RefusedName, RefusedHelp string
+	// CertRefusedHelp, at a client, exports <prefix>_tunnel_certificate_refusals_total: dials
+	// refused because the server's certificate did not verify.
+	CertRefusedHelp string
 }
 
 // newTunnelMetrics names the tunnel's metrics for one end of it.
 func newTunnelMetrics(prefix string, role TunnelRole) tunnelMetrics {
 	dir := []string{"direction"}
-	return tunnelMetrics{
+	m := tunnelMetrics{
 		sessions: prometheus.NewDesc(prefix+"_tunnel_sessions_total", role.SessionsHelp, nil, nil),
 		refused:  prometheus.NewDesc(prefix+"_tunnel_"+role.RefusedName, role.RefusedHelp, nil, nil),
 		active:   prometheus.NewDesc(prefix+"_tunnel_session_active", "1 while a WebSocket session carries the tunnel.", nil, nil),
@@ -77,12 +82,19 @@ func newTunnelMetrics(prefix string, role TunnelRole) tunnelMetrics {
 		dropped: prometheus.NewDesc(prefix+"_tunnel_dropped_datagrams_total",
 			"Datagrams lost: rx to a full queue, tx while no session was up or with a failing one.", dir, nil),
 	}
+	if role.CertRefusedHelp != "" {
+		m.certRefused = prometheus.NewDesc(prefix+"_tunnel_certificate_refusals_total", role.CertRefusedHelp, nil, nil)
+	}
+	return m
 }
 
 // Describe sends the descriptors.
 func (m tunnelMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.sessions, m.refused, m.active, m.datagrams, m.dropped} {
 		ch <- d
+	}
+	if m.certRefused != nil {
+		ch <- m.certRefused
 	}
 }
 
@@ -98,6 +110,9 @@ func (m tunnelMetrics) Collect(ch chan<- prometheus.Metric, st tunnel.Stats) {
 	counter(m.datagrams, st.TxDatagrams, "tx")
 	counter(m.dropped, st.RxDropped, "rx")
 	counter(m.dropped, st.TxDropped, "tx")
+	if m.certRefused != nil {
+		counter(m.certRefused, st.CertRefused)
+	}
 }
 
 // MetricsConfig is what an agent's metrics are made of: what both agents report, and Extra.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build-binaries.sh builds the test control plane (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, kwok, kwokctl) and the real node's kubelet, kube-proxy, CoreDNS, containerd,
-# containerd-shim-runc-v2 and ctr, and Helm for the chart tests, from the Go module proxy into a cache keyed by the pinned versions,
+# containerd-shim-runc-v2 and ctr, Helm for the chart tests, and Traefik (the ingress controller), from the Go module proxy into a cache keyed by the pinned versions,
 # the build flags and the Go toolchain. A cache entry is trusted only when its stamp lists every binary with
 # a matching checksum; anything else is removed and rebuilt. Prints the cache's bin directory last.
 #
@@ -36,6 +36,7 @@ build_group() {
 		ldflags="$ldflags -X github.com/containerd/containerd/v2/version.Version=v2.4.2"
 		tags="no_btrfs no_devmapper no_zfs"
 		;;
+	traefik) ldflags="$ldflags -X github.com/traefik/traefik/v3/pkg/version.Version=v3.6.12" ;;
 	esac
 	# A group built with tags keys its flags too; the others keep the key they always had, so their
 	# cache entries stay valid.
@@ -100,6 +101,8 @@ kubeproxy=$(build_group kube-proxy 3 kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
 coredns=$(build_group coredns 5 coredns=.)
 # Helm, for the chart tests (lint, template, install).
 helm=$(build_group helm 4 helm=helm.sh/helm/v4/cmd/helm)
+# Traefik, the ingress controller of the local cluster in the real-pod mesh tests and the demo.
+traefik=$(build_group traefik 6 traefik=github.com/traefik/traefik/v3/cmd/traefik)
 containerd=$(build_group containerd 4 \
 	containerd=github.com/containerd/containerd/v2/cmd/containerd \
 	containerd-shim-runc-v2=github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
@@ -109,7 +112,7 @@ containerd=$(build_group containerd 4 \
 link="$cache/bin/current"
 rm -rf "$link.tmp"
 mkdir -p "$link.tmp"
-for d in "$etcd" "$kwok" "$kube" "$kubelet" "$kubeproxy" "$coredns" "$helm" "$containerd"; do
+for d in "$etcd" "$kwok" "$kube" "$kubelet" "$kubeproxy" "$coredns" "$helm" "$traefik" "$containerd"; do
 	for f in "$d"/*; do ln -s "$f" "$link.tmp/$(basename "$f")"; done
 done
 rm -rf "$link"

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/porttest"
+
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/usernet"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
@@ -87,7 +89,7 @@ func TestRunFailsCleanly(t *testing.T) {
 			c := testConfig()
 			c.HealthAddr, c.ListenAddr = tc.health, tc.listen
 			if tc.name == "tunnel" {
-				c.HealthAddr = freeAddr(t)
+				c.HealthAddr = porttest.FreeLoopback(t)
 			}
 			a, err := New(c)
 			if err != nil {
@@ -110,17 +112,6 @@ func TestRunFailsCleanly(t *testing.T) {
 			}
 		})
 	}
-}
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // TestReadyzMeshLost: a mesh that was up and has had no handshake for MeshLostAfter makes the

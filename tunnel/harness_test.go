@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/porttest"
+
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/tun/netstack"
@@ -52,17 +54,6 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // runner runs a component's Run in the background and stops it on cleanup.
@@ -109,7 +100,7 @@ func (r *runner) stop(t testing.TB) {
 func newTestServer(t testing.TB, cfg ServerConfig) (*Server, string) {
 	t.Helper()
 	if cfg.Addr == "" {
-		cfg.Addr = freeAddr(t)
+		cfg.Addr = porttest.FreeLoopback(t)
 	}
 	cfg.PathPrefix = orDefault(cfg.PathPrefix, testPrefix)
 	cfg.Logger = orDefault(cfg.Logger, testLogger(t))
@@ -242,7 +233,7 @@ type proxy struct {
 
 func newProxy(t testing.TB, target string) *proxy {
 	t.Helper()
-	p := &proxy{t: t, addr: freeAddr(t), target: target}
+	p := &proxy{t: t, addr: porttest.FreeLoopback(t), target: target}
 	p.up()
 	t.Cleanup(p.cut)
 	return p

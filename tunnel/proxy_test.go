@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/porttest"
+
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/dnstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/echotest"
 )
@@ -159,7 +161,7 @@ func TestProxyRefusals(t *testing.T) {
 	}{
 		{"no credentials", "http://" + px.addr, "407 Proxy Authentication Required"},
 		{"wrong password", "http://mesh:wrong@" + px.addr, "407"},
-		{"nothing listening", "http://" + freeAddr(t), "connection refused"},
+		{"nothing listening", "http://" + porttest.FreeLoopback(t), "connection refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newTestClient(t, ClientConfig{URL: "ws://" + addr, Proxy: via(tc.proxy)})

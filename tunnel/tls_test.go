@@ -2,10 +2,12 @@ package tunnel
 
 import (
 	"bytes"
-	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -117,17 +119,6 @@ func TestCertificateRefused(t *testing.T) {
 			}
 		})
 	}
-	t.Run("CA file adds to the system roots", func(t *testing.T) {
-		cli := newTestClient(t, ClientConfig{URL: "wss://127.0.0.1:1", CAFile: pki.ca})
-		pool := cli.dialer.TLSConfig.RootCAs
-		sys, err := x509.SystemCertPool()
-		if err != nil {
-			t.Skipf("no system roots here: %v", err)
-		}
-		if got, base := len(pool.Subjects()), len(sys.Subjects()); got != base+1 { //lint:ignore SA1019 counting, not matching system roots
-			t.Errorf("roots with the CA file: %d, want the %d system roots and the file's CA", got, base)
-		}
-	})
 	t.Run("not a certificate error", func(t *testing.T) {
 		if why := certificateRefusal(errors.New("dial tcp: connection refused")); why != "" {
 			t.Errorf("a refused connection classified as a certificate refusal: %q", why)
@@ -151,4 +142,37 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestCAFileAddsToSystemRoots: the CA file adds to the system roots, it does not replace them.
+// The system roots are read once per process, so the check runs in a child process whose
+// SSL_CERT_FILE names a CA standing in for the public ones.
+func TestCAFileAddsToSystemRoots(t *testing.T) {
+	if os.Getenv("IKM_TUNNEL_ROOTS_CHILD") == "1" {
+		for _, srv := range []struct{ name, cert, key string }{
+			{"a server of a system root", os.Getenv("IKM_TUNNEL_SYSTEM_CERT"), os.Getenv("IKM_TUNNEL_SYSTEM_KEY")},
+			{"a server of the CA file", os.Getenv("IKM_TUNNEL_PRIVATE_CERT"), os.Getenv("IKM_TUNNEL_PRIVATE_KEY")},
+		} {
+			s, addr := newTestServer(t, ServerConfig{CertFile: srv.cert, KeyFile: srv.key})
+			startServer(t, s)
+			cli := newTestClient(t, ClientConfig{URL: "wss://" + addr, CAFile: os.Getenv("IKM_TUNNEL_PRIVATE_CA")})
+			r := start(t, cli.Run)
+			polltest.True(t, srv.name+": a session", 5*time.Second, func() bool { return cli.Stats().Sessions > 0 })
+			r.stop(t)
+		}
+		return
+	}
+	dir := t.TempDir()
+	loopback := []net.IP{net.IPv4(127, 0, 0, 1)}
+	system, private := pkitest.NewCA(t, "a public root"), pkitest.NewCA(t, "a private ca")
+	sys, priv := system.Issue(t, pkitest.LeafSpec{Name: "public", IPs: loopback}), private.Issue(t, pkitest.LeafSpec{Name: "private", IPs: loopback})
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCAFileAddsToSystemRoots$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "IKM_TUNNEL_ROOTS_CHILD=1",
+		"SSL_CERT_FILE="+pkitest.Write(t, dir, "roots.pem", system.PEM), "SSL_CERT_DIR="+filepath.Join(dir, "none"),
+		"IKM_TUNNEL_SYSTEM_CERT="+pkitest.Write(t, dir, "public.crt", sys.CertPEM), "IKM_TUNNEL_SYSTEM_KEY="+pkitest.Write(t, dir, "public.key", sys.KeyPEM),
+		"IKM_TUNNEL_PRIVATE_CERT="+pkitest.Write(t, dir, "private.crt", priv.CertPEM), "IKM_TUNNEL_PRIVATE_KEY="+pkitest.Write(t, dir, "private.key", priv.KeyPEM),
+		"IKM_TUNNEL_PRIVATE_CA="+pkitest.Write(t, dir, "private-ca.pem", private.PEM))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("with a CA file, a server of a system root or of the file must both verify: %v\n%s", err, out)
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -64,6 +66,34 @@ func NewCA(t testing.TB, name string) *CA {
 		t.Fatal(err)
 	}
 	return &CA{PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), cert: cert, key: key}
+}
+
+// LoadCA is the CA of a PEM certificate and its PEM key (PKCS #8 or SEC 1 EC), as openssl
+// writes them.
+func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, errors.New("the CA certificate or key is not PEM")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	var key *ecdsa.PrivateKey
+	if k, err := x509.ParsePKCS8PrivateKey(kb.Bytes); err == nil {
+		ec, ok := k.(*ecdsa.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("the CA key is a %T, want ECDSA", k)
+		}
+		key = ec
+	} else if key, err = x509.ParseECPrivateKey(kb.Bytes); err != nil {
+		return nil, fmt.Errorf("the CA key: %w", err)
+	}
+	if !cert.IsCA {
+		return nil, errors.New("the certificate is not a CA's")
+	}
+	return &CA{PEM: certPEM, cert: cert, key: key}, nil
 }
 
 // Issue signs a leaf certificate for s.

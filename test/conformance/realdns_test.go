@@ -83,7 +83,7 @@ func (m *meshRun) resolves(what, kubeconfig string, p *corev1.Pod, container, na
 //     cluster's DNS in resolv.conf, its cluster names and the remote site's external names, while
 //     the mesh still carries their traffic to local pods by address; mesh.json records the mesh
 //     nameserver under remote only.
-func (m *meshRun) checkDNSModes(web *corev1.Pod, vkNode, remoteNode string, ing *ingress, target *corev1.Pod) {
+func (m *meshRun) checkDNSModes(web *corev1.Pod, vkNode, remoteNode string, target *corev1.Pod) {
 	m.t.Helper()
 	ctx := m.t.Context()
 	localK8s, err := m.env.Local.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{})
@@ -119,8 +119,7 @@ func (m *meshRun) checkDNSModes(web *corev1.Pod, vkNode, remoteNode string, ing 
 	for i, mode := range modes {
 		pod := pods[i]
 		m.waitShadow(shadowNS, shadowComponent(pod), target.Spec.NodeName, "")
-		host, backend := m.ingressBackend(shadowNS, shadowComponent(pod))
-		ing.route(m.t, host, backend)
+		m.ing.waitRoute(m.ingressBackend(shadowNS, shadowComponent(pod)))
 		remote := m.waitRemote(pod.UID, remoteNode)
 		remoteSite := remote.Status.HostIP
 		resolv := m.exec(m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell", "cat", "/etc/resolv.conf")

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/pkitest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
 )
 
@@ -96,8 +97,16 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 	t.Logf("PROVEN the netstack shadow pod %s/%s, rendered by the VK from shadow-pod-netstack.tmpl, is admitted in a restricted namespace and Ready on a stock kubelet at %s (%s after create)",
 		shadowNS, shadow.Name, shadow.Status.PodIP, since(start))
 
-	host, backend := m.ingressBackend(shadowNS, shadowComponent(web))
-	ing := m.startIngress(map[string]string{host: backend})
+	// This VK's mesh script dials wss:// (run.sh renders mesh-script-ingress.tmpl as a VK with
+	// Network.IngressTLS does): the shadow Ingress's certificate, as cert-manager would write it,
+	// signed by the CA the plugin's mesh.tunnel_ca names.
+	component := shadowComponent(web)
+	host, backend := m.ingressBackend(shadowNS, component)
+	ca := tunnelCA(t)
+	good := m.tlsSecret(shadowNS, component, host, ca, pkitest.LeafSpec{})
+	m.ing.waitRoute(host, backend)
+	m.ing.waitCertificate(host, good.CertPEM)
+	t.Logf("PROVEN Traefik routes %s on :443 with the shadow Ingress's certificate (Secret %s-tls, issued by the test's CA standing in for cert-manager)", host, component)
 
 	remote := m.waitRemote(web.UID, remoteNode)
 	if caps := addedCapabilities(remote); len(caps) > 0 {
@@ -112,6 +121,11 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 		shadow.Status.PodIP, lastLine(answer), since(start))
 
 	m.checkTunnelByName(remote)
+	if spec := m.remoteMeshSpec(remote); !strings.HasPrefix(spec.Tunnel.URL, "wss://") || spec.Tunnel.CAFile == "" {
+		t.Fatalf("mesh.json tunnel %+v: want wss:// verified with the plugin's mesh.tunnel_ca", spec.Tunnel)
+	} else {
+		t.Logf("PROVEN the mesh runs over wss:// through Traefik with the chain verified: mesh.json dials %s with caFile %s (the plugin's mesh.tunnel_ca, in the pod's mesh Secret)", spec.Tunnel.URL, spec.Tunnel.CAFile)
+	}
 
 	fqdn := "target." + m.ns + ".svc.cluster.local"
 	found := m.execUntil("offloaded pod resolves "+fqdn, m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
@@ -141,8 +155,13 @@ func TestMeshRealPodsRestricted(t *testing.T) {
 		},
 	})
 
+	in := func(what string) string {
+		return m.execUntil(what, m.localKubeconfig(), m.ns, client.Name, "shell", regexp.MustCompile(`host=`+regexp.QuoteMeta(hostnameOf(remote))+` `), httpGet(shadow.Status.PodIP)...)
+	}
+	m.certificateRefused(remote, shadowNS, component, host, ca, good, in)
+
 	dropped := time.Now()
-	next := m.replaceShadow(shadow, ing)
+	next := m.replaceShadow(shadow)
 	back = m.execUntil("offloaded pod → target after the shadow pod's replacement", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
 		regexp.MustCompile(`host=target `), httpGet("127.0.0.1", "18080")...)
 	answer = m.execUntil("local client → the new shadow pod's IP "+next.Status.PodIP, m.localKubeconfig(), m.ns, client.Name, "shell",

@@ -4,15 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,7 +22,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/ingresstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
 )
 
@@ -45,7 +41,8 @@ const (
 // TestMeshRealPods proves the mesh as real pods through InterLink's unmodified VK: the shadow pod
 // the VK renders from the project's template runs shadow-agent on the local cluster's real node, the
 // plugin offloads the pod with its mesh-agent sidecar to the remote cluster's real node, the
-// sidecar dials the tunnel through an nginx ingress (configured from the shadow Ingress), and
+// sidecar dials the tunnel through Traefik, the local cluster's ingress controller (which reads
+// the shadow Ingress), and
 //   - a local client pod's HTTP request to the pod's IP (the shadow pod's) is answered by the
 //     offloaded echo-server;
 //   - the offloaded pod reaches a local pod's IP through the mesh, seen there as the shadow pod;
@@ -60,7 +57,7 @@ func TestMeshRealPods(t *testing.T) {
 		t.Skipf("no real-node clusters (%s unset): run `make conformance` as root", envRealMesh)
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("real pods and the nginx ingress on the remote node's bridge need root")
+		t.Skip("real pods and the ingress controller on the remote node's bridge need root")
 	}
 	m := startMeshRun(t, "realmesh", "", false)
 	env, ctx, localNode, remoteNode := m.env, t.Context(), m.localNode, m.remoteNode
@@ -85,11 +82,12 @@ func TestMeshRealPods(t *testing.T) {
 	t.Logf("PROVEN the shadow pod %s/%s (shadow-agent image, the VK's rendering of the project's template) runs on a stock kubelet: Ready on %s at %s, %s after create",
 		shadowNS, shadow.Name, localNode, shadow.Status.PodIP, since(start))
 
-	// The ingress: what an ingress controller makes of the shadow Ingress, nginx on the remote
-	// node's bridge (the only address the remote pods reach); the backend from the Service's endpoints.
+	// The ingress controller reads the shadow Ingress the VK applied and routes its host to the
+	// shadow Service's endpoint, on the remote node's bridge (the only address the remote pods reach).
 	host, backend := m.ingressBackend(shadowNS, shadowComponent(web))
-	ing := m.startIngress(map[string]string{host: backend})
-	t.Logf("ingress: nginx on %s routes Host %s to %s (the shadow Service's endpoint)", m.tunnel, host, backend)
+	took := m.ing.waitRoute(host, backend)
+	t.Logf("PROVEN Traefik (the local cluster's ingress controller) reads the VK's shadow Ingress: it routes Host %s on %s (ws://) and :443 (wss://) to %s, the shadow Service's endpoint (%s after the endpoint was ready)",
+		host, m.tunnel, backend, took.Round(10*time.Millisecond))
 
 	remote := m.waitRemote(web.UID, remoteNode)
 	if len(remote.Spec.InitContainers) == 0 || remote.Spec.InitContainers[0].Name != plugin.MeshAgentContainer {
@@ -150,7 +148,7 @@ func TestMeshRealPods(t *testing.T) {
 
 	m.checkTunnelByName(remote)
 	if os.Getenv(envClusterDNS) == "1" {
-		m.checkDNSModes(web, env.VKNode, remoteNode, ing, target)
+		m.checkDNSModes(web, env.VKNode, remoteNode, target)
 	}
 
 	resolv := m.exec(m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell", "cat", "/etc/resolv.conf")
@@ -165,7 +163,7 @@ func TestMeshRealPods(t *testing.T) {
 	m.throughput("kernel", localNode, shadow, remote)
 	m.probeFigures("kernel", localNode, shadow, remote)
 
-	m.crashAndRecover(crashCheck{
+	check := crashCheck{
 		shadow: shadow, remote: remote,
 		out: func(what string) string {
 			return m.execUntil(what, m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell", regexp.MustCompile(`host=target `), httpGet(target.Status.PodIP)...)
@@ -173,12 +171,14 @@ func TestMeshRealPods(t *testing.T) {
 		in: func(what string) string {
 			return m.execUntil(what, m.localKubeconfig(), m.ns, client.Name, "shell", regexp.MustCompile(`host=`+regexp.QuoteMeta(hostnameOf(remote))+` `), httpGet(shadow.Status.PodIP)...)
 		},
-	})
+	}
+	m.crashAndRecover(check)
+	m.ingressFaults(remote, shadowNS, shadowComponent(web), check.out, check.in)
 
-	// The shadow pod dies; its Deployment replaces it (a new pod, a new IP). The ingress follows the
-	// Service's endpoint, as an ingress controller does, and mesh-agent re-dials by itself.
+	// The shadow pod dies; its Deployment replaces it (a new pod, a new IP). The ingress controller
+	// follows the Service's endpoint by itself, and mesh-agent re-dials by itself.
 	dropped := time.Now()
-	next := m.replaceShadow(shadow, ing)
+	next := m.replaceShadow(shadow)
 	back = m.execUntil("offloaded pod → http://"+target.Status.PodIP+":8080/ after the shadow pod's replacement", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
 		regexp.MustCompile(`host=target client=`+regexp.QuoteMeta(next.Status.PodIP)+`:`), httpGet(target.Status.PodIP)...)
 	t.Logf("PROVEN the mesh recovers when the shadow pod is replaced: the offloaded pod reaches the local pod through the new shadow %s, %s after the delete: %q",
@@ -294,7 +294,7 @@ func (m *meshRun) throughput(mode, node string, shadow, remote *corev1.Pod) {
 	in := run("local → offloaded", shadow.Status.PodIP, "-t", "5")
 	afterIn := peaks(agents)
 	out := run("offloaded → local", shadow.Status.PodIP, "-t", "5", "-R")
-	m.t.Logf("FIGURE iperf3 TCP 5 s between real pods (%s mode): local pod → offloaded pod (through the shadow's IP, the tunnel, nginx) %.2f Gbit/s, offloaded → local (-R) %.2f Gbit/s; two local pods on one bridge %.2f Gbit/s; peak RSS after the first: %s; after both: %s",
+	m.t.Logf("FIGURE iperf3 TCP 5 s between real pods (%s mode): local pod → offloaded pod (through the shadow's IP, the tunnel, Traefik) %.2f Gbit/s, offloaded → local (-R) %.2f Gbit/s; two local pods on one bridge %.2f Gbit/s; peak RSS after the first: %s; after both: %s",
 		mode, in.BitsPerSecond/1e9, out.BitsPerSecond/1e9, direct.BitsPerSecond/1e9, afterIn, peaks(agents))
 	if m.wg != nil {
 		// The same two pods over wireguard-go on plain UDP, through the UDP relay.
@@ -349,9 +349,9 @@ func (m *meshRun) waitRemote(uid types.UID, node string) *corev1.Pod {
 	return remote
 }
 
-// replaceShadow deletes the shadow pod, waits for its Deployment's replacement to be Ready and
-// points the ingress at it, as an ingress controller following the Service's endpoints does.
-func (m *meshRun) replaceShadow(shadow *corev1.Pod, ing *ingress) *corev1.Pod {
+// replaceShadow deletes the shadow pod and waits for its Deployment's replacement to be Ready and
+// for the ingress controller to route to it (it follows the Service's endpoints).
+func (m *meshRun) replaceShadow(shadow *corev1.Pod) *corev1.Pod {
 	m.t.Helper()
 	if err := m.env.Local.CoreV1().Pods(shadow.Namespace).Delete(m.t.Context(), shadow.Name, metav1.DeleteOptions{}); err != nil {
 		m.t.Fatalf("delete the shadow pod: %v", err)
@@ -359,7 +359,8 @@ func (m *meshRun) replaceShadow(shadow *corev1.Pod, ing *ingress) *corev1.Pod {
 	component := shadow.Labels[componentLabel]
 	next := m.waitShadow(shadow.Namespace, component, shadow.Spec.NodeName, shadow.UID)
 	host, backend := m.ingressBackend(shadow.Namespace, component)
-	ing.route(m.t, host, backend)
+	took := m.ing.waitRoute(host, backend)
+	m.t.Logf("PROVEN the ingress controller follows the shadow Service's endpoints: Traefik routes %s to the new shadow %s (%s after it was ready)", host, backend, took.Round(10*time.Millisecond))
 	return next
 }
 
@@ -390,8 +391,9 @@ type meshRun struct {
 	wg *wgRef
 	// restricted makes the local pods pass Pod Security "restricted" (restrictPod).
 	restricted bool
-	// Set by startMeshRun: the ingress's address, where its nginx logs, both real nodes.
+	// Set by startMeshRun: the ingress's address and controller, where logs go, both real nodes.
 	tunnel                netip.AddrPort
+	ing                   *ingress
 	logDir                string
 	localNode, remoteNode string
 }
@@ -415,13 +417,8 @@ func startMeshRun(t *testing.T, ns, vkNode string, restricted bool) *meshRun {
 	m.remoteNode = m.realNode(env.Remote, "remote")
 	t.Logf("real nodes: local %s, remote %s; the ingress on %s", m.localNode, m.remoteNode, tunnel)
 	m.onlySchedulable(m.localNode)
+	m.ing = startIngress(t, env, m.logDir, tunnel)
 	return m
-}
-
-// startIngress starts the run's ingress on its tunnel address with routes.
-func (m *meshRun) startIngress(routes map[string]string) *ingress {
-	m.t.Helper()
-	return startIngress(m.t, m.logDir, m.tunnel, routes)
 }
 
 // newMeshRun is a meshRun in the local namespace ns, with the tools and images run.sh names.
@@ -652,81 +649,8 @@ func (m *meshRun) execUntil(what, kubeconfig, ns, pod, container string, want *r
 	return ""
 }
 
-// ingress is the test's nginx, standing in for the local cluster's ingress controller.
-type ingress struct {
-	conf ingresstest.Config
-}
-
 // componentLabel labels the shadow objects of one offloaded pod (manifests/shadow-pod*.tmpl).
 const componentLabel = "app.kubernetes.io/component"
-
-// startIngress runs nginx on addr, proxying WebSocket upgrades for each host of routes to its
-// backend as an ingress controller's generated configuration does, until the test ends.
-func startIngress(t *testing.T, logDir string, addr netip.AddrPort, routes map[string]string) *ingress {
-	t.Helper()
-	in := &ingress{conf: ingresstest.Config{Dir: t.TempDir(), Listen: addr.String(), Routes: maps.Clone(routes),
-		ErrorLog: filepath.Join(logDir, "ingress-nginx.log")}}
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// nginx retries a taken port for seconds before it gives up: find out first.
-	if ln, err := net.Listen("tcp", addr.String()); err != nil {
-		t.Fatalf("the ingress's address %s is taken (an nginx left by an interrupted run?): %v", addr, err)
-	} else {
-		ln.Close()
-	}
-	in.write(t)
-	cmd := exec.Command("nginx", "-c", filepath.Join(in.conf.Dir, "nginx.conf"), "-p", in.conf.Dir)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	// If the suite dies without its cleanups (a signal), nginx stops with it (SIGTERM: a fast
-	// shutdown that takes its workers along) instead of keeping the port.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx (the ingress): %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	select {
-	case err := <-done:
-		t.Fatalf("nginx (the ingress) exited at start: %v; see %s", err, in.conf.ErrorLog)
-	case <-time.After(500 * time.Millisecond):
-	}
-	return in
-}
-
-// route points host at backend (a new host, or a new backend as a controller does when the
-// endpoints change) and reloads nginx: established WebSockets are cut, which the tunnel survives
-// by re-dialling.
-func (in *ingress) route(t *testing.T, host, backend string) {
-	t.Helper()
-	in.setRoutes(t, map[string]string{host: backend})
-}
-
-// setRoutes adds or changes several routes with one reload.
-func (in *ingress) setRoutes(t *testing.T, routes map[string]string) {
-	t.Helper()
-	maps.Copy(in.conf.Routes, routes)
-	in.write(t)
-	if out, err := exec.Command("nginx", "-c", filepath.Join(in.conf.Dir, "nginx.conf"), "-p", in.conf.Dir, "-s", "reload").CombinedOutput(); err != nil {
-		t.Fatalf("nginx -s reload: %v: %s", err, out)
-	}
-}
-
-func (in *ingress) write(t *testing.T) {
-	t.Helper()
-	if err := in.conf.Write(); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func podReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {

@@ -21,9 +21,8 @@ const envReadyPods = "IKM_CONFORMANCE_READY_PODS"
 // from its create on the local cluster to mesh ready: its remote pod Ready, which the mesh-agent's
 // startup probe holds back until the first WireGuard handshake through the tunnel (so the
 // workload starts with the mesh up). IKM_CONFORMANCE_READY_PODS pods are created at once, as a
-// Job or a Deployment would; the test plays the ingress controller, routing each shadow Ingress
-// in nginx once its endpoint is ready (polling every 250 ms, one reload for all new routes). It
-// logs p50, p95 and the slowest, with the shadow pod's share; it fails only if a pod never gets
+// Job or a Deployment would; Traefik, the local cluster's ingress controller, routes each shadow
+// Ingress as it appears. It logs p50, p95 and the slowest, with the shadow pod's share; it fails only if a pod never gets
 // there. A benchmark (make bench), never timed assertions.
 func TestMeshReadyTimes(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv(envReadyPods))
@@ -58,7 +57,6 @@ func TestMeshReadyTimes(t *testing.T) {
 		r.pod = created
 	}
 	shadowNS := m.ns + "-wstunnel"
-	var ing *ingress
 	pending := n
 	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
 		shadows, err := env.Local.CoreV1().Pods(shadowNS).List(ctx, metav1.ListOptions{})
@@ -69,7 +67,6 @@ func TestMeshReadyTimes(t *testing.T) {
 		if err != nil {
 			return false, nil
 		}
-		routes := map[string]string{}
 		for _, r := range runs {
 			if r.shadowAt == 0 && slices.ContainsFunc(shadows.Items, func(p corev1.Pod) bool {
 				return p.Labels[componentLabel] == r.component && p.Spec.NodeName == localNode && podReady(&p)
@@ -78,7 +75,7 @@ func TestMeshReadyTimes(t *testing.T) {
 			}
 			if r.shadowAt != 0 && !r.routed {
 				if host, backend, ok, _ := m.readyIngress(ctx, shadowNS, r.component); ok {
-					routes[host], r.routed = backend, true
+					r.routed, _ = m.ing.routes(host, backend)
 				}
 			}
 			if r.readyAt == 0 && slices.ContainsFunc(remotes.Items, func(p corev1.Pod) bool {
@@ -87,13 +84,6 @@ func TestMeshReadyTimes(t *testing.T) {
 				r.readyAt = time.Since(r.created)
 				pending--
 			}
-		}
-		switch {
-		case len(routes) == 0:
-		case ing == nil:
-			ing = m.startIngress(routes)
-		default:
-			ing.setRoutes(t, routes)
 		}
 		return pending == 0, nil
 	})
@@ -115,6 +105,6 @@ func TestMeshReadyTimes(t *testing.T) {
 	pct := func(ds []time.Duration, p float64) time.Duration {
 		return ds[min(len(ds)-1, max(0, int(p*float64(len(ds))+0.999999)-1))].Round(100 * time.Millisecond)
 	}
-	t.Logf("FIGURE offloaded pod created to mesh ready, %d real pods created at once (kernel mode, through the VK, nginx as the ingress): p50 %v, p95 %v, slowest %v; of which the shadow pod Ready: p50 %v, p95 %v",
+	t.Logf("FIGURE offloaded pod created to mesh ready, %d real pods created at once (kernel mode, through the VK, Traefik as the ingress controller): p50 %v, p95 %v, slowest %v; of which the shadow pod Ready: p50 %v, p95 %v",
 		n, pct(ready, 0.5), pct(ready, 0.95), ready[len(ready)-1].Round(100*time.Millisecond), pct(shadow, 0.5), pct(shadow, 0.95))
 }

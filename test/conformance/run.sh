@@ -15,8 +15,8 @@
 # the suite runs) runs kube-proxy, and the test moves shadow pods onto it (it cordons the fake
 # nodes), so the VK's shadow pod (from `make manifests`, naming the images `make images` built)
 # runs for real; the remote real node runs the mesh test's offloaded pod, whose mesh-agent
-# dials the tunnel by name (<host>.mesh.test, resolved by the remote site's DNS) through nginx (the
-# ingress) on the remote node's bridge address: nothing is routed between the two bridges. The other
+# dials the tunnel by name (<host>.mesh.test, resolved by the remote site's DNS) through Traefik (the
+# local cluster's ingress controller, watching its Ingresses) on the remote node's bridge address: nothing is routed between the two bridges. The other
 # cases' remote pods stay on kwok's nodes.
 #
 # Environment: INTERLINK_BIN_DIR, IKM_CACHE (see test/testcluster/cluster.sh), IKM_CONFORMANCE_RUN (a Go
@@ -135,7 +135,7 @@ suite_env=()
 if [ "$real" = 1 ]; then
 	# The VK routes the local real node's pod range into the mesh; the remote pods dial the tunnel by
 	# its name, <host>.mesh.test, which the remote site's DNS (the remote node's CoreDNS) resolves to
-	# the remote node's own bridge address, where the test's nginx serves the shadow Ingress. The
+	# the remote node's own bridge address, where Traefik serves the shadow Ingress. The
 	# sidecars ask that DNS (mesh.tunnel_nameservers: what the remote kubelet's clusterDNS names;
 	# the remote cluster has no kube-dns Service to discover) because the pods' resolv.conf names
 	# the local DNS alone, reachable only through the mesh.
@@ -146,10 +146,16 @@ if [ "$real" = 1 ]; then
 	image_ref() { tar -xOf "bin/images/$1.tar" index.json | jq -er '.manifests[0].annotations["io.containerd.image.name"]'; }
 	# The sidecar's memory limit raised from 256Mi to 768Mi: a netstack sidecar takes 35-46 KiB a
 	# flow, and the real-pod tests hold 10,000 flows through it (docs/performance.md, netstack mode).
-	plugin_env=(MESH_TUNNEL_NAMESERVERS="$remote_dns" MESH_AGENT_IMAGE="$(image_ref mesh-agent)"
+	# The tunnel's CA, standing in for the issuer cert-manager would use: the plugin's mesh.tunnel_ca
+	# names it, the suite signs the shadow Ingresses' certificates with it.
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=ikm conformance tunnel CA" \
+		-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+		-keyout "$work/tunnel-ca.key" -out "$work/tunnel-ca.crt" 2>/dev/null
+	plugin_env=(MESH_TUNNEL_NAMESERVERS="$remote_dns" MESH_AGENT_IMAGE="$(image_ref mesh-agent)" MESH_TUNNEL_CA="$work/tunnel-ca.crt"
 		MESH_AGENT_RESOURCES='{"requests":{"cpu":"10m","memory":"32Mi"},"limits":{"memory":"768Mi"}}')
 	suite_env=(IKM_CONFORMANCE_REAL_MESH=1 IKM_CONFORMANCE_REAL_PODS=1 IKM_CONFORMANCE_KUBE_PROXY=1 IKM_CONFORMANCE_CLUSTER_DNS=1 IKM_CONFORMANCE_TUNNEL_ADDRESS="$tunnel_address" IKM_CONFORMANCE_REMOTE_DNS="$remote_dns"
-		IKM_CONFORMANCE_KUBECTL="$cache/bin/current/kubectl"
+		IKM_CONFORMANCE_KUBECTL="$cache/bin/current/kubectl" IKM_CONFORMANCE_TRAEFIK="$cache/bin/current/traefik"
+		IKM_CONFORMANCE_TUNNEL_CA="$work/tunnel-ca.crt" IKM_CONFORMANCE_TUNNEL_CA_KEY="$work/tunnel-ca.key"
 		IKM_CONFORMANCE_ECHO_IMAGE="$(image_ref echo-server)" IKM_CONFORMANCE_SHELL_IMAGE="$(image_ref shell)"
 		IKM_CONFORMANCE_IPERF_IMAGE="$(image_ref iperf3)" IKM_CONFORMANCE_PROBE_IMAGE="$(image_ref netprobe)"
 		IKM_CONFORMANCE_WIREGUARD_IMAGE="$(image_ref wireguard-go)")
@@ -230,7 +236,13 @@ vk_nodes=(vk-node)
 if [ "$real" = 1 ]; then
 	# A second VK, node vk-netstack, renders the netstack shadow template (the template is per VK):
 	# TestMeshRealPodsRestricted offloads through it into namespaces enforcing Pod Security restricted.
-	sed "s#WstunnelTemplatePath: .*#WstunnelTemplatePath: $templates/shadow-pod-netstack.tmpl#" "$work/vk.yaml" >"$work/vk-netstack.yaml"
+	# Its mesh script dials wss://: mesh-script-ingress.tmpl as a VK with Network.IngressTLS (InterLink
+	# PR #538, newer than this VK) renders it, IngressProtocol wss and IngressPort 443.
+	sed 's#(print .IngressProtocol "://" .IngressEndpoint ":" .IngressPort)#(print "wss://" .IngressEndpoint ":443")#' \
+		"$templates/mesh-script-ingress.tmpl" >"$work/mesh-script-tls.tmpl"
+	grep -q '"wss://"' "$work/mesh-script-tls.tmpl" || { log "mesh-script-ingress.tmpl no longer has the tunnel URL line this script rewrites"; exit 1; }
+	sed -e "s#WstunnelTemplatePath: .*#WstunnelTemplatePath: $templates/shadow-pod-netstack.tmpl#" \
+		-e "s#MeshScriptTemplatePath: .*#MeshScriptTemplatePath: $work/mesh-script-tls.tmpl#" "$work/vk.yaml" >"$work/vk-netstack.yaml"
 	kubelet_port2=$(free_port)
 	log "starting a second virtual kubelet (node vk-netstack, kubelet port 127.0.0.1:$kubelet_port2) with the netstack shadow template"
 	KUBECONFIG=$local_kc NODENAME=vk-netstack CONFIGPATH=$work/vk-netstack.yaml POD_IP=127.0.0.1 \

@@ -63,8 +63,8 @@ k get nodes -o custom-columns='NAME:.metadata.name,READY:.status.conditions[?(@.
 
 step "starting interlink-k8s-plugin on unix://$sock"
 if [ "$real" = 1 ]; then
-	# The remote pods dial the tunnel at the remote node's bridge address, where the demo's nginx
-	# plays the local cluster's ingress; the sidecar is the image make images built.
+	# The remote pods dial the tunnel at the remote node's bridge address, where the demo's Traefik
+	# is the local cluster's ingress controller; the sidecar is the image make images built.
 	remote_cidr=$(cat .cache/cluster/node/pod-cidr)
 	tunnel_address=${remote_cidr%.0/24}.1:80
 	image_ref() { tar -xOf "bin/images/$1.tar" index.json | jq -er '.manifests[0].annotations["io.containerd.image.name"]'; }

@@ -3,9 +3,9 @@
 # cluster. This script plays InterLink's virtual kubelet: it makes the keys and the path prefix,
 # applies the shadow pod rendered from the project's template (bin/manifests/shadow-pod.tmpl, from
 # manifests/ by make manifests) in <ns>-wstunnel of the local cluster, and offloads a pod carrying the
-# mesh annotation rendered from manifests/mesh-script.tmpl. nginx on the remote node's bridge address
-# plays the local cluster's ingress (configured from the shadow Ingress); the plugin dials it there
-# (mesh.tunnel_address). Nothing is routed between the two clusters' bridges.
+# mesh annotation rendered from manifests/mesh-script.tmpl. Traefik on the remote node's bridge
+# address is the local cluster's ingress controller (it reads the shadow Ingress); the plugin dials
+# it there (mesh.tunnel_address). Nothing is routed between the two clusters' bridges.
 
 genkey() { openssl genpkey -algorithm X25519 -outform DER | tail -c 32 | base64; }
 # pubkey KEY: the X25519 public key of a base64 private key (wrapped in its PKCS#8 DER header).
@@ -58,34 +58,39 @@ shadow_node=$(lk -n demo-wstunnel get pod -l app.kubernetes.io/component=web-dem
 echo "shadow pod Ready on $shadow_node (a stock kubelet: no sysctl, NET_ADMIN and MKNOD only) at $shadow_ip: the offloaded pod's IP"
 lk -n demo-wstunnel logs deploy/web-demo | grep -o 'msg="netfilter rules applied".*' | head -1 || true
 
-step "the ingress: nginx on the remote node's bridge ($tunnel_address) routes the shadow Ingress's host to its Service's endpoint"
+step "the ingress controller: Traefik (its Kubernetes Ingress provider, as its Helm chart installs it) on the remote node's bridge ($tunnel_address) routes the shadow Ingress"
 host=$(lk -n demo-wstunnel get ingress web-demo -o jsonpath='{.spec.rules[0].host}')
-backend=$(lk -n demo-wstunnel get endpointslices -l kubernetes.io/service-name=web-demo -o json |
-	jq -r '.items[0] as $s | "\($s.endpoints[0].addresses[0]):\($s.ports[] | select(.name == "ws") | .port)"')
-mkdir -p .cache/demo/nginx
-cat >.cache/demo/nginx/nginx.conf <<EOF
-worker_processes 1; daemon off; pid $PWD/.cache/demo/nginx/nginx.pid; error_log stderr notice;
-events { worker_connections 64; }
-http {
-	access_log off; # the path prefix is the tunnel's only secret
-	client_body_temp_path $PWD/.cache/demo/nginx/body; proxy_temp_path $PWD/.cache/demo/nginx/proxy;
-	fastcgi_temp_path $PWD/.cache/demo/nginx/fastcgi; uwsgi_temp_path $PWD/.cache/demo/nginx/uwsgi; scgi_temp_path $PWD/.cache/demo/nginx/scgi;
-	map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
-	server { listen $tunnel_address default_server; return 404; }
-	server {
-		listen $tunnel_address; server_name $host;
-		location / {
-			proxy_pass http://$backend; proxy_http_version 1.1;
-			proxy_set_header Upgrade \$http_upgrade; proxy_set_header Connection \$connection_upgrade;
-			proxy_set_header Host \$host; proxy_read_timeout 3600s; proxy_send_timeout 3600s; proxy_buffering off;
-			proxy_buffer_size 256k; proxy_buffers 4 256k;
-		}
-	}
-}
+mkdir -p .cache/demo/traefik
+lk apply -f test/testcluster/traefik.yaml >/dev/null
+lk -n kube-system create token ikm-traefik --duration=2h | tr -d '\n' >.cache/demo/traefik/token
+chmod 600 .cache/demo/traefik/token
+cat >.cache/demo/traefik/kubeconfig <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$(lk config view --raw -o jsonpath='{.clusters[0].cluster.server}')", certificate-authority: "$(lk config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority}')"}}]
+users: [{name: traefik, user: {tokenFile: "$PWD/.cache/demo/traefik/token"}}]
+contexts: [{name: traefik, context: {cluster: local, user: traefik}}]
+current-context: traefik
 EOF
-nginx -c "$PWD/.cache/demo/nginx/nginx.conf" -p "$PWD/.cache/demo/nginx" >.cache/demo/nginx.log 2>&1 &
+# Its API (for the route check) beside the tunnel, on the bridge address the cluster script made.
+traefik_api=${tunnel_address%:*}:8080
+env -u KUBERNETES_SERVICE_HOST -u KUBERNETES_SERVICE_PORT KUBECONFIG="$PWD/.cache/demo/traefik/kubeconfig" \
+	"$cache/bin/current/traefik" --global.checknewversion=false --global.sendanonymoususage=false --log.level=INFO --log.nocolor=true \
+	--entrypoints.web.address="$tunnel_address" --entrypoints.traefik.address="$traefik_api" --api=true --api.insecure=true --api.dashboard=false \
+	--providers.kubernetesingress=true --providers.kubernetesingress.ingressclass=traefik >.cache/demo/traefik.log 2>&1 &
 mesh_pids+=($!)
-echo "Host $host → $backend"
+routed=""
+for _ in $(seq 120); do
+	routed=$(curl -s "http://$traefik_api/api/http/services" | jq -r '.[] | select(.provider == "kubernetes") | .loadBalancer.servers[]?.url' 2>/dev/null | head -1)
+	[ -n "$routed" ] && break
+	sleep 0.5
+done
+if [ -z "$routed" ]; then
+	echo "Traefik did not route $host within 60 s; the end of .cache/demo/traefik.log:" >&2
+	tail -20 .cache/demo/traefik.log >&2
+	exit 1
+fi
+echo "Traefik routes Host $host → $routed (the shadow Service's endpoint, from its EndpointSlice)"
 
 step "POST /create: a pod with the VK's mesh annotation (rendered from manifests/mesh-script.tmpl) gets mesh-agent as a native sidecar"
 wgconfig=$(printf '[Interface]\nPrivateKey = %s\n\n[Peer]\nPublicKey = %s\nAllowedIPs = 10.7.0.1/32,10.0.0.0/8,%s,%s\nEndpoint = 127.0.0.1:51821\nPersistentKeepalive = 25\n' \
@@ -166,4 +171,4 @@ api POST /delete "$(jq -c .pod <<<"$mpod")" >/dev/null
 lk delete -f .cache/demo/shadow.yaml --wait=false >/dev/null
 k -n "$mns" wait --for=delete "pod/$mname" --timeout=60s >/dev/null 2>&1 || true
 echo "remote objects left for uid $muid: $(k get pods,secrets -A -l "interlink.io/source.pod_uid=$muid" -o name | wc -l)"
-echo "logs: .cache/demo/{plugin,nginx}.log; kubectl logs of the shadow pod and of mesh-agent on either cluster"
+echo "logs: .cache/demo/{plugin,traefik}.log; kubectl logs of the shadow pod and of mesh-agent on either cluster"

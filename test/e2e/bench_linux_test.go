@@ -13,6 +13,7 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 )
 
 const (
@@ -52,8 +53,8 @@ type benchPath struct {
 // BenchmarkThroughput measures iperf3 TCP from the offloaded side to the shadow side over the
 // bare veth, over the wireguard-go binary of the version the agents embed on plain UDP (the
 // reference), over Debian's older wireguard-go on plain UDP (the Python plugin's mesh), over the
-// mesh (mesh-agent dialing shadow-agent's WebSocket directly) and over the mesh through nginx,
-// all at MTU 1280, the mesh's default. Every path is set up first, each in its own namespaces;
+// mesh (mesh-agent dialing shadow-agent's WebSocket directly), and over the mesh through nginx,
+// through Traefik (ws://) and through Traefik over TLS (wss://, the chain verified), all at MTU 1280, the mesh's default. Every path is set up first, each in its own namespaces;
 // then each round measures every path once for benchDuration, in a rotating order, so that the
 // ratio of a path to the reference compares runs minutes apart at most, under the same load of
 // the machine. It logs, per path, the Gbit/s of each round, the ratio to the reference in each
@@ -88,11 +89,12 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Logf("wireguard-go-debian: skipped, %s: %v (apt-get install wireguard-go)", debianWireGuard, err)
 	}
 	type meshVariant struct {
-		name     string
-		viaNginx bool
-		env      []string
+		name    string
+		ingress string // "", nginx, traefik or traefik-wss
+		env     []string
 	}
-	variants := []meshVariant{{name: "mesh"}, {name: "mesh-nginx", viaNginx: true}}
+	variants := []meshVariant{{name: "mesh"}, {name: "mesh-nginx", ingress: "nginx"},
+		{name: "mesh-traefik", ingress: "traefik"}, {name: "mesh-traefik-wss", ingress: "traefik-wss"}}
 	// IKM_BENCH_VARIANTS adds direct mesh paths whose agents run with more environment,
 	// "name:K=V,K=V;name2:K=V", e.g. "batch8:SHADOW_BATCH_SIZE=8,MESH_AGENT_BATCH_SIZE=8".
 	for v := range strings.SplitSeq(os.Getenv("IKM_BENCH_VARIANTS"), ";") {
@@ -108,9 +110,9 @@ func BenchmarkThroughput(b *testing.B) {
 	for _, v := range variants {
 		a, c := benchPair(b)
 		restore := setenv(b, v.env)
-		m := startBenchMesh(b, a, c, v.viaNginx)
+		m := startBenchMesh(b, a, c, v.ingress)
 		restore()
-		paths = append(paths, &benchPath{name: v.name, server: a, client: c, addr: "10.7.0.1", procs: []*proc{m.shadow, m.mesh}, mesh: m})
+		paths = append(paths, &benchPath{name: v.name, server: a, client: c, addr: "10.7.0.1", procs: append([]*proc{m.shadow, m.mesh}, m.ingress...), mesh: m})
 	}
 
 	perfDir := os.Getenv("IKM_BENCH_PERF")
@@ -223,22 +225,32 @@ func fmtList(v []float64, format string) string {
 type benchMesh struct {
 	a, c          *netnstest.NS
 	shadow, mesh  *proc
+	ingress       []*proc // the ingress's process, if the path has one
 	handshake     time.Duration
 	rttVeth, rttM time.Duration
 }
 
-func startBenchMesh(b *testing.B, a, c *netnstest.NS, viaNginx bool) *benchMesh {
+func startBenchMesh(b *testing.B, a, c *netnstest.NS, ingress string) *benchMesh {
 	k := newMeshKeys(b)
 	m := &benchMesh{a: a, c: c}
 	m.shadow = shadowAgent(b, a, k, benchUnderA.String())
-	url, host := fmt.Sprintf("ws://%s:%d", benchUnderA, tunnelPort), ""
-	if viaNginx {
-		// nginx runs on the offloaded side: on the shadow side, port 80 of its IP is the
-		// offloaded pod's. The hop through it is what counts; both sides share the 2 cores.
-		startNginx(b, c, "127.0.0.1", url[len("ws://"):])
-		url, host = "ws://127.0.0.1:80", ingressHost
+	upstream := fmt.Sprintf("%s:%d", benchUnderA, tunnelPort)
+	tunnel := meshspec.Tunnel{URL: "ws://" + upstream}
+	// The ingress runs on the offloaded side: on the shadow side, port 80 of its IP is the
+	// offloaded pod's. The hop through it is what counts; both sides share the 2 cores.
+	switch ingress {
+	case "nginx":
+		m.ingress = []*proc{startNginx(b, c, "127.0.0.1", upstream).proc}
+		tunnel = meshspec.Tunnel{URL: "ws://127.0.0.1:80", Host: ingressHost}
+	case "traefik", "traefik-wss":
+		tr := startTraefik(b, c, upstream)
+		m.ingress = []*proc{tr.proc}
+		tunnel = meshspec.Tunnel{URL: "ws://127.0.0.1:80", Host: ingressHost}
+		if ingress == "traefik-wss" {
+			tunnel = meshspec.Tunnel{URL: "wss://127.0.0.1:443", Host: ingressHost, CAFile: tr.caFile}
+		}
 	}
-	m.mesh = meshAgent(b, c, k, url, host)
+	m.mesh = meshAgentTunnel(b, c, k, tunnel)
 	polltest.True(b, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(c) })
 	m.handshake = firstHandshake(b, m.mesh)
 	// Round trips from the shadow side, where every flow to the pod IP is forwarded: to the

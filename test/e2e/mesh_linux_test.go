@@ -63,11 +63,14 @@ func shadowAgent(t testing.TB, ns *netnstest.NS, k meshKeys, podIP string) *proc
 // meshAgent starts the mesh-agent binary in ns with the mesh.json the plugin would write.
 func meshAgent(t testing.TB, ns *netnstest.NS, k meshKeys, url, host string, routes ...string) *proc {
 	t.Helper()
-	spec := meshspec.Spec{
-		PrivateKey:    k.pod,
-		PeerPublicKey: k.shadow.PublicKey(),
-		Tunnel:        meshspec.Tunnel{URL: url, PathPrefix: meshspec.Secret(k.prefix), Host: host},
-	}
+	return meshAgentTunnel(t, ns, k, meshspec.Tunnel{URL: url, Host: host}, routes...)
+}
+
+// meshAgentTunnel is meshAgent with every tunnel setting (the path prefix is k's).
+func meshAgentTunnel(t testing.TB, ns *netnstest.NS, k meshKeys, tunnel meshspec.Tunnel, routes ...string) *proc {
+	t.Helper()
+	tunnel.PathPrefix = meshspec.Secret(k.prefix)
+	spec := meshspec.Spec{PrivateKey: k.pod, PeerPublicKey: k.shadow.PublicKey(), Tunnel: tunnel}
 	for _, r := range routes {
 		spec.Routes = append(spec.Routes, netip.MustParsePrefix(r))
 	}

@@ -118,11 +118,11 @@ bench: ## benchmarks against the test cluster, then bench-mesh and bench-real (f
 	@$(MAKE) --no-print-directory bench-mesh
 	@$(MAKE) --no-print-directory bench-real
 
-bench-mesh: ## tunnel benchmarks, then the mesh (direct, through nginx, through Traefik over ws:// and wss://) against wireguard-go over UDP in network namespaces (root; about 4 min)
+bench-mesh: ## tunnel benchmarks, then the mesh (direct, through nginx, through Traefik over ws:// and wss://) against wireguard-go over UDP in network namespaces (root; about 2 min)
 	@mkdir -p bin
 	@echo "[bench] tunnel: datagram round trip, batch and device throughput (about 30 s)"
 	@go test -count=1 -run '^$$' -bench . -benchmem ./tunnel/
-	@echo "[bench] mesh in network namespaces (root): iperf3 5 s per path, 7 paths, $${IKM_BENCH_ROUNDS:-3} interleaved rounds (about 3 min; full log bin/bench-mesh.log)"
+	@echo "[bench] mesh in network namespaces (root): iperf3 5 s per path, 7 paths, $${IKM_BENCH_ROUNDS:-3} interleaved rounds (about 2 min; full log bin/bench-mesh.log)"
 	@go test -count=1 -run '^$$' -bench Throughput -benchtime 1x -timeout 20m -v ./test/e2e/ > bin/bench-mesh.log 2>&1 || { tail -50 bin/bench-mesh.log; exit 1; }
 	@grep -E 'ratio:|wireguard-go-debian:|SKIP' bin/bench-mesh.log | sed -E 's/^ *bench_linux_test.go:[0-9]+: //'
 

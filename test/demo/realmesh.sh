@@ -81,7 +81,8 @@ env -u KUBERNETES_SERVICE_HOST -u KUBERNETES_SERVICE_PORT KUBECONFIG="$PWD/.cach
 mesh_pids+=($!)
 routed=""
 for _ in $(seq 120); do
-	routed=$(curl -s "http://$traefik_api/api/http/services" | jq -r '.[] | select(.provider == "kubernetes") | .loadBalancer.servers[]?.url' 2>/dev/null | head -1)
+	# Nothing answers until Traefik listens: curl's failure only means "not yet".
+	routed=$({ curl -s "http://$traefik_api/api/http/services" || true; } | jq -r '.[] | select(.provider == "kubernetes") | .loadBalancer.servers[]?.url' 2>/dev/null | head -1 || true)
 	[ -n "$routed" ] && break
 	sleep 0.5
 done

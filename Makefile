@@ -10,7 +10,7 @@ KUBECONFIG_PATH := $(CURDIR)/.cache/cluster/kubeconfig
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(IKM_CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)
 
-.PHONY: all build test unit lint cluster cluster-down demo bench bench-mesh bench-real conformance clean clean-cache help
+.PHONY: all build test unit lint cluster cluster-down demo bench bench-mesh bench-real bench-scale conformance clean clean-cache help
 
 all: build
 
@@ -102,6 +102,17 @@ unit: ## tests that need no cluster (cluster tests skip)
 
 demo: build ## start the control plane, offload a pod and show it running, then tear down
 	@test/demo/demo.sh
+
+bench-scale: ## the plugin at scale: 10,000 offloaded pods (RSS, /status of all) and 2,000 creates and deletes at concurrency 1, 20, 100 next to the apiserver's own floor (about 20 min; IKM_SCALE_PODS, IKM_SCALE_CREATES)
+	@mkdir -p bin
+	@test/testcluster/cluster.sh up
+	@trap 'test/testcluster/cluster.sh down' EXIT; \
+		echo "[bench-scale] $${IKM_SCALE_PODS:-10000} pods, then $${IKM_SCALE_CREATES:-2000} creates and deletes at 3 concurrencies, through the plugin and directly (full log bin/bench-scale.log)"; \
+		IKM_KUBECONFIG=$(KUBECONFIG_PATH) go test -count=1 -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 90m -v ./plugin/ 2>&1 | tee bin/bench-scale.log | grep --line-buffered "^\[bench-scale" || true; \
+		grep -q '^--- FAIL\|^FAIL' bin/bench-scale.log && { tail -40 bin/bench-scale.log; exit 1; }; \
+		echo "| figure | value | limit | ratio |"; echo "|---|---|---|---|"; \
+		grep -o 'SCALE | .*' bin/bench-scale.log | sed 's/^SCALE //'; \
+		grep -o 'SCALE-NOTE .*' bin/bench-scale.log | sed 's/^SCALE-NOTE /- /'
 
 conformance: ## the real InterLink VK and API server drive the plugin: two clusters, the suite, a JUnit report
 	@test/conformance/run.sh

@@ -148,20 +148,114 @@ func decodeBody(b []byte, v any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(v); err != nil {
-		var terr *json.UnmarshalTypeError
-		if errors.As(err, &terr) {
-			field := terr.Field
-			if field == "" {
-				field = "(body)"
-			}
-			return &ValidationError{Field: field, Reason: fmt.Sprintf("must be a JSON %s, not %s", jsonKind(terr.Type), terr.Value)}
-		}
-		return &decodeError{err}
+		return jsonErr(err, "")
 	}
 	if rest := bytes.TrimSpace(b[dec.InputOffset():]); len(rest) > 0 {
 		return &decodeError{fmt.Errorf("%d bytes after the JSON value; the body must hold exactly one", len(rest))}
 	}
 	return nil
+}
+
+// jsonErr turns a decoding error into the plugin's: a value of the wrong type names its field
+// (after prefix) and is a ValidationError (422), anything else a decodeError (400).
+func jsonErr(err error, prefix string) error {
+	var terr *json.UnmarshalTypeError
+	if errors.As(err, &terr) {
+		field := terr.Field
+		if field == "" && prefix == "" {
+			field = "(body)"
+		}
+		return &ValidationError{Field: prefix + field, Reason: fmt.Sprintf("must be a JSON %s, not %s", jsonKind(terr.Type), terr.Value)}
+	}
+	return &decodeError{err}
+}
+
+// decodeEach reads a body that is one JSON array, decoding its elements one at a time into a
+// fresh T each and handing them to each: memory holds one element, not the whole array (the VK's
+// /status carries every pod it holds: 10,000 pods are tens of MB of JSON, several times that
+// decoded at once). The refusals are decodeJSON's: not UTF-8, empty, null or not an array, or
+// anything after it (400); an element of the wrong shape names its field after "[]." (422).
+func decodeEach[T any](r io.Reader, each func(*T) error) error {
+	dec := json.NewDecoder(&utf8Reader{r: r})
+	tok, err := dec.Token()
+	switch {
+	case errors.Is(err, io.EOF):
+		return &decodeError{errors.New("the body is empty or null; it must be one JSON value")}
+	case err != nil:
+		return wrapRead(err)
+	case tok == nil:
+		return &decodeError{errors.New("the body is empty or null; it must be one JSON value")}
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return &ValidationError{Field: "(body)", Reason: fmt.Sprintf("must be a JSON array, not %v", tok)}
+	}
+	for dec.More() {
+		v := new(T)
+		if err := dec.Decode(v); err != nil {
+			if readFailed(err) {
+				return err
+			}
+			return jsonErr(err, "[].")
+		}
+		if err := each(v); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing ]
+		return wrapRead(err)
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil && readFailed(err) {
+			return err
+		}
+		return &decodeError{errors.New("more after the JSON array; the body must hold exactly one value")}
+	}
+	return nil
+}
+
+// readFailed tells whether err is the body's own: over its limit (413) or not UTF-8 (400).
+func readFailed(err error) bool {
+	var merr *http.MaxBytesError
+	var derr *decodeError
+	return errors.As(err, &merr) || errors.As(err, &derr)
+}
+
+// wrapRead keeps the body's own errors (readFailed) and makes any other a decodeError.
+func wrapRead(err error) error {
+	if readFailed(err) {
+		return err
+	}
+	return &decodeError{err}
+}
+
+// utf8Reader passes r through, failing with a decodeError at the first byte that is not UTF-8.
+type utf8Reader struct {
+	r    io.Reader
+	tail []byte // the start of a rune cut by the last read
+}
+
+func (u *utf8Reader) Read(b []byte) (int, error) {
+	n, err := u.r.Read(b)
+	chunk := append(u.tail, b[:n]...)
+	// Keep back at most 3 bytes of a rune that may end in the next read.
+	cut := len(chunk)
+	for i := len(chunk) - 1; i >= 0 && i >= len(chunk)-3; i-- {
+		if utf8.RuneStart(chunk[i]) {
+			if !utf8.FullRune(chunk[i:]) {
+				cut = i
+			}
+			break
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		cut = len(chunk)
+	}
+	if !utf8.Valid(chunk[:cut]) {
+		return 0, &decodeError{errors.New("the body is not valid UTF-8")}
+	}
+	u.tail = append(u.tail[:0], chunk[cut:]...)
+	return n, err
 }
 
 // jsonKind names the JSON form of a Go type, for error messages read by people who sent JSON.

@@ -52,7 +52,7 @@ func (c *FileConfig) options() []Option {
 		{"k8s.client_configuration.timeout", "timeout of a remote API request (default 30s)", durationSetter(&c.K8s.ClientConfiguration.Timeout)},
 		{"app.socket_address", "unix:///path or http://host (default " + DefaultSocket + ")", str(&c.App.SocketAddress)},
 		{"app.socket_port", "TCP port with an http:// socket_address", intSetter(&c.App.SocketPort)},
-		{"app.max_body_bytes", "request body limit in bytes (default 16777216)", func(v string) error {
+		{"app.max_body_bytes", "request body limit in bytes (default 16777216); a /status body may be 64 times that (the VK sends every pod it holds, decoded one at a time)", func(v string) error {
 			n, err := strconv.ParseInt(v, 10, 64)
 			c.App.MaxBodyBytes = n
 			return err

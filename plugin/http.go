@@ -46,7 +46,11 @@ func (p *Plugin) Handler() http.Handler {
 func (p *Plugin) instrument(route string, h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		r.Body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)
+		limit := p.cfg.MaxBodyBytes
+		if route == "/status" {
+			limit *= statusBodyFactor
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		rw := &statusWriter{ResponseWriter: w}
 		err := h(rw, r)
 		if err != nil {

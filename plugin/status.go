@@ -8,25 +8,28 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
+// statusBodyFactor is how many times app.max_body_bytes a /status body may be: the VK sends every
+// pod it holds in one request, and the pods are decoded one at a time (decodeEach).
+const statusBodyFactor = 64
+
 func (p *Plugin) handleStatus(w http.ResponseWriter, r *http.Request) error {
-	var pods []corev1.Pod
-	if err := decodeJSON(r, &pods); err != nil {
+	var out []PodStatus
+	err := decodeEach(r.Body, func(pod *corev1.Pod) error {
+		st, err := p.Status(r.Context(), pod)
+		if err == nil {
+			out = append(out, st)
+		}
+		return err
+	})
+	if err != nil {
 		return err
 	}
-	if len(pods) == 0 { // the VK's ping
+	if len(out) == 0 { // the VK's ping
 		resp, err := p.Capacity(r.Context())
 		if err != nil {
 			return err
 		}
 		return writeJSON(w, resp)
-	}
-	out := make([]PodStatus, 0, len(pods))
-	for i := range pods {
-		st, err := p.Status(r.Context(), &pods[i])
-		if err != nil {
-			return err
-		}
-		out = append(out, st)
 	}
 	return writeJSON(w, out)
 }

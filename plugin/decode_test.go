@@ -1,0 +1,74 @@
+package plugin
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// TestDecodeEach: /status bodies are decoded one element at a time with decodeJSON's refusals,
+// whatever the reads' boundaries (one byte at a time cuts every rune and token).
+func TestDecodeEach(t *testing.T) {
+	pod := `{"metadata":{"name":"a","namespace":"n","uid":"u"},"spec":{"containers":[{"name":"c","image":"é"}]}}`
+	tests := []struct {
+		name, body string
+		names      []string
+		code       int    // of the refusal, 0 for none
+		field      string // of a ValidationError
+	}{
+		{name: "two pods", body: "[" + pod + ", " + strings.Replace(pod, `"a"`, `"b"`, 1) + "]\n", names: []string{"a", "b"}},
+		{name: "the ping", body: " [ ] ", names: nil},
+		{name: "empty", body: "", code: http.StatusBadRequest},
+		{name: "null", body: "null", code: http.StatusBadRequest},
+		{name: "an object", body: pod, code: http.StatusUnprocessableEntity, field: "(body)"},
+		{name: "wrong field type", body: `[{"metadata":{"uid":7}}]`, code: http.StatusUnprocessableEntity, field: "[].metadata.uid"},
+		{name: "trailing garbage", body: "[" + pod + "] x", code: http.StatusBadRequest},
+		{name: "two arrays", body: "[] []", code: http.StatusBadRequest},
+		{name: "cut short", body: "[" + pod, code: http.StatusBadRequest},
+		{name: "invalid UTF-8", body: "[" + strings.Replace(pod, "é", "\xff", 1) + "]", code: http.StatusBadRequest},
+		{name: "a rune cut at the end", body: "[" + pod + "]\xc3", code: http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		for _, oneByte := range []bool{false, true} {
+			var r io.Reader = strings.NewReader(tt.body)
+			if oneByte {
+				r = iotest.OneByteReader(r)
+			}
+			var names []string
+			err := decodeEach(r, func(p *corev1.Pod) error { names = append(names, p.Name); return nil })
+			if tt.code == 0 {
+				if err != nil || strings.Join(names, ",") != strings.Join(tt.names, ",") {
+					t.Errorf("%s (one byte a read: %v): %v, pods %v, want %v", tt.name, oneByte, err, names, tt.names)
+				}
+				continue
+			}
+			w := httptest.NewRecorder()
+			writeError(w, err)
+			if w.Code != tt.code || !strings.Contains(w.Body.String(), tt.field) {
+				t.Errorf("%s (one byte a read: %v): %v → %d %s, want %d naming %q", tt.name, oneByte, err, w.Code, w.Body, tt.code, tt.field)
+			}
+		}
+	}
+	t.Run("over the limit", func(t *testing.T) {
+		body := http.MaxBytesReader(httptest.NewRecorder(), io.NopCloser(strings.NewReader("["+pod+","+pod+"]")), 150)
+		err := decodeEach(body, func(*corev1.Pod) error { return nil })
+		var merr *http.MaxBytesError
+		if !errors.As(err, &merr) {
+			t.Errorf("%v, want the body's limit", err)
+		}
+	})
+	t.Run("an element's error stops the stream", func(t *testing.T) {
+		stop := errors.New("stop")
+		n := 0
+		err := decodeEach(strings.NewReader("["+pod+","+pod+"]"), func(*corev1.Pod) error { n++; return stop })
+		if !errors.Is(err, stop) || n != 1 {
+			t.Errorf("%v after %d pods, want stop after 1", err, n)
+		}
+	})
+}

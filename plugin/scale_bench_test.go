@@ -203,7 +203,9 @@ func scaleCreates(b *testing.B, c *testcluster.Cluster, n int) {
 		if _, err := c.Client.CoreV1().Namespaces().Create(b.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: floorNS}}, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { _ = c.Client.CoreV1().Namespaces().Delete(context.Background(), floorNS, metav1.DeleteOptions{}) })
+		b.Cleanup(func() {
+			_ = c.Client.CoreV1().Namespaces().Delete(context.Background(), floorNS, metav1.DeleteOptions{})
+		})
 		c.WaitServiceAccount(b, floorNS)
 		direct, _ := countingClient(b, c.Config)
 		plans := make([]*Plan, n)

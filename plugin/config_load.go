@@ -111,10 +111,10 @@ func (c *FileConfig) defaults() {
 		c.App.LogLevel = "info"
 	}
 	if c.K8s.ClientConfiguration.QPS == 0 {
-		c.K8s.ClientConfiguration.QPS = 200
+		c.K8s.ClientConfiguration.QPS = 1000
 	}
 	if c.K8s.ClientConfiguration.Burst == 0 {
-		c.K8s.ClientConfiguration.Burst = 400
+		c.K8s.ClientConfiguration.Burst = 2000
 	}
 	if c.K8s.ClientConfiguration.Timeout.Duration == 0 {
 		c.K8s.ClientConfiguration.Timeout.Duration = 30 * time.Second

@@ -43,12 +43,12 @@ func (c *FileConfig) options() []Option {
 		{"k8s.client_configuration.ssl_ca_cert", "CA file for the remote apiserver (default: the kubeconfig's)", str(&c.K8s.ClientConfiguration.SSLCACert)},
 		{"k8s.client_configuration.cert_file", "client certificate file (default: the kubeconfig's)", str(&c.K8s.ClientConfiguration.CertFile)},
 		{"k8s.client_configuration.key_file", "client key file (default: the kubeconfig's)", str(&c.K8s.ClientConfiguration.KeyFile)},
-		{"k8s.client_configuration.qps", "remote API requests per second (default 200)", func(v string) error {
+		{"k8s.client_configuration.qps", "remote API requests per second (default 1000)", func(v string) error {
 			f, err := strconv.ParseFloat(v, 32)
 			c.K8s.ClientConfiguration.QPS = float32(f)
 			return err
 		}},
-		{"k8s.client_configuration.burst", "remote API burst (default 400)", intSetter(&c.K8s.ClientConfiguration.Burst)},
+		{"k8s.client_configuration.burst", "remote API burst (default 2000)", intSetter(&c.K8s.ClientConfiguration.Burst)},
 		{"k8s.client_configuration.timeout", "timeout of a remote API request (default 30s)", durationSetter(&c.K8s.ClientConfiguration.Timeout)},
 		{"app.socket_address", "unix:///path or http://host (default " + DefaultSocket + ")", str(&c.App.SocketAddress)},
 		{"app.socket_port", "TCP port with an http:// socket_address", intSetter(&c.App.SocketPort)},

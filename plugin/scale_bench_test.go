@@ -197,8 +197,8 @@ func scaleSeed(b *testing.B, c *testcluster.Cluster, prefix, ns string, first, c
 func scaleCreates(b *testing.B, c *testcluster.Cluster, n int) {
 	bin := buildtest.Binary(b, "../cmd/interlink-k8s-plugin")
 	for _, conc := range []int{1, 20, 100} {
-		// The floor: the same objects created and deleted directly, with the plugin's default
-		// client limits (qps 200, burst 400), in a namespace of their own.
+		// The floor: the same objects created and deleted directly, in a namespace of their own,
+		// by a client limited only by the apiserver (qps 1000, burst 2000).
 		floorNS := RemoteNamespace("sf"+newUID()[:6], nil, "scale")
 		if _, err := c.Client.CoreV1().Namespaces().Create(b.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: floorNS}}, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
@@ -244,8 +244,24 @@ func scaleCreates(b *testing.B, c *testcluster.Cluster, n int) {
 			_, err := direct.CoreV1().Pods(floorNS).Create(context.Background(), pl.Pod, metav1.CreateOptions{})
 			return err
 		}, &floorErrs)
+		// The plugin deletes a pod's ConfigMaps and Secrets itself rather than leave them to the
+		// garbage collector: the floor deletes the same objects.
 		floorDelete := throughput(conc, n, func(i int) error {
-			return direct.CoreV1().Pods(floorNS).Delete(context.Background(), plans[i].Pod.Name, metav1.DeleteOptions{})
+			pl, ctx := plans[i], context.Background()
+			if err := direct.CoreV1().Pods(floorNS).Delete(ctx, pl.Pod.Name, metav1.DeleteOptions{}); err != nil {
+				return err
+			}
+			for _, cm := range pl.ConfigMaps {
+				if err := direct.CoreV1().ConfigMaps(floorNS).Delete(ctx, cm.Name, metav1.DeleteOptions{}); err != nil {
+					return err
+				}
+			}
+			for _, s := range pl.Secrets {
+				if err := direct.CoreV1().Secrets(floorNS).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil {
+					return err
+				}
+			}
+			return nil
 		}, &floorErrs)
 
 		prefix := "sp" + newUID()[:6]

@@ -272,6 +272,8 @@ func TestCreateIsIdempotentAndDeleteIsRepeatable(t *testing.T) {
 	if len(cms) != 1 || len(secrets) != 2 {
 		t.Errorf("after retry: %d ConfigMaps, %d Secrets, want 1 and 2", len(cms), len(secrets))
 	}
+	// Deleted once the watch cache holds the pod: its ConfigMaps and Secrets go by name, not by label.
+	poll(t, "remote pod cached", func(context.Context) (bool, error) { return s.cachedBySourceUID(string(req.Pod.UID)) != nil, nil })
 	for i, method := range []string{"POST", "DELETE", "POST"} {
 		if code, body := s.call(t, method, "/delete", req.Pod); code != http.StatusOK {
 			t.Fatalf("delete #%d (%s): %d %s", i+1, method, code, body)

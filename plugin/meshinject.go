@@ -359,12 +359,15 @@ func meshAgent(m Mesh, mode meshspec.Mode) corev1.Container {
 			TimeoutSeconds:   1,
 			FailureThreshold: int32(max(1, m.StartupTimeout/time.Second)),
 		},
-		// /healthz fails only when the WireGuard device is gone, never for a tunnel outage.
+		// /healthz fails only when the WireGuard device is gone, never for a tunnel outage. A node
+		// starting many pods on few cores can take seconds to run a probe: a minute of failed
+		// ones restarts the agent, not one slow answer (100 shadow pods on 2 cores: probes
+		// timing out killed healthy agents, and each restart made the node busier).
 		LivenessProbe: &corev1.Probe{
 			ProbeHandler:     httpGet("/healthz"),
 			PeriodSeconds:    10,
-			TimeoutSeconds:   2,
-			FailureThreshold: 3,
+			TimeoutSeconds:   5,
+			FailureThreshold: 6,
 		},
 		SecurityContext: meshAgentSecurity(mode),
 		VolumeMounts: []corev1.VolumeMount{

@@ -30,10 +30,7 @@ const (
 // RFC 1123 label of at most 63 characters. The UID part is kept whole so two pods never share a
 // name; the name part is cut to fit. A UID that is not itself a clean label is replaced by a hash.
 func ScopedName(name, uid string) string {
-	suffix := sanitizeLabel(uid)
-	if suffix != uid || len(suffix) > 40 || suffix == "" {
-		suffix = shortHash(uid)
-	}
+	suffix := scopeSuffix(uid)
 	room := maxNameLength - len(suffix) - 1
 	prefix := sanitizeLabel(name)
 	if len(prefix) > room {
@@ -43,6 +40,21 @@ func ScopedName(name, uid string) string {
 		return suffix
 	}
 	return prefix + "-" + suffix
+}
+
+// scopeSuffix is the part of ScopedName that names the pod: its UID, or a hash of a UID that is not
+// a clean label.
+func scopeSuffix(uid string) string {
+	if suffix := sanitizeLabel(uid); suffix == uid && len(suffix) <= 40 && suffix != "" {
+		return suffix
+	}
+	return shortHash(uid)
+}
+
+// isScopedTo reports whether name is a ScopedName of the pod uid.
+func isScopedTo(name, uid string) bool {
+	suffix := scopeSuffix(uid)
+	return name == suffix || strings.HasSuffix(name, "-"+suffix)
 }
 
 // RemoteNamespace maps a local namespace to the remote one: "<prefix>-<namespace>", unless the

@@ -28,6 +28,9 @@ func TestScopedName(t *testing.T) {
 			if msgs := validation.IsDNS1123Label(got); len(msgs) > 0 {
 				t.Errorf("%q is not an RFC 1123 label: %v", got, msgs)
 			}
+			if !isScopedTo(got, tt.uid) || isScopedTo(got, "1"+tt.uid) {
+				t.Errorf("isScopedTo(%q) does not tell uid %q from another", got, tt.uid)
+			}
 		})
 	}
 }

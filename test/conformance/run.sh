@@ -92,6 +92,11 @@ free_port() {
 
 real=0
 if [ "$(id -u)" = 0 ] && [ "${IKM_CONFORMANCE_REAL_MESH:-1}" != 0 ]; then real=1; fi
+# IKM_CONFORMANCE_SCALE_PODS (make bench-scale): run TestMeshScale alone with that many pods at once.
+scale_pods=${IKM_CONFORMANCE_SCALE_PODS:-0}
+case $scale_pods in *[!0-9]* | '') log "IKM_CONFORMANCE_SCALE_PODS=$scale_pods: a number of pods"; exit 2 ;; esac
+if [ "$scale_pods" -gt 230 ]; then log "IKM_CONFORMANCE_SCALE_PODS=$scale_pods: at most 230 (each real node has one /24)"; exit 2; fi
+if [ "$scale_pods" -gt 0 ] && [ "$real" != 1 ]; then log "IKM_CONFORMANCE_SCALE_PODS needs real nodes: run as root"; exit 2; fi
 
 # A previous run cut short may have left its clusters (and real nodes) behind.
 for side in local remote; do
@@ -126,6 +131,16 @@ if [ "$real" = 1 ]; then
 	# as the remote site's DNS would hold the ingress's wildcard record.
 	local_nodes=(IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODE_KUBE_PROXY=1 IKM_DNS_SERVICE_IP=$dns_ip "IKM_NODE_DNS_SITE_ZONES=site.test")
 	remote_nodes=(IKM_REAL_NODE=1 "IKM_NODE_DNS_SITE_ZONES=mesh.test site.test")
+	if [ "$scale_pods" -gt 0 ]; then
+		# TestMeshScale: each real node runs scale_pods pods of the test besides its own, and the
+		# shadow template's CPU request (50m: 100 shadows would ask 5 CPUs of this 2-CPU node)
+		# becomes 10m, the mesh-agent's here, so that the scheduler, not the machine, is not the limit.
+		local_nodes+=("IKM_NODE_MAX_PODS=$((scale_pods + 20))")
+		remote_nodes+=("IKM_NODE_MAX_PODS=$((scale_pods + 20))")
+		sed 's/^\( *cpu: \)50m$/\110m/' "$templates/shadow-pod.tmpl" >"$work/shadow-pod-scale.tmpl"
+		grep -q '^ *cpu: 10m$' "$work/shadow-pod-scale.tmpl" || { log "shadow-pod.tmpl no longer requests cpu: 50m, which this script lowers for TestMeshScale"; exit 1; }
+		log "TestMeshScale with $scale_pods pods: kubelet maxPods $((scale_pods + 20)) on both real nodes, the shadow template's CPU request 10m ($work/shadow-pod-scale.tmpl)"
+	fi
 fi
 env "${local_nodes[@]}" IKM_CLUSTER_DIR="$work/local" IKM_CLUSTER_NAME=ikm-conformance-local IKM_KWOK_POD_CIDR=$pod_cidr IKM_SERVICE_CIDR=$service_cidr \
 	test/testcluster/cluster.sh up
@@ -205,6 +220,8 @@ log "starting the InterLink API server on 127.0.0.1:$api_port ($il_dir/interlink
 INTERLINKCONFIGPATH=$work/interlink.yaml "$il_dir/interlink" >"$out/logs/interlink.log" 2>&1 &
 pids+=($!)
 
+shadow_template=$templates/shadow-pod.tmpl
+[ "$scale_pods" -eq 0 ] || shadow_template=$work/shadow-pod-scale.tmpl
 cat >"$work/vk.yaml" <<YAML
 InterlinkURL: "http://127.0.0.1"
 InterlinkPort: "$api_port"
@@ -214,13 +231,13 @@ ServiceAccount: "default"
 Namespace: default
 VKTokenFile: ""
 DisableCSR: true
-Resources: {CPU: "100", Memory: "128Gi", Pods: "100"}
+Resources: {CPU: "100", Memory: "128Gi", Pods: "$((scale_pods + 100))"}
 HTTP: {Insecure: true}
 KubeletHTTP: {Insecure: true}
 Network:
   FullMesh: true
   WildcardDNS: mesh.test
-  WstunnelTemplatePath: $templates/shadow-pod.tmpl
+  WstunnelTemplatePath: $shadow_template
   MeshScriptTemplatePath: $templates/mesh-script.tmpl
   PodCIDRCluster: $pod_cidr
   ServiceCIDR: $service_cidr
@@ -270,6 +287,7 @@ if [ "$real" = 1 ]; then
 	tests='^(TestConformance|TestTerminalStates|TestMeshRealPods|TestMeshRealPodsRestricted)$'
 	chain="$chain virtual-kubelet-netstack=${pids[3]}"
 fi
+[ "$scale_pods" -eq 0 ] || tests='^TestMeshScale$'
 tests=${IKM_CONFORMANCE_TESTS:-$tests}
 env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="$chain" \
 	IKM_CONFORMANCE_LOCAL_KUBECONFIG=$local_kc \
@@ -278,7 +296,8 @@ env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="$chain" \
 	IKM_CONFORMANCE_SERVICE_CIDR=$service_cidr \
 	IKM_CONFORMANCE_POD_CIDR=$pod_cidr \
 	IKM_CONFORMANCE_DNS_IP=$dns_ip \
-	"$out/conformance.test" -test.run "$tests" -test.v -test.timeout 25m -run-cases="${IKM_CONFORMANCE_RUN:-}" || suite=$?
+	IKM_CONFORMANCE_SCALE_PODS=$scale_pods \
+	"$out/conformance.test" -test.run "$tests" -test.v -test.timeout "${IKM_CONFORMANCE_TIMEOUT:-25m}" -run-cases="${IKM_CONFORMANCE_RUN:-}" || suite=$?
 # A process of the chain that died is the first thing to know about.
 names=(plugin interlink virtual-kubelet virtual-kubelet-netstack)
 for i in "${!pids[@]}"; do

@@ -50,6 +50,7 @@
 #                      every name has an A record with the node's IP (and no AAAA): the records a
 #                      site's own DNS would hold, such as an ingress's wildcard or an external name,
 #                      standing in for them without ever asking the machine's resolver. Default none.
+#   IKM_NODE_MAX_PODS  the kubelet's maxPods (default 110, the kubelet's own); the node's /24 holds 253
 #   IKM_DNS_SERVICE_IP with IKM_NODE_KUBE_PROXY=1: the kube-dns Service's address (in IKM_SERVICE_CIDR);
 #                      up makes the selector-less Service kube-system/kube-dns there with an
 #                      EndpointSlice naming CoreDNS on the node IP, and pods use the Service's address.
@@ -80,6 +81,9 @@ service_cidr=${IKM_SERVICE_CIDR:-}
 dns=${IKM_NODE_DNS:-1}
 site_zones=${IKM_NODE_DNS_SITE_ZONES:-}
 dns_service_ip=${IKM_DNS_SERVICE_IP:-}
+max_pods=${IKM_NODE_MAX_PODS:-110}
+case $max_pods in '' | *[!0-9]*) echo "IKM_NODE_MAX_PODS=$max_pods: a number of pods (at most 250: one /24 per node)" >&2; exit 2 ;; esac
+[ "$max_pods" -ge 1 ] && [ "$max_pods" -le 250 ] || { echo "IKM_NODE_MAX_PODS=$max_pods: between 1 and 250 (one /24 per node)" >&2; exit 2; }
 # The machine-wide registry of live real nodes (tmpfs: gone at reboot like the nodes).
 registry=/run/ikm-real-nodes
 # Host paths the kubelet, containerd or its shims use whatever their configuration says; each is
@@ -271,6 +275,7 @@ evictionHard:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
+maxPods: $max_pods
 EOF
 }
 

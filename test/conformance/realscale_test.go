@@ -1,0 +1,406 @@
+package conformance
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
+)
+
+// envScalePods (set by make bench-scale as root) is how many pods TestMeshScale offloads at once.
+const envScalePods = "IKM_CONFORMANCE_SCALE_PODS"
+
+// scaleRestWindow is how long the apiservers' request counters are read at rest.
+const scaleRestWindow = 30 * time.Second
+
+// TestMeshScale offloads n pods at once through the unmodified VK onto the real nodes twice: first
+// without the mesh (annotation interlink.eu/mesh-network: disabled), the floor any pod pays, then
+// with it (n shadow pods on the local real node, n mesh-agent sidecars on the remote one). For each
+// round it measures created → Running on the local cluster (for a meshed pod Running means its
+// apps started, which they do only after the sidecar's first handshake), and at rest the
+// apiservers' request rate; after the meshed round, every pod answers a local client's request on
+// its IP through the mesh, and the agents' and Traefik's memory is read. Each figure is printed as
+// a SCALE row next to its limit (make bench-scale collects them); it fails only if a pod does not
+// run or does not answer, never on a time.
+func TestMeshScale(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv(envScalePods))
+	if n <= 0 {
+		t.Skipf("%s unset: make bench-scale runs this as root", envScalePods)
+	}
+	if os.Getenv(envRealMesh) != "1" || os.Geteuid() != 0 {
+		t.Skipf("needs real-node clusters (%s=1) and root: make bench-scale as root", envRealMesh)
+	}
+	m := startMeshRun(t, "scale", "", false)
+	m.localNamespace()
+	client := m.localPod("client", m.localNode, corev1.Container{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"}})
+
+	plain := m.scaleRound("plain", n, false)
+	plainRate := m.restRate("plain")
+	m.scaleDelete(plain)
+
+	meshed := m.scaleRound("mesh", n, true)
+	meshRate := m.restRate("mesh")
+	m.scaleAnswers(client, meshed)
+	agents, worst, ingress := m.scaleMemory(meshed)
+
+	p50, p95 := percentileOf(plain.ready, 0.50), percentileOf(plain.ready, 0.95)
+	q50, q95 := percentileOf(meshed.ready, 0.50), percentileOf(meshed.ready, 0.95)
+	row := func(figure, value, limit string, ratio float64) {
+		t.Logf("SCALE | %s | %s | %s | %.2f |", figure, value, limit, ratio)
+	}
+	row(fmt.Sprintf("%d meshed pods through the VK: created → Running p50", n), q50.String(), "without the mesh "+p50.String(), secs(q50)/secs(p50))
+	row(fmt.Sprintf("%d meshed pods through the VK: created → Running p95 (target ≤ 1.5×)", n), q95.String(), "without the mesh "+p95.String(), secs(q95)/secs(p95))
+	row(fmt.Sprintf("%d meshed pods: all Running", n), meshed.all.String(), "without the mesh "+plain.all.String(), secs(meshed.all)/secs(plain.all))
+	a50, a95 := percentileOf(plain.afterVK, 0.50), percentileOf(plain.afterVK, 0.95)
+	b50, b95 := percentileOf(meshed.afterVK, 0.50), percentileOf(meshed.afterVK, 0.95)
+	row(fmt.Sprintf("%d meshed pods: remote pod created (the VK's queue behind) → Running p50", n), b50.String(), "without the mesh "+a50.String(), secs(b50)/secs(a50))
+	row(fmt.Sprintf("%d meshed pods: remote pod created → Running p95", n), b95.String(), "without the mesh "+a95.String(), secs(b95)/secs(a95))
+	row(fmt.Sprintf("agents' memory, %d shadow-agents + %d mesh-agents at rest (RSS)", n, n), fmt.Sprintf("%.0f MiB", agents.total), fmt.Sprintf("%d × 48 MiB", 2*n), agents.total/float64(2*n*48))
+	row("largest agent at rest (RSS, target ≤ 48 MiB)", fmt.Sprintf("%.1f MiB (%s)", worst.mib, worst.comm), "48 MiB", worst.mib/48)
+	row(fmt.Sprintf("Traefik with %d tunnels (RSS)", n), fmt.Sprintf("%.0f MiB", ingress), "one agent pair's 48 MiB × 2", ingress/96)
+	for _, side := range []string{"local", "remote"} {
+		row(fmt.Sprintf("%s apiserver requests/s at rest with %d meshed pods", side, n), fmt.Sprintf("%.1f", meshRate[side]),
+			fmt.Sprintf("with %d plain pods %.1f", n, plainRate[side]), meshRate[side]/max(plainRate[side], 0.1))
+	}
+	t.Logf("SCALE-NOTE meshed pods, shadow pod created → Running: p50 %v, p95 %v (the VK creates the next shadow only once this one has an IP)",
+		percentileOf(meshed.shadowToRunning, 0.5), percentileOf(meshed.shadowToRunning, 0.95))
+	t.Logf("SCALE-NOTE %d pods offloaded at once through InterLink's VK onto one real node per cluster: created → Running without the mesh p50 %v p95 %v (all %v), with it p50 %v p95 %v (all %v); shadow-agents %.0f MiB, mesh-agents %.0f MiB in all",
+		n, p50, p95, plain.all, q50, q95, meshed.all, agents.byComm["shadow-agent"], agents.byComm["mesh-agent"])
+}
+
+// scaleRun is one round of TestMeshScale: the local pods created, and each one's time from its
+// create call to the first time it was seen Running.
+type scaleRun struct {
+	name  string
+	pods  []*corev1.Pod
+	ready []time.Duration
+	all   time.Duration // from the first create to the last pod Running
+	// afterVK is, for each pod, from its remote pod's creation (the plugin's create, once the VK
+	// has handed the pod over) to Running: the part of ready after the VK's queue.
+	afterVK []time.Duration
+	// shadowToRunning is, for each meshed pod, from its shadow pod's creation to Running.
+	shadowToRunning []time.Duration
+	runningAt       map[string]time.Time
+}
+
+// scaleRound creates n offloaded pods, 20 create calls at a time, and waits for every one to be
+// Running, watching the namespace so each time is seen as it happens.
+func (m *meshRun) scaleRound(name string, n int, mesh bool) *scaleRun {
+	m.t.Helper()
+	ctx := m.t.Context()
+	selector := "scale-round=" + name
+	run := &scaleRun{name: name, runningAt: map[string]time.Time{}}
+	var mu sync.Mutex
+	created := map[string]time.Time{}
+	start := time.Now()
+	m.t.Logf("[bench-scale] %s: creating %d pods through the VK", name, n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(20)
+	for i := range n {
+		g.Go(func() error {
+			pod := m.scalePod(fmt.Sprintf("%s-%03d", name, i), selector, mesh)
+			mu.Lock()
+			created[pod.Name] = time.Now()
+			mu.Unlock()
+			made, err := m.env.Local.CoreV1().Pods(m.ns).Create(gctx, pod, metav1.CreateOptions{})
+			if err != nil {
+				return fmt.Errorf("create %s: %w", pod.Name, err)
+			}
+			mu.Lock()
+			run.pods = append(run.pods, made)
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		m.t.Fatal(err)
+	}
+
+	// Listed every 500 ms (m.poll; a watch of the test cluster's apiserver ended within seconds): each
+	// time is within 500 ms of when the pod became Running.
+	running := map[string]bool{}
+	var waiting []string
+	lastLog := time.Now()
+	m.poll(fmt.Sprintf("%s: %d pods Running", name, n), time.Duration(n)*6*time.Second+3*time.Minute, func(ctx context.Context) (bool, string) {
+		l, err := m.env.Local.CoreV1().Pods(m.ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return false, err.Error()
+		}
+		waiting = waiting[:0]
+		for i := range l.Items {
+			pod := &l.Items[i]
+			switch pod.Status.Phase {
+			case corev1.PodRunning:
+				if !running[pod.Name] {
+					running[pod.Name] = true
+					mu.Lock()
+					run.ready = append(run.ready, time.Since(created[pod.Name]))
+					mu.Unlock()
+					run.runningAt[pod.Name] = time.Now()
+				}
+			case corev1.PodFailed, corev1.PodSucceeded:
+				m.t.Fatalf("%s: pod %s ended: %s", name, pod.Name, describePod(pod))
+			default:
+				waiting = append(waiting, describePod(pod))
+			}
+		}
+		if time.Since(lastLog) > 15*time.Second {
+			lastLog = time.Now()
+			m.t.Logf("[bench-scale] %s: %d of %d pods Running after %s", name, len(running), n, since(start))
+		}
+		return len(running) == n, fmt.Sprintf("%d of %d Running; waiting: %s", len(running), n, strings.Join(first(waiting, 5), " | "))
+	})
+	run.all = time.Since(start).Round(time.Second)
+	m.splitReady(run, mesh)
+	m.t.Logf("[bench-scale] %s: all %d pods Running in %s (p50 %s, p95 %s)", name, n, run.all, percentileOf(run.ready, 0.5), percentileOf(run.ready, 0.95))
+	return run
+}
+
+// splitReady works out where each pod's time went: from its remote pod's creation to Running, and
+// for meshed pods from its shadow pod's creation to Running. Creation times have a resolution of
+// one second.
+func (m *meshRun) splitReady(run *scaleRun, mesh bool) {
+	m.t.Helper()
+	ctx := m.t.Context()
+	byUID := map[string]string{}
+	for _, p := range run.pods {
+		byUID[string(p.UID)] = p.Name
+	}
+	remote, err := m.env.Remote.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: plugin.LabelOffloaded + "=" + plugin.ValueOffloaded})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	for _, r := range remote.Items {
+		if name, ok := byUID[r.Annotations[plugin.AnnotSourceUID]]; ok {
+			run.afterVK = append(run.afterVK, run.runningAt[name].Sub(r.CreationTimestamp.Time))
+		}
+	}
+	if !mesh {
+		return
+	}
+	shadows, err := m.env.Local.CoreV1().Pods(m.ns+"-wstunnel").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	for _, p := range run.pods {
+		for _, s := range shadows.Items {
+			if s.Labels[componentLabel] == shadowComponent(p) {
+				run.shadowToRunning = append(run.shadowToRunning, run.runningAt[p.Name].Sub(s.CreationTimestamp.Time))
+			}
+		}
+	}
+}
+
+// scalePod is one offloaded pod of a round: echo-server alone, on the VK's node, pinned to the
+// remote real node; without the mesh it carries the annotation that opts it out.
+func (m *meshRun) scalePod(name, selector string, mesh bool) *corev1.Pod {
+	p := m.offloadedPod(m.env.VKNode, nil)
+	p.Name = name
+	k, v, _ := strings.Cut(selector, "=")
+	p.Labels = map[string]string{"app": name, k: v}
+	p.Spec.Containers = p.Spec.Containers[:1] // web: the echo-server
+	if !mesh {
+		p.Annotations = map[string]string{"interlink.eu/mesh-network": "disabled"}
+	}
+	return p
+}
+
+// scaleDelete deletes a round's pods and waits until neither cluster holds one of them (or a
+// shadow Deployment of them).
+func (m *meshRun) scaleDelete(run *scaleRun) {
+	m.t.Helper()
+	ctx := m.t.Context()
+	start := time.Now()
+	if err := m.env.Local.CoreV1().Pods(m.ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "scale-round=" + run.name}); err != nil {
+		m.t.Fatalf("delete the %s pods: %v", run.name, err)
+	}
+	uids := map[string]bool{}
+	for _, p := range run.pods {
+		uids[string(p.UID)] = true
+	}
+	m.poll(run.name+" pods gone from both clusters", 10*time.Minute, func(ctx context.Context) (bool, string) {
+		local, err := m.env.Local.CoreV1().Pods(m.ns).List(ctx, metav1.ListOptions{LabelSelector: "scale-round=" + run.name})
+		if err != nil {
+			return false, err.Error()
+		}
+		remote, err := m.env.Remote.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: plugin.LabelOffloaded + "=" + plugin.ValueOffloaded})
+		if err != nil {
+			return false, err.Error()
+		}
+		left := 0
+		for _, p := range remote.Items {
+			if uids[p.Annotations[plugin.AnnotSourceUID]] {
+				left++
+			}
+		}
+		return len(local.Items) == 0 && left == 0, fmt.Sprintf("%d local, %d remote pods left", len(local.Items), left)
+	})
+	m.t.Logf("[bench-scale] %s: %d pods deleted from both clusters in %s", run.name, len(run.pods), since(start))
+}
+
+// scaleAnswers has the local client ask every meshed pod's IP, in one exec, and fails unless each
+// is answered by its own offloaded echo-server.
+func (m *meshRun) scaleAnswers(client *corev1.Pod, run *scaleRun) {
+	m.t.Helper()
+	pods, err := m.env.Local.CoreV1().Pods(m.ns).List(m.t.Context(), metav1.ListOptions{LabelSelector: "scale-round=" + run.name})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	var script strings.Builder
+	for _, p := range pods.Items {
+		if p.Status.PodIP == "" {
+			m.t.Fatalf("pod %s has no IP: %s", p.Name, describePod(&p))
+		}
+		// Three tries each: a shadow's first packet may still be on its way through a fresh tunnel.
+		fmt.Fprintf(&script, "for i in 1 2 3; do r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 %s 8080 | grep -o 'host=[^ ]*') && break; done; echo \"%s $r\"\n", p.Status.PodIP, p.Name)
+	}
+	start := time.Now()
+	out := m.exec(m.localKubeconfig(), m.ns, client.Name, "shell", "sh", "-c", script.String())
+	answered, wrong := 0, []string{}
+	for line := range strings.Lines(out) {
+		name, host, _ := strings.Cut(strings.TrimSpace(line), " ")
+		// The echo-server reports its hostname: the remote pod's, which is the local pod's name.
+		if host == "host="+name {
+			answered++
+		} else if name != "" {
+			wrong = append(wrong, strings.TrimSpace(line))
+		}
+	}
+	if answered != len(pods.Items) {
+		m.t.Fatalf("%d of %d meshed pods answered a local client on their IP; the others: %s", answered, len(pods.Items), strings.Join(first(wrong, 10), "; "))
+	}
+	m.t.Logf("PROVEN a local client reaches each of the %d meshed pods on its IP (the shadow's) and is answered by that pod's offloaded echo-server (%s for all)", answered, since(start))
+}
+
+// agentMemory sums the agents' RSS.
+type agentMemory struct {
+	total  float64
+	byComm map[string]float64
+}
+
+type agentReading struct {
+	comm string
+	mib  float64
+}
+
+// scaleMemory reads, at rest, the RSS of every shadow-agent and mesh-agent of the round and of
+// Traefik.
+func (m *meshRun) scaleMemory(run *scaleRun) (agentMemory, agentReading, float64) {
+	m.t.Helper()
+	ctx := m.t.Context()
+	sum := agentMemory{byComm: map[string]float64{}}
+	var worst agentReading
+	read := func(comm string, pod *corev1.Pod) {
+		a, err := findAgent(comm, pod)
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		mib, err := a.statusMiB("VmRSS")
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		sum.total += mib
+		sum.byComm[comm] += mib
+		if mib > worst.mib {
+			worst = agentReading{comm, mib}
+		}
+	}
+	for _, p := range run.pods {
+		shadows, err := m.env.Local.CoreV1().Pods(m.ns+"-wstunnel").List(ctx, metav1.ListOptions{LabelSelector: componentLabel + "=" + shadowComponent(p)})
+		if err != nil || len(shadows.Items) != 1 {
+			m.t.Fatalf("shadow pod of %s: %d found, %v", p.Name, len(shadows.Items), err)
+		}
+		read("shadow-agent", &shadows.Items[0])
+		remote, err := m.env.Remote.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "interlink.io/source.pod_uid=" + string(p.UID)})
+		if err != nil || len(remote.Items) != 1 {
+			m.t.Fatalf("remote pod of %s: %d found, %v", p.Name, len(remote.Items), err)
+		}
+		read("mesh-agent", &remote.Items[0])
+	}
+	traefik, err := agentProc{comm: "traefik", dir: fmt.Sprintf("/proc/%d", m.ing.cmd.Process.Pid)}.statusMiB("VmRSS")
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return sum, worst, traefik
+}
+
+// restRate reads both apiservers' request counters scaleRestWindow apart, the test itself asking
+// nothing in between, and returns requests per second by side.
+func (m *meshRun) restRate(round string) map[string]float64 {
+	m.t.Helper()
+	clients := map[string]kubernetes.Interface{"local": m.env.Local, "remote": m.env.Remote}
+	before := map[string]float64{}
+	for side, c := range clients {
+		before[side] = m.requestsServed(c)
+	}
+	m.t.Logf("[bench-scale] %s: reading both apiservers' request rate at rest for %s", round, scaleRestWindow)
+	select {
+	case <-time.After(scaleRestWindow):
+	case <-m.t.Context().Done():
+		m.t.FailNow()
+	}
+	out := map[string]float64{}
+	for side, c := range clients {
+		// The two reads of /metrics themselves are one request each.
+		out[side] = (m.requestsServed(c) - before[side] - 1) / scaleRestWindow.Seconds()
+	}
+	m.t.Logf("[bench-scale] %s: at rest, local apiserver %.1f requests/s, remote %.1f", round, out["local"], out["remote"])
+	return out
+}
+
+// requestsServed is the sum of an apiserver's apiserver_request_total counters.
+func (m *meshRun) requestsServed(c kubernetes.Interface) float64 {
+	m.t.Helper()
+	raw, err := c.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(m.t.Context())
+	if err != nil {
+		m.t.Fatalf("read the apiserver's /metrics: %v", err)
+	}
+	total, found := 0.0, false
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	sc.Buffer(make([]byte, 0, 1<<16), 1<<22)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			m.t.Fatalf("apiserver metric line %q: %v", line, err)
+		}
+		total, found = total+v, true
+	}
+	if !found {
+		m.t.Fatal("the apiserver's /metrics has no apiserver_request_total")
+	}
+	return total
+}
+
+// percentileOf is the q-quantile (nearest rank) of d, rounded to 100 ms.
+func percentileOf(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)].Round(100 * time.Millisecond)
+}
+
+func secs(d time.Duration) float64 { return max(d.Seconds(), 0.001) }
+
+func first(s []string, n int) []string { return s[:min(n, len(s))] }

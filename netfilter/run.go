@@ -3,6 +3,7 @@ package netfilter
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"time"
 )
 
@@ -24,7 +25,9 @@ func (s *Shadow) Run(ctx context.Context) error {
 	}
 	s.log.Info("netfilter rules applied", "changes", changes, "interval", s.interval)
 
-	t := time.NewTicker(s.interval)
+	// Each wait is the interval ±20 %: shadow pods started together drift apart instead of
+	// running iptables at the same moment.
+	t := time.NewTimer(jitter(s.interval))
 	defer t.Stop()
 	for {
 		select {
@@ -44,6 +47,12 @@ func (s *Shadow) Run(ctx context.Context) error {
 			case len(changes) > 0:
 				s.log.Warn("repaired netfilter rules", "changes", changes)
 			}
+			t.Reset(jitter(s.interval))
 		}
 	}
+}
+
+// jitter returns d scaled by a random factor in [0.8, 1.2).
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }

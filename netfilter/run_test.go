@@ -111,3 +111,18 @@ func TestRunKeepsGoingAfterFailedReassert(t *testing.T) {
 		t.Error("chain left after Run")
 	}
 }
+
+// Waits spread over ±20 % of the interval, so agents started together do not stay in step.
+func TestJitter(t *testing.T) {
+	lo, hi := time.Hour, time.Duration(0)
+	for range 1000 {
+		d := jitter(time.Minute)
+		if d < 48*time.Second || d >= 72*time.Second {
+			t.Fatalf("jitter(1m) = %v, want within [48s, 72s)", d)
+		}
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	if hi-lo < 10*time.Second {
+		t.Errorf("1,000 waits spread over only %v (%v to %v)", hi-lo, lo, hi)
+	}
+}

@@ -7,13 +7,20 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"golang.org/x/sync/errgroup"
 )
+
+// objectsInFlight is how many of one pod's ConfigMaps, Secrets and PVCs are created at once.
+const objectsInFlight = 8
 
 // ErrForeignObject is returned when a remote object with the scoped name exists but belongs to
 // another local pod.
@@ -97,41 +104,59 @@ func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) 
 	}
 	owner := []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID}}
 
+	// The objects are made side by side: they depend on the pod, not on each other. A call under
+	// way when another fails runs to its end, so that the rollback knows all that was made; none
+	// starts after a failure. what names the object in an error.
+	var (
+		g      errgroup.Group
+		mu     sync.Mutex
+		failed atomic.Bool
+	)
+	g.SetLimit(objectsInFlight)
+	make1 := func(what string, ensure func() (bool, error), del func(context.Context) error) {
+		g.Go(func() error {
+			if failed.Load() {
+				return nil
+			}
+			made, err := ensure()
+			if made {
+				mu.Lock()
+				undo = append(undo, del)
+				mu.Unlock()
+			}
+			if err != nil {
+				failed.Store(true)
+				if what != "" {
+					err = fmt.Errorf("%s: %w", what, err)
+				}
+			}
+			return err
+		})
+	}
 	cms := p.client.CoreV1().ConfigMaps(plan.Namespace)
 	for _, cm := range plan.ConfigMaps {
 		cm.OwnerReferences = owner
-		made, err := ensure(ctx, p, "create configmap", cm, cms.Create, cms.Get, cms.Update)
-		if err != nil {
-			return CreateResponse{}, rollback(fmt.Errorf("configmap %s: %w", cm.Name, err))
-		}
-		if made {
-			name := cm.Name
-			undo = append(undo, func(ctx context.Context) error { return cms.Delete(ctx, name, metav1.DeleteOptions{}) })
-		}
+		make1("configmap "+cm.Name,
+			func() (bool, error) { return ensure(ctx, p, "create configmap", cm, cms.Create, cms.Get, cms.Update) },
+			func(ctx context.Context) error { return cms.Delete(ctx, cm.Name, metav1.DeleteOptions{}) })
 	}
 	secrets := p.client.CoreV1().Secrets(plan.Namespace)
 	for _, s := range plan.Secrets {
 		s.OwnerReferences = owner
-		made, err := ensure(ctx, p, "create secret", s, secrets.Create, secrets.Get, secrets.Update)
-		if err != nil {
-			return CreateResponse{}, rollback(fmt.Errorf("secret %s: %w", s.Name, err))
-		}
-		if made {
-			name := s.Name
-			undo = append(undo, func(ctx context.Context) error { return secrets.Delete(ctx, name, metav1.DeleteOptions{}) })
-		}
+		make1("secret "+s.Name,
+			func() (bool, error) {
+				return ensure(ctx, p, "create secret", s, secrets.Create, secrets.Get, secrets.Update)
+			},
+			func(ctx context.Context) error { return secrets.Delete(ctx, s.Name, metav1.DeleteOptions{}) })
 	}
+	pvcs := p.client.CoreV1().PersistentVolumeClaims(plan.Namespace)
 	for _, pvc := range plan.PVCs {
-		made, err := p.ensurePVC(ctx, pvc)
-		if err != nil {
-			return CreateResponse{}, rollback(err)
-		}
-		if made {
-			name := pvc.Name
-			undo = append(undo, func(ctx context.Context) error {
-				return p.client.CoreV1().PersistentVolumeClaims(plan.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
-			})
-		}
+		make1("", // ensurePVC's errors name the claim
+			func() (bool, error) { return p.ensurePVC(ctx, pvc) },
+			func(ctx context.Context) error { return pvcs.Delete(ctx, pvc.Name, metav1.DeleteOptions{}) })
+	}
+	if err := g.Wait(); err != nil {
+		return CreateResponse{}, rollback(err)
 	}
 	if err := p.releaseGate(ctx, pod); err != nil {
 		return CreateResponse{}, rollback(err)

@@ -1,6 +1,8 @@
 package plugin
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -8,8 +10,11 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestDecodeEach: /status bodies are decoded one element at a time with decodeJSON's refusals,
@@ -71,4 +76,31 @@ func TestDecodeEach(t *testing.T) {
 			t.Errorf("%v after %d pods, want stop after 1", err, n)
 		}
 	})
+}
+
+// TestStatusPod: what /status decodes of each pod is what Status reads of it, the rest skipped.
+func TestStatusPod(t *testing.T) {
+	full := fullPod(newUID(), "web-0", "team-a").Pod
+	full.CreationTimestamp = metav1.NewTime(time.Date(2026, 12, 5, 11, 0, 0, 0, time.UTC))
+	body, err := json.Marshal([]corev1.Pod{full})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []*corev1.Pod
+	if err := decodeEach(bytes.NewReader(body), func(sp *statusPod) error { got = append(got, sp.pod()); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: full.Name, Namespace: full.Namespace, UID: full.UID, CreationTimestamp: full.CreationTimestamp}}
+	for _, c := range full.Spec.InitContainers {
+		want.Spec.InitContainers = append(want.Spec.InitContainers, corev1.Container{Name: c.Name, Image: c.Image})
+	}
+	for _, c := range full.Spec.Containers {
+		want.Spec.Containers = append(want.Spec.Containers, corev1.Container{Name: c.Name, Image: c.Image})
+	}
+	if len(want.Spec.InitContainers) == 0 || len(want.Spec.Containers) == 0 {
+		t.Fatalf("fullPod has %d init containers and %d containers: the test needs both kinds", len(want.Spec.InitContainers), len(want.Spec.Containers))
+	}
+	if len(got) != 1 || !equality.Semantic.DeepEqual(got[0], want) {
+		t.Errorf("decoded %+v\nwant %+v", got, want)
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/stats"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/test/testcluster"
 )
 
@@ -143,7 +143,7 @@ func scalePods(b *testing.B, c *testcluster.Cluster, n int) {
 		}
 	}
 	apiCalls := calls.Load() - before
-	p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)
+	p50, p99 := stats.Quantile(lat, 0.5), stats.Quantile(lat, 0.99)
 	scaleRow(b, fmt.Sprintf("/status of all %d pods in one request, p99 of 20 (p50 %v)", n, p50.Round(time.Millisecond)),
 		float64(p99.Milliseconds()), float64(scaleStatusAllTarget.Milliseconds()), "ms", "target")
 	b.Logf("SCALE-NOTE /status of all %d pods: request %d KiB, p50 %v, p99 %v, remote API calls during the 20 polls: %d (must be 0)",
@@ -161,7 +161,7 @@ func scalePods(b *testing.B, c *testcluster.Cluster, n int) {
 		}
 		lat = append(lat, time.Since(start))
 	}
-	b.Logf("SCALE-NOTE /status of 1 pod among %d: p50 %v, p99 %v", n, percentile(lat, 0.5), percentile(lat, 0.99))
+	b.Logf("SCALE-NOTE /status of 1 pod among %d: p50 %v, p99 %v", n, stats.Quantile(lat, 0.5), stats.Quantile(lat, 0.99))
 }
 
 // scaleSeed makes count remote pods numbered from first as the plugin would (Translate), bound to
@@ -334,15 +334,5 @@ func throughput(conc, n int, call func(i int) error, errs *int) rate {
 			*errs++
 		}
 	}
-	return rate{perSecond: float64(n) / took.Seconds(), p99: percentile(lat, 0.99)}
-}
-
-// percentile is the q-quantile of lat.
-func percentile(lat []time.Duration, q float64) time.Duration {
-	s := slices.Clone(lat)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	return s[int(q*float64(len(s)-1))]
+	return rate{perSecond: float64(n) / took.Seconds(), p99: stats.Quantile(lat, 0.99)}
 }

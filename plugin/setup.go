@@ -8,7 +8,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -42,7 +42,16 @@ func (c FileConfig) RESTConfig() (*rest.Config, error) {
 	cfg.QPS = c.K8s.ClientConfiguration.QPS
 	cfg.Burst = c.K8s.ClientConfiguration.Burst
 	cfg.UserAgent = "interlink-k8s-plugin"
+	preferProtobuf(cfg)
 	return cfg, nil
+}
+
+// preferProtobuf makes a typed client speak protobuf, as Kubernetes' own controllers do: the plugin
+// handles only built-in kinds, and protobuf costs both ends less CPU than JSON (the watch of every
+// offloaded pod, the creates of their objects). Patches keep their JSON types.
+func preferProtobuf(cfg *rest.Config) {
+	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 }
 
 // NewFromFile builds a Plugin from its configuration file's options.
@@ -80,11 +89,12 @@ func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
 		if err != nil {
 			return nil, fmt.Errorf("option offloading.local_kubeconfig_path: %w", err)
 		}
-		if cfg.LocalClient, err = kubernetes.NewForConfig(lc); err != nil {
-			return nil, fmt.Errorf("local client: %w", err)
-		}
 		if cfg.LocalMetadata, err = metadata.NewForConfig(lc); err != nil {
 			return nil, fmt.Errorf("local metadata client: %w", err)
+		}
+		preferProtobuf(lc)
+		if cfg.LocalClient, err = kubernetes.NewForConfig(lc); err != nil {
+			return nil, fmt.Errorf("local client: %w", err)
 		}
 	}
 	return New(cfg)

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/stats"
 )
 
 const (
@@ -108,10 +110,7 @@ func latencyOf(ds []time.Duration) Latency {
 	}
 	slices.Sort(ds)
 	us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-	rank := func(p float64) float64 {
-		i := int(p*float64(len(ds))+0.999999) - 1
-		return us(ds[min(max(i, 0), len(ds)-1)])
-	}
+	rank := func(q float64) float64 { return us(stats.QuantileSorted(ds, q)) }
 	var sum time.Duration
 	for _, d := range ds {
 		sum += d

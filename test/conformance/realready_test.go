@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/stats"
 )
 
 // envReadyPods sets how many pods TestMeshReadyTimes offloads at once (make bench: 20); unset, it skips.
@@ -102,8 +104,8 @@ func TestMeshReadyTimes(t *testing.T) {
 	}
 	slices.Sort(ready)
 	slices.Sort(shadow)
-	pct := func(ds []time.Duration, p float64) time.Duration {
-		return ds[min(len(ds)-1, max(0, int(p*float64(len(ds))+0.999999)-1))].Round(100 * time.Millisecond)
+	pct := func(ds []time.Duration, q float64) time.Duration {
+		return stats.QuantileSorted(ds, q).Round(100 * time.Millisecond)
 	}
 	t.Logf("FIGURE offloaded pod created to mesh ready, %d real pods created at once (kernel mode, through the VK, Traefik as the ingress controller): p50 %v, p95 %v, slowest %v; of which the shadow pod Ready: p50 %v, p95 %v",
 		n, pct(ready, 0.5), pct(ready, 0.95), ready[len(ready)-1].Round(100*time.Millisecond), pct(shadow, 0.5), pct(shadow, 0.95))

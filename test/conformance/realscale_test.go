@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/stats"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
 )
 
@@ -175,34 +175,50 @@ func (m *meshRun) scaleRound(name string, n int, mesh bool) *scaleRun {
 // one second.
 func (m *meshRun) splitReady(run *scaleRun, mesh bool) {
 	m.t.Helper()
+	shadows, remotes := m.podsOf(run, mesh)
+	for _, p := range run.pods {
+		if r := remotes[p.Name]; r != nil {
+			run.afterVK = append(run.afterVK, run.runningAt[p.Name].Sub(r.CreationTimestamp.Time))
+		}
+		if s := shadows[p.Name]; s != nil {
+			run.shadowToRunning = append(run.shadowToRunning, run.runningAt[p.Name].Sub(s.CreationTimestamp.Time))
+		}
+	}
+}
+
+// podsOf finds each local pod's remote pod and, with the mesh, its shadow pod, by the local pod's
+// name, listing each side once.
+func (m *meshRun) podsOf(run *scaleRun, mesh bool) (shadows, remotes map[string]*corev1.Pod) {
+	m.t.Helper()
 	ctx := m.t.Context()
-	byUID := map[string]string{}
-	for _, p := range run.pods {
-		byUID[string(p.UID)] = p.Name
-	}
-	remote, err := m.env.Remote.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: plugin.LabelOffloaded + "=" + plugin.ValueOffloaded})
+	remoteList, err := m.env.Remote.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: plugin.LabelOffloaded + "=" + plugin.ValueOffloaded})
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	for _, r := range remote.Items {
-		if name, ok := byUID[r.Annotations[plugin.AnnotSourceUID]]; ok {
-			run.afterVK = append(run.afterVK, run.runningAt[name].Sub(r.CreationTimestamp.Time))
+	bySourceUID := map[string]*corev1.Pod{}
+	for i, r := range remoteList.Items {
+		bySourceUID[r.Annotations[plugin.AnnotSourceUID]] = &remoteList.Items[i]
+	}
+	byComponent := map[string]*corev1.Pod{}
+	if mesh {
+		shadowList, err := m.env.Local.CoreV1().Pods(m.ns+"-wstunnel").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		for i, s := range shadowList.Items {
+			byComponent[s.Labels[componentLabel]] = &shadowList.Items[i]
 		}
 	}
-	if !mesh {
-		return
-	}
-	shadows, err := m.env.Local.CoreV1().Pods(m.ns+"-wstunnel").List(ctx, metav1.ListOptions{})
-	if err != nil {
-		m.t.Fatal(err)
-	}
+	shadows, remotes = map[string]*corev1.Pod{}, map[string]*corev1.Pod{}
 	for _, p := range run.pods {
-		for _, s := range shadows.Items {
-			if s.Labels[componentLabel] == shadowComponent(p) {
-				run.shadowToRunning = append(run.shadowToRunning, run.runningAt[p.Name].Sub(s.CreationTimestamp.Time))
-			}
+		if r := bySourceUID[string(p.UID)]; r != nil {
+			remotes[p.Name] = r
+		}
+		if s := byComponent[shadowComponent(p)]; s != nil {
+			shadows[p.Name] = s
 		}
 	}
+	return shadows, remotes
 }
 
 // scalePod is one offloaded pod of a round: echo-server alone, on the VK's node, pinned to the
@@ -301,7 +317,6 @@ type agentReading struct {
 // Traefik.
 func (m *meshRun) scaleMemory(run *scaleRun) (agentMemory, agentReading, float64) {
 	m.t.Helper()
-	ctx := m.t.Context()
 	sum := agentMemory{byComm: map[string]float64{}}
 	var worst agentReading
 	read := func(comm string, pod *corev1.Pod) {
@@ -319,17 +334,13 @@ func (m *meshRun) scaleMemory(run *scaleRun) (agentMemory, agentReading, float64
 			worst = agentReading{comm, mib}
 		}
 	}
+	shadows, remotes := m.podsOf(run, true)
 	for _, p := range run.pods {
-		shadows, err := m.env.Local.CoreV1().Pods(m.ns+"-wstunnel").List(ctx, metav1.ListOptions{LabelSelector: componentLabel + "=" + shadowComponent(p)})
-		if err != nil || len(shadows.Items) != 1 {
-			m.t.Fatalf("shadow pod of %s: %d found, %v", p.Name, len(shadows.Items), err)
+		if shadows[p.Name] == nil || remotes[p.Name] == nil {
+			m.t.Fatalf("pod %s: shadow pod %v, remote pod %v: both must be there", p.Name, shadows[p.Name] != nil, remotes[p.Name] != nil)
 		}
-		read("shadow-agent", &shadows.Items[0])
-		remote, err := m.env.Remote.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "interlink.io/source.pod_uid=" + string(p.UID)})
-		if err != nil || len(remote.Items) != 1 {
-			m.t.Fatalf("remote pod of %s: %d found, %v", p.Name, len(remote.Items), err)
-		}
-		read("mesh-agent", &remote.Items[0])
+		read("shadow-agent", shadows[p.Name])
+		read("mesh-agent", remotes[p.Name])
 	}
 	traefik, err := agentProc{comm: "traefik", dir: fmt.Sprintf("/proc/%d", m.ing.cmd.Process.Pid)}.statusMiB("VmRSS")
 	if err != nil {
@@ -390,15 +401,9 @@ func (m *meshRun) requestsServed(c kubernetes.Interface) float64 {
 	return total
 }
 
-// percentileOf is the q-quantile (nearest rank) of d, rounded to 100 ms.
+// percentileOf is the q-quantile of d, rounded to 100 ms.
 func percentileOf(d []time.Duration, q float64) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := int(q*float64(len(s))+0.5) - 1
-	return s[min(max(i, 0), len(s)-1)].Round(100 * time.Millisecond)
+	return stats.Quantile(d, q).Round(100 * time.Millisecond)
 }
 
 func secs(d time.Duration) float64 { return max(d.Seconds(), 0.001) }

@@ -1,0 +1,26 @@
+// Package stats holds the one definition of a percentile the project's benchmarks, tests and
+// netprobe report.
+package stats
+
+import (
+	"math"
+	"slices"
+	"time"
+)
+
+// Quantile is the q-quantile (0 < q ≤ 1) of ds by nearest rank: the smallest value that at least
+// a fraction q of ds do not exceed; 0 when ds is empty. ds is left as it is.
+func Quantile(ds []time.Duration, q float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return QuantileSorted(s, q)
+}
+
+// QuantileSorted is Quantile of ds already sorted in increasing order.
+func QuantileSorted(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(ds)))) - 1
+	return ds[min(max(i, 0), len(ds)-1)]
+}

@@ -82,6 +82,7 @@ func TestDecodeEach(t *testing.T) {
 func TestStatusPod(t *testing.T) {
 	full := fullPod(newUID(), "web-0", "team-a").Pod
 	full.CreationTimestamp = metav1.NewTime(time.Date(2026, 12, 5, 11, 0, 0, 0, time.UTC))
+	full.Annotations = map[string]string{AnnotVKJobID: "9cfafd56", "interlink.eu/pod-vpn": "true"}
 	body, err := json.Marshal([]corev1.Pod{full})
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +91,8 @@ func TestStatusPod(t *testing.T) {
 	if err := decodeEach(bytes.NewReader(body), func(sp *statusPod) error { got = append(got, sp.pod()); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	want := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: full.Name, Namespace: full.Namespace, UID: full.UID, CreationTimestamp: full.CreationTimestamp}}
+	want := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: full.Name, Namespace: full.Namespace, UID: full.UID, CreationTimestamp: full.CreationTimestamp,
+		Annotations: map[string]string{AnnotVKJobID: "9cfafd56"}}}
 	for _, c := range full.Spec.InitContainers {
 		want.Spec.InitContainers = append(want.Spec.InitContainers, corev1.Container{Name: c.Name, Image: c.Image})
 	}

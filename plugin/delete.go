@@ -73,12 +73,13 @@ func (p *Plugin) deleteRemote(ctx context.Context, local *corev1.Pod) error {
 	legacy := false
 	if names := remoteNames(local.Name, local.UID); len(names) > 1 {
 		// A pod the Python plugin offloaded has its name; delete it only if it is this pod's.
+		// Looked up by name: both names may exist for one local pod, and the cache's index by
+		// source UID answers with one of them.
 		var theirs *corev1.Pod
 		var err error
-		switch {
-		case cached != nil && cached.Name == names[1]:
-			theirs = cached
-		case cached != nil || !p.pods.hasSynced():
+		if p.pods.hasSynced() {
+			theirs = p.pods.byName(ns, names[1])
+		} else {
 			theirs, err = core.Pods(ns).Get(rctx, names[1], metav1.GetOptions{})
 		}
 		if err == nil && theirs != nil && theirs.Annotations[AnnotSourceUID] == string(local.UID) {

@@ -26,6 +26,10 @@ const (
 	hashSuffixLength = 10
 )
 
+// AnnotVKJobID is what InterLink's VK writes on a local pod once the plugin has answered its create:
+// the JID of the reply (since interLink 2024-06, b63bbc27). A pod without it was never created.
+const AnnotVKJobID = "JobID"
+
 // ScopedName is the remote name of a local object that belongs to one pod: "<name>-<uid>", a valid
 // RFC 1123 label of at most 63 characters. The UID part is kept whole so two pods never share a
 // name; the name part is cut to fit. A UID that is not itself a clean label is replaced by a hash.

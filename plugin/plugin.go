@@ -43,10 +43,6 @@ type Config struct {
 	// finished) before the plugin removes it as the leftover of a create cut short (default 5m,
 	// far above any create's own deadline). Checked every AbandonedAfter/5.
 	AbandonedAfter time.Duration
-	// NotCreatedGrace is how long after its local creation a pod that this process never saw
-	// remotely is reported as not created yet rather than vanished (default 5m): InterLink's VK
-	// polls a pod's status while it still makes its shadow pod (up to 30 s), before the create.
-	NotCreatedGrace time.Duration
 	// EmptyNamespaceTTL is how long a remote namespace the plugin created may hold none of its
 	// pods before the plugin deletes it (default 10m; negative: never).
 	EmptyNamespaceTTL time.Duration
@@ -113,9 +109,6 @@ func New(cfg Config) (*Plugin, error) {
 	}
 	if cfg.AbandonedAfter == 0 {
 		cfg.AbandonedAfter = 5 * time.Minute
-	}
-	if cfg.NotCreatedGrace == 0 {
-		cfg.NotCreatedGrace = 5 * time.Minute
 	}
 	if cfg.EmptyNamespaceTTL == 0 {
 		cfg.EmptyNamespaceTTL = 10 * time.Minute

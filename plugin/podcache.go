@@ -96,6 +96,15 @@ func (c *podCache) bySourceUID(uid string) *corev1.Pod {
 	return pod
 }
 
+// byName returns the cached remote pod namespace/name, or nil.
+func (c *podCache) byName(namespace, name string) *corev1.Pod {
+	pod, err := c.lister.Pods(namespace).Get(name)
+	if err != nil {
+		return nil
+	}
+	return pod
+}
+
 func (c *podCache) len() int { return len(c.indexer.ListKeys()) }
 
 // lastSeen returns the last state of the deleted remote pod of the local pod uid, or nil.

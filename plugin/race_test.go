@@ -325,26 +325,29 @@ func TestCreateCutShort(t *testing.T) {
 	})
 }
 
-// TestStatusBeforeCreate: InterLink's VK polls a pod's status while it is still making the pod's
-// shadow, before it sends the create. A young pod this plugin never saw is not created yet, not
-// vanished; an old one is reported gone, so a pod that never arrives does not stay Pending forever.
+// TestStatusBeforeCreate: InterLink's VK polls every pod it holds, also those it has not sent the
+// create of yet (it makes meshed pods' shadows one at a time, so a pod may wait there for minutes).
+// A pod this plugin never saw is not created yet while the VK has not recorded a create's answer on
+// it (JobID), whatever its age; with that answer recorded it is reported gone, so the VK's pod ends.
 func TestStatusBeforeCreate(t *testing.T) {
 	t.Parallel()
 	s := serve(t)
-	young := runnable("young", "before").Pod
-	young.CreationTimestamp = metav1.Now()
-	st := s.status(t, young)[0]
-	for _, c := range append(st.InitContainers, st.Containers...) {
-		if c.State.Waiting == nil || c.State.Waiting.Reason != ReasonNotCreated {
-			t.Errorf("young pod never created: %s is %+v, want waiting %s", c.Name, c.State, ReasonNotCreated)
+	for _, age := range []time.Duration{0, time.Hour} {
+		pod := runnable(fmt.Sprintf("queued-%d", int(age.Minutes())), "before").Pod
+		pod.CreationTimestamp = metav1.NewTime(time.Now().Add(-age))
+		st := s.status(t, pod)[0]
+		for _, c := range append(st.InitContainers, st.Containers...) {
+			if c.State.Waiting == nil || c.State.Waiting.Reason != ReasonNotCreated {
+				t.Errorf("pod %v old, never created: %s is %+v, want waiting %s", age, c.Name, c.State, ReasonNotCreated)
+			}
 		}
 	}
-	old := runnable("old", "before").Pod
-	old.CreationTimestamp = metav1.NewTime(time.Now().Add(-time.Hour))
-	st = s.status(t, old)[0]
+	answered := runnable("answered", "before").Pod
+	answered.Annotations = map[string]string{AnnotVKJobID: newUID()}
+	st := s.status(t, answered)[0]
 	for _, c := range append(st.InitContainers, st.Containers...) {
 		if c.State.Terminated == nil || c.State.Terminated.Reason != ReasonRemotePodGone {
-			t.Errorf("hour-old pod never created: %s is %+v, want terminated %s", c.Name, c.State, ReasonRemotePodGone)
+			t.Errorf("pod with a JobID whose remote pod is not there: %s is %+v, want terminated %s", c.Name, c.State, ReasonRemotePodGone)
 		}
 	}
 }

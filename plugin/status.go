@@ -19,6 +19,9 @@ const statusBodyFactor = 64
 // takes, most of which is decoding (docs/scale.md).
 type statusPod struct {
 	Metadata struct {
+		Annotations struct {
+			JobID string `json:"JobID"`
+		} `json:"annotations"`
 		Name              string      `json:"name"`
 		Namespace         string      `json:"namespace"`
 		UID               types.UID   `json:"uid"`
@@ -48,8 +51,12 @@ func (s *statusPod) pod() *corev1.Pod {
 		return out
 	}
 	m := s.Metadata
+	var annotations map[string]string
+	if m.Annotations.JobID != "" {
+		annotations = map[string]string{AnnotVKJobID: m.Annotations.JobID}
+	}
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, CreationTimestamp: m.CreationTimestamp},
+		ObjectMeta: metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, CreationTimestamp: m.CreationTimestamp, Annotations: annotations},
 		Spec:       corev1.PodSpec{InitContainers: containers(s.Spec.InitContainers), Containers: containers(s.Spec.Containers)},
 	}
 }
@@ -114,9 +121,11 @@ func (p *Plugin) Status(ctx context.Context, local *corev1.Pod) (PodStatus, erro
 			return PodStatus{}, err
 		case got == nil:
 			name := ns + "/" + ScopedName(local.Name, string(local.UID))
-			if !p.guard.wasSeen(local.UID) && time.Since(local.CreationTimestamp.Time) < p.cfg.NotCreatedGrace {
-				// InterLink's VK polls a pod while it is still making its shadow pod, before it
-				// sends the create: a young pod never seen remotely is not created yet.
+			if !p.guard.wasSeen(local.UID) && local.Annotations[AnnotVKJobID] == "" {
+				// InterLink's VK polls every pod it holds, also those whose create it has not sent
+				// yet: it makes each meshed pod's shadow first, one pod at a time, so a pod can
+				// wait minutes in its queue. It records each create's answer on the pod (JobID);
+				// a pod without one was never created, whatever its age.
 				msg := "the remote pod " + name + " is not created yet (InterLink has not sent its create)"
 				st.InitContainers = waitingStatuses(local.Spec.InitContainers, ReasonNotCreated, msg)
 				st.Containers = waitingStatuses(local.Spec.Containers, ReasonNotCreated, msg)

@@ -106,6 +106,7 @@ func (m *meshRun) scaleRound(name string, n int, mesh bool) *scaleRun {
 	run := &scaleRun{name: name, runningAt: map[string]time.Time{}}
 	var mu sync.Mutex
 	created := map[string]time.Time{}
+	cpu := readCPU()
 	start := time.Now()
 	m.t.Logf("[bench-scale] %s: creating %d pods through the VK", name, n)
 	g, gctx := errgroup.WithContext(ctx)
@@ -165,6 +166,8 @@ func (m *meshRun) scaleRound(name string, n int, mesh bool) *scaleRun {
 		return len(running) == n, fmt.Sprintf("%d of %d Running; waiting: %s", len(running), n, strings.Join(first(waiting, 5), " | "))
 	})
 	run.all = time.Since(start).Round(time.Second)
+	shares, total := cpuSince(cpu)
+	m.t.Logf("SCALE-NOTE %s round, CPU from the first create to the last pod Running (both clusters and their nodes share this machine): %s", name, describeCPU(shares, total, 10))
 	m.splitReady(run, mesh)
 	m.t.Logf("[bench-scale] %s: all %d pods Running in %s (p50 %s, p95 %s)", name, n, run.all, percentileOf(run.ready, 0.5), percentileOf(run.ready, 0.95))
 	return run
@@ -358,7 +361,8 @@ func (m *meshRun) restRate(round string) map[string]float64 {
 	for side, c := range clients {
 		before[side] = m.requestsServed(c)
 	}
-	m.t.Logf("[bench-scale] %s: reading both apiservers' request rate at rest for %s", round, scaleRestWindow)
+	m.t.Logf("[bench-scale] %s: reading both apiservers' request rate and the machine's CPU at rest for %s", round, scaleRestWindow)
+	cpu := readCPU()
 	select {
 	case <-time.After(scaleRestWindow):
 	case <-m.t.Context().Done():
@@ -369,7 +373,9 @@ func (m *meshRun) restRate(round string) map[string]float64 {
 		// The two reads of /metrics themselves are one request each.
 		out[side] = (m.requestsServed(c) - before[side] - 1) / scaleRestWindow.Seconds()
 	}
+	shares, total := cpuSince(cpu)
 	m.t.Logf("[bench-scale] %s: at rest, local apiserver %.1f requests/s, remote %.1f", round, out["local"], out["remote"])
+	m.t.Logf("SCALE-NOTE %s round at rest, CPU: %s", round, describeCPU(shares, total, 8))
 	return out
 }
 

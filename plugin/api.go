@@ -229,32 +229,48 @@ func wrapRead(err error) error {
 	return &decodeError{err}
 }
 
-// utf8Reader passes r through, failing with a decodeError at the first byte that is not UTF-8.
+// utf8Reader passes r through, failing with a decodeError at the first byte that is not UTF-8. It
+// checks each read where it lies (no copy: /status bodies are tens of MB), keeping back only the
+// start of a rune cut by the read's end.
 type utf8Reader struct {
 	r    io.Reader
-	tail []byte // the start of a rune cut by the last read
+	tail []byte // the start of a rune cut by the last read, at most 3 bytes
 }
 
 func (u *utf8Reader) Read(b []byte) (int, error) {
 	n, err := u.r.Read(b)
-	chunk := append(u.tail, b[:n]...)
+	eof := errors.Is(err, io.EOF)
+	p := b[:n]
+	if len(u.tail) > 0 && (n > 0 || eof) {
+		// The cut rune ends in this read: check it whole, in a small buffer, and p after it.
+		var buf [utf8.UTFMax]byte
+		k := copy(buf[:], u.tail)
+		k += copy(buf[k:], p)
+		if !utf8.FullRune(buf[:k]) && !eof {
+			u.tail = append(u.tail[:0], buf[:k]...) // still cut (a read of a byte or two)
+			return n, err
+		}
+		if r, size := utf8.DecodeRune(buf[:k]); r == utf8.RuneError && size <= 1 {
+			return 0, &decodeError{errors.New("the body is not valid UTF-8")}
+		} else {
+			p = p[size-len(u.tail):]
+		}
+		u.tail = u.tail[:0]
+	}
 	// Keep back at most 3 bytes of a rune that may end in the next read.
-	cut := len(chunk)
-	for i := len(chunk) - 1; i >= 0 && i >= len(chunk)-3; i-- {
-		if utf8.RuneStart(chunk[i]) {
-			if !utf8.FullRune(chunk[i:]) {
+	cut := len(p)
+	for i := len(p) - 1; i >= 0 && i >= len(p)-3 && !eof; i-- {
+		if utf8.RuneStart(p[i]) {
+			if !utf8.FullRune(p[i:]) {
 				cut = i
 			}
 			break
 		}
 	}
-	if errors.Is(err, io.EOF) {
-		cut = len(chunk)
-	}
-	if !utf8.Valid(chunk[:cut]) {
+	if !utf8.Valid(p[:cut]) {
 		return 0, &decodeError{errors.New("the body is not valid UTF-8")}
 	}
-	u.tail = append(u.tail[:0], chunk[cut:]...)
+	u.tail = append(u.tail, p[cut:]...)
 	return n, err
 }
 

@@ -9,9 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +23,9 @@ import (
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
@@ -420,6 +424,57 @@ func startBinary(b *testing.B, bin string, env []string) (*server, int) {
 		}
 		if time.Now().After(deadline) {
 			b.Fatal("the plugin binary was not ready within a minute")
+		}
+	}
+}
+
+// BenchmarkStatusAll is one /status of IKM_SCALE_PODS (10,000) pods, as the VK sends it, answered
+// from a cache filled in memory: no cluster, so a CPU profile shows the plugin's own work only
+// (go test -run '^$' -bench '^BenchmarkStatusAll$' -cpuprofile cpu.out ./plugin/; docs/scale.md).
+func BenchmarkStatusAll(b *testing.B) {
+	n := 10000
+	if v, err := strconv.Atoi(os.Getenv("IKM_SCALE_PODS")); err == nil && v > 0 {
+		n = v
+	}
+	p, err := New(Config{Client: fake.NewClientset(), Offloading: Offloading{NamespacePrefix: "bs"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	locals := make([]corev1.Pod, n)
+	remotes := make([]any, n)
+	for i := range n {
+		req := runnable(fmt.Sprintf("pod-%d", i), "scale")
+		plan, err := Translate(&req, Offloading{NamespacePrefix: "bs"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		remote := plan.Pod
+		remote.UID = types.UID(newUID())
+		remote.Status.Phase = corev1.PodRunning
+		for _, c := range remote.Spec.Containers {
+			remote.Status.ContainerStatuses = append(remote.Status.ContainerStatuses, corev1.ContainerStatus{
+				Name: c.Name, Image: c.Image, ImageID: "sha256:0123", ContainerID: "containerd://0123", Ready: true,
+				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}},
+			})
+		}
+		locals[i], remotes[i] = req.Pod, remote
+	}
+	if err := (*cacheStore)(p.pods).Replace(remotes, "1"); err != nil {
+		b.Fatal(err)
+	}
+	body, err := json.Marshal(locals)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		if err := p.handleStatus(w, httptest.NewRequest(http.MethodPost, "/status", bytes.NewReader(body))); err != nil {
+			b.Fatal(err)
+		}
+		if !bytes.Contains(w.Body.Bytes(), []byte(`"JID":"`+string(remotes[n-1].(*corev1.Pod).UID))) {
+			b.Fatalf("the last pod's status is not in the answer")
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -104,5 +105,27 @@ func TestStatusPod(t *testing.T) {
 	}
 	if len(got) != 1 || !equality.Semantic.DeepEqual(got[0], want) {
 		t.Errorf("decoded %+v\nwant %+v", got, want)
+	}
+}
+
+// TestUTF8Reader: whatever the reads' boundaries, the body passes through whole exactly when it is
+// UTF-8 (every cut of a 2-, 3- and 4-byte rune, U+FFFD itself, and bytes that no rune starts or
+// ends with).
+func TestUTF8Reader(t *testing.T) {
+	bodies := []string{"", "a", "é", "aé€😀b", "\uFFFD", "€😀", "\xff", "a\xc3", "\xc3a", "\xe2\x82", "€\x82", "\xf0\x9f\x98", "\xed\xa0\x80", "\xc0\xaf", strings.Repeat("ab€", 300) + "\xe2"}
+	readers := map[string]func(io.Reader) io.Reader{
+		"whole":    func(r io.Reader) io.Reader { return r },
+		"one byte": iotest.OneByteReader,
+		"halves":   iotest.HalfReader,
+		"with EOF": iotest.DataErrReader,
+	}
+	for _, body := range bodies {
+		for name, wrap := range readers {
+			got, err := io.ReadAll(&utf8Reader{r: wrap(strings.NewReader(body))})
+			var derr *decodeError
+			if valid := utf8.ValidString(body); valid != (err == nil) || (!valid && !errors.As(err, &derr)) || (valid && string(got) != body) {
+				t.Errorf("%q read %s: %q, %v; UTF-8: %v", body, name, got, err, valid)
+			}
+		}
 	}
 }

@@ -34,3 +34,32 @@ func TestQuantile(t *testing.T) {
 		t.Errorf("Quantile sorted its argument in place")
 	}
 }
+
+func TestQuantileCensored(t *testing.T) {
+	seen := []time.Duration{30, 10, 20} // 3 of 10 observed
+	tests := []struct {
+		ds     []time.Duration
+		n      int
+		q      float64
+		want   time.Duration
+		wantOK bool
+	}{
+		{seen, 10, 0.1, 10, true},
+		{seen, 10, 0.3, 30, true},
+		{seen, 10, 0.31, 30, false}, // the 4th of 10: not observed, larger than 30
+		{seen, 10, 0.95, 30, false},
+		{seen, 3, 0.95, 30, true}, // all observed: Quantile
+		{seen, 2, 0.5, 20, true},  // n below len(ds) counts ds
+		{nil, 5, 0.5, 0, false},
+		{nil, 0, 0.5, 0, true},
+	}
+	for _, tt := range tests {
+		got, ok := QuantileCensored(tt.ds, tt.n, tt.q)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("QuantileCensored(%v, %d, %v) = %v, %v; want %v, %v", tt.ds, tt.n, tt.q, got, ok, tt.want, tt.wantOK)
+		}
+	}
+	if seen[0] != 30 {
+		t.Errorf("QuantileCensored sorted its argument in place")
+	}
+}

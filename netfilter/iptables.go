@@ -28,6 +28,13 @@ type IPTables interface {
 	DeleteChain(table, chain string) error
 }
 
+// Saver is an IPTables that also prints every table at once, as iptables-save does: "*table"
+// headers, ":chain policy [packets:bytes]" declarations and "-A chain …" lines as List prints them.
+// Shadow uses it for a quiet re-assert: one process a turn instead of one per chain and jump.
+type Saver interface {
+	Save() (string, error)
+}
+
 // listedComment returns the --comment value of one line of iptables -S output, or "". It
 // undoes iptables' quoting: a value with characters other than [A-Za-z0-9_-] is printed in
 // double quotes, with `"`, `\` and `'` escaped by a backslash.

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coreos/go-iptables/iptables"
-
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/netnstest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/polltest"
 )
@@ -57,16 +55,19 @@ func forBackends(t *testing.T, fn func(t *testing.T, b backend)) {
 	}
 }
 
-// ipTables returns go-iptables bound to the flavour's binary.
+// ipTables returns go-iptables bound to the flavour's binary, with its iptables-save.
 func (b backend) ipTables(t *testing.T) IPTables {
 	t.Helper()
 	path, err := netnstest.LookPath(b.iptables)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ipt, err := iptables.New(iptables.Path(path), iptables.Timeout(lockWaitSeconds))
+	ipt, err := newExecIPTables(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, ok := ipt.(Saver); !ok {
+		t.Fatalf("%s has no %s-save beside it", path, path)
 	}
 	return ipt
 }
@@ -284,6 +285,9 @@ func testKernelApplyRemove(t *testing.T, b backend) {
 	inShadow(t, tp, func() (err error) { changes, err = s.Ensure(t.Context()); return err })
 	if len(changes) != 7 {
 		t.Errorf("first Ensure reported %d changes, want 7: %q", len(changes), changes)
+	}
+	if s.saved == "" { // iptables-save's lines did not read as iptables -S's, which were checked
+		t.Errorf("the owned lines are not remembered after a checked Ensure: each quiet turn would list chain by chain")
 	}
 	during := save(t, tp)
 	t.Logf("iptables-save while applied:\n%s", during)

@@ -96,7 +96,10 @@ func TestRunKeepsGoingAfterFailedReassert(t *testing.T) {
 
 	polltest.True(t, "rules applied", 5*time.Second, func() bool { return strings.Contains(logs.String(), "netfilter rules applied") })
 	f.setFail(func(op, table, chain string) error {
-		if op == "List" {
+		switch op {
+		case "Save": // a quiet turn lists nothing: make it check chain by chain
+			return errors.New("injected save failure")
+		case "List":
 			return errors.New("injected list failure")
 		}
 		return nil

@@ -32,6 +32,10 @@ type Shadow struct {
 	// listed maps "table/chain" to the iptables -S output last seen to match the rule set, so
 	// that a quiet re-assert costs one List per chain.
 	listed map[string][]string
+	// saved is the rule set's part of iptables-save's output (ownedLines) taken right after an
+	// Ensure that checked everything; "" when there is none or the IPTables is no Saver. A turn
+	// whose Save shows the same lines changed nothing and checks nothing more.
+	saved string
 }
 
 // New validates cfg and prepares a Shadow; it changes nothing in the kernel. With a nil
@@ -72,12 +76,24 @@ func (s *Shadow) Rules() RuleSet { return s.rules }
 // found elsewhere in its chain stays where it is); ip_forward is set to 1. Foreign rules
 // outside the owned chains are left alone.
 //
+// With a Saver, a turn after a checked one reads the tables once (iptables-save) and stops there
+// when the owned chains and the jumps into them read as they did then, and ip_forward is 1.
+//
 // On error Ensure undoes what this call created (chains, jump rules, the ip_forward change)
 // and returns no changes; a chain that existed before the call is not restored to its previous
 // content. Ensure stops between steps when ctx is done.
 func (s *Shadow) Ensure(ctx context.Context) (changes []string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+
+	if s.saved != "" {
+		if owned, ok := s.ownedNowLocked(); ok && owned == s.saved {
+			if cur, err := readSysctl(s.forwardPath); err == nil && cur == "1" {
+				return nil, nil
+			}
+		}
+	}
+	s.saved = ""
 
 	var undo []func() error
 	defer func() {
@@ -152,7 +168,85 @@ func (s *Shadow) Ensure(ctx context.Context) (changes []string, err error) {
 		})
 		changes = append(changes, fmt.Sprintf("set ip_forward to 1 (was %s)", cur))
 	}
+	s.rememberLocked()
 	return changes, nil
+}
+
+// ownedNowLocked reads the tables through the Saver and returns their ownedLines; ok is false
+// without a Saver or when it fails (the caller then checks chain by chain).
+func (s *Shadow) ownedNowLocked() (owned string, ok bool) {
+	sv, isSaver := s.ipt.(Saver)
+	if !isSaver {
+		return "", false
+	}
+	out, err := sv.Save()
+	if err != nil {
+		s.log.Debug("iptables-save failed; checking chain by chain", "err", err)
+		return "", false
+	}
+	return s.ownedLines(out), true
+}
+
+// rememberLocked, right after Ensure checked everything, saves the owned lines for the next
+// quiet turns; only when they show each chain's rules exactly as Ensure last listed and checked
+// them, and a jump into each (else someone changed them in between, and the next turn checks
+// again).
+func (s *Shadow) rememberLocked() {
+	owned, ok := s.ownedNowLocked()
+	if !ok {
+		return
+	}
+	for _, c := range s.rules {
+		var want []string
+		for _, l := range s.listed[c.Table+"/"+c.Name] {
+			if strings.HasPrefix(l, "-A ") {
+				want = append(want, c.Table+" "+l)
+			}
+		}
+		var got []string
+		jumps := 0
+		for l := range strings.Lines(owned) {
+			l = strings.TrimSuffix(l, "\n")
+			switch {
+			case strings.HasPrefix(l, c.Table+" -A "+c.Name+" "):
+				got = append(got, l)
+			case strings.HasPrefix(l, c.Table+" -A "+c.From+" ") && strings.HasSuffix(l, " -j "+c.Name):
+				jumps++
+			}
+		}
+		if len(want) == 0 || !slices.Equal(got, want) || jumps == 0 {
+			return
+		}
+	}
+	s.saved = owned
+}
+
+// ownedLines is the rule set's part of an iptables-save output, by table: each owned chain's
+// declaration (without its counters) and rules, and every jump rule into an owned chain.
+func (s *Shadow) ownedLines(save string) string {
+	var b strings.Builder
+	table := ""
+	for line := range strings.Lines(save) {
+		line = strings.TrimRight(line, "\r\n")
+		if t, ok := strings.CutPrefix(line, "*"); ok {
+			table = t
+			continue
+		}
+		for _, c := range s.rules {
+			if c.Table != table {
+				continue
+			}
+			if strings.HasPrefix(line, ":"+c.Name+" ") {
+				line = ":" + c.Name
+			} else if !strings.HasPrefix(line, "-A "+c.Name+" ") &&
+				!(strings.HasPrefix(line, "-A "+c.From+" ") && strings.HasSuffix(line, " -j "+c.Name)) {
+				continue
+			}
+			b.WriteString(table + " " + line + "\n")
+			break
+		}
+	}
+	return b.String()
 }
 
 // ensureChainLocked makes one owned chain exist with exactly its rules. created reports that
@@ -248,6 +342,7 @@ func countRules(lines []string) int {
 func (s *Shadow) Remove() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.saved = ""
 
 	var errs []error
 	if s.forwardOld != "" {

@@ -3,6 +3,7 @@ package netfilter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -189,35 +190,49 @@ func TestEnsureRepairs(t *testing.T) {
 		}, "set ip_forward to 1 (was 0)"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newFakeIPTables()
-			addForeign(t, f)
-			s := fakeShadow(t, f, "0")
-			if _, err := s.Ensure(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			applied := f.dump()
-			tt.break_(t, f, s)
-			changes, err := s.Ensure(t.Context())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.Contains(strings.Join(changes, "\n"), tt.want) {
-				t.Errorf("changes %q do not mention %q", changes, tt.want)
-			}
-			if diff := cmp.Diff(applied, f.dump()); diff != "" {
-				t.Errorf("not repaired (-want +got):\n%s", diff)
-			}
-			if got := readForward(t, s); got != "1" {
-				t.Errorf("ip_forward = %s, want 1", got)
-			}
-			if err := s.Remove(); err != nil {
-				t.Fatal(err)
-			}
-			if got := readForward(t, s); got != "0" {
-				t.Errorf("ip_forward after Remove = %s, want 0", got)
-			}
-		})
+		for _, saver := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/saver=%v", tt.name, saver), func(t *testing.T) {
+				testEnsureRepairs(t, saver, tt.break_, tt.want)
+			})
+		}
+	}
+}
+
+// testEnsureRepairs is one case of TestEnsureRepairs: with a Saver, the turn after the break
+// finds it through iptables-save's output, without one chain by chain.
+func testEnsureRepairs(t *testing.T, saver bool, break_ func(t *testing.T, f *fakeIPTables, s *Shadow), want string) {
+	f := newFakeIPTables()
+	addForeign(t, f)
+	s := fakeShadow(t, f, "0")
+	if !saver {
+		s.ipt = noSaver{f}
+	}
+	if _, err := s.Ensure(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Ensure(t.Context()); err != nil { // a quiet turn: with a Saver, only it
+		t.Fatal(err)
+	}
+	applied := f.dump()
+	break_(t, f, s)
+	changes, err := s.Ensure(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(changes, "\n"), want) {
+		t.Errorf("changes %q do not mention %q", changes, want)
+	}
+	if diff := cmp.Diff(applied, f.dump()); diff != "" {
+		t.Errorf("not repaired (-want +got):\n%s", diff)
+	}
+	if got := readForward(t, s); got != "1" {
+		t.Errorf("ip_forward = %s, want 1", got)
+	}
+	if err := s.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readForward(t, s); got != "0" {
+		t.Errorf("ip_forward after Remove = %s, want 0", got)
 	}
 }
 
@@ -356,4 +371,57 @@ func TestRemove(t *testing.T) {
 			t.Errorf("ip_forward = %s, want 0", got)
 		}
 	})
+}
+
+// TestEnsureQuietTurnSavesOnce: after a checked turn, a turn that finds the owned chains and
+// jumps as they were makes one call, Save, whatever changed elsewhere (counters, foreign rules);
+// without a Saver, or when Save fails, it checks chain by chain and changes nothing.
+func TestEnsureQuietTurnSavesOnce(t *testing.T) {
+	f := newFakeIPTables()
+	addForeign(t, f)
+	s := fakeShadow(t, f, "0")
+	var ops []string
+	f.setFail(func(op, _, _ string) error { ops = append(ops, op); return nil })
+	turn := func(what string) []string {
+		t.Helper()
+		ops = nil
+		changes, err := s.Ensure(t.Context())
+		if err != nil || len(changes) > 0 {
+			t.Fatalf("%s: Ensure = %q, %v; want no change", what, changes, err)
+		}
+		return ops
+	}
+	if _, err := s.Ensure(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := turn("quiet"); !slices.Equal(got, []string{"Save"}) {
+		t.Errorf("a quiet turn called %v, want [Save]", got)
+	}
+	if err := f.Append("nat", "PREROUTING", "-p", "udp", "--dport", "67", "-j", "RETURN"); err != nil {
+		t.Fatal(err)
+	}
+	if got := turn("a foreign rule added"); !slices.Equal(got, []string{"Save"}) {
+		t.Errorf("a turn after a foreign rule called %v, want [Save]", got)
+	}
+
+	f.setFail(func(op, _, _ string) error {
+		ops = append(ops, op)
+		if op == "Save" {
+			return errors.New("iptables-save: broken")
+		}
+		return nil
+	})
+	if got := turn("Save failing"); !slices.Contains(got, "List") || !slices.Contains(got, "Exists") {
+		t.Errorf("with Save failing a turn called %v, want List and Exists", got)
+	}
+	f.setFail(func(op, _, _ string) error { ops = append(ops, op); return nil })
+	turn("Save back") // checks chain by chain, then remembers
+	if got := turn("quiet again"); !slices.Equal(got, []string{"Save"}) {
+		t.Errorf("a quiet turn after Save came back called %v, want [Save]", got)
+	}
+
+	s.ipt = noSaver{f}
+	if got := turn("no Saver"); slices.Contains(got, "Save") || !slices.Contains(got, "List") {
+		t.Errorf("without a Saver a turn called %v, want List and no Save", got)
+	}
 }

@@ -427,6 +427,9 @@ func testKernelRunRepairs(t *testing.T, b backend) {
 	}
 	stop := runShadow(t, tp, s)
 	polltest.True(t, "rules applied", 5*time.Second, func() bool { return strings.Contains(logs.String(), "netfilter rules applied") })
+	if !strings.Contains(logs.String(), `quiet_check="one iptables-save"`) {
+		t.Errorf("Run's first log does not say quiet checks are one iptables-save:\n%s", logs.String())
+	}
 	during := save(t, tp)
 	checkApplied(t, tp, s.Rules(), pre, during)
 

@@ -23,7 +23,13 @@ func (s *Shadow) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("apply netfilter rules: %w", err)
 	}
-	s.log.Info("netfilter rules applied", "changes", changes, "interval", s.interval)
+	s.mu.Lock()
+	quiet := "chain by chain"
+	if s.saved != "" {
+		quiet = "one iptables-save"
+	}
+	s.mu.Unlock()
+	s.log.Info("netfilter rules applied", "changes", changes, "interval", s.interval, "quiet_check", quiet)
 
 	// Each wait is the interval ±20 %: shadow pods started together drift apart instead of
 	// running iptables at the same moment.

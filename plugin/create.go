@@ -65,13 +65,9 @@ func (p *Plugin) Create(ctx context.Context, req *RetrievedPodData) (CreateRespo
 // create runs Create once the pod's turn has come; ctx ends when a delete of the pod arrives.
 func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) (CreateResponse, error) {
 	defer p.useNamespace(plan.Namespace)()
-	if err := p.ensureNamespace(ctx, plan.Namespace); err != nil {
+	pod, created, err := p.createPodInNamespace(ctx, plan)
+	if err != nil {
 		return CreateResponse{}, err
-	}
-	if plan.ServiceAccount != "" {
-		if err := p.ensureServiceAccount(ctx, plan.Namespace, plan.ServiceAccount); err != nil {
-			return CreateResponse{}, err
-		}
 	}
 
 	var undo []func(context.Context) error
@@ -90,11 +86,6 @@ func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) 
 		return cause
 	}
 
-	p.hook(hookBeforePod)
-	pod, created, err := p.createOrAdoptPod(ctx, plan.Pod)
-	if err != nil {
-		return CreateResponse{}, err
-	}
 	p.hook(hookPodCreated)
 	pods := p.client.CoreV1().Pods(plan.Namespace)
 	if created {
@@ -169,6 +160,55 @@ func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) 
 	p.log.Info("pod offloaded", "pod", req.Pod.Namespace+"/"+req.Pod.Name, "remote", plan.Namespace+"/"+pod.Name,
 		"configmaps", len(plan.ConfigMaps), "secrets", len(plan.Secrets), "pvcs", len(plan.PVCs), "adopted", !created)
 	return CreateResponse{PodUID: string(req.Pod.UID), PodJID: string(pod.UID)}, nil
+}
+
+// createPodInNamespace makes the pod's namespace and service account if need be, then creates or
+// adopts the pod. A namespace this plugin has seen exist is not asked for again (one API call
+// fewer per create): if it was removed behind the plugin's back since, the pod's create says so
+// (not found, or terminating) and the namespace is made anew, once.
+func (p *Plugin) createPodInNamespace(ctx context.Context, plan *Plan) (*corev1.Pod, bool, error) {
+	for {
+		known := p.namespaceKnown(plan.Namespace)
+		if !known {
+			if err := p.ensureNamespace(ctx, plan.Namespace); err != nil {
+				return nil, false, err
+			}
+			p.setNamespaceKnown(plan.Namespace, true)
+		}
+		var err error
+		if plan.ServiceAccount != "" {
+			err = p.ensureServiceAccount(ctx, plan.Namespace, plan.ServiceAccount)
+		}
+		if err == nil {
+			p.hook(hookBeforePod)
+			var (
+				pod     *corev1.Pod
+				created bool
+			)
+			if pod, created, err = p.createOrAdoptPod(ctx, plan.Pod); err == nil {
+				return pod, created, nil
+			}
+		}
+		if !known || !namespaceGone(err) {
+			return nil, false, err
+		}
+		p.setNamespaceKnown(plan.Namespace, false)
+		p.log.Info("the remote namespace was removed since the plugin last saw it; making it anew", "namespace", plan.Namespace, "err", err)
+	}
+}
+
+// namespaceGone tells whether a create was refused because its namespace does not exist or is
+// being deleted.
+func namespaceGone(err error) bool {
+	if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+		return true
+	}
+	var st apierrors.APIStatus
+	if !apierrors.IsNotFound(err) || !errors.As(err, &st) {
+		return false
+	}
+	d := st.Status().Details
+	return d != nil && d.Kind == "namespaces"
 }
 
 // createOrAdoptPod creates the remote pod, or returns the one a previous attempt made for the same

@@ -30,6 +30,27 @@ func (p *Plugin) useNamespace(ns string) func() {
 	}
 }
 
+// namespaceKnown tells whether this plugin has seen the remote namespace ns exist, and not
+// removed it since.
+func (p *Plugin) namespaceKnown(ns string) bool {
+	n := &p.nss
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.known[ns]
+	return ok
+}
+
+func (p *Plugin) setNamespaceKnown(ns string, known bool) {
+	n := &p.nss
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if known {
+		n.known[ns] = struct{}{}
+	} else {
+		delete(n.known, ns)
+	}
+}
+
 // RemoveEmptyNamespaces deletes the remote namespaces this plugin created (labelled as offloading,
 // named with its prefix) that have held none of its pods, and seen no create, for
 // Config.EmptyNamespaceTTL. It returns how many it deleted.
@@ -89,6 +110,7 @@ func (p *Plugin) removeIfIdle(ctx context.Context, ns *corev1.Namespace, hasPods
 	defer cancel()
 	err := p.client.CoreV1().Namespaces().Delete(rctx, ns.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &ns.UID}})
 	delete(n.emptySince, ns.Name)
+	delete(n.known, ns.Name) // whatever the answer: the next create asks
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return false, p.remoteErr("delete namespace", fmt.Errorf("delete namespace %s: %w", ns.Name, err))
 	}

@@ -129,7 +129,7 @@ func New(cfg Config) (*Plugin, error) {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	p := &Plugin{cfg: cfg, log: cfg.Logger, client: cfg.Client, guard: newPodGuard()}
-	p.nss = namespaces{busy: map[string]int{}, emptySince: map[string]time.Time{}}
+	p.nss = namespaces{busy: map[string]int{}, emptySince: map[string]time.Time{}, known: map[string]struct{}{}}
 	p.draining, p.stopStreams = context.WithCancel(context.Background())
 	// Every remote pod the cache ever holds existed: status may later call it vanished.
 	p.pods = newPodCache(cfg.Client, func(uid string) { p.guard.markSeen(types.UID(uid)) })
@@ -178,6 +178,7 @@ type namespaces struct {
 	mu         sync.Mutex
 	busy       map[string]int       // creates in flight per namespace
 	emptySince map[string]time.Time // first time a sweep found the namespace without our pods
+	known      map[string]struct{}  // namespaces seen to exist (Active) and not removed by the plugin since
 }
 
 // remoteErr counts a failed remote call and returns err unchanged.

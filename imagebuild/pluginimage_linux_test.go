@@ -1,7 +1,6 @@
 package imagebuild
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -10,24 +9,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/syncbuf"
 )
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // TestPluginImageServesDefaultSocketAsNonRoot runs the amd64 plugin image's binary from its own root
 // filesystem as its image user, in its working directory, as a container runtime would: with the
@@ -93,7 +80,7 @@ func TestPluginImageServesDefaultSocketAsNonRoot(t *testing.T) {
 // pluginProc is the plugin image's binary running from a root filesystem.
 type pluginProc struct {
 	t      *testing.T
-	out    *lockedBuffer
+	out    *syncbuf.Buffer
 	exited chan error
 	cancel context.CancelFunc
 }
@@ -105,7 +92,7 @@ func startPluginImage(t *testing.T, dir, workDir string, env []string, cloneflag
 	ctx, cancel := context.WithCancel(t.Context())
 	cmd := exec.CommandContext(ctx, "/usr/local/bin/interlink-k8s-plugin")
 	cmd.Dir, cmd.Env = workDir, env
-	p := &pluginProc{t: t, out: &lockedBuffer{}, exited: make(chan error, 1), cancel: cancel}
+	p := &pluginProc{t: t, out: &syncbuf.Buffer{}, exited: make(chan error, 1), cancel: cancel}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Chroot:     dir,

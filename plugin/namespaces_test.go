@@ -1,15 +1,15 @@
 package plugin
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/syncbuf"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -46,7 +46,7 @@ func TestNamespaceGone(t *testing.T) {
 func TestCreateRemembersNamespace(t *testing.T) {
 	t.Parallel()
 	var asked atomic.Int64 // GETs of one namespace
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	nsPath := regexp.MustCompile(`^/api/v1/namespaces/[^/]+$`)
 	s := serve(t, func(cfg *Config) {
 		rc := rest.CopyConfig(testcluster.Get(t).Config)
@@ -119,22 +119,4 @@ func TestCreateRemembersNamespace(t *testing.T) {
 	if n := strings.Count(logs.String(), "making it anew"); n != 2 {
 		t.Errorf("the plugin said %d times that it made the namespace anew, want 2; logs:\n%s", n, logs.String())
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net"
@@ -9,9 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/syncbuf"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -102,7 +102,7 @@ func TestCertificateRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, addr := newTestServer(t, ServerConfig{CertFile: tc.cert, KeyFile: tc.key})
 			startServer(t, srv)
-			var logs lockedBuffer
+			var logs syncbuf.Buffer
 			cli := newTestClient(t, ClientConfig{URL: "wss://" + addr, CAFile: tc.ca,
 				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			start(t, cli.Run)
@@ -124,24 +124,6 @@ func TestCertificateRefused(t *testing.T) {
 			t.Errorf("a refused connection classified as a certificate refusal: %q", why)
 		}
 	})
-}
-
-// lockedBuffer is a bytes.Buffer safe for a logger on another goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestCAFileAddsToSystemRoots: the CA file adds to the system roots, it does not replace them.

@@ -10,9 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/syncbuf"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -25,19 +26,6 @@ import (
 )
 
 func TestMain(m *testing.M) { testcluster.Main(m) }
-
-// syncBuffer is the plugin's stderr, read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // The Python plugin's own config.sample.ini, unchanged, starts this plugin as a migrating user
 // would run it: the file at private/config.ini and the kubeconfig at private/k8s/kubeconfig.yaml
@@ -72,7 +60,7 @@ func TestPythonSampleConfig(t *testing.T) {
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 
 	ctx, cancel := context.WithCancel(t.Context())
-	stderr := &syncBuffer{}
+	stderr := &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, lookup, io.Discard, stderr) }()
 	t.Cleanup(func() {

@@ -33,6 +33,8 @@ type Config struct {
 	Images []string
 	// Logger reports progress. Default: discard.
 	Logger *slog.Logger
+	// Getenv expands ${VAR} in an image's file. Default: os.Getenv.
+	Getenv func(string) string
 }
 
 // Result describes one image built.
@@ -123,12 +125,20 @@ func Build(ctx context.Context, cfg Config) ([]Result, error) {
 	}
 	debs := debReader{dir: filepath.Join(cfg.Cache, "debs"), data: map[string][]byte{}}
 	perImage := map[string]map[string]v1.Image{}
+	prebuilt, err := readPrebuilt(cfg, spec)
+	if err != nil {
+		return nil, err
+	}
 	for _, plat := range spec.Platforms {
 		_, goarch, _ := splitPlatform(plat)
 		bins, err := goBuild(ctx, cfg, spec, goarch)
 		if err != nil {
 			return nil, err
 		}
+		if bins == nil {
+			bins = map[string][]byte{}
+		}
+		maps.Copy(bins, prebuilt)
 		for _, im := range spec.Images {
 			layers, err := imageLayers(ctx, im, goarch, spec.Exclude, cfg.Lock, &debs, bins)
 			if err != nil {
@@ -227,12 +237,16 @@ func imageLayers(ctx context.Context, im ImageSpec, goarch string, exclude []str
 		}
 		layers = append(layers, layer{t, "debian packages " + strings.Join(names, " ")})
 	}
-	if im.Binary != "" {
+	if im.Binary != "" || im.File != "" {
 		t := NewTree()
 		if err := t.Put("usr/local/bin/"+im.binaryName(), Entry{Type: File, Mode: 0o755, Data: bins[im.binaryName()]}); err != nil {
 			return nil, err
 		}
-		layers = append(layers, layer{t, "go build " + im.Binary})
+		how := "go build " + im.Binary
+		if im.File != "" {
+			how = "prebuilt " + im.binaryName()
+		}
+		layers = append(layers, layer{t, how})
 	}
 	root, err := merge(layers)
 	if err != nil {
@@ -280,6 +294,40 @@ func (r *debReader) read(ctx context.Context, p Package) ([]byte, error) {
 	}
 	r.data[p.SHA256] = b
 	return b, nil
+}
+
+// readPrebuilt reads the images' prebuilt files, by installed name.
+func readPrebuilt(cfg Config, spec Spec) (map[string][]byte, error) {
+	getenv := cfg.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	out := map[string][]byte{}
+	for _, im := range spec.Images {
+		if im.File == "" {
+			continue
+		}
+		var unset []string
+		file := os.Expand(im.File, func(k string) string {
+			v := getenv(k)
+			if v == "" {
+				unset = append(unset, k)
+			}
+			return v
+		})
+		if len(unset) > 0 {
+			return nil, fmt.Errorf("image %s: file %s: %s unset", im.Name, im.File, strings.Join(unset, ", "))
+		}
+		if !filepath.IsAbs(file) {
+			file = filepath.Join(cfg.Dir, file)
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", im.Name, err)
+		}
+		out[im.binaryName()] = b
+	}
+	return out, nil
 }
 
 // goBuild builds the images' binaries for goarch, static and reproducible (-trimpath, no VCS

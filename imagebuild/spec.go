@@ -33,6 +33,11 @@ type ImageSpec struct {
 	// Binary is a main package ("./cmd/mesh-agent"), built static (CGO_ENABLED=0) for each platform
 	// and installed as /usr/local/bin/<its last element>. Empty for images made of packages only.
 	Binary string `json:"binary,omitempty"`
+	// File is a prebuilt static executable installed as /usr/local/bin/<its base name>, instead of
+	// Binary: for test images of another project's release binaries (InterLink's VK and API
+	// server). ${VAR} expands from the build's environment; a relative path is relative to the
+	// module root. It must be an ELF file of every platform of the spec (the build checks).
+	File string `json:"file,omitempty"`
 	// Entrypoint defaults to the binary.
 	Entrypoint []string `json:"entrypoint,omitempty"`
 	Cmd        []string `json:"cmd,omitempty"`
@@ -97,8 +102,11 @@ func (s Spec) validate() error {
 			return fmt.Errorf("image spec: image name %q is invalid or repeated", im.Name)
 		}
 		seen[im.Name] = true
-		if im.Binary == "" && len(im.Entrypoint) == 0 {
-			return fmt.Errorf("image spec: %s: binary or entrypoint is required", im.Name)
+		if im.Binary == "" && im.File == "" && len(im.Entrypoint) == 0 {
+			return fmt.Errorf("image spec: %s: binary, file or entrypoint is required", im.Name)
+		}
+		if im.Binary != "" && im.File != "" {
+			return fmt.Errorf("image spec: %s: binary and file exclude each other", im.Name)
 		}
 		if im.User != 0 && im.User != nonrootUID {
 			return fmt.Errorf("image spec: %s: user must be 0 or %d (the users /etc/passwd has)", im.Name, nonrootUID)
@@ -193,8 +201,13 @@ func (s Spec) PackageNames() []string {
 	return slices.Compact(names)
 }
 
-// binaryName is the file name of the image's binary.
-func (im ImageSpec) binaryName() string { return path.Base(im.Binary) }
+// binaryName is the file name of the image's binary (built or prebuilt).
+func (im ImageSpec) binaryName() string {
+	if im.File != "" {
+		return path.Base(im.File)
+	}
+	return path.Base(im.Binary)
+}
 
 // entrypoint is the configured entrypoint or the installed binary.
 func (im ImageSpec) entrypoint() []string {

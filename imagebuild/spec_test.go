@@ -11,7 +11,8 @@ func TestParseSpecErrors(t *testing.T) {
 	tests := []struct{ name, in, wantErr string }{
 		{"unknown field", head + "  - {name: a, binary: ./a, colour: red}\n", "colour"},
 		{"bad platform", "registry: r\nsource: s\nplatforms: [linux/s390x]\n", "platform"},
-		{"no binary", head + "  - {name: a}\n", "binary or entrypoint"},
+		{"no binary", head + "  - {name: a}\n", "binary, file or entrypoint"},
+		{"binary and file", head + "  - {name: a, binary: ./a, file: /b/a}\n", "exclude each other"},
 		{"repeated", head + "  - {name: a, binary: ./a}\n  - {name: a, binary: ./a}\n", "repeated"},
 		{"other user", head + "  - {name: a, binary: ./a, user: 1000}\n", "user must be"},
 		{"port", head + "  - {name: a, binary: ./a, ports: [http]}\n", "port"},

@@ -39,10 +39,12 @@ type options struct {
 	version, revision, only                   string
 	epoch                                     int64
 	verbose                                   bool
+	// getenv expands ${VAR} in a spec's prebuilt files.
+	getenv func(string) string
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
-	var o options
+	o := options{getenv: getenv}
 	fs := flag.NewFlagSet("ikm-images", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
@@ -121,7 +123,7 @@ func (o options) config(stderr io.Writer) (imagebuild.Config, error) {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: dropTime}))
 	created := time.Unix(max(o.epoch, 1), 0).UTC()
 	return imagebuild.Config{
-		Spec: spec, Lock: lock, Out: o.out, Cache: o.cache, Images: o.images(spec), Logger: log,
+		Spec: spec, Lock: lock, Out: o.out, Cache: o.cache, Images: o.images(spec), Logger: log, Getenv: o.getenv,
 		Meta: imagebuild.Meta{Version: o.version, Revision: o.revision, Source: spec.Source, Created: created},
 	}, nil
 }

@@ -101,6 +101,10 @@ type OffloadingOptions struct {
 	// LocalKubeconfigPath, when set, gives read-only access to the local cluster so an orphan sweep
 	// removes remote pods whose local pod is gone.
 	LocalKubeconfigPath string `json:"local_kubeconfig_path,omitempty"`
+	// LocalInCluster gives the same access through the pod's own ServiceAccount, for a plugin that
+	// runs in the local cluster (InterLink's chart: beside the VK); exclusive with
+	// LocalKubeconfigPath. Bind manifests/local-sweep-rbac.yaml to that ServiceAccount.
+	LocalInCluster bool `json:"local_in_cluster,omitempty"`
 	// OrphanSweepInterval is how often the sweep runs (default 5m).
 	OrphanSweepInterval Duration `json:"orphan_sweep_interval,omitempty"`
 	// ShadowLeftovers is what the sweep does, with LocalKubeconfigPath, with the shadow Secrets

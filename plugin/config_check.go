@@ -92,6 +92,9 @@ func (c FileConfig) Validate() error {
 		if _, err := os.Stat(c.Offloading.LocalKubeconfigPath); err != nil {
 			bad("offloading.local_kubeconfig_path", "%v", err)
 		}
+		if c.Offloading.LocalInCluster {
+			bad("offloading.local_in_cluster", "true together with offloading.local_kubeconfig_path: choose one way to reach the local cluster")
+		}
 	}
 	switch c.Offloading.ShadowLeftovers {
 	case "", LeftoversDelete, LeftoversDryRun, LeftoversOff:

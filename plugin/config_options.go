@@ -79,6 +79,11 @@ func (c *FileConfig) options() []Option {
 			return err
 		}},
 		{"offloading.local_kubeconfig_path", "read-only local kubeconfig enabling the orphan sweep", str(&c.Offloading.LocalKubeconfigPath)},
+		{"offloading.local_in_cluster", "true: the plugin runs in the local cluster (InterLink's chart) and reaches it with its pod's ServiceAccount, enabling the orphan sweep (default false)", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			c.Offloading.LocalInCluster = b
+			return err
+		}},
 		{"offloading.orphan_sweep_interval", "orphan sweep period (default 5m)", durationSetter(&c.Offloading.OrphanSweepInterval)},
 		{"offloading.shadow_leftovers", "with a local kubeconfig, the shadow Secrets the VK leaves behind: delete (default), dry-run, off", str(&c.Offloading.ShadowLeftovers)},
 		{"offloading.empty_namespace_ttl", "delete a remote namespace the plugin made once it held none of its pods this long (default 10m; negative: never)", durationSetter(&c.Offloading.EmptyNamespaceTTL)},

@@ -170,6 +170,7 @@ func TestLoadConfigErrorsNameTheOption(t *testing.T) {
 		{"bad prefix", "", map[string]string{"OFFLOADING_NAMESPACE_PREFIX": "Not_Valid"}, "offloading.namespace_prefix"},
 		{"bad selector", "", map[string]string{"OFFLOADING_NODE_SELECTOR": "novalue"}, "offloading.node_selector"},
 		{"bad toleration effect", "offloading:\n  node_tolerations: [{key: a, effect: Sometimes}]\n", nil, "offloading.node_tolerations"},
+		{"local in cluster not a bool", "", map[string]string{"OFFLOADING_LOCAL_IN_CLUSTER": "yes please"}, "offloading.local_in_cluster"},
 		{"bad shadow leftovers mode", "offloading:\n  shadow_leftovers: sometimes\n", nil, "offloading.shadow_leftovers"},
 		{"bad log level", "", map[string]string{"APP_LOG_LEVEL": "loud"}, "app.log_level"},
 		{"bad duration", "", map[string]string{"K8S_CLIENT_CONFIGURATION_TIMEOUT": "10"}, "k8s.client_configuration.timeout"},
@@ -198,6 +199,7 @@ func TestLoadConfigErrorsNameTheOption(t *testing.T) {
 		option string
 	}{
 		{"tunnel scheme ws", "", map[string]string{"MESH_TUNNEL_SCHEME": "ws"}, "mesh.tunnel_scheme"},
+		{"local cluster twice", "offloading:\n  local_in_cluster: true\n  local_kubeconfig_path: " + notPEM + "\n", nil, "offloading.local_in_cluster"},
 		{"tunnel CA missing", "", map[string]string{"MESH_TUNNEL_CA": filepath.Join(dir, "absent.pem")}, "mesh.tunnel_ca"},
 		{"tunnel CA not PEM", "", map[string]string{"MESH_TUNNEL_CA": notPEM}, "mesh.tunnel_ca"},
 		{"tunnel CA holds a key", "", map[string]string{"MESH_TUNNEL_CA": keyPEM}, "mesh.tunnel_ca"},

@@ -84,9 +84,14 @@ func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
 	if c.Mesh.TunnelNameservers == TunnelNameserversAuto {
 		cfg.Offloading.Mesh.TunnelNameservers = discoverTunnelNameservers(client, cfg.Offloading.Mesh, log)
 	}
-	if c.Offloading.LocalKubeconfigPath != "" {
-		lc, err := clientcmd.BuildConfigFromFlags("", c.Offloading.LocalKubeconfigPath)
-		if err != nil {
+	if c.Offloading.LocalKubeconfigPath != "" || c.Offloading.LocalInCluster {
+		var lc *rest.Config
+		var err error
+		if c.Offloading.LocalInCluster {
+			if lc, err = rest.InClusterConfig(); err != nil {
+				return nil, fmt.Errorf("option offloading.local_in_cluster: %w", err)
+			}
+		} else if lc, err = clientcmd.BuildConfigFromFlags("", c.Offloading.LocalKubeconfigPath); err != nil {
 			return nil, fmt.Errorf("option offloading.local_kubeconfig_path: %w", err)
 		}
 		if cfg.LocalMetadata, err = metadata.NewForConfig(lc); err != nil {

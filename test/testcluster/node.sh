@@ -51,6 +51,9 @@
 #                      site's own DNS would hold, such as an ingress's wildcard or an external name,
 #                      standing in for them without ever asking the machine's resolver. Default none.
 #   IKM_NODE_MAX_PODS  the kubelet's maxPods (default 110, the kubelet's own); the node's /24 holds 253
+#   IKM_NODE_REGISTRY  127.0.0.1:port of the test registry (test/registry): the node pulls images named
+#                      127.0.0.1:port/... from it over HTTP; every other registry stays unreachable.
+#                      Default none: the node has only the images it imported.
 #   IKM_DNS_SERVICE_IP with IKM_NODE_KUBE_PROXY=1: the kube-dns Service's address (in IKM_SERVICE_CIDR);
 #                      up makes the selector-less Service kube-system/kube-dns there with an
 #                      EndpointSlice naming CoreDNS on the node IP, and pods use the Service's address.
@@ -82,6 +85,8 @@ dns=${IKM_NODE_DNS:-1}
 site_zones=${IKM_NODE_DNS_SITE_ZONES:-}
 dns_service_ip=${IKM_DNS_SERVICE_IP:-}
 max_pods=${IKM_NODE_MAX_PODS:-110}
+image_registry=${IKM_NODE_REGISTRY:-}
+case $image_registry in '' | 127.0.0.1:[0-9]*) ;; *) echo "IKM_NODE_REGISTRY=$image_registry: the test registry's 127.0.0.1:port" >&2; exit 2 ;; esac
 case $max_pods in '' | *[!0-9]*) echo "IKM_NODE_MAX_PODS=$max_pods: a number of pods (at most 250: one /24 per node)" >&2; exit 2 ;; esac
 [ "$max_pods" -ge 1 ] && [ "$max_pods" -le 250 ] || { echo "IKM_NODE_MAX_PODS=$max_pods: between 1 and 250 (one /24 per node)" >&2; exit 2; }
 # The machine-wide registry of live real nodes (tmpfs: gone at reboot like the nodes).
@@ -209,6 +214,13 @@ EOF
 	[ "$kube_proxy" = 0 ] || routes=$(printf ',\n        "routes": [{"dst": "%s", "gw": "%s"}]' "$service_cidr" "$node_ip")
 	mkdir -p "$state/containerd/certs.d/_default"
 	printf 'server = "http://127.0.0.1:9"\n' >"$state/containerd/certs.d/_default/hosts.toml"
+	if [ -n "$image_registry" ]; then
+		# The test registry (test/registry), over plain HTTP on loopback: images named
+		# $image_registry/... are pulled from it, every other name still goes nowhere.
+		mkdir -p "$state/containerd/certs.d/$image_registry"
+		printf 'server = "http://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$image_registry" "$image_registry" \
+			>"$state/containerd/certs.d/$image_registry/hosts.toml"
+	fi
 	# isGateway false: the bridge plugin would otherwise switch on the host's forwarding. The script
 	# gives the bridge its address itself. tuning: each pod forwards, as on a forwarding node.
 	cat >"$state/cni/net.d/10-ikm.conflist" <<EOF

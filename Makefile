@@ -10,7 +10,7 @@ KUBECONFIG_PATH := $(CURDIR)/.cache/cluster/kubeconfig
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(IKM_CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)
 
-.PHONY: all build test unit lint cluster cluster-down demo bench bench-mesh bench-real bench-scale conformance clean clean-cache help
+.PHONY: all build test unit lint cluster cluster-down demo bench bench-mesh bench-real bench-scale conformance conformance-helm clean clean-cache help
 
 all: build
 
@@ -128,6 +128,9 @@ bench-scale: ## the plugin at scale: 10,000 offloaded pods (RSS, /status of all)
 
 conformance: ## the real InterLink VK and API server drive the plugin: two clusters, the suite, a JUnit report
 	@test/conformance/run.sh
+
+conformance-helm: ## as users install it (root): InterLink's Helm chart (INTERLINK_CHART_DIR) runs the VK, its API server and the plugin as one pod on the local real node, images from a test registry; the suite and the real-pod mesh through it; helm uninstall must leave nothing
+	@IKM_CONFORMANCE_LAYOUT=helm test/conformance/run.sh
 
 bench: ## benchmarks against the test cluster, then bench-mesh and bench-real (figures and commands in docs/performance.md)
 	@test/testcluster/cluster.sh up

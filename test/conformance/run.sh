@@ -52,6 +52,7 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	log "tearing down (plugin, VK, API server, both clusters)"
+	[ "$layout" != helm ] || [ "$rc" = 0 ] || helm_dump
 	local p
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do
@@ -95,6 +96,19 @@ if [ "$(id -u)" = 0 ] && [ "${IKM_CONFORMANCE_REAL_MESH:-1}" != 0 ]; then real=1
 # IKM_CONFORMANCE_SCALE_PODS (make bench-scale): run TestMeshScale alone with that many pods at once.
 scale_pods=${IKM_CONFORMANCE_SCALE_PODS:-0}
 case $scale_pods in *[!0-9]* | '') log "IKM_CONFORMANCE_SCALE_PODS=$scale_pods: a number of pods"; exit 2 ;; esac
+# IKM_CONFORMANCE_LAYOUT=helm (make conformance-helm): the chain as InterLink's chart installs it, one
+# pod in the local cluster (test/conformance/helm-layout.sh); default: host processes.
+layout=${IKM_CONFORMANCE_LAYOUT:-processes}
+case $layout in
+processes) ;;
+helm)
+	[ "$real" = 1 ] || { log "IKM_CONFORMANCE_LAYOUT=helm runs the chart's pod on a real node: run as root (and leave IKM_CONFORMANCE_REAL_MESH unset)"; exit 2; }
+	[ "$scale_pods" = 0 ] || { log "IKM_CONFORMANCE_SCALE_PODS is for the host-process layout"; exit 2; }
+	# shellcheck source=test/conformance/helm-layout.sh
+	. test/conformance/helm-layout.sh
+	;;
+*) log "IKM_CONFORMANCE_LAYOUT=$layout: processes or helm"; exit 2 ;;
+esac
 if [ "$scale_pods" -gt 230 ]; then log "IKM_CONFORMANCE_SCALE_PODS=$scale_pods: at most 230 (each real node has one /24)"; exit 2; fi
 if [ "$scale_pods" -gt 0 ] && [ "$real" != 1 ]; then log "IKM_CONFORMANCE_SCALE_PODS needs real nodes: run as root"; exit 2; fi
 
@@ -122,7 +136,16 @@ remote_nodes=(IKM_REAL_NODE=0)
 if [ "$real" = 1 ]; then
 	log "root: real nodes on both sides; make images and make manifests (the shadow template naming this build's images)"
 	make -s images >/dev/null
-	make -s manifests >/dev/null
+	image_tag() { local r; r=$(tar -xOf "bin/images/$1.tar" index.json | jq -er '.manifests[0].annotations["io.containerd.image.name"]') && echo "${r##*:}"; }
+	if [ "$layout" = helm ]; then
+		# The chart's pod pulls every image (imagePullPolicy: Always): from the test registry, which
+		# both real nodes reach, and make manifests names the images there.
+		helm_registry
+		helm_push_images "$registry_addr" "$(image_tag pause)"
+		make -s manifests REGISTRY="$registry_addr/interlink-k8s-mesh" >/dev/null
+	else
+		make -s manifests >/dev/null
+	fi
 	templates=$repo/bin/manifests
 	# The local node runs kube-proxy and CoreDNS behind the kube-dns Service the VK names (DNSServiceIP).
 	# Each node's CoreDNS also answers its site's own names (IKM_NODE_DNS_SITE_ZONES: every name in
@@ -131,6 +154,10 @@ if [ "$real" = 1 ]; then
 	# as the remote site's DNS would hold the ingress's wildcard record.
 	local_nodes=(IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODE_KUBE_PROXY=1 IKM_DNS_SERVICE_IP=$dns_ip "IKM_NODE_DNS_SITE_ZONES=site.test")
 	remote_nodes=(IKM_REAL_NODE=1 "IKM_NODE_DNS_SITE_ZONES=mesh.test site.test")
+	if [ "$layout" = helm ]; then
+		local_nodes+=("IKM_NODE_REGISTRY=$registry_addr")
+		remote_nodes+=("IKM_NODE_REGISTRY=$registry_addr")
+	fi
 	if [ "$scale_pods" -gt 0 ]; then
 		# TestMeshScale: each real node runs scale_pods pods of the test besides its own, and the
 		# shadow template's CPU request (50m: 100 shadows would ask 5 CPUs of this 2-CPU node)
@@ -195,95 +222,106 @@ spec:
   ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
 YAML
 
-api_port=$(free_port)
-kubelet_port=$(free_port)
-sock=$work/plugin.sock
+if [ "$layout" = helm ]; then
+	helm_install_local "$registry_addr" "$(image_tag pause)" "$(image_tag pause)"
+	vk_nodes=(vk-node)
+else
+	api_port=$(free_port)
+	kubelet_port=$(free_port)
+	sock=$work/plugin.sock
 
-log "starting interlink-k8s-plugin on unix://$sock against the remote cluster"
-# With the local kubeconfig, the plugin's sweeps run (every 5 s here): remote pods whose local pod is
-# gone, and the shadow Secrets the VK never deletes.
-env "${plugin_env[@]}" K8S_KUBECONFIG_PATH="$remote_kc" APP_SOCKET_ADDRESS="unix://$sock" APP_LOG_LEVEL=debug \
-	OFFLOADING_LOCAL_KUBECONFIG_PATH="$local_kc" OFFLOADING_ORPHAN_SWEEP_INTERVAL=5s \
-	bin/interlink-k8s-plugin >"$out/logs/plugin.log" 2>&1 &
-pids+=($!)
-
-cat >"$work/interlink.yaml" <<YAML
-InterlinkAddress: "http://127.0.0.1"
-InterlinkPort: "$api_port"
-SidecarURL: "unix://$sock"
-SidecarPort: "0"
-VerboseLogging: true
-ErrorsOnlyLogging: false
-DataRootFolder: "$work/il/"
-YAML
-log "starting the InterLink API server on 127.0.0.1:$api_port ($il_dir/interlink)"
-INTERLINKCONFIGPATH=$work/interlink.yaml "$il_dir/interlink" >"$out/logs/interlink.log" 2>&1 &
-pids+=($!)
-
-shadow_template=$templates/shadow-pod.tmpl
-[ "$scale_pods" -eq 0 ] || shadow_template=$work/shadow-pod-scale.tmpl
-cat >"$work/vk.yaml" <<YAML
-InterlinkURL: "http://127.0.0.1"
-InterlinkPort: "$api_port"
-VerboseLogging: true
-ErrorsOnlyLogging: false
-ServiceAccount: "default"
-Namespace: default
-VKTokenFile: ""
-DisableCSR: true
-Resources: {CPU: "100", Memory: "128Gi", Pods: "$((scale_pods + 100))"}
-HTTP: {Insecure: true}
-KubeletHTTP: {Insecure: true}
-Network:
-  FullMesh: true
-  WildcardDNS: mesh.test
-  WstunnelTemplatePath: $shadow_template
-  MeshScriptTemplatePath: $templates/mesh-script.tmpl
-  PodCIDRCluster: $pod_cidr
-  ServiceCIDR: $service_cidr
-  DNSServiceIP: $dns_ip
-YAML
-log "starting the virtual kubelet (node vk-node, kubelet port 127.0.0.1:$kubelet_port, $il_dir/virtual-kubelet)"
-KUBECONFIG=$local_kc NODENAME=vk-node CONFIGPATH=$work/vk.yaml POD_IP=127.0.0.1 \
-	KUBELET_URL=127.0.0.1 KUBELET_PORT=$kubelet_port \
-	"$il_dir/virtual-kubelet" >"$out/logs/virtual-kubelet.log" 2>&1 &
-pids+=($!)
-
-vk_nodes=(vk-node)
-if [ "$real" = 1 ]; then
-	# A second VK, node vk-netstack, renders the netstack shadow template (the template is per VK):
-	# TestMeshRealPodsRestricted offloads through it into namespaces enforcing Pod Security restricted.
-	# Its mesh script dials wss://: mesh-script-ingress.tmpl as a VK with Network.IngressTLS (InterLink
-	# PR #538, newer than this VK) renders it, IngressProtocol wss and IngressPort 443.
-	sed 's#(print .IngressProtocol "://" .IngressEndpoint ":" .IngressPort)#(print "wss://" .IngressEndpoint ":443")#' \
-		"$templates/mesh-script-ingress.tmpl" >"$work/mesh-script-tls.tmpl"
-	grep -q '"wss://"' "$work/mesh-script-tls.tmpl" || { log "mesh-script-ingress.tmpl no longer has the tunnel URL line this script rewrites"; exit 1; }
-	sed -e "s#WstunnelTemplatePath: .*#WstunnelTemplatePath: $templates/shadow-pod-netstack.tmpl#" \
-		-e "s#MeshScriptTemplatePath: .*#MeshScriptTemplatePath: $work/mesh-script-tls.tmpl#" "$work/vk.yaml" >"$work/vk-netstack.yaml"
-	kubelet_port2=$(free_port)
-	log "starting a second virtual kubelet (node vk-netstack, kubelet port 127.0.0.1:$kubelet_port2) with the netstack shadow template"
-	KUBECONFIG=$local_kc NODENAME=vk-netstack CONFIGPATH=$work/vk-netstack.yaml POD_IP=127.0.0.1 \
-		KUBELET_URL=127.0.0.1 KUBELET_PORT=$kubelet_port2 \
-		"$il_dir/virtual-kubelet" >"$out/logs/virtual-kubelet-netstack.log" 2>&1 &
+	log "starting interlink-k8s-plugin on unix://$sock against the remote cluster"
+	# With the local kubeconfig, the plugin's sweeps run (every 5 s here): remote pods whose local pod is
+	# gone, and the shadow Secrets the VK never deletes.
+	env "${plugin_env[@]}" K8S_KUBECONFIG_PATH="$remote_kc" APP_SOCKET_ADDRESS="unix://$sock" APP_LOG_LEVEL=debug \
+		OFFLOADING_LOCAL_KUBECONFIG_PATH="$local_kc" OFFLOADING_ORPHAN_SWEEP_INTERVAL=5s \
+		bin/interlink-k8s-plugin >"$out/logs/plugin.log" 2>&1 &
 	pids+=($!)
-	vk_nodes+=(vk-netstack)
-	suite_env+=(IKM_CONFORMANCE_NETSTACK_VK_NODE=vk-netstack)
+
+	cat >"$work/interlink.yaml" <<-YAML
+	InterlinkAddress: "http://127.0.0.1"
+	InterlinkPort: "$api_port"
+	SidecarURL: "unix://$sock"
+	SidecarPort: "0"
+	VerboseLogging: true
+	ErrorsOnlyLogging: false
+	DataRootFolder: "$work/il/"
+	YAML
+	log "starting the InterLink API server on 127.0.0.1:$api_port ($il_dir/interlink)"
+	INTERLINKCONFIGPATH=$work/interlink.yaml "$il_dir/interlink" >"$out/logs/interlink.log" 2>&1 &
+	pids+=($!)
+
+	shadow_template=$templates/shadow-pod.tmpl
+	[ "$scale_pods" -eq 0 ] || shadow_template=$work/shadow-pod-scale.tmpl
+	cat >"$work/vk.yaml" <<-YAML
+	InterlinkURL: "http://127.0.0.1"
+	InterlinkPort: "$api_port"
+	VerboseLogging: true
+	ErrorsOnlyLogging: false
+	ServiceAccount: "default"
+	Namespace: default
+	VKTokenFile: ""
+	DisableCSR: true
+	Resources: {CPU: "100", Memory: "128Gi", Pods: "$((scale_pods + 100))"}
+	HTTP: {Insecure: true}
+	KubeletHTTP: {Insecure: true}
+	Network:
+	  FullMesh: true
+	  WildcardDNS: mesh.test
+	  WstunnelTemplatePath: $shadow_template
+	  MeshScriptTemplatePath: $templates/mesh-script.tmpl
+	  PodCIDRCluster: $pod_cidr
+	  ServiceCIDR: $service_cidr
+	  DNSServiceIP: $dns_ip
+	YAML
+	log "starting the virtual kubelet (node vk-node, kubelet port 127.0.0.1:$kubelet_port, $il_dir/virtual-kubelet)"
+	KUBECONFIG=$local_kc NODENAME=vk-node CONFIGPATH=$work/vk.yaml POD_IP=127.0.0.1 \
+		KUBELET_URL=127.0.0.1 KUBELET_PORT=$kubelet_port \
+		"$il_dir/virtual-kubelet" >"$out/logs/virtual-kubelet.log" 2>&1 &
+	pids+=($!)
+
+	vk_nodes=(vk-node)
+	if [ "$real" = 1 ]; then
+		# A second VK, node vk-netstack, renders the netstack shadow template (the template is per VK):
+		# TestMeshRealPodsRestricted offloads through it into namespaces enforcing Pod Security restricted.
+		# Its mesh script dials wss://: mesh-script-ingress.tmpl as a VK with Network.IngressTLS (InterLink
+		# PR #538, newer than this VK) renders it, IngressProtocol wss and IngressPort 443.
+		sed 's#(print .IngressProtocol "://" .IngressEndpoint ":" .IngressPort)#(print "wss://" .IngressEndpoint ":443")#' \
+			"$templates/mesh-script-ingress.tmpl" >"$work/mesh-script-tls.tmpl"
+		grep -q '"wss://"' "$work/mesh-script-tls.tmpl" || { log "mesh-script-ingress.tmpl no longer has the tunnel URL line this script rewrites"; exit 1; }
+		sed -e "s#WstunnelTemplatePath: .*#WstunnelTemplatePath: $templates/shadow-pod-netstack.tmpl#" \
+			-e "s#MeshScriptTemplatePath: .*#MeshScriptTemplatePath: $work/mesh-script-tls.tmpl#" "$work/vk.yaml" >"$work/vk-netstack.yaml"
+		kubelet_port2=$(free_port)
+		log "starting a second virtual kubelet (node vk-netstack, kubelet port 127.0.0.1:$kubelet_port2) with the netstack shadow template"
+		KUBECONFIG=$local_kc NODENAME=vk-netstack CONFIGPATH=$work/vk-netstack.yaml POD_IP=127.0.0.1 \
+			KUBELET_URL=127.0.0.1 KUBELET_PORT=$kubelet_port2 \
+			"$il_dir/virtual-kubelet" >"$out/logs/virtual-kubelet-netstack.log" 2>&1 &
+		pids+=($!)
+		vk_nodes+=(vk-netstack)
+		suite_env+=(IKM_CONFORMANCE_NETSTACK_VK_NODE=vk-netstack)
+	fi
+
+	for vk in "${vk_nodes[@]}"; do
+		log "waiting for node $vk to be Ready"
+		for i in $(seq 120); do
+			kl get node "$vk" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
+			for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { log "a component exited early; see $out/logs"; tail -n 20 "$out"/logs/*.log >&2; exit 1; }; done
+			[ "$i" -lt 120 ] || { log "$vk never became Ready; see $out/logs/virtual-kubelet*.log"; exit 1; }
+			sleep 0.5
+		done
+	done
 fi
 
-for vk in "${vk_nodes[@]}"; do
-	log "waiting for node $vk to be Ready"
-	for i in $(seq 120); do
-		kl get node "$vk" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
-		for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { log "a component exited early; see $out/logs"; tail -n 20 "$out"/logs/*.log >&2; exit 1; }; done
-		[ "$i" -lt 120 ] || { log "$vk never became Ready; see $out/logs/virtual-kubelet*.log"; exit 1; }
-		sleep 0.5
-	done
-done
 log "environment up; running the suite"
 
 tests='^TestConformance$'
 chain="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}"
-if [ "$real" = 1 ]; then
+if [ "$layout" = helm ]; then
+	# The chain is the chart's pod: helm_report fails the run if one of its containers restarted.
+	# The netstack VK (a second VK with its own template) is the host-process layout's.
+	tests='^(TestConformance|TestTerminalStates|TestMeshRealPods)$'
+	chain=""
+elif [ "$real" = 1 ]; then
 	tests='^(TestConformance|TestTerminalStates|TestMeshRealPods|TestMeshRealPodsRestricted)$'
 	chain="$chain virtual-kubelet-netstack=${pids[3]}"
 fi
@@ -298,6 +336,11 @@ env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="$chain" \
 	IKM_CONFORMANCE_DNS_IP=$dns_ip \
 	IKM_CONFORMANCE_SCALE_PODS=$scale_pods \
 	"$out/conformance.test" -test.run "$tests" -test.v -test.timeout "${IKM_CONFORMANCE_TIMEOUT:-25m}" -run-cases="${IKM_CONFORMANCE_RUN:-}" || suite=$?
+if [ "$layout" = helm ]; then
+	helm_report || suite=${suite:-1}
+	helm_uninstall || suite=${suite:-1}
+	exit "${suite:-0}"
+fi
 # A process of the chain that died is the first thing to know about.
 names=(plugin interlink virtual-kubelet virtual-kubelet-netstack)
 for i in "${!pids[@]}"; do

@@ -1,0 +1,196 @@
+# helm-layout.sh: sourced by run.sh for `make conformance-helm` (IKM_CONFORMANCE_LAYOUT=helm). The
+# chain runs the way InterLink's users install it: `helm install` of InterLink's own chart
+# (INTERLINK_CHART_DIR) into the local cluster with deploy/helm/interlink-values.yaml, so the virtual
+# kubelet, InterLink's API server and interlink-k8s-plugin are containers of one real pod on the
+# local real node, pulling their images from the test registry (test/registry): the project's
+# images from `make images`, and test images of InterLink's binaries (interlink-images.yaml).
+#
+# What differs from a site's install, and why:
+#   - the images come from a registry on 127.0.0.1 (the nodes' containerd reach it; nothing leaves
+#     the machine); the chart pulls with imagePullPolicy: Always.
+#   - the plugin reaches the remote apiserver at the local node's bridge address, where the remote
+#     apiserver also listens (0.0.0.0): the remote kubeconfig in the Secret names that address and
+#     tls-server-name localhost (a SAN of the test apiserver's certificate).
+#   - the VK serves its kubelet port with its own certificate (disableCSR: nothing approves a
+#     kubelet-serving CSR here) and the pod runs on the cordoned local real node (a toleration).
+# Everything else is the values file a user is told to use, plus --set lines.
+
+helm_ns=interlink
+helm_release=interlink
+
+# helm_registry starts the test registry; registry_addr is its host:port.
+helm_registry() {
+	go build -o "$out/registry" ./test/registry
+	"$out/registry" -dir "$work/registry" -addr-file "$work/registry.addr" >"$out/logs/registry.log" 2>&1 &
+	pids+=($!)
+	local i
+	for i in $(seq 100); do
+		[ -s "$work/registry.addr" ] && break
+		kill -0 "${pids[-1]}" 2>/dev/null || { log "the test registry exited:"; cat "$out/logs/registry.log" >&2; exit 1; }
+		sleep 0.1
+	done
+	[ -s "$work/registry.addr" ] || { log "the test registry never listened"; exit 1; }
+	registry_addr=$(cat "$work/registry.addr")
+	log "the test registry listens on $registry_addr (blobs in $work/registry)"
+}
+
+# helm_push_images pushes the project's images (bin/images) and InterLink's test images into the
+# registry at $1; the InterLink images' tag is $2.
+helm_push_images() {
+	local reg=$1 tag=$2
+	log "pushing the project's images to the test registry $reg"
+	REGISTRY=$reg/interlink-k8s-mesh go run ./cmd/ikm-images push >"$out/logs/push.log" 2>&1 ||
+		{ tail -n 20 "$out/logs/push.log" >&2; exit 1; }
+	log "test images of InterLink's VK and API server from $il_dir (the project's image builder), into the test registry"
+	INTERLINK_BIN_DIR=$il_dir VERSION=$tag SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s) \
+		go run ./cmd/ikm-images build --spec test/conformance/interlink-images.yaml --out "$work/interlink-images" >>"$out/logs/push.log" 2>&1 ||
+		{ tail -n 20 "$out/logs/push.log" >&2; exit 1; }
+	go run ./cmd/ikm-images push --spec test/conformance/interlink-images.yaml --out "$work/interlink-images" --registry "$reg/interlink" >>"$out/logs/push.log" 2>&1 ||
+		{ tail -n 20 "$out/logs/push.log" >&2; exit 1; }
+}
+
+# helm_install_local installs InterLink's chart into the local cluster, the plugin inside its pod, and
+# waits for the VK's node. $1: the registry, $2: the project's image tag, $3: InterLink's.
+helm_install_local() {
+	local reg=$1 tag=$2 il_tag=$3 chart=${INTERLINK_CHART_DIR:-$repo/../shared/interlink-helm-chart/interlink}
+	local helm_bin=$cache/bin/current/helm local_node_ip remote_server remote_cluster
+	kr() { "$cache/bin/current/kubectl" --kubeconfig "$remote_kc" "$@"; }
+	[ -f "$chart/Chart.yaml" ] || { log "INTERLINK_CHART_DIR=$chart holds no chart (Chart.yaml): point it at InterLink's chart, interlink-helm-chart/interlink"; exit 2; }
+	local_node_ip=${pod_cidr%.0/24}.1
+	# The remote kubeconfig, self-contained, reaching the remote apiserver where the pod can: the
+	# local node's bridge address (a pod has no other route out).
+	remote_server=$(kr config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+	remote_cluster=$(kr config view --minify -o jsonpath='{.clusters[0].name}')
+	kr config view --minify --flatten --raw >"$work/remote-in-pod.kubeconfig"
+	"$cache/bin/current/kubectl" --kubeconfig "$work/remote-in-pod.kubeconfig" config set-cluster "$remote_cluster" \
+		--server "https://$local_node_ip:${remote_server##*:}" --tls-server-name localhost >/dev/null
+
+	log "helm install $helm_release $chart (InterLink's chart) into namespace $helm_ns of the local cluster, with deploy/helm/interlink-values.yaml"
+	kl create namespace "$helm_ns" >/dev/null
+	kl -n "$helm_ns" create secret generic interlink-k8s-remote \
+		--from-file=kubeconfig="$work/remote-in-pod.kubeconfig" --from-file=tunnel-ca.crt="$work/tunnel-ca.crt" >/dev/null
+	kl -n "$helm_ns" create configmap interlink-k8s-mesh-script --from-file=custom-mesh.sh="$templates/mesh-script.tmpl" >/dev/null
+	# The plugin's sweeps reach the local cluster with the pod's ServiceAccount (the chart names it
+	# after nodeName): the least-privilege role the project ships, bound to it.
+	kl apply -f "$templates/local-sweep-rbac.yaml" >/dev/null
+	kl create clusterrolebinding interlink-k8s-plugin-sweep --clusterrole=interlink-k8s-plugin-sweep --serviceaccount="$helm_ns:vk-node" >/dev/null
+
+	# The run's own settings (as run.sh gives the host-process plugin), over the values file's.
+	cat >"$work/helm-test-values.yaml" <<YAML
+nodeName: vk-node
+interlink:
+  image: $reg/interlink/interlink:$il_tag
+virtualNode:
+  image: $reg/interlink/virtual-kubelet:$il_tag
+  disableCSR: true
+  resources: {CPUs: 100, memGiB: 128, pods: 100}
+  network:
+    wildcardDNS: mesh.test
+    podCIDRCluster: $pod_cidr
+    serviceCIDR: $service_cidr
+    dnsServiceIP: $dns_ip
+podScheduling:
+  nodeSelector: {kubernetes.io/hostname: ikm-conformance-local-node}
+  tolerations: [{key: node.kubernetes.io/unschedulable, operator: Exists, effect: NoSchedule}]
+plugin:
+  image: $reg/interlink-k8s-mesh/interlink-k8s-plugin:$tag
+  config: |
+    app:
+      socket_address: unix:///var/run/plugin.sock
+      log_level: debug
+    k8s:
+      kubeconfig_path: /etc/interlink/remote/kubeconfig
+    offloading:
+      namespace_prefix: offloading
+      local_in_cluster: true
+      orphan_sweep_interval: 5s
+    mesh:
+      enabled: true
+      agent_image: $reg/interlink-k8s-mesh/mesh-agent:$tag
+      agent_image_pull_policy: IfNotPresent
+      agent_resources: {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "768Mi"}}
+      dns_mode: local
+      cluster_domain: cluster.local
+      tunnel_nameservers: "$remote_dns"
+      tunnel_ca: /etc/interlink/remote/tunnel-ca.crt
+YAML
+	"$helm_bin" --kubeconfig "$local_kc" install "$helm_release" "$chart" -n "$helm_ns" \
+		-f deploy/helm/interlink-values.yaml -f "$work/helm-test-values.yaml" \
+		--set-file virtualNode.network.customTemplate="$templates/shadow-pod.tmpl" >"$out/logs/helm-install.log" 2>&1 ||
+		{ log "helm install failed:"; cat "$out/logs/helm-install.log" >&2; exit 1; }
+	log "waiting for the chart's pod (VK, API server, plugin) to run and for node vk-node to be Ready (image pulls: about 1 min)"
+	local i
+	for i in $(seq 240); do
+		kl get node vk-node -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
+		if [ $((i % 20)) = 0 ]; then
+			log "  $((i / 2)) s: $(kl -n "$helm_ns" get pods -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {range .status.containerStatuses[*]}{.name}={.ready}/{.restartCount} {end}{end}' 2>/dev/null)"
+		fi
+		[ "$i" -lt 240 ] || { log "node vk-node never became Ready"; helm_dump; exit 1; }
+		sleep 0.5
+	done
+}
+
+# helm_pod prints the name of the chart's pod.
+helm_pod() { kl -n "$helm_ns" get pods -l app=vk-node -o jsonpath='{.items[0].metadata.name}'; }
+
+# helm_dump writes the chart pod's description and its containers' logs into $out/logs.
+helm_dump() {
+	local pod c
+	pod=$(helm_pod 2>/dev/null) || return 0
+	[ -n "$pod" ] || return 0
+	kl -n "$helm_ns" describe pod "$pod" >"$out/logs/chart-pod.txt" 2>&1 || true
+	for c in vk interlink plugin; do
+		kl -n "$helm_ns" logs "$pod" -c "$c" >"$out/logs/chart-$c.log" 2>&1 || true
+		kl -n "$helm_ns" logs "$pod" -c "$c" --previous >"$out/logs/chart-$c.previous.log" 2>/dev/null || rm -f "$out/logs/chart-$c.previous.log"
+	done
+	log "the chart pod's description and logs: $out/logs/chart-*"
+}
+
+# helm_report prints the chart pod's containers (node, image digest, restarts) and fails if one
+# restarted during the run.
+helm_report() {
+	local pod restarts
+	pod=$(helm_pod)
+	echo
+	echo "InterLink's chart: pod $helm_ns/$pod on node $(kl -n "$helm_ns" get pod "$pod" -o jsonpath='{.spec.nodeName}')"
+	kl -n "$helm_ns" get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.name}{"\t"}{.ready}{"\t"}{.restartCount}{"\t"}{.image}{"\t"}{.imageID}{"\n"}{end}' |
+		awk -F'\t' 'BEGIN { printf "%-10s %-6s %-8s %s\n", "CONTAINER", "READY", "RESTARTS", "IMAGE (DIGEST)" }
+			{ d = $5; sub(/.*@/, "", d); printf "%-10s %-6s %-8s %s (%s)\n", $1, $2, $3, $4, d }' | tee "$out/chart-pod.txt"
+	restarts=$(kl -n "$helm_ns" get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.restartCount}{"\n"}{end}' | awk '{s += $1} END {print s + 0}')
+	helm_dump
+	[ "$restarts" = 0 ] || { log "a container of the chart's pod restarted during the run ($restarts restarts): see $out/logs/chart-*.previous.log"; return 1; }
+}
+
+# helm_uninstall removes the release and checks it left nothing behind but what docs/install.md
+# lists as the VK's own leftovers; then removes what the run itself made for the chart.
+helm_uninstall() {
+	local left i
+	log "helm uninstall $helm_release: checking the chart leaves nothing behind"
+	"$cache/bin/current/helm" --kubeconfig "$local_kc" uninstall "$helm_release" -n "$helm_ns" --wait --timeout 2m >>"$out/logs/helm-install.log" 2>&1 ||
+		{ log "helm uninstall failed:"; tail -n 20 "$out/logs/helm-install.log" >&2; return 1; }
+	for i in $(seq 60); do
+		[ -z "$(kl -n "$helm_ns" get pods -o name 2>/dev/null)" ] && break
+		sleep 1
+	done
+	# Everything in the namespace but what the run made before the install, and the cluster-wide
+	# objects named after the chart's nodeName.
+	left=$( {
+		kl -n "$helm_ns" get all,configmaps,secrets,serviceaccounts,roles,rolebindings,leases -o name 2>/dev/null |
+			grep -v -x -e secret/interlink-k8s-remote -e configmap/interlink-k8s-mesh-script -e configmap/kube-root-ca.crt -e serviceaccount/default || true
+		kl get clusterroles,clusterrolebindings -o name 2>/dev/null | grep -e '/vk-node' || true
+	})
+	if [ -n "$left" ]; then
+		log "helm uninstall left these objects of the release:"
+		echo "$left" >&2
+		return 1
+	fi
+	# The VK's own leftover (docs/install.md): its Node object, which the VK registers and never deletes.
+	if kl get node vk-node >/dev/null 2>&1; then
+		log "helm uninstall left nothing of the release; the VK's Node vk-node stays (the VK's known leftover, docs/install.md)"
+	else
+		log "helm uninstall left nothing of the release"
+	fi
+	kl delete clusterrolebinding interlink-k8s-plugin-sweep >/dev/null
+	kl delete -f "$templates/local-sweep-rbac.yaml" >/dev/null
+	kl delete namespace "$helm_ns" --wait=false >/dev/null
+}

@@ -42,7 +42,7 @@ INGRESS_CLASS ?= traefik
 manifests: ## bin/manifests/: the plugin Deployment and the VK's templates naming the images of this VERSION (REGISTRY= to point them at yours, INGRESS_CLASS= for another ingress controller than traefik)
 	@mkdir -p bin/manifests
 	@if ! [[ "$(INGRESS_CLASS)" =~ ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$$ ]]; then echo "make manifests: INGRESS_CLASS=$(INGRESS_CLASS) is not an IngressClass name" >&2; exit 1; fi
-	@reg=$${REGISTRY:-ghcr.io/interlink-k8s-mesh}; for f in plugin.yaml local-sweep-rbac.yaml shadow-pod.tmpl shadow-pod-netstack.tmpl mesh-script.tmpl mesh-script-ingress.tmpl vk-config-snippet.yaml; do \
+	@reg=$${REGISTRY:-ghcr.io/interlink-k8s-mesh}; for f in plugin.yaml local-sweep-rbac.yaml vk-shadow-secrets-rbac.yaml shadow-pod.tmpl shadow-pod-netstack.tmpl mesh-script.tmpl mesh-script-ingress.tmpl vk-config-snippet.yaml; do \
 		sed -E -e "s#ghcr\.io/interlink-k8s-mesh/(interlink-k8s-plugin|mesh-agent|shadow-agent):latest#$$reg/\1:$(VERSION)#g" \
 			-e "s#^  ingressClassName: traefik\$$#  ingressClassName: $(INGRESS_CLASS)#" manifests/$$f >bin/manifests/$$f; \
 	done
@@ -81,7 +81,7 @@ cluster: ## start the test control plane; kubeconfig in .cache/cluster/kubeconfi
 cluster-down: ## stop the test control plane, leaving no process behind
 	@test/testcluster/cluster.sh down
 
-test: lint build ## lint, every test (unit, fuzz seeds, cluster-backed, netns, a real node when root), then conformance with InterLink's VK (real-pod mesh when root)
+test: lint build ## lint, every test (unit, fuzz seeds, cluster-backed, netns, a real node when root), then conformance with InterLink's VK (real-pod mesh when root), then as root conformance-helm
 	@if [ "$$(id -u)" = 0 ]; then echo "[test] root: the cluster gets a real node, which runs the images from make images"; $(MAKE) --no-print-directory images; fi
 	@echo "[test] starting the shared test cluster (the first run builds it: about 15 min on 2 cores)"
 	@IKM_REAL_NODE=$$([ "$$(id -u)" = 0 ] && echo 1 || echo 0) test/testcluster/cluster.sh up
@@ -93,6 +93,10 @@ test: lint build ## lint, every test (unit, fuzz seeds, cluster-backed, netns, a
 	@il=$${INTERLINK_BIN_DIR:-../shared/interlink}; if [ -x "$$il/virtual-kubelet" ] && [ -x "$$il/interlink" ]; then \
 		echo "[test] conformance: InterLink's VK and API server from $$il drive the plugin$$([ "$$(id -u)" = 0 ] && echo ', and the mesh runs as real pods on two real nodes') (about 6 min warm)"; \
 		$(MAKE) --no-print-directory conformance; \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "[test] conformance-helm: InterLink's Helm chart runs the VK, the API server and the plugin as one pod on a real node; the suite and the mesh through it (about 9 min)"; \
+			$(MAKE) --no-print-directory conformance-helm; \
+		fi; \
 	else \
 		echo "[test] conformance SKIPPED: no InterLink binaries in $$il (set INTERLINK_BIN_DIR to a directory holding interlink and virtual-kubelet); the real-pod mesh tests run there"; \
 	fi
@@ -103,7 +107,7 @@ unit: ## tests that need no cluster (cluster tests skip)
 demo: build ## start the control plane, offload a pod and show it running, then tear down
 	@test/demo/demo.sh
 
-bench-scale: ## the plugin at scale: 10,000 offloaded pods (RSS, /status of all), 2,000 creates and deletes at concurrency 1, 20, 100 next to the apiserver's own floor; as root, 100 meshed pods through InterLink's VK next to 100 plain ones (about 40 min; IKM_SCALE_PODS, IKM_SCALE_CREATES, IKM_SCALE_MESH_PODS: 0 skips the meshed pods)
+bench-scale: ## the plugin at scale: 10,000 offloaded pods (RSS, /status of all), 2,000 creates and deletes at concurrency 1, 20, 100 next to the apiserver's own floor; as root, 100 meshed pods through InterLink's VK next to 100 plain ones (about 50 min; IKM_SCALE_PODS, IKM_SCALE_CREATES, IKM_SCALE_MESH_PODS: 0 skips the meshed pods)
 	@mkdir -p bin
 	@test/testcluster/cluster.sh up
 	@trap 'test/testcluster/cluster.sh down' EXIT; \

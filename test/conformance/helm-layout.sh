@@ -70,9 +70,11 @@ helm_install_local() {
 	kl -n "$helm_ns" create secret generic interlink-k8s-remote \
 		--from-file=kubeconfig="$work/remote-in-pod.kubeconfig" --from-file=tunnel-ca.crt="$work/tunnel-ca.crt" >/dev/null
 	kl -n "$helm_ns" create configmap interlink-k8s-mesh-script --from-file=custom-mesh.sh="$templates/mesh-script.tmpl" >/dev/null
-	# The plugin's sweeps reach the local cluster with the pod's ServiceAccount (the chart names it
-	# after nodeName): the least-privilege role the project ships, bound to it.
-	kl apply -f "$templates/local-sweep-rbac.yaml" >/dev/null
+	# The pod's ServiceAccount (the chart names it after nodeName) gets the two roles the project
+	# ships for this layout, as install.md says: the VK creates the shadows' Secrets (the chart's
+	# own role may not), the plugin's sweeps read the local cluster.
+	kl apply -f "$templates/vk-shadow-secrets-rbac.yaml" -f "$templates/local-sweep-rbac.yaml" >/dev/null
+	kl create clusterrolebinding interlink-k8s-vk-shadow-secrets --clusterrole=interlink-k8s-vk-shadow-secrets --serviceaccount="$helm_ns:vk-node" >/dev/null
 	kl create clusterrolebinding interlink-k8s-plugin-sweep --clusterrole=interlink-k8s-plugin-sweep --serviceaccount="$helm_ns:vk-node" >/dev/null
 
 	# The run's own settings (as run.sh gives the host-process plugin), over the values file's.
@@ -184,13 +186,14 @@ helm_uninstall() {
 		echo "$left" >&2
 		return 1
 	fi
-	# The VK's own leftover (docs/install.md): its Node object, which the VK registers and never deletes.
+	# The VK's Node: the chart's pre-delete hook deletes it with a Job running bitnami/kubectl:latest,
+	# an image this machine cannot pull (docs/install.md); the Node may stay here.
 	if kl get node vk-node >/dev/null 2>&1; then
-		log "helm uninstall left nothing of the release; the VK's Node vk-node stays (the VK's known leftover, docs/install.md)"
+		log "helm uninstall left nothing of the release but the VK's Node vk-node, which the chart's pre-delete hook deletes with an image this machine cannot pull (bitnami/kubectl:latest)"
 	else
 		log "helm uninstall left nothing of the release"
 	fi
-	kl delete clusterrolebinding interlink-k8s-plugin-sweep >/dev/null
-	kl delete -f "$templates/local-sweep-rbac.yaml" >/dev/null
+	kl delete clusterrolebinding interlink-k8s-plugin-sweep interlink-k8s-vk-shadow-secrets >/dev/null
+	kl delete -f "$templates/local-sweep-rbac.yaml" -f "$templates/vk-shadow-secrets-rbac.yaml" >/dev/null
 	kl delete namespace "$helm_ns" --wait=false >/dev/null
 }

@@ -315,15 +315,17 @@ fi
 log "environment up; running the suite"
 
 tests='^TestConformance$'
-chain="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}"
 if [ "$layout" = helm ]; then
 	# The chain is the chart's pod: helm_report fails the run if one of its containers restarted.
 	# The netstack VK (a second VK with its own template) is the host-process layout's.
 	tests='^(TestConformance|TestTerminalStates|TestMeshRealPods)$'
 	chain=""
-elif [ "$real" = 1 ]; then
-	tests='^(TestConformance|TestTerminalStates|TestMeshRealPods|TestMeshRealPodsRestricted)$'
-	chain="$chain virtual-kubelet-netstack=${pids[3]}"
+else
+	chain="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}"
+	if [ "$real" = 1 ]; then
+		tests='^(TestConformance|TestTerminalStates|TestMeshRealPods|TestMeshRealPodsRestricted)$'
+		chain="$chain virtual-kubelet-netstack=${pids[3]}"
+	fi
 fi
 [ "$scale_pods" -eq 0 ] || tests='^TestMeshScale$'
 tests=${IKM_CONFORMANCE_TESTS:-$tests}

@@ -50,12 +50,16 @@ survivors() { pgrep -f -- "$KWOK_WORKDIR/clusters/$name" || true; }
 
 # control_plane_config writes the kwokctl configuration that lets real nodes join.
 control_plane_config() {
-	local pki="$KWOK_WORKDIR/clusters/$name/pki" apiserver_extra="" kwok_extra=""
+	local pki="$KWOK_WORKDIR/clusters/$name/pki" apiserver_extra="" kwok_extra="" options=""
 	[ -z "$service_cidr" ] || apiserver_extra=$(printf '  - key: service-cluster-ip-range\n    value: %s\n' "$service_cidr")$'\n'
+	# Pods that use in-cluster credentials (InterLink's chart) dial the kubernetes Service, the
+	# range's first address: the apiserver's certificate names it, as a real cluster's does.
+	[ -z "$service_cidr" ] || options=$(printf 'options:\n  kubeApiserverCertSANs:\n  - %s.1\n' "${service_cidr%.0/*}")
 	[ -z "$pod_cidr" ] || kwok_extra=$(printf '  - key: cidr\n    value: %s.1/%s' "${pod_cidr%.0/*}" "${pod_cidr#*/}")
 	cat >"$dir/kwokctl.yaml" <<EOF
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokctlConfiguration
+$options
 componentsPatches:
 - name: kube-apiserver
   extraArgs:

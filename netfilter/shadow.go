@@ -36,6 +36,9 @@ type Shadow struct {
 	// Ensure that checked everything; "" when there is none or the IPTables is no Saver. A turn
 	// whose Save shows the same lines changed nothing and checks nothing more.
 	saved string
+	// saveFailing is set from a failed Save until one works again: the failure is a warning once,
+	// not at every turn.
+	saveFailing bool
 }
 
 // New validates cfg and prepares a Shadow; it changes nothing in the kernel. With a nil
@@ -181,8 +184,17 @@ func (s *Shadow) ownedNowLocked() (owned string, ok bool) {
 	}
 	out, err := sv.Save()
 	if err != nil {
-		s.log.Debug("iptables-save failed; checking chain by chain", "err", err)
+		if !s.saveFailing {
+			s.log.Warn("iptables-save failed: every turn checks the rules chain by chain (several iptables processes) until it works again", "err", err)
+		} else {
+			s.log.Debug("iptables-save failed again; checking chain by chain", "err", err)
+		}
+		s.saveFailing = true
 		return "", false
+	}
+	if s.saveFailing {
+		s.log.Info("iptables-save works again: quiet turns read the tables once")
+		s.saveFailing = false
 	}
 	return s.ownedLines(out), true
 }

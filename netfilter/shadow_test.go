@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/syncbuf"
 )
 
 // fakeShadow returns a Shadow on a fresh fake, with ip_forward in a file holding forward.
@@ -404,6 +407,8 @@ func TestEnsureQuietTurnSavesOnce(t *testing.T) {
 		t.Errorf("a turn after a foreign rule called %v, want [Save]", got)
 	}
 
+	var logs syncbuf.Buffer
+	s.log = slog.New(slog.NewTextHandler(&logs, nil))
 	f.setFail(func(op, _, _ string) error {
 		ops = append(ops, op)
 		if op == "Save" {
@@ -411,13 +416,21 @@ func TestEnsureQuietTurnSavesOnce(t *testing.T) {
 		}
 		return nil
 	})
-	if got := turn("Save failing"); !slices.Contains(got, "List") || !slices.Contains(got, "Exists") {
-		t.Errorf("with Save failing a turn called %v, want List and Exists", got)
+	for i := range 3 {
+		if got := turn("Save failing"); !slices.Contains(got, "List") || !slices.Contains(got, "Exists") {
+			t.Errorf("with Save failing, turn %d called %v, want List and Exists", i+1, got)
+		}
+	}
+	if n := strings.Count(logs.String(), "level=WARN msg=\"iptables-save failed"); n != 1 {
+		t.Errorf("three turns with Save failing logged %d warnings, want 1:\n%s", n, logs.String())
 	}
 	f.setFail(func(op, _, _ string) error { ops = append(ops, op); return nil })
 	turn("Save back") // checks chain by chain, then remembers
 	if got := turn("quiet again"); !slices.Equal(got, []string{"Save"}) {
 		t.Errorf("a quiet turn after Save came back called %v, want [Save]", got)
+	}
+	if n := strings.Count(logs.String(), "iptables-save works again"); n != 1 {
+		t.Errorf("Save back logged %q %d times, want 1:\n%s", "iptables-save works again", n, logs.String())
 	}
 
 	s.ipt = noSaver{f}

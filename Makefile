@@ -93,8 +93,13 @@ test: lint build ## lint, every test (unit, fuzz seeds, cluster-backed, netns, a
 	@il=$${INTERLINK_BIN_DIR:-../shared/interlink}; if [ -x "$$il/virtual-kubelet" ] && [ -x "$$il/interlink" ]; then \
 		echo "[test] conformance: InterLink's VK and API server from $$il drive the plugin$$([ "$$(id -u)" = 0 ] && echo ', and the mesh runs as real pods on two real nodes') (about 6 min warm)"; \
 		$(MAKE) --no-print-directory conformance; \
-		if [ "$$(id -u)" = 0 ]; then \
-			echo "[test] conformance-helm: InterLink's Helm chart runs the VK, the API server and the plugin as one pod on a real node; the suite and the mesh through it (about 9 min)"; \
+		chart=$${INTERLINK_CHART_DIR:-../shared/interlink-helm-chart/interlink}; \
+		if [ "$$(id -u)" != 0 ] || [ "$${IKM_CONFORMANCE_REAL_MESH:-1}" = 0 ]; then \
+			echo "[test] conformance-helm SKIPPED: it runs InterLink's chart on real nodes (root, IKM_CONFORMANCE_REAL_MESH unset)"; \
+		elif [ ! -f "$$chart/Chart.yaml" ]; then \
+			echo "[test] conformance-helm SKIPPED: no InterLink chart in $$chart (set INTERLINK_CHART_DIR to interlink-helm-chart/interlink)"; \
+		else \
+			echo "[test] conformance-helm: InterLink's Helm chart runs the VK, the API server and the plugin as pods on a real node (two releases: kernel and netstack mode); the suite and the mesh through them (about 10 min)"; \
 			$(MAKE) --no-print-directory conformance-helm; \
 		fi; \
 	else \
@@ -133,7 +138,7 @@ bench-scale: ## the plugin at scale: 10,000 offloaded pods (RSS, /status of all)
 conformance: ## the real InterLink VK and API server drive the plugin: two clusters, the suite, a JUnit report
 	@test/conformance/run.sh
 
-conformance-helm: ## as users install it (root): InterLink's Helm chart (INTERLINK_CHART_DIR) runs the VK, its API server and the plugin as one pod on the local real node, images from a test registry; the suite and the real-pod mesh through it; helm uninstall must leave nothing
+conformance-helm: ## as users install it (root): InterLink's Helm chart (INTERLINK_CHART_DIR) runs the VK, its API server and the plugin as one pod on the local real node (two releases: kernel and netstack mode), images from a test registry; the suite and the real-pod mesh through them; helm uninstall must leave nothing
 	@IKM_CONFORMANCE_LAYOUT=helm test/conformance/run.sh
 
 bench: ## benchmarks against the test cluster, then bench-mesh and bench-real (figures and commands in docs/performance.md)

@@ -35,8 +35,9 @@ type ImageSpec struct {
 	Binary string `json:"binary,omitempty"`
 	// File is a prebuilt static executable installed as /usr/local/bin/<its base name>, instead of
 	// Binary: for test images of another project's release binaries (InterLink's VK and API
-	// server). ${VAR} expands from the build's environment; a relative path is relative to the
-	// module root. It must be an ELF file of every platform of the spec (the build checks).
+	// server). ${VAR} expands from the build's environment (not in the base name); a relative path
+	// is relative to Config.Dir (the current directory by default). A spec with a File has one
+	// platform, the file's (the build checks its ELF header).
 	File string `json:"file,omitempty"`
 	// Entrypoint defaults to the binary.
 	Entrypoint []string `json:"entrypoint,omitempty"`
@@ -96,7 +97,7 @@ func (s Spec) validate() error {
 			return err
 		}
 	}
-	seen := map[string]bool{}
+	seen, seenBin := map[string]bool{}, map[string]bool{}
 	for _, im := range s.Images {
 		if !nameRE.MatchString(im.Name) || seen[im.Name] {
 			return fmt.Errorf("image spec: image name %q is invalid or repeated", im.Name)
@@ -107,6 +108,20 @@ func (s Spec) validate() error {
 		}
 		if im.Binary != "" && im.File != "" {
 			return fmt.Errorf("image spec: %s: binary and file exclude each other", im.Name)
+		}
+		if im.File != "" {
+			if len(s.Platforms) != 1 {
+				return fmt.Errorf("image spec: %s: a prebuilt file is one platform's executable; the spec names %d platforms", im.Name, len(s.Platforms))
+			}
+			if strings.Contains(path.Base(im.File), "$") {
+				return fmt.Errorf("image spec: %s: file %q: a variable may name the directory, not the file", im.Name, im.File)
+			}
+		}
+		if im.Binary != "" || im.File != "" {
+			if seenBin[im.binaryName()] {
+				return fmt.Errorf("image spec: %s: another image already installs a binary named %s", im.Name, im.binaryName())
+			}
+			seenBin[im.binaryName()] = true
 		}
 		if im.User != 0 && im.User != nonrootUID {
 			return fmt.Errorf("image spec: %s: user must be 0 or %d (the users /etc/passwd has)", im.Name, nonrootUID)

@@ -96,6 +96,10 @@ func (c FileConfig) Validate() error {
 			bad("offloading.local_in_cluster", "true together with offloading.local_kubeconfig_path: choose one way to reach the local cluster")
 		}
 	}
+	if c.Offloading.LocalInCluster && c.K8s.KubeconfigPath == "" && c.K8s.Kubeconfig == "" {
+		// Both clusters would be the pod's own: every remote pod would look orphaned.
+		bad("offloading.local_in_cluster", "true needs the remote cluster's kubeconfig (k8s.kubeconfig_path or k8s.kubeconfig): without one the remote cluster is also the pod's own")
+	}
 	switch c.Offloading.ShadowLeftovers {
 	case "", LeftoversDelete, LeftoversDryRun, LeftoversOff:
 	default:

@@ -171,6 +171,7 @@ func TestLoadConfigErrorsNameTheOption(t *testing.T) {
 		{"bad selector", "", map[string]string{"OFFLOADING_NODE_SELECTOR": "novalue"}, "offloading.node_selector"},
 		{"bad toleration effect", "offloading:\n  node_tolerations: [{key: a, effect: Sometimes}]\n", nil, "offloading.node_tolerations"},
 		{"local in cluster not a bool", "", map[string]string{"OFFLOADING_LOCAL_IN_CLUSTER": "yes please"}, "offloading.local_in_cluster"},
+		{"local in cluster without a remote kubeconfig", "", map[string]string{"OFFLOADING_LOCAL_IN_CLUSTER": "true"}, "offloading.local_in_cluster"},
 		{"bad shadow leftovers mode", "offloading:\n  shadow_leftovers: sometimes\n", nil, "offloading.shadow_leftovers"},
 		{"bad log level", "", map[string]string{"APP_LOG_LEVEL": "loud"}, "app.log_level"},
 		{"bad duration", "", map[string]string{"K8S_CLIENT_CONFIGURATION_TIMEOUT": "10"}, "k8s.client_configuration.timeout"},

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/stats"
@@ -229,6 +233,7 @@ func scaleCreates(b *testing.B, c *testcluster.Cluster, n int) {
 		}
 		progress("concurrency %d: %d creates and deletes directly (the floor), then through the plugin", conc, n)
 		var floorErrs int
+		before := createCalls(b, c.Client)
 		floorCreate := throughput(conc, n, func(i int) error {
 			pl := plans[i]
 			for _, cm := range pl.ConfigMaps {
@@ -244,6 +249,7 @@ func scaleCreates(b *testing.B, c *testcluster.Cluster, n int) {
 			_, err := direct.CoreV1().Pods(floorNS).Create(context.Background(), pl.Pod, metav1.CreateOptions{})
 			return err
 		}, &floorErrs)
+		floorCalls := createCalls(b, c.Client).minus(before)
 		// The plugin deletes a pod's ConfigMaps and Secrets itself rather than leave them to the
 		// garbage collector: the floor deletes the same objects.
 		floorDelete := throughput(conc, n, func(i int) error {
@@ -283,7 +289,11 @@ func scaleCreates(b *testing.B, c *testcluster.Cluster, n int) {
 			}
 			return nil
 		}
+		before = createCalls(b, c.Client)
 		create := throughput(conc, n, func(i int) error { return call("/create", bodies[i]) }, &pluginErrs)
+		pluginCalls := createCalls(b, c.Client).minus(before)
+		b.Logf("SCALE-NOTE concurrency %d: API calls a create, counted by the apiserver: through the plugin %.2f (%s), directly %.2f (%s)",
+			conc, pluginCalls.total()/float64(n), pluginCalls, floorCalls.total()/float64(n), floorCalls)
 		del := throughput(conc, n, func(i int) error { return call("/delete", deletes[i]) }, &pluginErrs)
 
 		scaleRow(b, fmt.Sprintf("creates/s, %d pods at concurrency %d (p99 %v; floor p99 %v)", n, conc, create.p99.Round(time.Millisecond), floorCreate.p99.Round(time.Millisecond)),
@@ -335,4 +345,73 @@ func throughput(conc, n int, call func(i int) error, errs *int) rate {
 		}
 	}
 	return rate{perSecond: float64(n) / took.Seconds(), p99: stats.Quantile(lat, 0.99)}
+}
+
+// callCounts are apiserver_request_total counters by "VERB resource".
+type callCounts map[string]float64
+
+// createCalls reads the apiserver's counters of the calls a create makes: POST, PUT, PATCH and GET
+// of pods, ConfigMaps, Secrets, ServiceAccounts and namespaces, without subresource (kwok's
+// status patches and the scheduler's bindings are subresources, and others' LIST and WATCH are left
+// out).
+func createCalls(b *testing.B, c kubernetes.Interface) callCounts {
+	b.Helper()
+	raw, err := c.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(b.Context())
+	if err != nil {
+		b.Fatalf("the apiserver's /metrics: %v", err)
+	}
+	out := callCounts{}
+	label := func(line, name string) string {
+		_, v, ok := strings.Cut(line, name+`="`)
+		if !ok {
+			return ""
+		}
+		v, _, _ = strings.Cut(v, `"`)
+		return v
+	}
+	for line := range strings.Lines(string(raw)) {
+		if !strings.HasPrefix(line, "apiserver_request_total{") || label(line, "subresource") != "" {
+			continue
+		}
+		verb, resource := label(line, "verb"), label(line, "resource")
+		if !slices.Contains([]string{"POST", "PUT", "PATCH", "GET"}, verb) ||
+			!slices.Contains([]string{"pods", "configmaps", "secrets", "serviceaccounts", "namespaces"}, resource) {
+			continue
+		}
+		fields := strings.Fields(line)
+		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err != nil {
+			b.Fatalf("apiserver_request_total line %q: %v", line, err)
+		}
+		out[verb+" "+resource] += v
+	}
+	return out
+}
+
+// minus is the counts since before.
+func (c callCounts) minus(before callCounts) callCounts {
+	out := callCounts{}
+	for k, v := range c {
+		if d := v - before[k]; d > 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+func (c callCounts) total() float64 {
+	t := 0.0
+	for _, v := range c {
+		t += v
+	}
+	return t
+}
+
+// String lists the counts, "POST pods 2000, ...", in key order.
+func (c callCounts) String() string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(c)) {
+		parts = append(parts, fmt.Sprintf("%s %.0f", k, c[k]))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -13,10 +13,20 @@
 #     tls-server-name localhost (a SAN of the test apiserver's certificate).
 #   - the VK serves its kubelet port with its own certificate (disableCSR: nothing approves a
 #     kubelet-serving CSR here) and the pod runs on the cordoned local real node (a toleration).
+#   - two releases of the chart, as a site with both shadow modes would run two VKs: "interlink"
+#     (node vk-node, the kernel-mode template) and "interlink-netstack" (node vk-netstack, the
+#     netstack template and the wss:// mesh script), in one namespace.
 # Everything else is the values file a user is told to use, plus --set lines.
 
 helm_ns=interlink
-helm_release=interlink
+helm_chart=${INTERLINK_CHART_DIR:-$repo/../shared/interlink-helm-chart/interlink}
+
+# helm_chart_check fails early, before any cluster starts, when the chart is not there.
+helm_chart_check() {
+	[ -f "$helm_chart/Chart.yaml" ] || { log "INTERLINK_CHART_DIR=$helm_chart holds no chart (Chart.yaml): point it at InterLink's chart, interlink-helm-chart/interlink"; exit 2; }
+}
+# release:nodeName pairs; helm_install_local and helm_uninstall take them in this order.
+helm_releases=(interlink:vk-node interlink-netstack:vk-netstack)
 
 # helm_registry starts the test registry; registry_addr is its host:port.
 helm_registry() {
@@ -52,10 +62,10 @@ helm_push_images() {
 # helm_install_local installs InterLink's chart into the local cluster, the plugin inside its pod, and
 # waits for the VK's node. $1: the registry, $2: the project's image tag, $3: InterLink's.
 helm_install_local() {
-	local reg=$1 tag=$2 il_tag=$3 chart=${INTERLINK_CHART_DIR:-$repo/../shared/interlink-helm-chart/interlink}
+	local reg=$1 tag=$2 il_tag=$3 chart=$helm_chart
 	local helm_bin=$cache/bin/current/helm local_node_ip remote_server remote_cluster
 	kr() { "$cache/bin/current/kubectl" --kubeconfig "$remote_kc" "$@"; }
-	[ -f "$chart/Chart.yaml" ] || { log "INTERLINK_CHART_DIR=$chart holds no chart (Chart.yaml): point it at InterLink's chart, interlink-helm-chart/interlink"; exit 2; }
+	[ -n "$tag" ] && [ -n "$il_tag" ] || { log "no image tag to install (make images' archives name none)"; exit 1; }
 	local_node_ip=${pod_cidr%.0/24}.1
 	# The remote kubeconfig, self-contained, reaching the remote apiserver where the pod can: the
 	# local node's bridge address (a pod has no other route out).
@@ -65,21 +75,23 @@ helm_install_local() {
 	"$cache/bin/current/kubectl" --kubeconfig "$work/remote-in-pod.kubeconfig" config set-cluster "$remote_cluster" \
 		--server "https://$local_node_ip:${remote_server##*:}" --tls-server-name localhost >/dev/null
 
-	log "helm install $helm_release $chart (InterLink's chart) into namespace $helm_ns of the local cluster, with deploy/helm/interlink-values.yaml"
+	log "InterLink's chart ($chart) into namespace $helm_ns of the local cluster, with deploy/helm/interlink-values.yaml: releases ${helm_releases[*]}"
 	kl create namespace "$helm_ns" >/dev/null
 	kl -n "$helm_ns" create secret generic interlink-k8s-remote \
 		--from-file=kubeconfig="$work/remote-in-pod.kubeconfig" --from-file=tunnel-ca.crt="$work/tunnel-ca.crt" >/dev/null
 	kl -n "$helm_ns" create configmap interlink-k8s-mesh-script --from-file=custom-mesh.sh="$templates/mesh-script.tmpl" >/dev/null
-	# The pod's ServiceAccount (the chart names it after nodeName) gets the two roles the project
-	# ships for this layout, as install.md says: the VK creates the shadows' Secrets (the chart's
-	# own role may not), the plugin's sweeps read the local cluster.
+	kl -n "$helm_ns" create configmap interlink-k8s-mesh-script-tls --from-file=custom-mesh.sh="$work/mesh-script-tls.tmpl" >/dev/null
+	# The pods' ServiceAccounts (the chart names each after its nodeName) get the two roles the
+	# project ships for this layout, as install.md says: the VK creates the shadows' Secrets (the
+	# chart's own role may not), the plugin's sweeps read the local cluster.
+	local sas=() r
+	for r in "${helm_releases[@]}"; do sas+=(--serviceaccount="$helm_ns:${r#*:}"); done
 	kl apply -f "$templates/vk-shadow-secrets-rbac.yaml" -f "$templates/local-sweep-rbac.yaml" >/dev/null
-	kl create clusterrolebinding interlink-k8s-vk-shadow-secrets --clusterrole=interlink-k8s-vk-shadow-secrets --serviceaccount="$helm_ns:vk-node" >/dev/null
-	kl create clusterrolebinding interlink-k8s-plugin-sweep --clusterrole=interlink-k8s-plugin-sweep --serviceaccount="$helm_ns:vk-node" >/dev/null
+	kl create clusterrolebinding interlink-k8s-vk-shadow-secrets --clusterrole=interlink-k8s-vk-shadow-secrets "${sas[@]}" >/dev/null
+	kl create clusterrolebinding interlink-k8s-plugin-sweep --clusterrole=interlink-k8s-plugin-sweep "${sas[@]}" >/dev/null
 
 	# The run's own settings (as run.sh gives the host-process plugin), over the values file's.
 	cat >"$work/helm-test-values.yaml" <<YAML
-nodeName: vk-node
 interlink:
   image: $reg/interlink/interlink:$il_tag
 virtualNode:
@@ -116,82 +128,112 @@ plugin:
       tunnel_nameservers: "$remote_dns"
       tunnel_ca: /etc/interlink/remote/tunnel-ca.crt
 YAML
-	"$helm_bin" --kubeconfig "$local_kc" install "$helm_release" "$chart" -n "$helm_ns" \
-		-f deploy/helm/interlink-values.yaml -f "$work/helm-test-values.yaml" \
-		--set-file virtualNode.network.customTemplate="$templates/shadow-pod.tmpl" >"$out/logs/helm-install.log" 2>&1 ||
-		{ log "helm install failed:"; cat "$out/logs/helm-install.log" >&2; exit 1; }
-	log "waiting for the chart's pod (VK, API server, plugin) to run and for node vk-node to be Ready (image pulls: about 1 min)"
+	local release node template script
+	for r in "${helm_releases[@]}"; do
+		release=${r%%:*} node=${r#*:} template=$templates/shadow-pod.tmpl script=interlink-k8s-mesh-script
+		if [ "$node" = vk-netstack ]; then template=$templates/shadow-pod-netstack.tmpl script=interlink-k8s-mesh-script-tls; fi
+		log "helm install $release: node $node, template ${template##*/}, mesh script from ConfigMap $script"
+		"$helm_bin" --kubeconfig "$local_kc" install "$release" "$chart" -n "$helm_ns" \
+			-f deploy/helm/interlink-values.yaml -f "$work/helm-test-values.yaml" --set nodeName="$node" \
+			--set virtualNode.network.meshScriptConfigMapName="$script" \
+			--set-file virtualNode.network.customTemplate="$template" >>"$out/logs/helm-install.log" 2>&1 ||
+			{ log "helm install $release failed:"; tail -n 30 "$out/logs/helm-install.log" >&2; exit 1; }
+	done
+	log "waiting for the charts' pods (VK, API server, plugin) to run and for their nodes to be Ready (image pulls: about 1 min)"
 	local i
-	for i in $(seq 240); do
-		kl get node vk-node -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
-		if [ $((i % 20)) = 0 ]; then
-			log "  $((i / 2)) s: $(kl -n "$helm_ns" get pods -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {range .status.containerStatuses[*]}{.name}={.ready}/{.restartCount} {end}{end}' 2>/dev/null)"
-		fi
-		[ "$i" -lt 240 ] || { log "node vk-node never became Ready"; helm_dump; exit 1; }
-		sleep 0.5
+	for r in "${helm_releases[@]}"; do
+		node=${r#*:}
+		for i in $(seq 240); do
+			kl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
+			if [ $((i % 20)) = 0 ]; then
+				log "  $((i / 2)) s: $(kl -n "$helm_ns" get pods -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {range .status.containerStatuses[*]}{.name}={.ready}/{.restartCount} {end}{end}' 2>/dev/null)"
+			fi
+			[ "$i" -lt 240 ] || { log "node $node never became Ready"; helm_dump; exit 1; }
+			sleep 0.5
+		done
+		log "node $node Ready"
 	done
 }
 
-# helm_pod prints the name of the chart's pod.
-helm_pod() { kl -n "$helm_ns" get pods -l app=vk-node -o jsonpath='{.items[0].metadata.name}'; }
+# helm_pod prints the name of the pod of the release whose nodeName is $1.
+helm_pod() { kl -n "$helm_ns" get pods -l app="$1" -o jsonpath='{.items[0].metadata.name}'; }
 
-# helm_dump writes the chart pod's description and its containers' logs into $out/logs.
+# helm_dump writes each chart pod's description and its containers' logs into $out/logs.
 helm_dump() {
-	local pod c
-	pod=$(helm_pod 2>/dev/null) || return 0
-	[ -n "$pod" ] || return 0
-	kl -n "$helm_ns" describe pod "$pod" >"$out/logs/chart-pod.txt" 2>&1 || true
-	for c in vk interlink plugin; do
-		kl -n "$helm_ns" logs "$pod" -c "$c" >"$out/logs/chart-$c.log" 2>&1 || true
-		kl -n "$helm_ns" logs "$pod" -c "$c" --previous >"$out/logs/chart-$c.previous.log" 2>/dev/null || rm -f "$out/logs/chart-$c.previous.log"
+	local r node pod c
+	for r in "${helm_releases[@]}"; do
+		node=${r#*:}
+		pod=$(kl --request-timeout=10s -n "$helm_ns" get pods -l app="$node" -o jsonpath='{.items[0].metadata.name}' 2>/dev/null) || continue
+		[ -n "$pod" ] || continue
+		kl --request-timeout=10s -n "$helm_ns" describe pod "$pod" >"$out/logs/chart-$node-pod.txt" 2>&1 || true
+		for c in vk interlink plugin; do
+			kl --request-timeout=10s -n "$helm_ns" logs "$pod" -c "$c" >"$out/logs/chart-$node-$c.log" 2>&1 || true
+			kl --request-timeout=10s -n "$helm_ns" logs "$pod" -c "$c" --previous >"$out/logs/chart-$node-$c.previous.log" 2>/dev/null || rm -f "$out/logs/chart-$node-$c.previous.log"
+		done
 	done
-	log "the chart pod's description and logs: $out/logs/chart-*"
+	log "the chart pods' descriptions and logs: $out/logs/chart-*"
 }
 
-# helm_report prints the chart pod's containers (node, image digest, restarts) and fails if one
+# helm_report prints each chart pod's containers (node, image digest, restarts) and fails if one
 # restarted during the run.
 helm_report() {
-	local pod restarts
-	pod=$(helm_pod)
-	echo
-	echo "InterLink's chart: pod $helm_ns/$pod on node $(kl -n "$helm_ns" get pod "$pod" -o jsonpath='{.spec.nodeName}')"
-	kl -n "$helm_ns" get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.name}{"\t"}{.ready}{"\t"}{.restartCount}{"\t"}{.image}{"\t"}{.imageID}{"\n"}{end}' |
-		awk -F'\t' 'BEGIN { printf "%-10s %-6s %-8s %s\n", "CONTAINER", "READY", "RESTARTS", "IMAGE (DIGEST)" }
-			{ d = $5; sub(/.*@/, "", d); printf "%-10s %-6s %-8s %s (%s)\n", $1, $2, $3, $4, d }' | tee "$out/chart-pod.txt"
-	restarts=$(kl -n "$helm_ns" get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.restartCount}{"\n"}{end}' | awk '{s += $1} END {print s + 0}')
+	local r node pod restarts total=0
+	: >"$out/chart-pods.txt"
+	for r in "${helm_releases[@]}"; do
+		node=${r#*:}
+		pod=$(helm_pod "$node") && [ -n "$pod" ] || { log "no pod of release ${r%%:*} (node $node) to report"; helm_dump; return 1; }
+		{
+			echo
+			echo "InterLink's chart, release ${r%%:*}: pod $helm_ns/$pod on node $(kl -n "$helm_ns" get pod "$pod" -o jsonpath='{.spec.nodeName}'), serving the VK's node $node"
+			kl -n "$helm_ns" get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.name}{"\t"}{.ready}{"\t"}{.restartCount}{"\t"}{.image}{"\t"}{.imageID}{"\n"}{end}' |
+				awk -F'\t' 'BEGIN { printf "%-10s %-6s %-8s %s\n", "CONTAINER", "READY", "RESTARTS", "IMAGE (DIGEST)" }
+					{ d = $5; sub(/.*@/, "", d); printf "%-10s %-6s %-8s %s (%s)\n", $1, $2, $3, $4, d }'
+		} | tee -a "$out/chart-pods.txt"
+		restarts=$(kl -n "$helm_ns" get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.restartCount}{"\n"}{end}' | awk '{s += $1} END {print s + 0}') ||
+			{ log "cannot read the restarts of $pod"; return 1; }
+		total=$((total + restarts))
+	done
 	helm_dump
-	[ "$restarts" = 0 ] || { log "a container of the chart's pod restarted during the run ($restarts restarts): see $out/logs/chart-*.previous.log"; return 1; }
+	[ "$total" = 0 ] || { log "containers of the charts' pods restarted during the run ($total restarts): see $out/logs/chart-*.previous.log"; return 1; }
 }
 
-# helm_uninstall removes the release and checks it left nothing behind but what docs/install.md
-# lists as the VK's own leftovers; then removes what the run itself made for the chart.
+# helm_uninstall removes the releases and checks they left nothing behind (but the VKs' Nodes, see
+# below); then removes what the run itself made for the chart.
 helm_uninstall() {
-	local left i
-	log "helm uninstall $helm_release: checking the chart leaves nothing behind"
-	"$cache/bin/current/helm" --kubeconfig "$local_kc" uninstall "$helm_release" -n "$helm_ns" --wait --timeout 2m >>"$out/logs/helm-install.log" 2>&1 ||
-		{ log "helm uninstall failed:"; tail -n 20 "$out/logs/helm-install.log" >&2; return 1; }
+	local left i r nodes=()
+	for r in "${helm_releases[@]}"; do
+		nodes+=("${r#*:}")
+		log "helm uninstall ${r%%:*}"
+		"$cache/bin/current/helm" --kubeconfig "$local_kc" uninstall "${r%%:*}" -n "$helm_ns" --wait --timeout 2m >>"$out/logs/helm-install.log" 2>&1 ||
+			{ log "helm uninstall ${r%%:*} failed:"; tail -n 20 "$out/logs/helm-install.log" >&2; return 1; }
+	done
 	for i in $(seq 60); do
 		[ -z "$(kl -n "$helm_ns" get pods -o name 2>/dev/null)" ] && break
 		sleep 1
 	done
-	# Everything in the namespace but what the run made before the install, and the cluster-wide
-	# objects named after the chart's nodeName.
+	# Everything in the namespace but what the run made before the installs, and the cluster-wide
+	# objects named after the charts' nodeNames.
+	local in_ns cluster_wide
+	in_ns=$(kl -n "$helm_ns" get all,configmaps,secrets,serviceaccounts,roles,rolebindings,leases -o name) &&
+		cluster_wide=$(kl get clusterroles,clusterrolebindings -o name) ||
+		{ log "cannot list what helm uninstall left"; return 1; }
 	left=$( {
-		kl -n "$helm_ns" get all,configmaps,secrets,serviceaccounts,roles,rolebindings,leases -o name 2>/dev/null |
-			grep -v -x -e secret/interlink-k8s-remote -e configmap/interlink-k8s-mesh-script -e configmap/kube-root-ca.crt -e serviceaccount/default || true
-		kl get clusterroles,clusterrolebindings -o name 2>/dev/null | grep -e '/vk-node' || true
+		grep -v -x -e secret/interlink-k8s-remote -e configmap/interlink-k8s-mesh-script -e configmap/interlink-k8s-mesh-script-tls \
+			-e configmap/kube-root-ca.crt -e serviceaccount/default <<<"$in_ns" || true
+		grep -e '/vk-node' -e '/vk-netstack' <<<"$cluster_wide" || true
 	})
 	if [ -n "$left" ]; then
-		log "helm uninstall left these objects of the release:"
+		log "helm uninstall left these objects of the releases:"
 		echo "$left" >&2
 		return 1
 	fi
-	# The VK's Node: the chart's pre-delete hook deletes it with a Job running bitnami/kubectl:latest,
-	# an image this machine cannot pull (docs/install.md); the Node may stay here.
-	if kl get node vk-node >/dev/null 2>&1; then
-		log "helm uninstall left nothing of the release but the VK's Node vk-node, which the chart's pre-delete hook deletes with an image this machine cannot pull (bitnami/kubectl:latest)"
+	# The VKs' Nodes: the chart's pre-delete hook deletes each with a Job running
+	# bitnami/kubectl:latest, an image this machine cannot pull (docs/install.md); they may stay here.
+	left=$(kl get nodes "${nodes[@]}" -o name --ignore-not-found 2>/dev/null | tr '\n' ' ')
+	if [ -n "$left" ]; then
+		log "helm uninstall left nothing of the releases but the VKs' Nodes ($left), which the chart's pre-delete hook deletes with an image this machine cannot pull (bitnami/kubectl:latest)"
 	else
-		log "helm uninstall left nothing of the release"
+		log "helm uninstall left nothing of the releases"
 	fi
 	kl delete clusterrolebinding interlink-k8s-plugin-sweep interlink-k8s-vk-shadow-secrets >/dev/null
 	kl delete -f "$templates/local-sweep-rbac.yaml" -f "$templates/vk-shadow-secrets-rbac.yaml" >/dev/null

@@ -189,10 +189,55 @@ func TestMeshRealPods(t *testing.T) {
 	if l, err := env.Local.CoreV1().Pods(m.ns).Get(ctx, web.Name, metav1.GetOptions{}); err == nil {
 		t.Logf("FOUND the local pod's IP after the replacement: %s (shadow now %s, was %s): InterLink's VK sets the pod IP once, at create",
 			l.Status.PodIP, next.Status.PodIP, shadow.Status.PodIP)
+		m.statusOverwrite(web.Name, next.Status.PodIP)
 	}
 
 	// Delete: the remote pod and the shadow go.
 	m.deleteOffloaded(web.Name, remote, shadowNS)
+}
+
+// statusOverwrite records whether a status write by another client than the VK holds on an
+// offloaded pod: the new shadow IP as the pod's IP, and a condition of this project's, as the
+// plugin would write them with local credentials (issue 26). InterLink's VK keeps each pod's status
+// in memory and writes it whole; this observes what that does to the other client's write.
+func (m *meshRun) statusOverwrite(name, ip string) {
+	m.t.Helper()
+	const cond = "interlink-k8s-mesh.io/MeshReady"
+	pods := m.env.Local.CoreV1().Pods(m.ns)
+	// The IP by a merge patch (a strategic one would add to podIPs, which takes one IP a family),
+	// the condition by a strategic one (merged by type with the VK's).
+	ipPatch := fmt.Sprintf(`{"status":{"podIP":%q,"podIPs":[{"ip":%q}]}}`, ip, ip)
+	condPatch := fmt.Sprintf(`{"status":{"conditions":[{"type":%q,"status":"True","reason":"StatusOverwriteProbe"}]}}`, cond)
+	for _, p := range []struct {
+		pt   types.PatchType
+		body string
+	}{{types.MergePatchType, ipPatch}, {types.StrategicMergePatchType, condPatch}} {
+		if _, err := pods.Patch(m.t.Context(), name, p.pt, []byte(p.body), metav1.PatchOptions{}, "status"); err != nil {
+			m.t.Logf("FOUND a status patch %s of the offloaded pod refused: %v", p.body, err)
+			return
+		}
+	}
+	start := time.Now()
+	podIP, has, read := "", false, false
+	for time.Since(start) < 45*time.Second {
+		if p, err := pods.Get(m.t.Context(), name, metav1.GetOptions{}); err == nil {
+			podIP, has, read = p.Status.PodIP, false, true
+			for _, c := range p.Status.Conditions {
+				has = has || string(c.Type) == cond
+			}
+			if podIP != ip && !has {
+				m.t.Logf("FOUND InterLink's VK undoes another client's status write %s after it: the pod IP %s set to the new shadow's is back to %s, the condition %s is gone (the VK writes its own copy of the status whole)",
+					time.Since(start).Round(100*time.Millisecond), ip, podIP, cond)
+				return
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if !read {
+		m.t.Errorf("the offloaded pod %s could not be read for 45 s after its status patch", name)
+		return
+	}
+	m.t.Logf("FOUND 45 s after another client's status write (pod IP %s, condition %s): pod IP %s, condition there: %v", ip, cond, podIP, has)
 }
 
 // localNamespace creates the run's local namespace, deleted when the test ends, and waits for its

@@ -47,12 +47,19 @@ pod_cidr=10.244.0.0/16
 service_cidr=10.96.0.0/16
 dns_ip=10.96.0.10
 
+# IKM_CONFORMANCE_LAYOUT=helm (make conformance-helm): the chain as InterLink's chart installs it, pods
+# in the local cluster (test/conformance/helm-layout.sh); default: host processes. Checked below.
+layout=${IKM_CONFORMANCE_LAYOUT:-processes}
 pids=()
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	log "tearing down (plugin, VK, API server, both clusters)"
-	[ "$layout" != helm ] || [ "$rc" = 0 ] || helm_dump
+	if [ "$layout" = helm ] && declare -F helm_dump >/dev/null; then
+		[ "$rc" = 0 ] || helm_dump || true
+		# bin/manifests named the test registry for the run: back to the images' own names.
+		make -s manifests >/dev/null 2>&1 || true
+	fi
 	local p
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do
@@ -96,16 +103,14 @@ if [ "$(id -u)" = 0 ] && [ "${IKM_CONFORMANCE_REAL_MESH:-1}" != 0 ]; then real=1
 # IKM_CONFORMANCE_SCALE_PODS (make bench-scale): run TestMeshScale alone with that many pods at once.
 scale_pods=${IKM_CONFORMANCE_SCALE_PODS:-0}
 case $scale_pods in *[!0-9]* | '') log "IKM_CONFORMANCE_SCALE_PODS=$scale_pods: a number of pods"; exit 2 ;; esac
-# IKM_CONFORMANCE_LAYOUT=helm (make conformance-helm): the chain as InterLink's chart installs it, one
-# pod in the local cluster (test/conformance/helm-layout.sh); default: host processes.
-layout=${IKM_CONFORMANCE_LAYOUT:-processes}
 case $layout in
 processes) ;;
 helm)
-	[ "$real" = 1 ] || { log "IKM_CONFORMANCE_LAYOUT=helm runs the chart's pod on a real node: run as root (and leave IKM_CONFORMANCE_REAL_MESH unset)"; exit 2; }
+	[ "$real" = 1 ] || { log "IKM_CONFORMANCE_LAYOUT=helm runs the chart's pods on a real node: run as root (and leave IKM_CONFORMANCE_REAL_MESH unset)"; exit 2; }
 	[ "$scale_pods" = 0 ] || { log "IKM_CONFORMANCE_SCALE_PODS is for the host-process layout"; exit 2; }
 	# shellcheck source=test/conformance/helm-layout.sh
 	. test/conformance/helm-layout.sh
+	helm_chart_check
 	;;
 *) log "IKM_CONFORMANCE_LAYOUT=$layout: processes or helm"; exit 2 ;;
 esac
@@ -140,8 +145,9 @@ if [ "$real" = 1 ]; then
 	if [ "$layout" = helm ]; then
 		# The chart's pod pulls every image (imagePullPolicy: Always): from the test registry, which
 		# both real nodes reach, and make manifests names the images there.
+		image_version=$(image_tag pause)
 		helm_registry
-		helm_push_images "$registry_addr" "$(image_tag pause)"
+		helm_push_images "$registry_addr" "$image_version"
 		make -s manifests REGISTRY="$registry_addr/interlink-k8s-mesh" >/dev/null
 	else
 		make -s manifests >/dev/null
@@ -222,9 +228,18 @@ spec:
   ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
 YAML
 
+if [ "$real" = 1 ]; then
+	# The netstack VK's mesh script dials wss://: mesh-script-ingress.tmpl as a VK with
+	# Network.IngressTLS (InterLink PR #538, newer than this VK) renders it, IngressProtocol wss and
+	# IngressPort 443.
+	sed 's#(print .IngressProtocol "://" .IngressEndpoint ":" .IngressPort)#(print "wss://" .IngressEndpoint ":443")#' \
+		"$templates/mesh-script-ingress.tmpl" >"$work/mesh-script-tls.tmpl"
+	grep -q '"wss://"' "$work/mesh-script-tls.tmpl" || { log "mesh-script-ingress.tmpl no longer has the tunnel URL line this script rewrites"; exit 1; }
+fi
 if [ "$layout" = helm ]; then
-	helm_install_local "$registry_addr" "$(image_tag pause)" "$(image_tag pause)"
-	vk_nodes=(vk-node)
+	# Two releases of InterLink's chart: node vk-node (kernel mode) and vk-netstack (netstack).
+	helm_install_local "$registry_addr" "$image_version" "$image_version"
+	suite_env+=(IKM_CONFORMANCE_NETSTACK_VK_NODE=vk-netstack)
 else
 	api_port=$(free_port)
 	kubelet_port=$(free_port)
@@ -284,11 +299,6 @@ else
 	if [ "$real" = 1 ]; then
 		# A second VK, node vk-netstack, renders the netstack shadow template (the template is per VK):
 		# TestMeshRealPodsRestricted offloads through it into namespaces enforcing Pod Security restricted.
-		# Its mesh script dials wss://: mesh-script-ingress.tmpl as a VK with Network.IngressTLS (InterLink
-		# PR #538, newer than this VK) renders it, IngressProtocol wss and IngressPort 443.
-		sed 's#(print .IngressProtocol "://" .IngressEndpoint ":" .IngressPort)#(print "wss://" .IngressEndpoint ":443")#' \
-			"$templates/mesh-script-ingress.tmpl" >"$work/mesh-script-tls.tmpl"
-		grep -q '"wss://"' "$work/mesh-script-tls.tmpl" || { log "mesh-script-ingress.tmpl no longer has the tunnel URL line this script rewrites"; exit 1; }
 		sed -e "s#WstunnelTemplatePath: .*#WstunnelTemplatePath: $templates/shadow-pod-netstack.tmpl#" \
 			-e "s#MeshScriptTemplatePath: .*#MeshScriptTemplatePath: $work/mesh-script-tls.tmpl#" "$work/vk.yaml" >"$work/vk-netstack.yaml"
 		kubelet_port2=$(free_port)
@@ -316,9 +326,8 @@ log "environment up; running the suite"
 
 tests='^TestConformance$'
 if [ "$layout" = helm ]; then
-	# The chain is the chart's pod: helm_report fails the run if one of its containers restarted.
-	# The netstack VK (a second VK with its own template) is the host-process layout's.
-	tests='^(TestConformance|TestTerminalStates|TestMeshRealPods)$'
+	# The chain is the charts' pods: helm_report fails the run if one of their containers restarted.
+	tests='^(TestConformance|TestTerminalStates|TestMeshRealPods|TestMeshRealPodsRestricted)$'
 	chain=""
 else
 	chain="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}"

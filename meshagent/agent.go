@@ -37,7 +37,7 @@ type Agent struct {
 	spec    meshspec.Spec // with defaults, valid
 	plan    wgdevice.LinkPlan
 	sock    string // UAPI socket path
-	client  *tunnel.Client
+	side    wgdevice.Side // dials the shadow, or serves the tunnel it dials
 	reg     *prometheus.Registry
 	handler http.Handler
 
@@ -67,6 +67,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen for health and metrics: %w", err)
 	}
+	if a.side.Listen != nil {
+		if err := a.side.Listen(); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen for the tunnel: %w", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
@@ -77,7 +83,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return a.client.Run(gctx) })
+	g.Go(func() error { return a.side.Run(gctx) })
 
 	var undo []func() // teardown steps, run last first
 	var setupErr error
@@ -130,7 +136,7 @@ func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func(), start
 // engineConfig is the WireGuard device's configuration: on a user-space stack configured by st
 // (its flow limits set here) in netstack mode, on a TUN device (st nil) in kernel mode.
 func (a *Agent) engineConfig(st *usernet.Config) wgdevice.Config {
-	cfg := wgdevice.Config{Identity: identity(a.spec), Bind: tunnel.NewClientBind(a.client), Link: a.plan, UAPISocket: a.sock, Logger: a.log}
+	cfg := wgdevice.Config{Identity: identity(a.spec), Bind: a.side.Bind, Link: a.plan, UAPISocket: a.sock, Logger: a.log}
 	if st != nil {
 		st.MaxFlows, st.UDPIdle = a.cfg.MaxFlows, a.cfg.UDPIdle
 	}
@@ -156,7 +162,7 @@ func (a *Agent) awaitHandshake(ctx context.Context, e *wgdevice.Engine, start ti
 			continue
 		}
 		if p.LastHandshake.IsZero() {
-			st := a.client.Stats()
+			st := a.side.Stats()
 			now := time.Now()
 			if st.Sessions > 0 && sessionSince.IsZero() {
 				sessionSince = now

@@ -140,14 +140,6 @@ func TestReadyFile(t *testing.T) {
 	}
 }
 
-func TestHostname(t *testing.T) {
-	for in, want := range map[string]string{"": "", "mesh.example.org": "mesh.example.org", "mesh.example.org:443": "mesh.example.org", "[fd00::1]:443": "fd00::1"} {
-		if got := hostname(in); got != want {
-			t.Errorf("hostname(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestNoHandshakeWhy(t *testing.T) {
 	tests := []struct {
 		name     string

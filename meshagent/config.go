@@ -15,6 +15,7 @@ import (
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // Defaults of Config.
@@ -126,27 +127,61 @@ func New(cfg Config) (*Agent, error) {
 		plan: planLink(spec),
 		sock: sock,
 	}
-	client, err := tunnel.NewClient(tunnel.ClientConfig{
-		URL:         spec.Tunnel.URL,
-		PathPrefix:  string(spec.Tunnel.PathPrefix),
-		Destination: spec.Tunnel.Destination,
-		Host:        spec.Tunnel.Host,
-		ServerName:  hostname(spec.Tunnel.Host), // an ingress dialed by address serves the host's certificate
-		CAFile:      spec.Tunnel.CAFile,
-		Unmasked:    spec.Tunnel.Unmasked,
-		Proxy:       tunnel.ProxyFromEnvironment(), // HTTPS_PROXY, HTTP_PROXY, NO_PROXY
-		Resolver:    tunnelResolver(spec.Tunnel.Nameservers, 53),
-		OnSession:   a.rehandshake,
-		BatchSize:   cfg.BatchSize,
-		Logger:      cfg.Logger.With("component", "tunnel"),
-	})
+	side, err := a.newSide()
 	if err != nil {
-		return nil, fmt.Errorf("create tunnel client: %w", err)
+		return nil, err
 	}
-	a.client = client
+	a.side = side
 	a.reg = a.registry()
 	a.handler = a.routes()
 	return a, nil
+}
+
+// newSide builds the agent's end of the tunnel: a client dialing the shadow's tunnel (the
+// outbound direction), or with Tunnel.Listen a server the shadow dials through the remote
+// cluster's ingress (the inbound direction).
+func (a *Agent) newSide() (wgdevice.Side, error) {
+	t := a.spec.Tunnel
+	log := a.cfg.Logger.With("component", "tunnel")
+	if t.Listen != "" {
+		if lp, hp := port(t.Listen), port(a.cfg.ListenAddr); lp != "" && lp == hp {
+			return wgdevice.Side{}, fmt.Errorf("tunnel listen %s and health listen %s share a port", t.Listen, a.cfg.ListenAddr)
+		}
+		srv, err := tunnel.NewServer(tunnel.ServerConfig{
+			PathPrefix:  string(t.PathPrefix),
+			Destination: t.Destination,
+			Addr:        t.Listen,
+			BatchSize:   a.cfg.BatchSize,
+			Logger:      log,
+		})
+		if err != nil {
+			return wgdevice.Side{}, fmt.Errorf("create tunnel server: %w", err)
+		}
+		return wgdevice.ListenSide(srv), nil
+	}
+	client, err := tunnel.NewClient(tunnel.ClientConfig{
+		URL:         t.URL,
+		PathPrefix:  string(t.PathPrefix),
+		Destination: t.Destination,
+		Host:        t.Host,
+		CAFile:      t.CAFile,
+		Unmasked:    t.Unmasked,
+		Proxy:       tunnel.ProxyFromEnvironment(), // HTTPS_PROXY, HTTP_PROXY, NO_PROXY
+		Resolver:    tunnelResolver(t.Nameservers, 53),
+		OnSession:   a.rehandshake,
+		BatchSize:   a.cfg.BatchSize,
+		Logger:      log,
+	})
+	if err != nil {
+		return wgdevice.Side{}, fmt.Errorf("create tunnel client: %w", err)
+	}
+	return wgdevice.DialSide(client), nil
+}
+
+// port returns the port of a host:port, or "".
+func port(hostport string) string {
+	_, p, _ := net.SplitHostPort(hostport)
+	return p
 }
 
 // tunnelResolver asks the tunnel's nameservers (the remote cluster's DNS) on port, each query to
@@ -162,12 +197,4 @@ func tunnelResolver(nameservers []netip.Addr, port uint16) *net.Resolver {
 		var d net.Dialer
 		return d.DialContext(ctx, network, netip.AddrPortFrom(ns, port).String())
 	}}
-}
-
-// hostname strips the port from a host[:port].
-func hostname(hostport string) string {
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		return h
-	}
-	return hostport
 }

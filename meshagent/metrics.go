@@ -18,14 +18,8 @@ func (a *Agent) registry() *prometheus.Registry {
 		Ready:     a.ready.Load,
 		ReadyHelp: "1 once the first WireGuard handshake with the shadow pod completed.",
 		Peer:      "the shadow pod",
-		Tunnel: wgdevice.TunnelRole{
-			SessionsHelp: "WebSocket sessions established with the shadow's tunnel server; reconnects are this minus one.",
-			RefusedName:  "dial_failures_total",
-			RefusedHelp:  "Failed attempts to open a WebSocket session.",
-			CertRefusedHelp: "Attempts to open a WebSocket session over wss:// refused because the server's certificate did not verify " +
-				"(unknown authority, expired, another name); the agent logs why and never falls back to ws://.",
-		},
-		TunnelStats: a.client.Stats,
+		Tunnel:      a.side.Role,
+		TunnelStats: a.side.Stats,
 		Engine:      &a.eng,
 		Extra:       flows{a},
 	})

@@ -81,7 +81,8 @@ type (
 		Searches    []string `json:"searches,omitempty"`
 	}
 	wireTunnel struct {
-		URL         string   `json:"url"`
+		URL         string   `json:"url,omitempty"`
+		Listen      string   `json:"listen,omitempty"`
 		PathPrefix  string   `json:"pathPrefix"`
 		Host        string   `json:"host,omitempty"`
 		Destination string   `json:"destination,omitempty"`
@@ -118,6 +119,7 @@ func toWire(s Spec) wireSpec {
 		PersistentKeepalive: str(s.PersistentKeepalive != 0, s.PersistentKeepalive.String),
 		Tunnel: &wireTunnel{
 			URL:         s.Tunnel.URL,
+			Listen:      s.Tunnel.Listen,
 			PathPrefix:  string(s.Tunnel.PathPrefix),
 			Host:        s.Tunnel.Host,
 			Destination: str(s.Tunnel.Destination.IsValid(), s.Tunnel.Destination.String),
@@ -216,6 +218,7 @@ func (w *wireSpec) spec() (Spec, error) {
 
 		Tunnel: Tunnel{
 			URL:        w.Tunnel.URL,
+			Listen:     w.Tunnel.Listen,
 			PathPrefix: Secret(w.Tunnel.PathPrefix),
 			Host:       w.Tunnel.Host,
 			Unmasked:   w.Tunnel.Unmasked,

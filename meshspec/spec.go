@@ -116,8 +116,14 @@ type DNS struct {
 
 // Tunnel says how to reach the shadow pod's wstunnel-compatible WebSocket server.
 type Tunnel struct {
-	// URL is "ws://host[:port]" or "wss://host[:port]", without path, query or user. Required.
-	URL string `json:"url"`
+	// URL is "ws://host[:port]" or "wss://host[:port]", without path, query or user: the
+	// shadow's tunnel server, which the agent dials (the outbound direction). Required unless
+	// Listen is set.
+	URL string `json:"url,omitempty"`
+	// Listen is "[ip]:port": the agent serves the tunnel there and the shadow dials it through
+	// the remote cluster's ingress (the inbound direction, for a local cluster nothing can
+	// reach). Exclusive with URL and with the dialing settings (CAFile, Unmasked, Nameservers).
+	Listen string `json:"listen,omitempty"`
 	// PathPrefix is the secret first path segment of the upgrade request
 	// ("/<PathPrefix>/events"): anyone who knows it can join the mesh. Required.
 	PathPrefix Secret `json:"pathPrefix"`
@@ -201,6 +207,7 @@ func (s Spec) LogValue() slog.Value {
 func (t Tunnel) LogValue() slog.Value {
 	attrs := []slog.Attr{
 		slog.String("url", t.URL),
+		slog.String("listen", t.Listen),
 		slog.Any("path_prefix", t.PathPrefix),
 		slog.String("destination", t.Destination.String()),
 		slog.Bool("unmasked", t.Unmasked),

@@ -164,6 +164,16 @@ var parseCases = []struct {
 	{name: "url without host", in: strings.Replace(minimalJSON(""), "web-team-a.mesh.example.org", "", 1), field: "tunnel.url", msg: "no host"},
 	{name: "missing prefix", in: strings.Replace(minimalJSON(""), string(testPrefix), "", 1), field: "tunnel.pathPrefix", msg: "required"},
 	{name: "prefix with slash", in: strings.Replace(minimalJSON(""), string(testPrefix), "a/"+string(testPrefix), 1), field: "tunnel.pathPrefix", msg: "one path segment"},
+	{name: "listen", in: strings.Replace(minimalJSON(""), `"url":"ws://web-team-a.mesh.example.org"`, `"listen":":28081"`, 1), want: func() Spec {
+		s := minimalSpec().WithDefaults()
+		s.Tunnel.URL, s.Tunnel.Listen = "", ":28081"
+		return s
+	}},
+	{name: "listen and url", in: strings.Replace(minimalJSON(""), `"url"`, `"listen":":28081","url"`, 1), field: "tunnel.url", msg: "not with tunnel.listen"},
+	{name: "listen without port", in: strings.Replace(minimalJSON(""), `"url":"ws://web-team-a.mesh.example.org"`, `"listen":"0.0.0.0"`, 1), field: "tunnel.listen", msg: "host:port"},
+	{name: "listen on a name", in: strings.Replace(minimalJSON(""), `"url":"ws://web-team-a.mesh.example.org"`, `"listen":"pod:28081"`, 1), field: "tunnel.listen", msg: "IP address"},
+	{name: "listen with nameservers", in: strings.Replace(minimalJSON(""), `"url":"ws://web-team-a.mesh.example.org"`, `"listen":":28081","nameservers":["10.0.0.10"]`, 1), field: "tunnel.nameservers", msg: "not with tunnel.listen"},
+	{name: "neither url nor listen", in: strings.Replace(minimalJSON(""), `"url":"ws://web-team-a.mesh.example.org",`, ``, 1), field: "tunnel.url", msg: "or tunnel.listen"},
 	{name: "ca file on ws", in: strings.Replace(minimalJSON(""), `"url"`, `"caFile":"/ca.crt","url"`, 1), field: "tunnel.caFile", msg: "not wss"},
 	{name: "destination without port", in: strings.Replace(minimalJSON(""), `"url"`, `"destination":"127.0.0.1","url"`, 1), field: "tunnel.destination"},
 	{name: "destination port zero", in: strings.Replace(minimalJSON(""), `"url"`, `"destination":"127.0.0.1:0","url"`, 1), field: "tunnel.destination", msg: "non-zero port"},

@@ -197,21 +197,25 @@ func validDomain(s string) bool {
 func validateTunnel(t Tunnel) []error {
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
-	u, err := url.Parse(t.URL)
-	switch {
-	case t.URL == "":
-		add(fieldErr("tunnel.url", ErrRequired))
-	case err != nil:
-		add(fieldErrf("tunnel.url", "%q is not a URL", t.URL))
-	case u.Scheme != "ws" && u.Scheme != "wss":
-		add(fieldErrf("tunnel.url", "scheme %q, want ws or wss", u.Scheme))
-	case u.Host == "" || u.Hostname() == "":
-		add(fieldErrf("tunnel.url", "%q has no host", t.URL))
-	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "", u.User != nil, u.Opaque != "":
-		add(fieldErrf("tunnel.url", "must be scheme://host[:port] only, without path, query, fragment or user (the path prefix has its own field)"))
-	}
-	if t.CAFile != "" && err == nil && u.Scheme != "wss" {
-		add(fieldErrf("tunnel.caFile", "is set but the url is not wss://"))
+	if t.Listen != "" {
+		errs = append(errs, validateListen(t)...)
+	} else {
+		u, err := url.Parse(t.URL)
+		switch {
+		case t.URL == "":
+			add(fieldErrf("tunnel.url", "%w: the shadow's tunnel to dial (or tunnel.listen, to be dialed)", ErrRequired))
+		case err != nil:
+			add(fieldErrf("tunnel.url", "%q is not a URL", t.URL))
+		case u.Scheme != "ws" && u.Scheme != "wss":
+			add(fieldErrf("tunnel.url", "scheme %q, want ws or wss", u.Scheme))
+		case u.Host == "" || u.Hostname() == "":
+			add(fieldErrf("tunnel.url", "%q has no host", t.URL))
+		case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "", u.User != nil, u.Opaque != "":
+			add(fieldErrf("tunnel.url", "must be scheme://host[:port] only, without path, query, fragment or user (the path prefix has its own field)"))
+		}
+		if t.CAFile != "" && err == nil && u.Scheme != "wss" {
+			add(fieldErrf("tunnel.caFile", "is set but the url is not wss://"))
+		}
 	}
 	switch p := string(t.PathPrefix); {
 	case p == "":
@@ -228,6 +232,31 @@ func validateTunnel(t Tunnel) []error {
 		add(fieldErrf("tunnel.destination", "%v needs an address and a non-zero port", d))
 	}
 	return append(errs, validateNameservers("tunnel.nameservers", t.Nameservers)...)
+}
+
+// validateListen checks a tunnel the mesh-agent serves (the inbound direction): a port to listen
+// on, and none of the settings that only a dialing agent uses.
+func validateListen(t Tunnel) []error {
+	var errs []error
+	host, port, err := net.SplitHostPort(t.Listen)
+	if err != nil {
+		errs = append(errs, fieldErrf("tunnel.listen", "%q is not host:port", t.Listen))
+	} else if p, perr := strconv.ParseUint(port, 10, 16); perr != nil || p == 0 {
+		errs = append(errs, fieldErrf("tunnel.listen", "%q: want a numeric port from 1 to 65535", t.Listen))
+	} else if host != "" {
+		if _, aerr := netip.ParseAddr(host); aerr != nil {
+			errs = append(errs, fieldErrf("tunnel.listen", "%q: the host must be an IP address or empty (every address)", t.Listen))
+		}
+	}
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"url", t.URL != ""}, {"caFile", t.CAFile != ""}, {"unmasked", t.Unmasked}, {"nameservers", len(t.Nameservers) > 0}} {
+		if f.set {
+			errs = append(errs, fieldErrf("tunnel."+f.name, "only for a tunnel the agent dials, not with tunnel.listen"))
+		}
+	}
+	return errs
 }
 
 func validateForwards(fs []Forward) []error {

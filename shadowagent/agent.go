@@ -2,7 +2,6 @@ package shadowagent
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,34 +18,34 @@ import (
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/meshspec"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netfilter"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/usernet"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
 // shutdownTimeout bounds the health server's graceful stop.
 const shutdownTimeout = 5 * time.Second
 
-// Agent runs the shadow pod's end of one offloaded pod's mesh: the tunnel's WebSocket server,
-// an embedded WireGuard device behind it, the iptables rules that forward the shadow pod's
+// Agent runs the shadow pod's end of one offloaded pod's mesh: the tunnel's WebSocket server (or,
+// in the inbound direction, its client dialing the offloaded pod's), an embedded WireGuard device
+// behind it, the iptables rules that forward the shadow pod's
 // traffic to the offloaded pod, the UAPI socket and the HTTP probes. Build it with New and
 // start it with Run.
 type Agent struct {
 	cfg     Config // with defaults, valid
 	log     *slog.Logger
-	tls     *tls.Config // nil: plain ws://
-	srv     *tunnel.Server
+	side    wgdevice.Side
 	reg     *prometheus.Registry
 	handler http.Handler
 
 	started atomic.Bool
 	// Readiness, and the device and kernel while they are up, for the probes and the metrics.
-	listening    atomic.Bool
 	rulesApplied atomic.Bool
 	stopping     atomic.Bool
 	eng          wgdevice.Running
 	inbound      atomic.Pointer[inbound] // netstack mode
-	malformed    atomic.Uint64           // tunnel connections without a valid request
 	lost         atomic.Bool             // the mesh was up and is lost (meshLost)
+
+	// listening, when set (tests), replaces the side's Listening.
+	listening func() bool
 
 	// lastHandshake, when set (tests), replaces reading the peer's last handshake off the device.
 	lastHandshake func() (time.Time, error)
@@ -63,20 +62,12 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	tlsConf, err := cfg.loadTLS()
+	a := &Agent{cfg: cfg, log: cfg.Logger}
+	side, err := a.newSide()
 	if err != nil {
 		return nil, err
 	}
-	srv, err := tunnel.NewServer(tunnel.ServerConfig{
-		PathPrefix:  string(cfg.PathPrefix),
-		Destination: cfg.Destination,
-		BatchSize:   cfg.BatchSize,
-		Logger:      cfg.Logger.With("component", "tunnel"),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create tunnel server: %w", err)
-	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, tls: tlsConf, srv: srv}
+	a.side = side
 	a.reg = a.registry()
 	a.handler = a.routes()
 	return a, nil
@@ -101,34 +92,26 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen for health and metrics: %w", err)
 	}
-	tln, err := net.Listen("tcp", a.cfg.ListenAddr)
-	if err != nil {
-		hln.Close()
-		return fmt.Errorf("listen for the tunnel: %w", err)
-	}
-	if a.tls != nil {
-		tln = tls.NewListener(tln, a.tls)
+	if a.side.Listen != nil {
+		if err := a.side.Listen(); err != nil {
+			hln.Close()
+			return fmt.Errorf("listen for the tunnel: %w", err)
+		}
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
 	health := &http.Server{Handler: a.handler, ReadHeaderTimeout: 10 * time.Second}
-	tunnelLog := a.log.With("component", "tunnel")
-	tsrv := newTunnelHTTP(a.srv, tunnelLog, &a.malformed)
 	g.Go(func() error { return serveHTTP(health, hln, "health") })
-	g.Go(func() error { return a.srv.Run(gctx) }) // sessions; upgrades come through tsrv
-	g.Go(func() error { return serveHTTP(tsrv, tln, "tunnel") })
+	g.Go(func() error { return a.side.Run(gctx) }) // serves the listener, or dials
 	g.Go(func() error {
-		// At once on cancel: unready, and no new upgrade while the rest is torn down.
+		// At once on cancel: unready while the rest is torn down.
 		<-gctx.Done()
 		a.stopping.Store(true)
 		a.log.Info("shadow stopping")
-		tsrv.Close() // upgraded sessions are the tunnel server's, closed by its Run
 		return nil
 	})
-	a.listening.Store(true)
-	tunnelLog.Info("tunnel server listening", "addr", tln.Addr().String(), "tls", a.tls != nil)
 
 	var undo []func() // teardown steps, run last first
 	if a.cfg.Mode == meshspec.ModeNetstack {
@@ -136,7 +119,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err == nil {
 			a.log.Info("shadow up", "mode", a.cfg.Mode, "address", a.cfg.Address, "peer", a.cfg.PeerAddress,
 				"tcp_ports", fmt.Sprint(a.cfg.TCPPorts), "udp_ports", fmt.Sprint(a.cfg.UDPPorts), "mtu", a.cfg.MTU,
-				"tunnel", tln.Addr().String(), "health", hln.Addr().String(), "uapi", a.cfg.socketPath(),
+				"tunnel", a.tunnelDesc(), "health", hln.Addr().String(), "uapi", a.cfg.socketPath(),
 				"setup", time.Since(start).Round(time.Microsecond))
 			<-gctx.Done()
 		}
@@ -146,7 +129,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err == nil {
 		a.log.Info("shadow up", "interface", a.cfg.Interface, "address", a.cfg.Address, "peer", a.cfg.PeerAddress,
 			"main_interface", mainIface, "pod_ip", orEmpty(a.cfg.PodIP), "mtu", a.cfg.MTU,
-			"tunnel", tln.Addr().String(), "health", hln.Addr().String(), "uapi", a.cfg.socketPath(),
+			"tunnel", a.tunnelDesc(), "health", hln.Addr().String(), "uapi", a.cfg.socketPath(),
 			"setup", time.Since(start).Round(time.Microsecond))
 		// On this goroutine, the namespace's: re-asserts until gctx is done, then removes.
 		err = nf.Run(gctx)
@@ -172,7 +155,6 @@ func (a *Agent) stop(cancel context.CancelFunc, health *http.Server, undo []func
 	for _, u := range slices.Backward(undo) {
 		u()
 	}
-	a.listening.Store(false)
 	if gerr := g.Wait(); err == nil {
 		err = gerr
 	}
@@ -231,7 +213,7 @@ func (a *Agent) up(ctx context.Context, g *errgroup.Group, undo *[]func()) (*net
 // engineConfig is the WireGuard device's configuration: on a user-space stack configured by st
 // (its flow limits set here) in netstack mode, on a TUN device (st nil) in kernel mode.
 func (a *Agent) engineConfig(st *usernet.Config) wgdevice.Config {
-	cfg := wgdevice.Config{Identity: identity(a.cfg), Bind: tunnel.NewServerBind(a.srv), Link: planLink(a.cfg), UAPISocket: a.cfg.socketPath(), Logger: a.log}
+	cfg := wgdevice.Config{Identity: identity(a.cfg), Bind: a.side.Bind, Link: planLink(a.cfg), UAPISocket: a.cfg.socketPath(), Logger: a.log}
 	if st != nil {
 		st.MaxFlows, st.UDPIdle = a.cfg.MaxFlows, a.cfg.UDPIdle
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/porttest"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/netstack/usernet"
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/wgdevice"
 )
 
@@ -54,7 +53,7 @@ func TestProbesBeforeRun(t *testing.T) {
 	if strings.Contains(body, "shadow_agent_peer_") {
 		t.Error("/metrics has peer metrics without a device")
 	}
-	a.listening.Store(true)
+	a.listening = func() bool { return true }
 	a.rulesApplied.Store(true)
 	if code, body := get(t, a.handler, "/readyz"); code != http.StatusServiceUnavailable || body != "not ready: wireguard device\n" {
 		t.Errorf("/readyz without device = %d %q", code, body)
@@ -126,11 +125,11 @@ func TestReadyzMeshLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.eng.Start(wgdevice.Config{Identity: identity(a.cfg), Bind: tunnel.NewServerBind(a.srv), Netstack: &usernet.Config{Addresses: []netip.Addr{a.cfg.Address.Addr()}}}); err != nil {
+	if _, err := a.eng.Start(wgdevice.Config{Identity: identity(a.cfg), Bind: a.side.Bind, Netstack: &usernet.Config{Addresses: []netip.Addr{a.cfg.Address.Addr()}}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.eng.Stop)
-	a.listening.Store(true)
+	a.listening = func() bool { return true }
 	a.rulesApplied.Store(true)
 	var last time.Time
 	a.lastHandshake = func() (time.Time, error) { return last, nil }

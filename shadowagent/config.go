@@ -1,7 +1,6 @@
 package shadowagent
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,7 +82,19 @@ type Config struct {
 	// DNAT. Default DefaultListenAddr.
 	ListenAddr string
 	// TLSCertFile and TLSKeyFile, both or neither, make the tunnel serve wss:// (read by New).
+	// Not with ConnectURL.
 	TLSCertFile, TLSKeyFile string
+	// ConnectURL, "ws://host[:port]" or "wss://host[:port]", turns the shadow into the tunnel's
+	// client (the inbound direction): instead of serving ListenAddr it dials the offloaded pod's
+	// mesh-agent there, through the remote cluster's ingress, re-dialing with backoff and
+	// through HTTPS_PROXY (HTTP_PROXY, NO_PROXY) when set. Nothing then listens for the remote
+	// site in the local cluster.
+	ConnectURL string
+	// ConnectHost overrides the Host header of ConnectURL's requests and the TLS server name
+	// (an ingress dialed by address). Only with ConnectURL.
+	ConnectHost string
+	// CAFile is a PEM file of roots that verify a wss:// ConnectURL besides the system roots.
+	CAFile string
 	// Destination is the only destination clients may claim in their token, the WireGuard
 	// listener of the stock mesh. Default tunnel.DefaultDestination (127.0.0.1:51820); its port
 	// is also the device's listen_port, which wg(8) shows.
@@ -252,6 +263,24 @@ func (c Config) validate() error {
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		add(fieldErrf("TLSKeyFile", "set both TLSCertFile and TLSKeyFile, or neither"))
 	}
+	if c.ConnectURL != "" {
+		if c.TLSCertFile != "" {
+			add(fieldErrf("TLSCertFile", "a shadow that dials (ConnectURL) serves no tunnel to put TLS on"))
+		}
+		if !strings.HasPrefix(c.ConnectURL, "ws://") && !strings.HasPrefix(c.ConnectURL, "wss://") {
+			add(fieldErrf("ConnectURL", "want ws://host[:port] or wss://host[:port]"))
+		}
+	} else {
+		if c.ConnectHost != "" {
+			add(fieldErrf("ConnectHost", "only with ConnectURL"))
+		}
+		if c.CAFile != "" {
+			add(fieldErrf("CAFile", "only with a wss:// ConnectURL"))
+		}
+	}
+	if c.CAFile != "" && strings.HasPrefix(c.ConnectURL, "ws://") {
+		add(fieldErrf("CAFile", "only with a wss:// ConnectURL"))
+	}
 	if !c.Destination.Addr().IsValid() || c.Destination.Port() == 0 {
 		add(fieldErrf("Destination", "%v is not an address and a non-zero port", c.Destination))
 	}
@@ -361,22 +390,6 @@ func (c Config) excludedTCP() []uint16 {
 	return ports
 }
 
-// loadTLS reads the tunnel's key pair, or returns nil without one.
-func (c Config) loadTLS() (*tls.Config, error) {
-	if c.TLSCertFile == "" {
-		return nil, nil
-	}
-	cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
-	if err != nil {
-		return nil, &ConfigError{Field: "TLSCertFile", Err: fmt.Errorf("load key pair: %w", err)}
-	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
-		NextProtos:   []string{"http/1.1"}, // WebSocket upgrades need HTTP/1.1
-	}, nil
-}
-
 // LogValue logs the configuration without its secrets: the keys and the prefix appear only as
 // whether they are set.
 func (c Config) LogValue() slog.Value {
@@ -396,6 +409,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("peer_public_key_set", !c.PeerPublicKey.IsZero()),
 		slog.String("listen", c.ListenAddr),
 		slog.Bool("tls", c.TLSCertFile != ""),
+		slog.String("connect", c.ConnectURL),
+		slog.String("connect_host", c.ConnectHost),
+		slog.String("ca_file", c.CAFile),
 		slog.String("destination", orEmpty(c.Destination)),
 		slog.String("health_listen", c.HealthAddr),
 		slog.String("interface", c.Interface),

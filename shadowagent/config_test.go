@@ -69,6 +69,7 @@ var configCases = []struct {
 	msg    string   // part of the message
 }{
 	{"valid", func(*Config) {}, nil, ""},
+	{"valid, dialing", func(c *Config) { c.ConnectURL, c.ConnectHost, c.CAFile = "wss://10.0.0.1:443", "p-ns.remote.example", "/ca.crt" }, nil, ""},
 	{"valid, everything set", func(c *Config) {
 		c.ListenAddr, c.HealthAddr, c.Interface, c.MainInterface = "127.0.0.1:8443", "[::1]:9999", "wgs", "eth1"
 		c.Address, c.PeerAddress = netip.MustParsePrefix("10.9.0.1/24"), netip.MustParseAddr("10.9.0.2")
@@ -85,6 +86,11 @@ var configCases = []struct {
 	{"named health port", func(c *Config) { c.HealthAddr = ":http" }, []string{"HealthAddr"}, "numeric port"},
 	{"same ports", func(c *Config) { c.HealthAddr = "127.0.0.1:28080" }, []string{"HealthAddr"}, "also the tunnel's"},
 	{"cert without key", func(c *Config) { c.TLSCertFile = "/tls.crt" }, []string{"TLSKeyFile"}, "both"},
+	{"dial and serve tls", func(c *Config) { c.ConnectURL, c.TLSCertFile, c.TLSKeyFile = "wss://a.example", "/c", "/k" }, []string{"TLSCertFile"}, "serves no tunnel"},
+	{"dial a path-less http url", func(c *Config) { c.ConnectURL = "https://a.example" }, []string{"ConnectURL"}, "ws://host"},
+	{"connect host without url", func(c *Config) { c.ConnectHost = "a.example" }, []string{"ConnectHost"}, "only with ConnectURL"},
+	{"ca file without url", func(c *Config) { c.CAFile = "/ca.crt" }, []string{"CAFile"}, "wss://"},
+	{"ca file with ws url", func(c *Config) { c.ConnectURL, c.CAFile = "ws://a.example", "/ca.crt" }, []string{"CAFile"}, "wss://"},
 	{"destination port 0", func(c *Config) { c.Destination = netip.MustParseAddrPort("127.0.0.1:0") }, []string{"Destination"}, "non-zero port"},
 	{"interface too long", func(c *Config) { c.Interface = "wireguard-shadow0" }, []string{"Interface"}, "1 to 15 bytes"},
 	{"interface with slash", func(c *Config) { c.Interface = "wg/0" }, []string{"Interface"}, "not allowed"},
@@ -165,7 +171,7 @@ func TestNewRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.TLSCertFile, c.TLSKeyFile = bad, bad
-	if _, err := New(c); !errors.As(err, &ce) || !strings.Contains(err.Error(), "load key pair") {
+	if _, err := New(c); !errors.As(err, &ce) || !strings.Contains(err.Error(), "load tls key pair") {
 		t.Errorf("New with bad TLS files = %v", err)
 	}
 }

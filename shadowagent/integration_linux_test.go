@@ -43,6 +43,22 @@ var (
 	serviceIP   = netip.MustParseAddr("10.96.0.10")
 )
 
+// newTopology builds the namespaces, links and addresses drawn above, removed when the test ends.
+func newTopology(t *testing.T) (client, shadow, pod *netnstest.NS) {
+	client, shadow, pod = netnstest.New(t), netnstest.New(t), netnstest.New(t)
+	netnstest.Veth(client, "c0", shadow, "eth0")
+	netnstest.Veth(pod, "p0", shadow, "ws0")
+	client.MustExec("ip", "addr", "add", "192.168.50.1/24", "dev", "c0")
+	client.MustExec("ip", "addr", "add", serviceIP.String()+"/32", "dev", "lo")
+	shadow.MustExec("ip", "addr", "add", shadowPodIP.String()+"/24", "dev", "eth0")
+	shadow.MustExec("ip", "route", "add", "default", "via", "192.168.50.1", "dev", "eth0")
+	shadow.MustExec("ip", "route", "add", "10.96.0.0/16", "via", "192.168.50.1", "dev", "eth0")
+	shadow.MustExec("ip", "addr", "add", "192.168.60.1/24", "dev", "ws0")
+	pod.MustExec("ip", "addr", "add", "192.168.60.2/24", "dev", "p0")
+	pod.MustExec("sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1") // servers on 10.7.0.2 before wg0 exists
+	return client, shadow, pod
+}
+
 // TestShadowInNamespaces runs the Agent in a shadow namespace against the real mesh-agent binary
 // in a pod namespace, and checks what the shadow pod is for: TCP and UDP to the shadow's IP
 // reach the offloaded pod, the pod reaches a local service as the shadow's IP, the iptables
@@ -54,17 +70,7 @@ func TestShadowInNamespaces(t *testing.T) {
 		t.Skipf("skipping: needs %s: %v", wgdevice.TUNPath, err)
 	}
 	meshAgent := buildtest.Binary(t, "../cmd/mesh-agent")
-	client, shadow, pod := netnstest.New(t), netnstest.New(t), netnstest.New(t)
-	netnstest.Veth(client, "c0", shadow, "eth0")
-	netnstest.Veth(pod, "p0", shadow, "ws0")
-	client.MustExec("ip", "addr", "add", "192.168.50.1/24", "dev", "c0")
-	client.MustExec("ip", "addr", "add", serviceIP.String()+"/32", "dev", "lo")
-	shadow.MustExec("ip", "addr", "add", shadowPodIP.String()+"/24", "dev", "eth0")
-	shadow.MustExec("ip", "route", "add", "default", "via", "192.168.50.1", "dev", "eth0")
-	shadow.MustExec("ip", "route", "add", "10.96.0.0/16", "via", "192.168.50.1", "dev", "eth0")
-	shadow.MustExec("ip", "addr", "add", "192.168.60.1/24", "dev", "ws0")
-	pod.MustExec("ip", "addr", "add", "192.168.60.2/24", "dev", "p0")
-	pod.MustExec("sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1") // servers on 10.7.0.2 before wg0 exists
+	client, shadow, pod := newTopology(t)
 
 	// Foreign rules in both tables we touch: they must survive, and iptables-save has a
 	// pre-state to come back to.

@@ -12,27 +12,20 @@ import (
 // routes returns the agent's HTTP API on HealthAddr.
 func (a *Agent) routes() http.Handler { return wgdevice.ProbeMux(&a.eng, a.handleReadyz, a.reg) }
 
-// registry holds the agent's metrics: what the engine reports of both agents, the malformed
-// requests and the flows.
+// registry holds the agent's metrics: what the engine reports of both agents (the tunnel's named
+// after its side) and the flows.
 func (a *Agent) registry() *prometheus.Registry {
 	return wgdevice.NewRegistry(wgdevice.MetricsConfig{
 		Prefix:    "shadow_agent",
 		Ready:     func() bool { return len(a.notReady()) == 0 },
 		ReadyHelp: "1 while /readyz answers 200: the tunnel listens, the device is up, the rules are applied.",
 		Peer:      "the offloaded pod",
-		Tunnel: wgdevice.TunnelRole{
-			SessionsHelp: "WebSocket sessions accepted; a reconnecting or replacing client adds one each time.",
-			RefusedName:  "refused_upgrades_total",
-			RefusedHelp:  "Upgrade requests answered 400 (wrong path, bad token, rate limited, not a WebSocket upgrade).",
-		},
-		TunnelStats: a.srv.Stats,
+		Tunnel:      a.side.Role,
+		TunnelStats: a.side.Stats,
 		Engine:      &a.eng,
 		Extra:       collector{a},
 	})
 }
-
-var descMalformed = prometheus.NewDesc("shadow_agent_tunnel_malformed_requests_total",
-	"Connections to the tunnel port that closed without sending a valid HTTP request.", nil, nil)
 
 var (
 	flowLabels = []string{"direction", "proto"}
@@ -48,13 +41,12 @@ var (
 type collector struct{ a *Agent }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMalformed, descFlows, descFlowsTotal, descFlowsRefused} {
+	for _, d := range []*prometheus.Desc{descFlows, descFlowsTotal, descFlowsRefused} {
 		ch <- d
 	}
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(descMalformed, prometheus.CounterValue, float64(c.a.malformed.Load()))
 	c.collectFlows(ch)
 }
 

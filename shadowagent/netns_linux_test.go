@@ -99,6 +99,14 @@ func normSave(s string) string {
 // its log output.
 func startMeshAgent(t *testing.T, ns *netnstest.NS, bin string, spec meshspec.Spec) *logBuffer {
 	t.Helper()
+	logs, _ := startMeshAgentProc(t, ns, bin, spec)
+	return logs
+}
+
+// startMeshAgentProc is startMeshAgent that also returns a function stopping the mesh-agent
+// (SIGTERM, then its exit checked) before the test ends; calling it again does nothing.
+func startMeshAgentProc(t *testing.T, ns *netnstest.NS, bin string, spec meshspec.Spec) (*logBuffer, func()) {
+	t.Helper()
 	data, err := meshspec.Marshal(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -117,20 +125,85 @@ func startMeshAgent(t *testing.T, ns *netnstest.NS, bin string, spec meshspec.Sp
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("mesh-agent exited with %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("mesh-agent exited with %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+				t.Error("mesh-agent did not stop within 15s of SIGTERM")
 			}
+		})
+	}
+	t.Cleanup(stop)
+	return out, stop
+}
+
+// agentProc is an agent binary started in a namespace.
+type agentProc struct {
+	cmd  *exec.Cmd
+	done chan error
+	once sync.Once
+	err  error
+}
+
+// exited reports whether the process ended, and how.
+func (p *agentProc) exited() (bool, error) {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
+// stop sends SIGTERM and returns the exit (an error after 15 s without one); again, the same.
+func (p *agentProc) stop() error {
+	p.once.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case p.err = <-p.done:
 		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Error("mesh-agent did not stop within 15s of SIGTERM")
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			p.err = errors.New("did not stop within 15s of SIGTERM")
 		}
 	})
-	return out
+	return p.err
+}
+
+// startShadowAgentProc runs the shadow-agent binary in ns, its prefix and private key in files,
+// until the test ends (or stop).
+func startShadowAgentProc(t *testing.T, ns *netnstest.NS, bin, prefix string, key meshspec.Key, args ...string) (*logBuffer, *agentProc) {
+	t.Helper()
+	dir := t.TempDir()
+	for name, v := range map[string]string{"prefix": prefix, "key": b64(key)} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := logtest.NewBuffer(t)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, bin, "--path-prefix-file", filepath.Join(dir, "prefix"),
+		"--private-key-file", filepath.Join(dir, "key"), "--uapi-dir", dir}, args...)...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &agentProc{cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if err := p.stop(); err != nil {
+			t.Errorf("shadow-agent exit: %v", err)
+		}
+	})
+	return out, p
 }
 
 // startSecondClient joins the tunnel from ns with a second WireGuard device holding the pod's

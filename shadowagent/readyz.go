@@ -14,7 +14,8 @@ import (
 // 2 minutes (its keepalives are traffic); past 3, its session keys are refused and nothing flows.
 const MeshLostAfter = 180 * time.Second
 
-// handleReadyz answers 200 once the tunnel listens, the device is up and the iptables rules are
+// handleReadyz answers 200 once the tunnel listens (a dialing shadow does not wait for its
+// peer), the device is up and the iptables rules are
 // applied, until shutdown begins, and 503 again while a mesh that was up is lost (no handshake
 // for MeshLostAfter). It does not wait for the peer's first handshake: the VK waits for the
 // shadow pod before the offloaded pod even exists. The shadow pod's Service publishes its
@@ -34,7 +35,7 @@ func (a *Agent) notReady() []string {
 		return []string{"shutting down"}
 	}
 	var missing []string
-	if !a.listening.Load() {
+	if !a.tunnelListening() {
 		missing = append(missing, "tunnel listener")
 	}
 	if a.eng.Load() == nil {

@@ -61,7 +61,9 @@ type ClientConfig struct {
 	CAFile string
 	// CertFile and KeyFile, both or neither, are a client certificate.
 	CertFile, KeyFile string
-	// ServerName overrides the name verified in the server certificate.
+	// ServerName overrides the name verified in the server certificate. Default: Host's host
+	// part when Host is set (an ingress dialed by address serves the host's certificate), else
+	// the URL's.
 	ServerName string
 	// Resolver looks up the server's host and the proxy's, as absolute names (no search list),
 	// nil for the system's resolver (the pod's resolv.conf). A mesh pod whose resolv.conf names
@@ -200,7 +202,14 @@ func rootedDial(d *net.Dialer) netDial {
 }
 
 func clientTLS(cfg ClientConfig) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName, NextProtos: []string{"http/1.1"}}
+	name := cfg.ServerName
+	if name == "" && cfg.Host != "" {
+		name = cfg.Host
+		if h, _, err := net.SplitHostPort(cfg.Host); err == nil {
+			name = h
+		}
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: name, NextProtos: []string{"http/1.1"}}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {

@@ -43,12 +43,14 @@ type ServerConfig struct {
 	// (claims r and rp, protocol Udp). Default DefaultDestination.
 	Destination netip.AddrPort
 
-	// Addr makes Run listen on this TCP address ("host:port"). Empty: Run
-	// only manages sessions and the caller mounts the Server as an
-	// http.Handler on its own http.Server.
+	// Addr makes Run listen on this TCP address ("host:port"), with bounded
+	// headers and timeouts, logging and counting (Stats.Malformed) the
+	// connections that never send a valid request. Empty: Run only manages
+	// sessions and the caller mounts the Server as an http.Handler on its
+	// own http.Server.
 	Addr string
 	// CertFile and KeyFile, both or neither, make Run serve wss:// (TLS,
-	// HTTP/1.1 only).
+	// HTTP/1.1 only). NewServer reads them.
 	CertFile, KeyFile string
 
 	// UpgradeRate is the sustained upgrade attempts per second allowed
@@ -95,21 +97,25 @@ type ServerConfig struct {
 // connection to time out. Each session still gets its own endpoint, so
 // wireguard-go sees the roam.
 type Server struct {
-	cfg      ServerConfig
-	common   common
-	pathHash [sha256.Size]byte
-	limiter  *rateLimiter
-	upgrader ws.HTTPUpgrader
-	inbox    *inbox
-	link     *link
-	stats    counters
+	cfg ServerConfig
+	tls *tls.Config // from CertFile and KeyFile; nil: ws://
+	// readHeaderTimeout, when set (tests), replaces the own listener's header timeout.
+	readHeaderTimeout time.Duration
+	common            common
+	pathHash          [sha256.Size]byte
+	limiter           *rateLimiter
+	upgrader          ws.HTTPUpgrader
+	inbox             *inbox
+	link              *link
+	stats             counters
 
 	current atomic.Pointer[serverSession]
 
 	mu       sync.Mutex // guards the fields below
 	running  bool
 	stopping bool
-	ln       net.Listener
+	ln       net.Listener // served by Run
+	pending  net.Listener // opened by Listen, not yet served
 	sessions map[*serverSession]struct{}
 	nextID   uint64
 	handlers sync.WaitGroup // upgrade handlers; Add only under mu while running
@@ -142,8 +148,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	tlsConf, err := serverTLS(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg:      cfg,
+		tls:      tlsConf,
 		common:   cm,
 		pathHash: sha256.Sum256([]byte("/" + cfg.PathPrefix + "/events")),
 		inbox:    newInbox(cm.queueLen, cm.batchSize),
@@ -172,10 +183,16 @@ func (s *Server) Run(ctx context.Context) error {
 	s.running, s.stopping = true, false
 	s.mu.Unlock()
 
-	ln, err := s.listen()
-	if err != nil {
-		s.stop()
-		return err
+	s.mu.Lock()
+	ln := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	var err error
+	if ln == nil {
+		if ln, err = s.listen(); err != nil {
+			s.stop()
+			return err
+		}
 	}
 	var (
 		srv     *http.Server
@@ -183,16 +200,15 @@ func (s *Server) Run(ctx context.Context) error {
 		errc    = make(chan error, 1)
 	)
 	if ln != nil {
-		srv = &http.Server{
-			Handler:           s,
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(s.common.log.Handler(), slog.LevelDebug),
+		srv = newTunnelHTTP(s, s.common.log, &s.stats.malformed)
+		if s.readHeaderTimeout > 0 {
+			srv.ReadHeaderTimeout = s.readHeaderTimeout
 		}
 		serveWG.Go(func() { errc <- srv.Serve(ln) })
 		s.mu.Lock()
 		s.ln = ln
 		s.mu.Unlock()
-		s.common.log.Info("tunnel server listening", "addr", ln.Addr().String())
+		s.common.log.Info("tunnel server listening", "addr", ln.Addr().String(), "tls", s.tls != nil)
 	}
 	select {
 	case <-ctx.Done():
@@ -208,6 +224,26 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// Listen opens the own listener (ServerConfig.Addr) now, so that a taken port fails before the
+// caller starts anything else; the next Run serves it. Without Listen, Run opens it. A caller
+// that calls Listen must call Run, which closes the listener when it returns.
+func (s *Server) Listen() error {
+	if s.cfg.Addr == "" {
+		return fmt.Errorf("listen: no address: %w", ErrConfig)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running || s.pending != nil {
+		return errors.New("listen: already listening")
+	}
+	ln, err := s.listen()
+	if err != nil {
+		return err
+	}
+	s.pending = ln
+	return nil
+}
+
 func (s *Server) listen() (net.Listener, error) {
 	if s.cfg.Addr == "" {
 		return nil, nil
@@ -216,19 +252,26 @@ func (s *Server) listen() (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
-	if s.cfg.CertFile == "" {
+	if s.tls == nil {
 		return ln, nil
 	}
-	cert, err := tls.LoadX509KeyPair(s.cfg.CertFile, s.cfg.KeyFile)
+	return tls.NewListener(ln, s.tls), nil
+}
+
+// serverTLS loads the key pair of a wss:// listener, or returns nil without one.
+func serverTLS(certFile, keyFile string) (*tls.Config, error) {
+	if certFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("load tls key pair: %w", err)
 	}
-	return tls.NewListener(ln, &tls.Config{
+	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
 		NextProtos:   []string{"http/1.1"}, // WebSocket upgrades need HTTP/1.1
-	}), nil
+	}, nil
 }
 
 // stop refuses new sessions, closes the live ones and waits for their

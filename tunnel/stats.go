@@ -21,11 +21,16 @@ type Stats struct {
 	// too small; TxDropped counts datagrams sent while no session was up or
 	// lost with a failing session.
 	RxDropped, TxDropped uint64
+	// Malformed counts connections to a Server's own listener that sent
+	// bytes but no valid HTTP request (garbage, truncated, too slow, too
+	// large); 0 at a client.
+	Malformed uint64
 }
 
 type counters struct {
 	sessions, refused atomic.Uint64
 	certRefused       atomic.Uint64
+	malformed         atomic.Uint64
 	rx, tx, txDropped atomic.Uint64
 }
 
@@ -38,6 +43,7 @@ func (c *counters) snapshot(q *queue, active bool) Stats {
 		TxDatagrams: c.tx.Load(),
 		RxDropped:   q.dropped.Load(),
 		TxDropped:   c.txDropped.Load(),
+		Malformed:   c.malformed.Load(),
 	}
 	if active {
 		st.Active = 1

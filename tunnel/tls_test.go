@@ -158,3 +158,23 @@ func TestCAFileAddsToSystemRoots(t *testing.T) {
 		t.Fatalf("with a CA file, a server of a system root or of the file must both verify: %v\n%s", err, out)
 	}
 }
+
+// TestClientServerName: the name verified is ServerName, else Host's host part (an ingress dialed
+// by address serves the host's certificate), else left to the dial address.
+func TestClientServerName(t *testing.T) {
+	for _, tc := range []struct{ host, serverName, want string }{
+		{"", "", ""},
+		{"mesh.example.org", "", "mesh.example.org"},
+		{"mesh.example.org:443", "", "mesh.example.org"},
+		{"[fd00::1]:443", "", "fd00::1"},
+		{"mesh.example.org", "other.example.org", "other.example.org"},
+	} {
+		tc2, err := clientTLS(ClientConfig{Host: tc.host, ServerName: tc.serverName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc2.ServerName != tc.want {
+			t.Errorf("Host %q ServerName %q: verified name %q, want %q", tc.host, tc.serverName, tc2.ServerName, tc.want)
+		}
+	}
+}

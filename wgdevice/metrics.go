@@ -57,8 +57,9 @@ func (m peerMetrics) Collect(ch chan<- prometheus.Metric, e *Engine) {
 // tunnelMetrics are the tunnel's counters (tunnel.Stats), named <prefix>_tunnel_….
 type tunnelMetrics struct {
 	sessions, refused, active, datagrams, dropped *prometheus.Desc
-	// certRefused is nil at an end that verifies no certificate (the server).
-	certRefused *prometheus.Desc
+	// certRefused is nil at an end that verifies no certificate (the server), malformed at an
+	// end that serves none (the client).
+	certRefused, malformed *prometheus.Desc
 }
 
 // TunnelRole says what the tunnel's counters mean at one end: what a session is, and the name
@@ -68,6 +69,9 @@ type TunnelRole struct {
 	// CertRefusedHelp, at a client, exports <prefix>_tunnel_certificate_refusals_total: dials
 	// refused because the server's certificate did not verify.
 	CertRefusedHelp string
+	// MalformedHelp, at a server, exports <prefix>_tunnel_malformed_requests_total: connections
+	// to the tunnel's port that sent no valid HTTP request.
+	MalformedHelp string
 }
 
 // newTunnelMetrics names the tunnel's metrics for one end of it.
@@ -85,6 +89,9 @@ func newTunnelMetrics(prefix string, role TunnelRole) tunnelMetrics {
 	if role.CertRefusedHelp != "" {
 		m.certRefused = prometheus.NewDesc(prefix+"_tunnel_certificate_refusals_total", role.CertRefusedHelp, nil, nil)
 	}
+	if role.MalformedHelp != "" {
+		m.malformed = prometheus.NewDesc(prefix+"_tunnel_malformed_requests_total", role.MalformedHelp, nil, nil)
+	}
 	return m
 }
 
@@ -93,8 +100,10 @@ func (m tunnelMetrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.sessions, m.refused, m.active, m.datagrams, m.dropped} {
 		ch <- d
 	}
-	if m.certRefused != nil {
-		ch <- m.certRefused
+	for _, d := range []*prometheus.Desc{m.certRefused, m.malformed} {
+		if d != nil {
+			ch <- d
+		}
 	}
 }
 
@@ -112,6 +121,9 @@ func (m tunnelMetrics) Collect(ch chan<- prometheus.Metric, st tunnel.Stats) {
 	counter(m.dropped, st.TxDropped, "tx")
 	if m.certRefused != nil {
 		counter(m.certRefused, st.CertRefused)
+	}
+	if m.malformed != nil {
+		counter(m.malformed, st.Malformed)
 	}
 }
 

@@ -39,6 +39,9 @@ var flagSpecs = []flagSpec{
 	{name: "listen", env: "SHADOW_LISTEN", def: shadowagent.DefaultListenAddr, field: "ListenAddr", usage: "address of the tunnel's WebSocket server; its port is never forwarded"},
 	{name: "tls-cert", env: "SHADOW_TLS_CERT", field: "TLSCertFile", usage: "PEM certificate: serve wss:// instead of ws:// (with --tls-key)"},
 	{name: "tls-key", env: "SHADOW_TLS_KEY", field: "TLSKeyFile", usage: "PEM private key of --tls-cert"},
+	{name: "connect", env: "SHADOW_CONNECT", field: "ConnectURL", usage: "inbound direction: dial the offloaded pod's mesh-agent at this ws:// or wss:// URL (its Ingress in the remote cluster) instead of serving --listen; honours HTTPS_PROXY"},
+	{name: "connect-host", env: "SHADOW_CONNECT_HOST", field: "ConnectHost", usage: "with --connect: the Host header and TLS server name, to dial an ingress by address"},
+	{name: "ca-file", env: "SHADOW_CA_FILE", field: "CAFile", usage: "with a wss:// --connect: PEM roots that verify the remote ingress, besides the system roots"},
 	{name: "destination", env: "SHADOW_DESTINATION", def: tunnel.DefaultDestination.String(), field: "Destination", usage: "the only WireGuard destination clients may claim in their token (stock WireGuard port 51820)"},
 	{name: "health-listen", env: "SHADOW_HEALTH_LISTEN", def: shadowagent.DefaultHealthAddr, field: "HealthAddr", usage: "address of /healthz, /readyz and /metrics; its port is never forwarded"},
 	{name: "interface", env: "SHADOW_INTERFACE", def: shadowagent.DefaultInterface, field: "Interface", usage: "WireGuard interface name"},
@@ -77,6 +80,10 @@ rules are applied; it does not wait for the offloaded pod) and /metrics, and the
 wg(8). Needs CAP_NET_ADMIN, CAP_MKNOD when /dev/net/tun is missing, and net.ipv4.ip_forward=1 or
 a writable /proc/sys. SIGTERM removes what it added.
 
+With --connect it serves no tunnel: it dials the offloaded pod's mesh-agent through the remote
+cluster's ingress instead (the inbound direction, for a local cluster nothing can reach), re-dialing
+with backoff; the rest is the same.
+
 With --mode=netstack it needs none of that and runs as any user: WireGuard runs on a user-space
 IP stack, the ports of --ports are ordinary sockets relayed to the offloaded pod, and the
 offloaded pod's flows are dialed from this process's sockets.
@@ -96,7 +103,9 @@ The VK's shadow-pod template data (WstunnelTemplatePath) maps onto the flags:
                     Neither may use --listen's port (28080) or --health-listen's (9102).
   .Name             --name (SHADOW_NAME), for logs; the Deployment's name and pod label
   .Namespace        --namespace (SHADOW_NAMESPACE), for logs
-  .WildcardDNS      nothing: the Ingress host <name>-<namespace>.<WildcardDNS> routes to --listen
+  .WildcardDNS      outbound: nothing, the Ingress host <name>-<namespace>.<WildcardDNS> routes to
+                    --listen. Inbound: --connect=wss://{{.Name}}-{{.Namespace}}.{{.WildcardDNS}},
+                    the host the plugin gives the offloaded pod's Ingress in the remote cluster
 The stock mesh's constants are the defaults: WebSocket port 28080 (--listen), WireGuard port 51820
 (--destination), MTU 1280 (--mtu), keepalive 25 (--keepalive), shadow 10.7.0.1 (--address),
 offloaded pod 10.7.0.2 (--peer-address).
@@ -178,6 +187,7 @@ func (o options) config() (shadowagent.Config, error) {
 	add("udp-idle", err)
 	c.ListenAddr, c.HealthAddr, c.Interface, c.MainInterface = v["listen"], v["health-listen"], v["interface"], v["main-interface"]
 	c.TLSCertFile, c.TLSKeyFile, c.UAPIDir = v["tls-cert"], v["tls-key"], v["uapi-dir"]
+	c.ConnectURL, c.ConnectHost, c.CAFile = v["connect"], v["connect-host"], v["ca-file"]
 	c.Destination, err = parseOptional(v["destination"], netip.ParseAddrPort)
 	add("destination", err)
 	c.Address, err = parseOptional(v["address"], netip.ParsePrefix)

@@ -1,4 +1,4 @@
-package shadowagent
+package tunnel
 
 import (
 	"context"
@@ -17,7 +17,7 @@ const (
 	tunnelMaxHeaderBytes    = 16 << 10
 )
 
-// tunnelHTTP is the HTTP server of the tunnel's own listener. It hands every request to the
+// tunnelHTTP is the HTTP server of a Server's own listener (ServerConfig.Addr). It hands every request to the
 // tunnel's handler, and reports what net/http alone would answer with a silent 400: a
 // connection that sent bytes but never a request the handler saw (garbage, a truncated or too
 // slow request, an oversized header).
@@ -38,6 +38,7 @@ type connSeen struct {
 
 type connSeenKey struct{}
 
+// newTunnelHTTP serves h, counting into malformed the connections that never made a request h saw.
 func newTunnelHTTP(h http.Handler, log *slog.Logger, malformed *atomic.Uint64) *http.Server {
 	t := &tunnelHTTP{log: log, malformed: malformed, conns: map[net.Conn]*connSeen{}}
 	return &http.Server{

@@ -1,4 +1,4 @@
-package shadowagent
+package tunnel
 
 import (
 	"bufio"
@@ -8,35 +8,32 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/tunnel"
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/logtest"
 )
 
-// TestTunnelHTTPReportsGarbage serves a real tunnel server on loopback behind newTunnelHTTP:
+// TestOwnListenerReportsGarbage runs a Server on its own loopback listener:
 // garbage and truncated requests are answered by net/http and logged with a reason; requests the
 // tunnel refuses are logged by the tunnel only; an idle connection is not logged at all.
-func TestTunnelHTTPReportsGarbage(t *testing.T) {
-	logs, log := newLogBuffer(t)
-	srv, err := tunnel.NewServer(tunnel.ServerConfig{PathPrefix: testPrefix, Logger: log.With("component", "tunnel")})
+func TestOwnListenerReportsGarbage(t *testing.T) {
+	logs, log := logtest.New(t)
+	srv, err := NewServer(ServerConfig{PathPrefix: testPrefix, Addr: "127.0.0.1:0", Logger: log.With("component", "tunnel")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var malformed atomic.Uint64
-	hs := newTunnelHTTP(srv, log.With("component", "tunnel"), &malformed)
-	hs.ReadHeaderTimeout = 300 * time.Millisecond
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv.readHeaderTimeout = 300 * time.Millisecond
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = srv.Run(ctx) })
-	wg.Go(func() { _ = hs.Serve(ln) })
-	t.Cleanup(func() { cancel(); hs.Close(); wg.Wait() })
-	addr := ln.Addr().String()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for deadline := time.Now().Add(5 * time.Second); srv.ListenAddr() == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not listen within 5 s")
+		}
+	}
+	addr := srv.ListenAddr().String()
 
 	exchange := func(send string) string {
 		t.Helper()
@@ -96,7 +93,7 @@ func TestTunnelHTTPReportsGarbage(t *testing.T) {
 	}
 
 	time.Sleep(50 * time.Millisecond)
-	if n := malformed.Load(); n != 2 || logs.Count("refused tunnel connection") != 2 {
+	if n := srv.Stats().Malformed; n != 2 || logs.Count("refused tunnel connection") != 2 {
 		t.Errorf("malformed = %d, logged %d; want 2 (garbage, truncated), not the idle one nor the refused upgrades\n%s",
 			n, logs.Count("refused tunnel connection"), logs)
 	}

@@ -42,7 +42,7 @@ INGRESS_CLASS ?= traefik
 manifests: ## bin/manifests/: the plugin Deployment and the VK's templates naming the images of this VERSION (REGISTRY= to point them at yours, INGRESS_CLASS= for another ingress controller than traefik)
 	@mkdir -p bin/manifests
 	@if ! [[ "$(INGRESS_CLASS)" =~ ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$$ ]]; then echo "make manifests: INGRESS_CLASS=$(INGRESS_CLASS) is not an IngressClass name" >&2; exit 1; fi
-	@reg=$${REGISTRY:-ghcr.io/interlink-k8s-mesh}; for f in plugin.yaml local-sweep-rbac.yaml vk-shadow-secrets-rbac.yaml shadow-pod.tmpl shadow-pod-netstack.tmpl mesh-script.tmpl mesh-script-ingress.tmpl vk-config-snippet.yaml; do \
+	@reg=$${REGISTRY:-ghcr.io/interlink-k8s-mesh}; for f in plugin.yaml plugin-inbound-rbac.yaml local-sweep-rbac.yaml vk-shadow-secrets-rbac.yaml shadow-pod.tmpl shadow-pod-netstack.tmpl shadow-pod-inbound.tmpl mesh-script.tmpl mesh-script-ingress.tmpl vk-config-snippet.yaml; do \
 		sed -E -e "s#ghcr\.io/interlink-k8s-mesh/(interlink-k8s-plugin|mesh-agent|shadow-agent):latest#$$reg/\1:$(VERSION)#g" \
 			-e "s#^  ingressClassName: traefik\$$#  ingressClassName: $(INGRESS_CLASS)#" manifests/$$f >bin/manifests/$$f; \
 	done

@@ -830,3 +830,32 @@ func TestShadowPodRestricted(t *testing.T) {
 		})
 	}
 }
+
+// TestShadowPodInboundGolden: the inbound template's shadow dials the offloaded pod's Ingress at
+// the host the plugin gives it, and nothing of it listens for the remote site: no Ingress, no
+// tunnel port on the pod or its Service. The key and the prefix stay in the Secret.
+func TestShadowPodInboundGolden(t *testing.T) {
+	data, got := shadowGolden(t, "shadow-pod-inbound.tmpl", "shadow-pod-inbound.golden")
+	kinds := map[string]bool{}
+	for _, o := range vkDecode(t, got) {
+		kinds[o.GetKind()] = true
+		if o.GetKind() == "Secret" {
+			continue
+		}
+		j, _ := o.MarshalJSON()
+		if strings.Contains(string(j), data.WGPrivateKey) || strings.Contains(string(j), data.RandomPassword) {
+			t.Errorf("%s holds the private key or the path prefix", o.GetKind())
+		}
+		if strings.Contains(string(j), "28080") {
+			t.Errorf("%s names the tunnel port 28080: the inbound shadow serves no tunnel", o.GetKind())
+		}
+	}
+	if kinds["Ingress"] || !kinds["Deployment"] || !kinds["Service"] || !kinds["Secret"] {
+		t.Errorf("kinds %v, want a Secret, a Deployment and a Service, no Ingress", kinds)
+	}
+	c := shadowPodSpec(t, "shadow-pod-inbound.tmpl", data).Spec.Containers[0]
+	want := "--connect=ws://" + data.Name + "-" + data.Namespace + "." + data.WildcardDNS
+	if !slices.Contains(c.Args, want) {
+		t.Errorf("args %q lack %s", c.Args, want)
+	}
+}

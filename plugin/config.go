@@ -157,7 +157,28 @@ type MeshOptions struct {
 	// besides the sidecar image's public roots (a private CA, or cert-manager's own issuer).
 	// Read at start; each mesh pod gets a copy in its mesh Secret.
 	TunnelCA string `json:"tunnel_ca,omitempty"`
+	// Direction is outbound (the default: the sidecars dial the local cluster's ingress) or
+	// inbound (the sidecars serve the tunnel, published in the remote cluster by a Service and an
+	// Ingress per pod, and the shadows dial it); a pod's mesh.interlink-k8s-mesh.io/direction
+	// annotation overrides it. The VK's shadow template must match.
+	Direction string `json:"direction,omitempty"`
+	// InboundPort is the sidecar's tunnel port in inbound mode (default 28080).
+	InboundPort int `json:"inbound_port,omitempty"`
+	// InboundIngressClass is the IngressClass of the inbound Ingresses (default: the remote
+	// cluster's default class).
+	InboundIngressClass string `json:"inbound_ingress_class,omitempty"`
+	// InboundIngressAnnotations are added to every inbound Ingress.
+	InboundIngressAnnotations map[string]string `json:"inbound_ingress_annotations,omitempty"`
+	// InboundTLS gives every inbound Ingress a TLS section (Secret <ingress>-tls) so that the
+	// shadows dial wss:// (default false).
+	InboundTLS *bool `json:"inbound_tls,omitempty"`
 }
+
+// The values of option mesh.direction.
+const (
+	DirectionOptOutbound = string(DirectionOutbound)
+	DirectionOptInbound  = string(DirectionInbound)
+)
 
 // Duration is a time.Duration written as "30s" in the file and the environment.
 type Duration struct{ time.Duration }

@@ -163,6 +163,28 @@ func (m MeshOptions) validate(bad func(key, format string, args ...any)) {
 			bad("mesh.tunnel_ca", "%v", err)
 		}
 	}
+	switch m.Direction {
+	case "", DirectionOptOutbound, DirectionOptInbound:
+	default:
+		bad("mesh.direction", "want outbound or inbound, got %q", m.Direction)
+	}
+	switch p := m.InboundPort; {
+	case p == 0:
+	case p < 1 || p > 65535:
+		bad("mesh.inbound_port", "%d is not a port from 1 to 65535", p)
+	case p == meshAgentPort:
+		bad("mesh.inbound_port", "%d is the sidecar's health and metrics port", p)
+	}
+	if c := m.InboundIngressClass; c != "" {
+		if msgs := validation.IsDNS1123Subdomain(c); len(msgs) > 0 {
+			bad("mesh.inbound_ingress_class", "%q: %s", c, strings.Join(msgs, "; "))
+		}
+	}
+	for k := range m.InboundIngressAnnotations {
+		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+			bad("mesh.inbound_ingress_annotations", "key %q: %s", k, strings.Join(msgs, "; "))
+		}
+	}
 }
 
 // reservedPath tells whether path is one of the routes the plugin serves.

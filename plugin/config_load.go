@@ -156,6 +156,12 @@ func (c *FileConfig) defaults() {
 	if c.Mesh.TunnelScheme == "" {
 		c.Mesh.TunnelScheme = TunnelSchemeAuto
 	}
+	if c.Mesh.Direction == "" {
+		c.Mesh.Direction = DirectionOptOutbound
+	}
+	if c.Mesh.InboundPort == 0 {
+		c.Mesh.InboundPort = DefaultInboundPort
+	}
 }
 
 // MeshConfig is the mesh part of the configuration, for Offloading.Mesh. It assumes Validate
@@ -180,6 +186,11 @@ func (c FileConfig) MeshConfig() Mesh {
 	}
 	m.TunnelNameservers, _ = parseNameservers(c.Mesh.TunnelNameservers)
 	m.TunnelTLS = c.Mesh.TunnelScheme == TunnelSchemeWSS
+	m.Direction = Direction(c.Mesh.Direction)
+	m.InboundPort = c.Mesh.InboundPort
+	m.InboundIngressClass = c.Mesh.InboundIngressClass
+	m.InboundIngressAnnotations = c.Mesh.InboundIngressAnnotations
+	m.InboundTLS = c.Mesh.InboundTLS != nil && *c.Mesh.InboundTLS
 	if c.Mesh.TunnelCA != "" {
 		m.TunnelCA, _ = readTunnelCA(c.Mesh.TunnelCA)
 	}

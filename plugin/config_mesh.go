@@ -81,6 +81,21 @@ type Mesh struct {
 	// TunnelCA is PEM CA certificates that verify a wss:// tunnel besides the sidecar's public
 	// roots: copied into each pod's mesh Secret (tunnel.caFile). Option mesh.tunnel_ca.
 	TunnelCA []byte
+	// Direction says which side dials unless the pod's AnnotMeshDirection says otherwise
+	// (default DirectionOutbound). Option mesh.direction.
+	Direction Direction
+	// InboundPort is the mesh-agent's tunnel port in inbound mode (default DefaultInboundPort).
+	InboundPort int
+	// InboundIngressClass is the class of the inbound Ingresses; empty: the remote cluster's
+	// default class.
+	InboundIngressClass string
+	// InboundIngressAnnotations are added to every inbound Ingress (a cert-manager issuer, a
+	// controller's timeouts).
+	InboundIngressAnnotations map[string]string
+	// InboundTLS gives every inbound Ingress a TLS section for its host with the Secret
+	// <ingress>-tls (which cert-manager fills when an issuer annotation asks it to; without the
+	// Secret, controllers serve their default certificate): the shadow dials wss://.
+	InboundTLS bool
 }
 
 // MeshAgentImage is the mesh-agent image that `make images` tags with version, the version the
@@ -110,6 +125,12 @@ func (m Mesh) withDefaults() Mesh {
 	}
 	if m.ClusterDomain == "" {
 		m.ClusterDomain = "cluster.local"
+	}
+	if m.Direction == "" {
+		m.Direction = DirectionOutbound
+	}
+	if m.InboundPort == 0 {
+		m.InboundPort = DefaultInboundPort
 	}
 	if m.StartupTimeout <= 0 {
 		m.StartupTimeout = 5 * time.Minute

@@ -110,6 +110,19 @@ func (c *FileConfig) options() []Option {
 		{"mesh.tunnel_nameservers", "the remote cluster's DNS, which the sidecars of dns_mode local pods (whose resolv.conf names the local DNS, reachable only through the mesh) ask for the tunnel's host: IPs separated by commas, auto (the remote kube-system/kube-dns Service, looked up at start) or none (default auto)", str(&c.Mesh.TunnelNameservers)},
 		{"mesh.tunnel_scheme", "auto (the scheme of the VK's mesh script) or wss (the sidecars dial the ingress over TLS, port 443 for the script's 80, whatever the script says) (default auto)", str(&c.Mesh.TunnelScheme)},
 		{"mesh.tunnel_ca", "PEM file of CA certificates that verify the ingress's wss:// certificate besides the sidecar image's public roots; read at start (default unset)", str(&c.Mesh.TunnelCA)},
+		{"mesh.direction", "outbound (the sidecars dial the local cluster's ingress) or inbound (the sidecars serve the tunnel, published by a Service and an Ingress per pod in the remote cluster; the shadows dial it: nothing reaches into the local cluster) (default outbound; the pod annotation mesh.interlink-k8s-mesh.io/direction overrides it; the VK's shadow template must match)", str(&c.Mesh.Direction)},
+		{"mesh.inbound_port", "inbound: the sidecar's tunnel port (default 28080)", intSetter(&c.Mesh.InboundPort)},
+		{"mesh.inbound_ingress_class", "inbound: the IngressClass of the tunnels' Ingresses (default: the remote cluster's default class)", str(&c.Mesh.InboundIngressClass)},
+		{"mesh.inbound_ingress_annotations", "inbound: annotations of the tunnels' Ingresses (a cert-manager issuer, timeouts): JSON object or k=v,k=v", func(v string) error {
+			m, err := parseSelector(v)
+			c.Mesh.InboundIngressAnnotations = m
+			return err
+		}},
+		{"mesh.inbound_tls", "inbound: give each Ingress a TLS section (Secret <ingress>-tls, which cert-manager fills) so that the shadows dial wss:// (default false)", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			c.Mesh.InboundTLS = &b
+			return err
+		}},
 		{"mesh.tunnel_address", "IP:port the sidecars dial for the tunnel instead of resolving the ingress host, which still names the Host header and TLS server (for remote pods that cannot resolve it before the mesh is up); default unset", str(&c.Mesh.TunnelAddress)},
 	}
 }

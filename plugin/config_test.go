@@ -62,7 +62,7 @@ offloading:
 					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
 					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
 				},
-				AgentStartupTimeout: Duration{5 * time.Minute}, DNSMode: "local", Mode: "kernel", ClusterDomain: "cluster.local", TunnelNameservers: "auto", TunnelScheme: "auto",
+				AgentStartupTimeout: Duration{5 * time.Minute}, DNSMode: "local", Mode: "kernel", ClusterDomain: "cluster.local", TunnelNameservers: "auto", TunnelScheme: "auto", Direction: "outbound", InboundPort: 28080,
 			},
 		}
 		want.Path, want.Format = file, FormatYAML
@@ -110,13 +110,18 @@ mesh:
   tunnel_nameservers: 10.43.0.10, fd00:43::a
   tunnel_scheme: wss
   tunnel_ca: `+caFile+`
+  inbound_ingress_annotations: {cert-manager.io/cluster-issuer: remote}
+  inbound_tls: true
 `), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		c, err := LoadConfig(file, envOf(map[string]string{
-			"MESH_DNS_MODE":            "remote",
-			"MESH_MODE":                "netstack",
-			"MESH_REMOTE_SERVICE_CIDR": "10.96.0.0/12, fd00:10:96::/112",
+			"MESH_DNS_MODE":              "remote",
+			"MESH_MODE":                  "netstack",
+			"MESH_REMOTE_SERVICE_CIDR":   "10.96.0.0/12, fd00:10:96::/112",
+			"MESH_DIRECTION":             "inbound",
+			"MESH_INBOUND_PORT":          "30000",
+			"MESH_INBOUND_INGRESS_CLASS": "traefik",
 		}))
 		if err != nil {
 			t.Fatal(err)
@@ -134,6 +139,8 @@ mesh:
 			TunnelNameservers:  []netip.Addr{netip.MustParseAddr("10.43.0.10"), netip.MustParseAddr("fd00:43::a")},
 			TunnelTLS:          true,
 			TunnelCA:           ca.PEM,
+			Direction:          DirectionInbound, InboundPort: 30000, InboundIngressClass: "traefik", InboundTLS: true,
+			InboundIngressAnnotations: map[string]string{"cert-manager.io/cluster-issuer": "remote"},
 		}
 		if diff := cmp.Diff(want, c.MeshConfig(), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 			t.Errorf("mesh (-want +got):\n%s", diff)
@@ -204,6 +211,11 @@ func TestLoadConfigErrorsNameTheOption(t *testing.T) {
 		{"tunnel CA missing", "", map[string]string{"MESH_TUNNEL_CA": filepath.Join(dir, "absent.pem")}, "mesh.tunnel_ca"},
 		{"tunnel CA not PEM", "", map[string]string{"MESH_TUNNEL_CA": notPEM}, "mesh.tunnel_ca"},
 		{"tunnel CA holds a key", "", map[string]string{"MESH_TUNNEL_CA": keyPEM}, "mesh.tunnel_ca"},
+		{"direction both", "", map[string]string{"MESH_DIRECTION": "both"}, "mesh.direction"},
+		{"inbound port out of range", "", map[string]string{"MESH_INBOUND_PORT": "70000"}, "mesh.inbound_port"},
+		{"inbound port is the sidecar's health port", "", map[string]string{"MESH_INBOUND_PORT": "9101"}, "mesh.inbound_port"},
+		{"inbound ingress class not a name", "", map[string]string{"MESH_INBOUND_INGRESS_CLASS": "Traefik!"}, "mesh.inbound_ingress_class"},
+		{"inbound annotation key not a name", "mesh:\n  inbound_ingress_annotations: {\"bad key\": x}\n", nil, "mesh.inbound_ingress_annotations"},
 	}...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

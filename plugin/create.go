@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -140,6 +141,24 @@ func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) 
 			},
 			func(ctx context.Context) error { return secrets.Delete(ctx, s.Name, metav1.DeleteOptions{}) })
 	}
+	services := p.client.CoreV1().Services(plan.Namespace)
+	for _, svc := range plan.Services {
+		svc.OwnerReferences = owner
+		make1("service "+svc.Name,
+			func() (bool, error) {
+				return ensure(ctx, p, "create service", svc, services.Create, services.Get, services.Update)
+			},
+			func(ctx context.Context) error { return services.Delete(ctx, svc.Name, metav1.DeleteOptions{}) })
+	}
+	ingresses := p.client.NetworkingV1().Ingresses(plan.Namespace)
+	for _, ing := range plan.Ingresses {
+		ing.OwnerReferences = owner
+		make1("ingress "+ing.Name,
+			func() (bool, error) {
+				return ensure(ctx, p, "create ingress", ing, ingresses.Create, ingresses.Get, ingresses.Update)
+			},
+			func(ctx context.Context) error { return ingresses.Delete(ctx, ing.Name, metav1.DeleteOptions{}) })
+	}
 	pvcs := p.client.CoreV1().PersistentVolumeClaims(plan.Namespace)
 	for _, pvc := range plan.PVCs {
 		make1("", // ensurePVC's errors name the claim
@@ -158,7 +177,7 @@ func (p *Plugin) create(ctx context.Context, req *RetrievedPodData, plan *Plan) 
 	}
 	p.guard.markSeen(req.Pod.UID)
 	p.log.Info("pod offloaded", "pod", req.Pod.Namespace+"/"+req.Pod.Name, "remote", plan.Namespace+"/"+pod.Name,
-		"configmaps", len(plan.ConfigMaps), "secrets", len(plan.Secrets), "pvcs", len(plan.PVCs), "adopted", !created)
+		"configmaps", len(plan.ConfigMaps), "secrets", len(plan.Secrets), "pvcs", len(plan.PVCs), "inbound", len(plan.Ingresses) > 0, "adopted", !created)
 	return CreateResponse{PodUID: string(req.Pod.UID), PodJID: string(pod.UID)}, nil
 }
 
@@ -265,9 +284,9 @@ func (p *Plugin) releaseGate(ctx context.Context, pod *corev1.Pod) error {
 	return nil
 }
 
-// object is what ensure needs of a ConfigMap or Secret.
+// object is what ensure needs of a pod's object.
 type object interface {
-	*corev1.ConfigMap | *corev1.Secret
+	*corev1.ConfigMap | *corev1.Secret | *corev1.Service | *networkingv1.Ingress
 	metav1.Object
 }
 
@@ -296,6 +315,10 @@ func ensure[T object](
 		return false, ErrForeignObject
 	}
 	obj.SetResourceVersion(have.GetResourceVersion())
+	if hs, ok := any(have).(*corev1.Service); ok { // the cluster IPs are the apiserver's, and immutable
+		ws := any(obj).(*corev1.Service)
+		ws.Spec.ClusterIP, ws.Spec.ClusterIPs = hs.Spec.ClusterIP, hs.Spec.ClusterIPs
+	}
 	if _, err := update(rctx, obj, metav1.UpdateOptions{}); err != nil {
 		return false, p.remoteErr(verb, err)
 	}

@@ -104,6 +104,19 @@ func (p *Plugin) deleteRemote(ctx context.Context, local *corev1.Pod) error {
 		gone("delete configmaps", core.ConfigMaps(ns).DeleteCollection(rctx, metav1.DeleteOptions{}, sel))
 		gone("delete secrets", core.Secrets(ns).DeleteCollection(rctx, metav1.DeleteOptions{}, sel))
 	}
+	// An inbound mesh pod's Service and Ingress, by their names (Services have no
+	// DeleteCollection); the garbage collector would remove them with the pod too. A plugin not
+	// granted them (manifests/plugin-inbound-rbac.yaml) cannot have made them: forbidden is gone.
+	if cached == nil || isInbound(cached) {
+		inbound := ScopedName(inboundName, string(local.UID))
+		ungranted := func(verb string, err error) {
+			if !apierrors.IsForbidden(err) {
+				gone(verb, err)
+			}
+		}
+		ungranted("delete ingress", p.client.NetworkingV1().Ingresses(ns).Delete(rctx, inbound, metav1.DeleteOptions{}))
+		ungranted("delete service", core.Services(ns).Delete(rctx, inbound, metav1.DeleteOptions{}))
+	}
 	for _, claim := range claimsOf(local) {
 		pvc, err := core.PersistentVolumeClaims(ns).Get(rctx, claim, metav1.GetOptions{})
 		if err != nil {

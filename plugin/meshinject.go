@@ -124,19 +124,29 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	if err != nil {
 		return err
 	}
+	direction, err := meshDirection(local, m)
+	if err != nil {
+		return err
+	}
 	if mode == meshspec.ModeNetstack {
 		spec.Mode = meshspec.ModeNetstack // kernel stays unwritten: mesh.json as before
 	}
-	if m.TunnelTLS {
+	inbound := direction == DirectionInbound
+	if inbound {
+		// The dialing settings (scheme, CA, address, nameservers) are the shadow's now.
+		if err := publishInbound(plan, local, &spec, m); err != nil {
+			return err
+		}
+	} else if m.TunnelTLS {
 		if err := dialTLS(&spec.Tunnel); err != nil {
 			return err
 		}
 	}
-	withCA := len(m.TunnelCA) > 0 && strings.HasPrefix(spec.Tunnel.URL, "wss://") && spec.Tunnel.CAFile == ""
+	withCA := !inbound && len(m.TunnelCA) > 0 && strings.HasPrefix(spec.Tunnel.URL, "wss://") && spec.Tunnel.CAFile == ""
 	if withCA {
 		spec.Tunnel.CAFile = meshConfigDir + "/" + MeshTunnelCAKey
 	}
-	if m.TunnelAddress.IsValid() {
+	if !inbound && m.TunnelAddress.IsValid() {
 		if err := dialByAddress(&spec.Tunnel, m.TunnelAddress); err != nil {
 			return err
 		}
@@ -164,7 +174,7 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	// The pod's resolv.conf will name the local DNS alone, which answers only through the mesh:
 	// the sidecar resolves the tunnel's host with the remote cluster's DNS instead.
 	localResolv := dns == DNSLocal && len(spec.DNS.Nameservers) > 0 && pod.DNSPolicy != corev1.DNSNone
-	if localResolv && !m.TunnelAddress.IsValid() && len(spec.Tunnel.Nameservers) == 0 && tunnelHostIsName(spec.Tunnel.URL) {
+	if localResolv && !inbound && !m.TunnelAddress.IsValid() && len(spec.Tunnel.Nameservers) == 0 && tunnelHostIsName(spec.Tunnel.URL) {
 		spec.Tunnel.Nameservers = slices.Clone(m.TunnelNameservers)
 	}
 	data, err := meshspec.Marshal(spec)
@@ -188,6 +198,9 @@ func injectMesh(plan *Plan, local *corev1.Pod, spec meshspec.Spec, m Mesh) error
 	plan.Mesh = &spec
 
 	agent := meshAgent(m, mode)
+	if inbound {
+		agent.Ports = append(agent.Ports, inboundTunnelPort(m))
+	}
 	agent.Env = append(tunnelProxyEnv(pod), memLimitEnv(m.AgentResources)...) // before setProxyEnv: the workload's own proxy, not the sidecar's
 	if mode == meshspec.ModeNetstack {
 		setProxyEnv(pod)

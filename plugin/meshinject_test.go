@@ -621,3 +621,102 @@ func TestTranslateMeshForwards(t *testing.T) {
 		t.Errorf("forwards in kernel mode: %v, want refused naming netstack mode", err)
 	}
 }
+
+// TestTranslateMeshInbound: an inbound pod's sidecar serves the tunnel on the inbound port, its
+// mesh.json keeps none of the dialing settings, and the plan publishes it by a Service (before
+// the pod is ready: the pod waits for its first handshake) and an Ingress at the host the VK
+// named. The options shape the Ingress; the pod's annotation overrides the direction either way.
+func TestTranslateMeshInbound(t *testing.T) {
+	v := meshVariants(t)[0]
+	ann := maps.Clone(v.annotations)
+	ann[AnnotMeshDirection] = "inbound"
+	req := meshPod(meshTestUID, "web-0", "team-a", ann)
+	o := testOffloading
+	o.Mesh = Mesh{TunnelTLS: true, TunnelAddress: netip.MustParseAddrPort("192.0.2.10:443"), TunnelCA: []byte("ca"), TunnelNameservers: addrs("10.0.0.10")}
+	plan, err := Translate(&req, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := yaml.Marshal(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "mesh-inbound.golden", got)
+
+	wantTunnel := meshspec.Tunnel{Listen: ":28080", PathPrefix: v.want.Tunnel.PathPrefix, Destination: meshspec.DefaultDestination}
+	if diff := cmp.Diff(wantTunnel, plan.Mesh.Tunnel, netipComparers); diff != "" {
+		t.Errorf("mesh.json tunnel (-want +got):\n%s", diff)
+	}
+	if len(plan.Services) != 1 || len(plan.Ingresses) != 1 {
+		t.Fatalf("%d services, %d ingresses, want one of each", len(plan.Services), len(plan.Ingresses))
+	}
+	svc, ing := plan.Services[0], plan.Ingresses[0]
+	if !svc.Spec.PublishNotReadyAddresses || svc.Spec.Selector[LabelSourceUID] != meshTestUID || svc.Spec.Ports[0].Port != 28080 ||
+		svc.Spec.Ports[0].TargetPort.StrVal != inboundPortName {
+		t.Errorf("service %+v", svc.Spec)
+	}
+	for k, val := range svc.Spec.Selector {
+		if plan.Pod.Labels[k] != val {
+			t.Errorf("the service selects %s=%s, which the pod does not carry", k, val)
+		}
+	}
+	if h := ing.Spec.Rules[0].Host; h != "web-0-team-a-team-a-wstunnel.mesh.example.org" {
+		t.Errorf("ingress host %q, want the VK's tunnel host", h)
+	}
+	if b := ing.Spec.Rules[0].HTTP.Paths[0].Backend.Service; b.Name != svc.Name || b.Port.Name != inboundPortName {
+		t.Errorf("ingress backend %+v, want the service's tunnel port", b)
+	}
+	if ing.Spec.IngressClassName != nil || ing.Spec.TLS != nil {
+		t.Errorf("ingress class %v, tls %v, want neither by default", ing.Spec.IngressClassName, ing.Spec.TLS)
+	}
+	agent := plan.Pod.Spec.InitContainers[0]
+	if !slices.ContainsFunc(agent.Ports, func(p corev1.ContainerPort) bool { return p.Name == inboundPortName && p.ContainerPort == 28080 }) {
+		t.Errorf("sidecar ports %+v lack the tunnel's", agent.Ports)
+	}
+	if !isInbound(plan.Pod) {
+		t.Error("isInbound does not recognise the pod")
+	}
+	for _, s := range plan.Secrets {
+		if _, ok := s.Data[MeshTunnelCAKey]; ok {
+			t.Error("the inbound pod's Secret carries the tunnel CA, which only a dialing sidecar uses")
+		}
+	}
+
+	// Options shape the Ingress.
+	o.Mesh = Mesh{Direction: DirectionInbound, InboundPort: 30000, InboundIngressClass: "traefik", InboundTLS: true,
+		InboundIngressAnnotations: map[string]string{"cert-manager.io/cluster-issuer": "remote"}}
+	delete(ann, AnnotMeshDirection)
+	req = meshPod(meshTestUID, "web-0", "team-a", ann)
+	if plan, err = Translate(&req, o); err != nil {
+		t.Fatal(err)
+	}
+	ing = plan.Ingresses[0]
+	if ing.Spec.IngressClassName == nil || *ing.Spec.IngressClassName != "traefik" || ing.Annotations["cert-manager.io/cluster-issuer"] != "remote" ||
+		len(ing.Spec.TLS) != 1 || ing.Spec.TLS[0].Hosts[0] != ing.Spec.Rules[0].Host || ing.Spec.TLS[0].SecretName != ing.Name+"-tls" {
+		t.Errorf("ingress with options: %+v %v", ing.Spec, ing.Annotations)
+	}
+	if plan.Mesh.Tunnel.Listen != ":30000" || plan.Services[0].Spec.Ports[0].Port != 30000 {
+		t.Errorf("inbound port: listen %q, service %d", plan.Mesh.Tunnel.Listen, plan.Services[0].Spec.Ports[0].Port)
+	}
+
+	// The annotation turns an inbound plugin's pod outbound, and refuses anything else.
+	ann[AnnotMeshDirection] = " outbound"
+	req = meshPod(meshTestUID, "web-0", "team-a", ann)
+	if plan, err = Translate(&req, o); err != nil || len(plan.Services)+len(plan.Ingresses) != 0 || plan.Mesh.Tunnel.URL == "" || isInbound(plan.Pod) {
+		t.Errorf("outbound by annotation: %v, services %d, ingresses %d, tunnel %+v", err, len(plan.Services), len(plan.Ingresses), plan.Mesh.Tunnel)
+	}
+	ann[AnnotMeshDirection] = "both"
+	req = meshPod(meshTestUID, "web-0", "team-a", ann)
+	var ve *ValidationError
+	if _, err = Translate(&req, o); !errors.As(err, &ve) || !strings.Contains(ve.Field, AnnotMeshDirection) {
+		t.Errorf("unknown direction: %v, want a ValidationError on the annotation", err)
+	}
+
+	// A workload port that is the tunnel's is refused.
+	ann[AnnotMeshDirection] = "inbound"
+	req = meshPod(meshTestUID, "web-0", "team-a", ann)
+	req.Pod.Spec.Containers[0].Ports = append(req.Pod.Spec.Containers[0].Ports, corev1.ContainerPort{ContainerPort: 30000})
+	if _, err = Translate(&req, o); !errors.As(err, &ve) || !strings.Contains(ve.Reason, "inbound mesh tunnel") {
+		t.Errorf("workload on the tunnel port: %v, want a ValidationError", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -36,6 +37,10 @@ type Plan struct {
 	// names; they get an ownerReference to the remote pod once it exists.
 	ConfigMaps []*corev1.ConfigMap
 	Secrets    []*corev1.Secret
+	// Services and Ingresses publish an inbound mesh pod's tunnel (see publishInbound); like the
+	// ConfigMaps and Secrets they get an ownerReference to the remote pod once it exists.
+	Services  []*corev1.Service       `json:",omitempty"`
+	Ingresses []*networkingv1.Ingress `json:",omitempty"`
 	// PVCs are the remote claims to create when missing (see remotePVCs); never owned by the pod.
 	PVCs []*corev1.PersistentVolumeClaim `json:",omitempty"`
 	// ServiceAccount is the service account the remote pod runs as, ensured to exist ("" for default).

@@ -308,3 +308,27 @@ func TestInterLinkValues(t *testing.T) {
 		t.Error("no volume of the Secret interlink-k8s-remote")
 	}
 }
+
+// TestChartInboundMatchesManifests: rbac.inbound adds exactly the objects of
+// manifests/plugin-inbound-rbac.yaml to the default rendering.
+func TestChartInboundMatchesManifests(t *testing.T) {
+	plain, err := helm(t, "template", chart, chart, "--namespace", "interlink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbound, err := helm(t, "template", chart, chart, "--namespace", "interlink", "--set", "rbac.inbound=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := os.ReadFile(filepath.Join("..", "..", "manifests", "plugin-inbound-rbac.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := objects(t, inbound)
+	for k := range objects(t, plain) {
+		delete(got, k)
+	}
+	if diff := cmp.Diff(objects(t, string(manifest)), got); diff != "" {
+		t.Errorf("rbac.inbound against manifests/plugin-inbound-rbac.yaml (-manifest +chart):\n%s", diff)
+	}
+}

@@ -74,6 +74,14 @@ type ingress struct {
 // until the test ends.
 func startIngress(t *testing.T, env *Env, logDir string, addr netip.AddrPort) *ingress {
 	t.Helper()
+	return startIngressFor(t, env.Local, os.Getenv(envLocal), "ingress-traefik.log", logDir, addr)
+}
+
+// startIngressFor starts Traefik on addr and addr's port 443 against the cluster of client c and
+// kubeconfig (its own ServiceAccount is made there), logging into logDir/logName, until the test
+// ends.
+func startIngressFor(t *testing.T, c kubernetes.Interface, kubeconfig, logName, logDir string, addr netip.AddrPort) *ingress {
+	t.Helper()
 	bin := os.Getenv(envTraefik)
 	if bin == "" {
 		t.Fatalf("%s must name the traefik binary (run.sh sets it)", envTraefik)
@@ -82,12 +90,12 @@ func startIngress(t *testing.T, env *Env, logDir string, addr netip.AddrPort) *i
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	kubeconfig := traefikAccess(t, env.Local, os.Getenv(envLocal), dir)
+	access := traefikAccess(t, c, kubeconfig, dir)
 	secure := netip.AddrPortFrom(addr.Addr(), 443)
 	api := porttest.FreeLoopback(t)
-	in := &ingress{t: t, bin: bin, addr: addr, api: "http://" + api, log: filepath.Join(logDir, "ingress-traefik.log"),
+	in := &ingress{t: t, bin: bin, addr: addr, api: "http://" + api, log: filepath.Join(logDir, logName),
 		// KUBECONFIG alone: no in-cluster variable may make the provider look elsewhere.
-		env: append(withoutEnv(os.Environ(), "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"), "KUBECONFIG="+kubeconfig),
+		env: append(withoutEnv(os.Environ(), "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"), "KUBECONFIG="+access),
 		args: []string{
 			// Never call home from a test.
 			"--global.checknewversion=false", "--global.sendanonymoususage=false",

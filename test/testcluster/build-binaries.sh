@@ -15,6 +15,17 @@ mkdir -p "$cache/bin"
 
 log() { printf '[cluster-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# One build at a time per cache: two test processes (or clones) building at once raced on the
+# symlink directories below and failed ("ln: failed to create symbolic link .../current.tmp/etcd").
+# The second waits, then finds every group cached. The lock lasts as long as this script: every
+# child it starts ends before it does.
+exec 9>"$cache/bin/.build.lock"
+if ! flock -n 9; then
+	log "another build of the test binaries holds $cache/bin/.build.lock: waiting for it (up to 60 min)"
+	flock -w 3600 9 || { log "still locked after 60 min: giving up"; exit 1; }
+	log "lock acquired"
+fi
+
 # stop_ticker PID stops a progress ticker and its sleep, which would otherwise hold the output open.
 stop_ticker() {
 	pkill -P "$1" 2>/dev/null || true

@@ -1,0 +1,144 @@
+package conformance
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/plugin"
+)
+
+// The environment run.sh adds for the inbound direction.
+const (
+	envInboundVK      = "IKM_CONFORMANCE_INBOUND_VK_NODE" // the VK whose shadow template is shadow-pod-inbound.tmpl
+	envInboundIngress = "IKM_CONFORMANCE_INBOUND_INGRESS" // the remote ingress's IP:port, where <host>.mesh.test resolves locally
+)
+
+// TestMeshRealPodsInbound proves the inbound direction as real pods through InterLink's unmodified
+// VK: no ingress controller runs for the local cluster and nothing in it listens for the remote
+// site. The plugin publishes the offloaded pod's mesh-agent with a Service and an Ingress in the
+// remote cluster, Traefik as the remote cluster's ingress controller routes it, and the shadow
+// pod (the VK's rendering of shadow-pod-inbound.tmpl) dials it by name through the local DNS.
+// Then the mesh does what it does outbound: a local client reaches the offloaded pod on the pod's
+// IP, the offloaded pod reaches a local pod as the shadow; it comes back after the remote ingress
+// controller restarts; and deleting the pod removes the remote Service and Ingress.
+func TestMeshRealPodsInbound(t *testing.T) {
+	if os.Getenv(envRealMesh) != "1" {
+		t.Skipf("no real-node clusters (%s unset): run `make conformance` as root", envRealMesh)
+	}
+	if os.Getenv(envInboundVK) == "" {
+		t.Skipf("%s unset: run.sh starts no VK with the inbound shadow template", envInboundVK)
+	}
+	addr, err := netip.ParseAddrPort(os.Getenv(envInboundIngress))
+	if err != nil {
+		t.Fatalf("%s: %v", envInboundIngress, err)
+	}
+	env, out := setup(t)
+	env.VKNode = os.Getenv(envInboundVK)
+	m := newMeshRun(t, env, "realinbound", false)
+	m.tunnel, m.logDir = addr, filepath.Join(out, "logs")
+	m.localNode = m.realNode(env.Local, "local")
+	m.remoteNode = m.realNode(env.Remote, "remote")
+	m.onlySchedulable(m.localNode)
+	// The remote cluster's ingress controller, on the address the local site's DNS gives the
+	// tunnel hosts (*.mesh.test): what the local nodes reach of the remote site.
+	m.ing = startIngressFor(t, env.Remote, m.remoteKubeconfig(), "ingress-traefik-remote.log", m.logDir, addr)
+	ctx := t.Context()
+	m.localNamespace()
+	target := m.localPod("target", m.localNode, corev1.Container{Name: "echo", Image: m.echo, ImagePullPolicy: corev1.PullNever})
+	client := m.localPod("client", m.localNode, corev1.Container{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"}})
+
+	start := time.Now()
+	web := m.offloadedPod(env.VKNode, map[string]string{plugin.AnnotMeshDirection: string(plugin.DirectionInbound)})
+	web, err = env.Local.CoreV1().Pods(m.ns).Create(ctx, web, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create the offloaded pod: %v", err)
+	}
+	shadowNS := m.ns + "-wstunnel"
+	shadow := m.waitShadow(shadowNS, shadowComponent(web), m.localNode, "")
+	ings, err := env.Local.NetworkingV1().Ingresses(shadowNS).List(ctx, metav1.ListOptions{})
+	if err != nil || len(ings.Items) != 0 {
+		t.Fatalf("Ingresses in the shadow namespace: %v, %v; the inbound shadow publishes none", err, ings)
+	}
+	for _, c := range shadow.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.ContainerPort == 28080 {
+				t.Errorf("the shadow pod's container %s declares the tunnel port 28080", c.Name)
+			}
+		}
+	}
+	t.Logf("PROVEN the inbound shadow pod %s/%s runs on %s at %s, with no Ingress and no tunnel port in the local cluster (%s after create)",
+		shadowNS, shadow.Name, m.localNode, shadow.Status.PodIP, since(start))
+
+	remote := m.waitRemote(web.UID, m.remoteNode)
+	name := plugin.ScopedName("mesh-tunnel", string(web.UID))
+	svc, err := env.Remote.CoreV1().Services(remote.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the remote tunnel Service: %v", err)
+	}
+	ing, err := env.Remote.NetworkingV1().Ingresses(remote.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the remote tunnel Ingress: %v", err)
+	}
+	for _, o := range []metav1.Object{svc, ing} {
+		if refs := o.GetOwnerReferences(); len(refs) != 1 || refs[0].UID != remote.UID {
+			t.Errorf("%s is owned by %+v, want the remote pod %s", o.GetName(), refs, remote.UID)
+		}
+	}
+	host := ing.Spec.Rules[0].Host
+	took := m.ing.waitRoute(host, netip.AddrPortFrom(netip.MustParseAddr(remote.Status.PodIP), 28080).String())
+	t.Logf("PROVEN the plugin publishes the mesh-agent in the remote cluster: Traefik routes Host %s on %s to the offloaded pod's tunnel port (%s after its endpoint), and the sidecar's first handshake came through it (%s after create)",
+		host, addr, took.Round(10*time.Millisecond), since(start))
+
+	var local *corev1.Pod
+	m.poll("local pod Running with the shadow pod's IP", 60*time.Second, func(ctx context.Context) (bool, string) {
+		local, err = env.Local.CoreV1().Pods(m.ns).Get(ctx, web.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return local.Status.Phase == corev1.PodRunning && local.Status.PodIP == shadow.Status.PodIP, describePod(local)
+	})
+	served := regexp.MustCompile(`host=` + regexp.QuoteMeta(hostnameOf(remote)) + ` `)
+	answer := m.execUntil("local client → http://"+local.Status.PodIP+":8080/", m.localKubeconfig(), m.ns, client.Name, "shell",
+		served, httpGet(local.Status.PodIP)...)
+	t.Logf("PROVEN inbound: a local client pod's request to the pod's IP %s is answered by the offloaded echo-server: %q (%s after create)",
+		local.Status.PodIP, lastLine(answer), since(start))
+	back := m.execUntil("offloaded pod → http://"+target.Status.PodIP+":8080/", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
+		regexp.MustCompile(`host=target client=`+regexp.QuoteMeta(shadow.Status.PodIP)+`:`), httpGet(target.Status.PodIP)...)
+	t.Logf("PROVEN inbound: the offloaded pod reaches the local pod %s, seen as the shadow pod: %q", target.Status.PodIP, lastLine(back))
+
+	// The remote ingress controller restarts: every tunnel through it is cut, the shadow re-dials.
+	restarted := time.Now()
+	m.ing.restart()
+	again := m.execUntil("local client → the pod's IP after the remote ingress restarted", m.localKubeconfig(), m.ns, client.Name, "shell",
+		served, httpGet(local.Status.PodIP)...)
+	t.Logf("PROVEN inbound: answered again %s after the remote ingress controller restarted: %q", since(restarted), lastLine(again))
+
+	// Deleting the pod removes what the plugin published.
+	if err := env.Local.CoreV1().Pods(m.ns).Delete(ctx, web.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete the offloaded pod: %v", err)
+	}
+	deleted := time.Now()
+	m.poll("the remote tunnel Service and Ingress gone", 120*time.Second, func(ctx context.Context) (bool, string) {
+		_, serr := env.Remote.CoreV1().Services(remote.Namespace).Get(ctx, name, metav1.GetOptions{})
+		_, ierr := env.Remote.NetworkingV1().Ingresses(remote.Namespace).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(serr) && apierrors.IsNotFound(ierr), "service: " + errText(serr) + "; ingress: " + errText(ierr)
+	})
+	t.Logf("PROVEN deleting the pod removes the remote tunnel Service and Ingress %s (%s after the delete)", name, since(deleted))
+}
+
+// errText is err's text, or "present".
+func errText(err error) string {
+	if err == nil {
+		return "present"
+	}
+	return err.Error()
+}

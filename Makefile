@@ -42,7 +42,7 @@ INGRESS_CLASS ?= traefik
 manifests: ## bin/manifests/: the plugin Deployment and the VK's templates naming the images of this VERSION (REGISTRY= to point them at yours, INGRESS_CLASS= for another ingress controller than traefik)
 	@mkdir -p bin/manifests
 	@if ! [[ "$(INGRESS_CLASS)" =~ ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$$ ]]; then echo "make manifests: INGRESS_CLASS=$(INGRESS_CLASS) is not an IngressClass name" >&2; exit 1; fi
-	@reg=$${REGISTRY:-ghcr.io/interlink-k8s-mesh}; for f in plugin.yaml plugin-inbound-rbac.yaml local-sweep-rbac.yaml vk-shadow-secrets-rbac.yaml shadow-pod.tmpl shadow-pod-netstack.tmpl shadow-pod-inbound.tmpl mesh-script.tmpl mesh-script-ingress.tmpl vk-config-snippet.yaml; do \
+	@reg=$${REGISTRY:-ghcr.io/interlink-k8s-mesh}; for f in plugin.yaml plugin-inbound-rbac.yaml local-sweep-rbac.yaml vk-shadow-secrets-rbac.yaml shadow-pod.tmpl shadow-pod-netstack.tmpl shadow-pod-inbound.tmpl shadow-pod-inbound-netstack.tmpl mesh-script.tmpl mesh-script-ingress.tmpl vk-config-snippet.yaml; do \
 		sed -E -e "s#ghcr\.io/interlink-k8s-mesh/(interlink-k8s-plugin|mesh-agent|shadow-agent):latest#$$reg/\1:$(VERSION)#g" \
 			-e "s#^  ingressClassName: traefik\$$#  ingressClassName: $(INGRESS_CLASS)#" manifests/$$f >bin/manifests/$$f; \
 	done
@@ -153,11 +153,11 @@ bench: ## benchmarks against the test cluster, then bench-mesh and bench-real (f
 	@$(MAKE) --no-print-directory bench-mesh
 	@$(MAKE) --no-print-directory bench-real
 
-bench-mesh: ## tunnel benchmarks, then the mesh (direct, through nginx, through Traefik over ws:// and wss://) against wireguard-go over UDP in network namespaces (root; about 2 min)
+bench-mesh: ## tunnel benchmarks, then the mesh (direct, through nginx, through Traefik over ws:// and wss://, and inbound: direct and through Traefik) against wireguard-go over UDP in network namespaces (root; about 3 min)
 	@mkdir -p bin
 	@echo "[bench] tunnel: datagram round trip, batch and device throughput (about 30 s)"
 	@go test -count=1 -run '^$$' -bench . -benchmem ./tunnel/
-	@echo "[bench] mesh in network namespaces (root): iperf3 5 s per path, 7 paths, $${IKM_BENCH_ROUNDS:-3} interleaved rounds (about 2 min; full log bin/bench-mesh.log)"
+	@echo "[bench] mesh in network namespaces (root): iperf3 5 s per path, 9 paths, $${IKM_BENCH_ROUNDS:-3} interleaved rounds (about 3 min; full log bin/bench-mesh.log)"
 	@go test -count=1 -run '^$$' -bench Throughput -benchtime 1x -timeout 20m -v ./test/e2e/ > bin/bench-mesh.log 2>&1 || { tail -50 bin/bench-mesh.log; exit 1; }
 	@grep -E 'ratio:|wireguard-go-debian:|SKIP' bin/bench-mesh.log | sed -E 's/^ *bench_linux_test.go:[0-9]+: //'
 

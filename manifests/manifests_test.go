@@ -816,6 +816,8 @@ func TestShadowPodRestricted(t *testing.T) {
 		refuse string // "": admitted
 	}{
 		{"shadow-pod-netstack.tmpl", ""},
+		{"shadow-pod-inbound-netstack.tmpl", ""},
+		{"shadow-pod-inbound.tmpl", "NET_ADMIN"},
 		{"shadow-pod.tmpl", "NET_ADMIN"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
@@ -835,7 +837,13 @@ func TestShadowPodRestricted(t *testing.T) {
 // the host the plugin gives it, and nothing of it listens for the remote site: no Ingress, no
 // tunnel port on the pod or its Service. The key and the prefix stay in the Secret.
 func TestShadowPodInboundGolden(t *testing.T) {
-	data, got := shadowGolden(t, "shadow-pod-inbound.tmpl", "shadow-pod-inbound.golden")
+	for _, mode := range []string{"", "-netstack"} {
+		t.Run("inbound"+mode, func(t *testing.T) { checkInboundShadow(t, "shadow-pod-inbound"+mode) })
+	}
+}
+
+func checkInboundShadow(t *testing.T, base string) {
+	data, got := shadowGolden(t, base+".tmpl", base+".golden")
 	kinds := map[string]bool{}
 	for _, o := range vkDecode(t, got) {
 		kinds[o.GetKind()] = true
@@ -853,7 +861,7 @@ func TestShadowPodInboundGolden(t *testing.T) {
 	if kinds["Ingress"] || !kinds["Deployment"] || !kinds["Service"] || !kinds["Secret"] {
 		t.Errorf("kinds %v, want a Secret, a Deployment and a Service, no Ingress", kinds)
 	}
-	c := shadowPodSpec(t, "shadow-pod-inbound.tmpl", data).Spec.Containers[0]
+	c := shadowPodSpec(t, base+".tmpl", data).Spec.Containers[0]
 	want := "--connect=ws://" + data.Name + "-" + data.Namespace + "." + data.WildcardDNS
 	if !slices.Contains(c.Args, want) {
 		t.Errorf("args %q lack %s", c.Args, want)

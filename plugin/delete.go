@@ -116,6 +116,7 @@ func (p *Plugin) deleteRemote(ctx context.Context, local *corev1.Pod) error {
 		}
 		ungranted("delete ingress", p.client.NetworkingV1().Ingresses(ns).Delete(rctx, inbound, metav1.DeleteOptions{}))
 		ungranted("delete service", core.Services(ns).Delete(rctx, inbound, metav1.DeleteOptions{}))
+		ungranted("delete endpointslice", p.client.DiscoveryV1().EndpointSlices(ns).Delete(rctx, inbound, metav1.DeleteOptions{}))
 	}
 	for _, claim := range claimsOf(local) {
 		pvc, err := core.PersistentVolumeClaims(ns).Get(rctx, claim, metav1.GetOptions{})

@@ -85,10 +85,10 @@ func inboundHost(t meshspec.Tunnel) (string, error) {
 
 // publishInbound turns spec into an inbound mesh (the mesh-agent serves its tunnel on
 // m.InboundPort, dialed by nobody else's settings) and adds to plan the Service and the Ingress
-// that publish the tunnel at the host the VK named, in the pod's remote namespace. They select
-// the pod by its source-UID label and are owned by it like its other objects. The Service
-// publishes the pod before it is ready: its containers wait for the mesh-agent's first
-// handshake, which needs the shadow to reach it first.
+// that publish the tunnel at the host the VK named, in the pod's remote namespace, owned by the
+// pod like its other objects. The Service selects nothing: the pod is not ready before its
+// mesh-agent's first handshake, which needs the shadow to reach it first, so the plugin writes the
+// pod's address as a serving endpoint itself once the pod has one (inboundEndpoints).
 func publishInbound(plan *Plan, local *corev1.Pod, spec *meshspec.Spec, m Mesh) error {
 	host, err := inboundHost(spec.Tunnel)
 	if err != nil {
@@ -112,13 +112,13 @@ func publishInbound(plan *Plan, local *corev1.Pod, spec *meshspec.Spec, m Mesh) 
 	port := int32(m.InboundPort)
 	svc := &corev1.Service{
 		ObjectMeta: scopedMeta(name, plan.Namespace, local),
+		// No selector: the plugin writes the pod's EndpointSlice itself, serving from the start
+		// (see inboundEndpoints).
 		Spec: corev1.ServiceSpec{
-			Type:                     corev1.ServiceTypeClusterIP,
-			Selector:                 map[string]string{LabelOffloaded: ValueOffloaded, LabelSourceUID: sanitizeLabelValue(uid)},
-			PublishNotReadyAddresses: true,
+			Type: corev1.ServiceTypeClusterIP,
 			Ports: []corev1.ServicePort{{
 				Name: inboundPortName, Protocol: corev1.ProtocolTCP, Port: port,
-				TargetPort: intstr.FromString(inboundPortName), AppProtocol: new(wsAppProtocol),
+				TargetPort: intstr.FromInt32(port), AppProtocol: new(wsAppProtocol),
 			}},
 		},
 	}
@@ -158,16 +158,4 @@ func inboundTunnelPort(m Mesh) corev1.ContainerPort {
 }
 
 // isInbound tells whether a remote pod is an inbound mesh pod: its mesh-agent serves the tunnel.
-func isInbound(pod *corev1.Pod) bool {
-	for _, c := range pod.Spec.InitContainers {
-		if c.Name != MeshAgentContainer {
-			continue
-		}
-		for _, p := range c.Ports {
-			if p.Name == inboundPortName {
-				return true
-			}
-		}
-	}
-	return false
-}
+func isInbound(pod *corev1.Pod) bool { return inboundPort(pod) != 0 }

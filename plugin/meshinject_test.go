@@ -651,14 +651,8 @@ func TestTranslateMeshInbound(t *testing.T) {
 		t.Fatalf("%d services, %d ingresses, want one of each", len(plan.Services), len(plan.Ingresses))
 	}
 	svc, ing := plan.Services[0], plan.Ingresses[0]
-	if !svc.Spec.PublishNotReadyAddresses || svc.Spec.Selector[LabelSourceUID] != meshTestUID || svc.Spec.Ports[0].Port != 28080 ||
-		svc.Spec.Ports[0].TargetPort.StrVal != inboundPortName {
-		t.Errorf("service %+v", svc.Spec)
-	}
-	for k, val := range svc.Spec.Selector {
-		if plan.Pod.Labels[k] != val {
-			t.Errorf("the service selects %s=%s, which the pod does not carry", k, val)
-		}
+	if len(svc.Spec.Selector) != 0 || svc.Spec.Ports[0].Port != 28080 || svc.Spec.Ports[0].TargetPort.IntVal != 28080 {
+		t.Errorf("service %+v: want no selector (the plugin writes the endpoint) and the tunnel port", svc.Spec)
 	}
 	if h := ing.Spec.Rules[0].Host; h != "web-0-team-a-team-a-wstunnel.mesh.example.org" {
 		t.Errorf("ingress host %q, want the VK's tunnel host", h)

@@ -84,6 +84,11 @@ func meshNotReadyMessage(pod *corev1.Pod, agent *corev1.ContainerStatus, now tim
 			fmt.Fprintf(&b, ": %s", m)
 		}
 	}
+	if isInbound(pod) {
+		// The shadow dials in: the way in is the remote cluster's.
+		fmt.Fprintf(&b, ". Inbound: check the shadow pod's dial in the local cluster (its log says why it fails) and the Ingress %s of this pod's namespace in front of the sidecar.", ScopedName(inboundName, pod.Annotations[AnnotSourceUID]))
+		return b.String()
+	}
 	b.WriteString(". Check the shadow pod in the local cluster and the ingress in front of it.")
 	return b.String()
 }

@@ -51,6 +51,13 @@ func TestMarkMeshNotReady(t *testing.T) {
 			s.RestartCount = 4
 			s.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{ExitCode: 1, Message: strings.Repeat("x", 1000)}
 		})), want: []string{"mesh-agent is CrashLoopBackOff: back-off 40s", "restarted 4 times", "last exit 1: xxx", "…"}},
+		{name: "inbound", pod: func() *corev1.Pod {
+			spec := meshSpec.DeepCopy()
+			spec.InitContainers[0].Ports = []corev1.ContainerPort{{Name: inboundPortName, ContainerPort: 28080}}
+			p := pod(*spec, agent(nil))
+			p.Annotations = map[string]string{AnnotSourceUID: "0b6e3c5e-8f1a-4c1e-9a51-6f3f8a3d2c11"}
+			return p
+		}(), want: []string{"Inbound: check the shadow pod's dial", "Ingress mesh-tunnel-0b6e3c5e-8f1a-4c1e-9a51-6f3f8a3d2c11"}},
 		{name: "image pull", pod: pod(meshSpec, agent(func(s *corev1.ContainerStatus) {
 			s.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "pull access denied"}}
 		})), want: []string{"ImagePullBackOff: pull access denied"}},

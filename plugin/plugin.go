@@ -68,6 +68,7 @@ type Plugin struct {
 	log     *slog.Logger
 	client  kubernetes.Interface
 	pods    *podCache
+	inbound *inboundEndpoints
 	lister  listersv1.PodLister
 	metrics *metrics
 	guard   *podGuard
@@ -132,7 +133,11 @@ func New(cfg Config) (*Plugin, error) {
 	p.nss = namespaces{busy: map[string]int{}, emptySince: map[string]time.Time{}, known: map[string]struct{}{}}
 	p.draining, p.stopStreams = context.WithCancel(context.Background())
 	// Every remote pod the cache ever holds existed: status may later call it vanished.
-	p.pods = newPodCache(cfg.Client, func(uid string) { p.guard.markSeen(types.UID(uid)) })
+	p.inbound = newInboundEndpoints(p)
+	p.pods = newPodCache(cfg.Client, func(pod *corev1.Pod) {
+		p.guard.markSeen(types.UID(pod.Annotations[AnnotSourceUID]))
+		p.inbound.note(pod)
+	}, p.inbound.forget)
 	p.lister = p.pods.lister
 	p.metrics = newMetrics(cfg.Registry, func() float64 { return float64(p.pods.len()) })
 	return p, nil

@@ -35,14 +35,16 @@ type podCache struct {
 	lister    listersv1.PodLister
 	reflector *cache.Reflector
 	synced    atomic.Bool
-	// seen is called for every remote pod of a local pod the cache receives.
-	seen func(localUID string)
+	// seen is called for every remote pod of a local pod the cache receives, gone for every
+	// one deleted; neither may block.
+	seen func(pod *corev1.Pod)
+	goneHook func(pod *corev1.Pod)
 	// gone holds the last state of remote pods deleted since the plugin started.
 	gone lastStates
 }
 
-func newPodCache(client kubernetes.Interface, seen func(localUID string)) *podCache {
-	c := &podCache{seen: seen}
+func newPodCache(client kubernetes.Interface, seen, gone func(pod *corev1.Pod)) *podCache {
+	c := &podCache{seen: seen, goneHook: gone}
 	c.indexer = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{
 		cache.NamespaceIndex: cache.MetaNamespaceIndexFunc,
 		indexSourceUID: func(obj any) ([]string, error) {
@@ -123,7 +125,7 @@ func (s *cacheStore) keep(obj any) any {
 	if pod, ok := obj.(*corev1.Pod); ok && pod.Annotations[AnnotSourceUID] != "" {
 		s.gone.forget(pod.Annotations[AnnotSourceUID])
 		if s.seen != nil {
-			s.seen(pod.Annotations[AnnotSourceUID])
+			s.seen(pod)
 		}
 	}
 	return obj
@@ -139,6 +141,9 @@ func (s *cacheStore) Delete(obj any) error {
 	}
 	if pod, ok := obj.(*corev1.Pod); ok {
 		s.gone.put(pod)
+		if s.goneHook != nil {
+			s.goneHook(pod)
+		}
 	}
 	return s.indexer.Delete(obj)
 }

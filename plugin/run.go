@@ -13,11 +13,8 @@ import (
 func (p *Plugin) Run(ctx context.Context) error {
 	defer p.stopStreams()
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		p.pods.run(ctx)
-	}()
+	wg.Go(func() { p.pods.run(ctx) })
+	wg.Go(func() { p.inbound.run(ctx) })
 	defer wg.Wait()
 	if !cache.WaitForCacheSync(ctx.Done(), p.pods.hasSynced) {
 		return nil // stopped before the first sync

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -134,4 +135,31 @@ func (a agentProc) kill() error {
 		return err
 	}
 	return syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// listeningPorts are the TCP ports listening in the agent's network namespace (its pod's), read
+// from /proc/<pid>/net/tcp and tcp6: state 0A, the local address's port in hex.
+func (a agentProc) listeningPorts() ([]uint16, error) {
+	var ports []uint16
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(filepath.Join(a.dir, "net", f))
+		if err != nil {
+			return nil, err
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			fields := strings.Fields(line)
+			if i == 0 || len(fields) < 4 || fields[3] != "0A" {
+				continue
+			}
+			_, hexPort, ok := strings.Cut(fields[1], ":")
+			p, err := strconv.ParseUint(hexPort, 16, 16)
+			if !ok || err != nil {
+				return nil, fmt.Errorf("%s/net/%s: local address %q", a.dir, f, fields[1])
+			}
+			if !slices.Contains(ports, uint16(p)) {
+				ports = append(ports, uint16(p))
+			}
+		}
+	}
+	return ports, nil
 }

@@ -75,8 +75,19 @@ func TestMeshRealPodsInbound(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("PROVEN the inbound shadow pod %s/%s runs on %s at %s, with no Ingress and no tunnel port in the local cluster (%s after create)",
-		shadowNS, shadow.Name, m.localNode, shadow.Status.PodIP, since(start))
+	agent, err := findAgent("shadow-agent", shadow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports, err := agent.listeningPorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ports) != 1 || ports[0] != 9102 {
+		t.Errorf("the inbound shadow pod listens on TCP %v, want its health port 9102 alone", ports)
+	}
+	t.Logf("PROVEN the inbound shadow pod %s/%s runs on %s at %s; the local cluster has no Ingress for it and the pod listens on TCP %v only, its health port (%s after create)",
+		shadowNS, shadow.Name, m.localNode, shadow.Status.PodIP, ports, since(start))
 
 	remote := m.waitRemote(web.UID, m.remoteNode)
 	name := plugin.ScopedName("mesh-tunnel", string(web.UID))

@@ -158,7 +158,12 @@ if [ "$real" = 1 ]; then
 	# the zone is the node), never the machine's resolver: site.test on both sides, an "external"
 	# name that tells which site answered; and on the remote side mesh.test, the VK's WildcardDNS,
 	# as the remote site's DNS would hold the ingress's wildcard record.
-	local_nodes=(IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODE_KUBE_PROXY=1 IKM_DNS_SERVICE_IP=$dns_ip "IKM_NODE_DNS_SITE_ZONES=site.test")
+	# In the process layout the local site's DNS also holds mesh.test, the wildcard the inbound VK's
+	# shadows dial: its names are the local node's bridge address, where TestMeshRealPodsInbound
+	# runs the remote cluster's ingress controller (what the local nodes reach of the remote site).
+	local_zones="site.test"
+	[ "$layout" = helm ] || local_zones="site.test mesh.test"
+	local_nodes=(IKM_REAL_NODE=1 IKM_NODE_TAINT=0 IKM_NODE_KUBE_PROXY=1 IKM_DNS_SERVICE_IP=$dns_ip "IKM_NODE_DNS_SITE_ZONES=$local_zones")
 	remote_nodes=(IKM_REAL_NODE=1 "IKM_NODE_DNS_SITE_ZONES=mesh.test site.test")
 	if [ "$layout" = helm ]; then
 		local_nodes+=("IKM_NODE_REGISTRY=$registry_addr")
@@ -199,7 +204,8 @@ if [ "$real" = 1 ]; then
 	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=ikm conformance tunnel CA" \
 		-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
 		-keyout "$work/tunnel-ca.key" -out "$work/tunnel-ca.crt" 2>/dev/null
-	plugin_env=(MESH_TUNNEL_NAMESERVERS="$remote_dns" MESH_AGENT_IMAGE="$(image_ref mesh-agent)" MESH_TUNNEL_CA="$work/tunnel-ca.crt"
+	# Inbound pods (annotated so) are published on the remote cluster's Traefik, IngressClass traefik.
+	plugin_env=(MESH_TUNNEL_NAMESERVERS="$remote_dns" MESH_AGENT_IMAGE="$(image_ref mesh-agent)" MESH_TUNNEL_CA="$work/tunnel-ca.crt" MESH_INBOUND_INGRESS_CLASS=traefik
 		MESH_AGENT_RESOURCES='{"requests":{"cpu":"10m","memory":"32Mi"},"limits":{"memory":"768Mi"}}')
 	suite_env=(IKM_CONFORMANCE_REAL_MESH=1 IKM_CONFORMANCE_REAL_PODS=1 IKM_CONFORMANCE_KUBE_PROXY=1 IKM_CONFORMANCE_CLUSTER_DNS=1 IKM_CONFORMANCE_TUNNEL_ADDRESS="$tunnel_address" IKM_CONFORMANCE_REMOTE_DNS="$remote_dns"
 		IKM_CONFORMANCE_KUBECTL="$cache/bin/current/kubectl" IKM_CONFORMANCE_TRAEFIK="$cache/bin/current/traefik"
@@ -309,6 +315,18 @@ else
 		pids+=($!)
 		vk_nodes+=(vk-netstack)
 		suite_env+=(IKM_CONFORMANCE_NETSTACK_VK_NODE=vk-netstack)
+
+		# A third VK, node vk-inbound, renders the inbound shadow template: its shadows dial the
+		# offloaded pods' mesh-agents through the remote cluster's ingress (TestMeshRealPodsInbound).
+		sed -e "s#WstunnelTemplatePath: .*#WstunnelTemplatePath: $templates/shadow-pod-inbound.tmpl#" "$work/vk.yaml" >"$work/vk-inbound.yaml"
+		kubelet_port3=$(free_port)
+		log "starting a third virtual kubelet (node vk-inbound, kubelet port 127.0.0.1:$kubelet_port3) with the inbound shadow template"
+		KUBECONFIG=$local_kc NODENAME=vk-inbound CONFIGPATH=$work/vk-inbound.yaml POD_IP=127.0.0.1 \
+			KUBELET_URL=127.0.0.1 KUBELET_PORT=$kubelet_port3 \
+			"$il_dir/virtual-kubelet" >"$out/logs/virtual-kubelet-inbound.log" 2>&1 &
+		pids+=($!)
+		vk_nodes+=(vk-inbound)
+		suite_env+=(IKM_CONFORMANCE_INBOUND_VK_NODE=vk-inbound IKM_CONFORMANCE_INBOUND_INGRESS="${pod_cidr%.0/24}.1:80")
 	fi
 
 	for vk in "${vk_nodes[@]}"; do
@@ -332,8 +350,8 @@ if [ "$layout" = helm ]; then
 else
 	chain="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}"
 	if [ "$real" = 1 ]; then
-		tests='^(TestConformance|TestTerminalStates|TestMeshRealPods|TestMeshRealPodsRestricted)$'
-		chain="$chain virtual-kubelet-netstack=${pids[3]}"
+		tests='^(TestConformance|TestTerminalStates|TestMeshRealPods|TestMeshRealPodsRestricted|TestMeshRealPodsInbound)$'
+		chain="$chain virtual-kubelet-netstack=${pids[3]} virtual-kubelet-inbound=${pids[4]}"
 	fi
 fi
 [ "$scale_pods" -eq 0 ] || tests='^TestMeshScale$'
@@ -353,7 +371,7 @@ if [ "$layout" = helm ]; then
 	exit "${suite:-0}"
 fi
 # A process of the chain that died is the first thing to know about.
-names=(plugin interlink virtual-kubelet virtual-kubelet-netstack)
+names=(plugin interlink virtual-kubelet virtual-kubelet-netstack virtual-kubelet-inbound)
 for i in "${!pids[@]}"; do
 	state=$(awk '{print $3}' "/proc/${pids[$i]}/stat" 2>/dev/null || echo gone)
 	if [ "$state" = Z ] || [ "$state" = gone ]; then

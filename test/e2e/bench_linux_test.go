@@ -94,7 +94,8 @@ func BenchmarkThroughput(b *testing.B) {
 		env     []string
 	}
 	variants := []meshVariant{{name: "mesh"}, {name: "mesh-nginx", ingress: "nginx"},
-		{name: "mesh-traefik", ingress: "traefik"}, {name: "mesh-traefik-wss", ingress: "traefik-wss"}}
+		{name: "mesh-traefik", ingress: "traefik"}, {name: "mesh-traefik-wss", ingress: "traefik-wss"},
+		{name: "mesh-inbound", ingress: "inbound"}, {name: "mesh-inbound-traefik", ingress: "inbound-traefik"}}
 	// IKM_BENCH_VARIANTS adds direct mesh paths whose agents run with more environment,
 	// "name:K=V,K=V;name2:K=V", e.g. "batch8:SHADOW_BATCH_SIZE=8,MESH_AGENT_BATCH_SIZE=8".
 	for v := range strings.SplitSeq(os.Getenv("IKM_BENCH_VARIANTS"), ";") {
@@ -233,6 +234,10 @@ type benchMesh struct {
 func startBenchMesh(b *testing.B, a, c *netnstest.NS, ingress string) *benchMesh {
 	k := newMeshKeys(b)
 	m := &benchMesh{a: a, c: c}
+	if strings.HasPrefix(ingress, "inbound") {
+		startInboundBenchMesh(b, m, k, ingress == "inbound-traefik")
+		return m
+	}
 	m.shadow = shadowAgent(b, a, k, benchUnderA.String())
 	upstream := fmt.Sprintf("%s:%d", benchUnderA, tunnelPort)
 	tunnel := meshspec.Tunnel{URL: "ws://" + upstream}
@@ -251,19 +256,40 @@ func startBenchMesh(b *testing.B, a, c *netnstest.NS, ingress string) *benchMesh
 		}
 	}
 	m.mesh = meshAgentTunnel(b, c, k, tunnel)
-	polltest.True(b, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(c) })
+	m.measure(b)
+	return m
+}
+
+// startInboundBenchMesh is the inbound direction: mesh-agent serves the tunnel on the offloaded
+// side and shadow-agent dials it, directly or through Traefik. Traefik runs on the shadow side
+// here (only the hop counts, and port 80 of the offloaded side's own address is free there).
+func startInboundBenchMesh(b *testing.B, m *benchMesh, k meshKeys, traefik bool) {
+	m.mesh = meshAgentTunnel(b, m.c, k, meshspec.Tunnel{Listen: fmt.Sprintf(":%d", tunnelPort)})
+	upstream := fmt.Sprintf("%s:%d", benchUnderB, tunnelPort)
+	args := []string{"--connect", "ws://" + upstream}
+	if traefik {
+		tr := startTraefik(b, m.a, upstream)
+		m.ingress = []*proc{tr.proc}
+		args = []string{"--connect", "ws://127.0.0.1:80", "--connect-host", ingressHost}
+	}
+	m.shadow = shadowAgent(b, m.a, k, benchUnderA.String(), args...)
+	m.measure(b)
+}
+
+// measure waits for the mesh-agent's first handshake and takes the round trips from the shadow
+// side, where every flow to the pod IP is forwarded: to the offloaded side's veth address, then to
+// its mesh address.
+func (m *benchMesh) measure(b *testing.B) {
+	polltest.True(b, "mesh-agent ready", 15*time.Second, func() bool { return meshReady(m.c) })
 	m.handshake = firstHandshake(b, m.mesh)
-	// Round trips from the shadow side, where every flow to the pod IP is forwarded: to the
-	// offloaded side's veth address, then to its mesh address.
-	serveUDPEcho(b, c, ":9999", "offloaded")
+	serveUDPEcho(b, m.c, ":9999", "offloaded")
 	var err error
-	if m.rttVeth, err = rtt(a, benchUnderB.String()+":9999", 200); err != nil {
+	if m.rttVeth, err = rtt(m.a, benchUnderB.String()+":9999", 200); err != nil {
 		b.Fatalf("rtt over the veth: %v", err)
 	}
-	if m.rttM, err = rtt(a, "10.7.0.2:9999", 200); err != nil {
+	if m.rttM, err = rtt(m.a, "10.7.0.2:9999", 200); err != nil {
 		b.Fatalf("rtt over the mesh: %v", err)
 	}
-	return m
 }
 
 // firstHandshake reads how long mesh-agent took from start to its first handshake, as it logs it.

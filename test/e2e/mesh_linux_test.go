@@ -35,7 +35,7 @@ func newMeshKeys(t testing.TB) meshKeys {
 
 // shadowAgent starts the shadow-agent binary in ns the way the shadow-pod template runs it:
 // secrets from files, the pod IP from the downward API's POD_IP.
-func shadowAgent(t testing.TB, ns *netnstest.NS, k meshKeys, podIP string) *proc {
+func shadowAgent(t testing.TB, ns *netnstest.NS, k meshKeys, podIP string, more ...string) *proc {
 	t.Helper()
 	dir := t.TempDir()
 	write := func(name, content string) string {
@@ -45,13 +45,14 @@ func shadowAgent(t testing.TB, ns *netnstest.NS, k meshKeys, podIP string) *proc
 		}
 		return p
 	}
-	p := start(t, ns, []string{"POD_IP=" + podIP}, binary(t, "shadow-agent"),
+	args := append([]string{
 		"--private-key-file", write("private-key", base64Key(k.shadow)),
 		"--path-prefix-file", write("prefix", k.prefix),
 		"--peer-public-key", publicKey(k.pod),
 		"--main-interface", "eth0",
 		"--uapi-dir", filepath.Join(dir, "uapi"),
-	)
+	}, more...)
+	p := start(t, ns, []string{"POD_IP=" + podIP}, binary(t, "shadow-agent"), args...)
 	polltest.True(t, "shadow-agent ready", 15*time.Second, func() bool {
 		code, _, err := httpGet(ns, "http://127.0.0.1:9102/readyz", time.Second)
 		return err == nil && code == 200

@@ -36,7 +36,7 @@ type Agent struct {
 	log     *slog.Logger
 	spec    meshspec.Spec // with defaults, valid
 	plan    wgdevice.LinkPlan
-	sock    string // UAPI socket path
+	sock    string        // UAPI socket path
 	side    wgdevice.Side // dials the shadow, or serves the tunnel it dials
 	reg     *prometheus.Registry
 	handler http.Handler

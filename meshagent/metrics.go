@@ -14,10 +14,10 @@ func (a *Agent) routes() http.Handler { return wgdevice.ProbeMux(&a.eng, a.handl
 // registry holds the agent's metrics: what the engine reports of both agents, and the flows.
 func (a *Agent) registry() *prometheus.Registry {
 	return wgdevice.NewRegistry(wgdevice.MetricsConfig{
-		Prefix:    "mesh_agent",
-		Ready:     a.ready.Load,
-		ReadyHelp: "1 once the first WireGuard handshake with the shadow pod completed.",
-		Peer:      "the shadow pod",
+		Prefix:      "mesh_agent",
+		Ready:       a.ready.Load,
+		ReadyHelp:   "1 once the first WireGuard handshake with the shadow pod completed.",
+		Peer:        "the shadow pod",
 		Tunnel:      a.side.Role,
 		TunnelStats: a.side.Stats,
 		Engine:      &a.eng,

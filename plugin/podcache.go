@@ -37,7 +37,7 @@ type podCache struct {
 	synced    atomic.Bool
 	// seen is called for every remote pod of a local pod the cache receives, gone for every
 	// one deleted; neither may block.
-	seen func(pod *corev1.Pod)
+	seen     func(pod *corev1.Pod)
 	goneHook func(pod *corev1.Pod)
 	// gone holds the last state of remote pods deleted since the plugin started.
 	gone lastStates

@@ -69,7 +69,9 @@ var configCases = []struct {
 	msg    string   // part of the message
 }{
 	{"valid", func(*Config) {}, nil, ""},
-	{"valid, dialing", func(c *Config) { c.ConnectURL, c.ConnectHost, c.CAFile = "wss://10.0.0.1:443", "p-ns.remote.example", "/ca.crt" }, nil, ""},
+	{"valid, dialing", func(c *Config) {
+		c.ConnectURL, c.ConnectHost, c.CAFile = "wss://10.0.0.1:443", "p-ns.remote.example", "/ca.crt"
+	}, nil, ""},
 	{"valid, everything set", func(c *Config) {
 		c.ListenAddr, c.HealthAddr, c.Interface, c.MainInterface = "127.0.0.1:8443", "[::1]:9999", "wgs", "eth1"
 		c.Address, c.PeerAddress = netip.MustParsePrefix("10.9.0.1/24"), netip.MustParseAddr("10.9.0.2")

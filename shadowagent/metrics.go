@@ -16,10 +16,10 @@ func (a *Agent) routes() http.Handler { return wgdevice.ProbeMux(&a.eng, a.handl
 // after its side) and the flows.
 func (a *Agent) registry() *prometheus.Registry {
 	return wgdevice.NewRegistry(wgdevice.MetricsConfig{
-		Prefix:    "shadow_agent",
-		Ready:     func() bool { return len(a.notReady()) == 0 },
-		ReadyHelp: "1 while /readyz answers 200: the tunnel listens, the device is up, the rules are applied.",
-		Peer:      "the offloaded pod",
+		Prefix:      "shadow_agent",
+		Ready:       func() bool { return len(a.notReady()) == 0 },
+		ReadyHelp:   "1 while /readyz answers 200: the tunnel listens, the device is up, the rules are applied.",
+		Peer:        "the offloaded pod",
 		Tunnel:      a.side.Role,
 		TunnelStats: a.side.Stats,
 		Engine:      &a.eng,

@@ -2,10 +2,12 @@ package conformance
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,8 +20,9 @@ import (
 
 // The environment run.sh adds for the inbound direction.
 const (
-	envInboundVK      = "IKM_CONFORMANCE_INBOUND_VK_NODE" // the VK whose shadow template is shadow-pod-inbound.tmpl
-	envInboundIngress = "IKM_CONFORMANCE_INBOUND_INGRESS" // the remote ingress's IP:port, where <host>.mesh.test resolves locally
+	envInboundVK      = "IKM_CONFORMANCE_INBOUND_VK_NODE"          // the VK whose shadow template is shadow-pod-inbound.tmpl
+	envInboundNSVK    = "IKM_CONFORMANCE_INBOUND_NETSTACK_VK_NODE" // the VK of shadow-pod-inbound-netstack.tmpl
+	envInboundIngress = "IKM_CONFORMANCE_INBOUND_INGRESS"          // the remote ingress's IP:port, where <host>.mesh.test resolves locally
 )
 
 // TestMeshRealPodsInbound proves the inbound direction as real pods through InterLink's unmodified
@@ -42,28 +45,68 @@ func TestMeshRealPodsInbound(t *testing.T) {
 		t.Fatalf("%s: %v", envInboundIngress, err)
 	}
 	env, out := setup(t)
-	env.VKNode = os.Getenv(envInboundVK)
-	m := newMeshRun(t, env, "realinbound", false)
-	m.tunnel, m.logDir = addr, filepath.Join(out, "logs")
-	m.localNode = m.realNode(env.Local, "local")
-	m.remoteNode = m.realNode(env.Remote, "remote")
-	m.onlySchedulable(m.localNode)
+	base := newMeshRun(t, env, "realinbound", false)
+	base.tunnel, base.logDir = addr, filepath.Join(out, "logs")
+	base.localNode = base.realNode(env.Local, "local")
+	base.remoteNode = base.realNode(env.Remote, "remote")
+	base.onlySchedulable(base.localNode, os.Getenv(envInboundVK), os.Getenv(envInboundNSVK))
 	// The remote cluster's ingress controller, on the address the local site's DNS gives the
 	// tunnel hosts (*.mesh.test): what the local nodes reach of the remote site.
-	m.ing = startIngressFor(t, env.Remote, m.remoteKubeconfig(), "ingress-traefik-remote.log", m.logDir, addr)
-	ctx := t.Context()
+	base.ing = startIngressFor(t, env.Remote, base.remoteKubeconfig(), "ingress-traefik-remote.log", base.logDir, addr)
+	for _, mode := range []struct {
+		name, vk, ns string
+		annotations  map[string]string
+	}{
+		{"kernel", os.Getenv(envInboundVK), "realinbound", nil},
+		{"netstack", os.Getenv(envInboundNSVK), "realinbound-ns", map[string]string{plugin.AnnotMeshMode: "netstack"}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			if mode.vk == "" {
+				t.Skip("run.sh starts no VK with this mode's inbound shadow template")
+			}
+			m := *base
+			m.t, m.ns = t, mode.ns
+			prev := base.ing.t // the controller fails the test that uses it
+			base.ing.t = t
+			defer func() { base.ing.t = prev }()
+			runInbound(t, &m, mode.vk, mode.annotations, mode.name == "kernel")
+		})
+	}
+}
+
+// runInbound offloads one inbound pod through vkNode and proves the mesh both ways; restart
+// also restarts the remote ingress controller.
+func runInbound(t *testing.T, m *meshRun, vkNode string, annotations map[string]string, restart bool) {
+	env, ctx := m.env, t.Context()
+	var err error
 	m.localNamespace()
 	target := m.localPod("target", m.localNode, corev1.Container{Name: "echo", Image: m.echo, ImagePullPolicy: corev1.PullNever})
 	client := m.localPod("client", m.localNode, corev1.Container{Name: "shell", Image: m.shell, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"}})
+	addr := m.tunnel
+	ann := map[string]string{plugin.AnnotMeshDirection: string(plugin.DirectionInbound)}
+	for k, v := range annotations {
+		ann[k] = v
+	}
+	netstack := annotations[plugin.AnnotMeshMode] == "netstack"
+	if netstack {
+		// A netstack sidecar routes nothing into the mesh: the pod reaches the local pod through a
+		// relay it declares.
+		ann[plugin.AnnotMeshForwards] = fmt.Sprintf("18080=%s:8080", target.Status.PodIP)
+	}
 
 	start := time.Now()
-	web := m.offloadedPod(env.VKNode, map[string]string{plugin.AnnotMeshDirection: string(plugin.DirectionInbound)})
+	web := m.offloadedPod(vkNode, ann)
 	web, err = env.Local.CoreV1().Pods(m.ns).Create(ctx, web, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("create the offloaded pod: %v", err)
 	}
 	shadowNS := m.ns + "-wstunnel"
 	shadow := m.waitShadow(shadowNS, shadowComponent(web), m.localNode, "")
+	if netstack {
+		if caps := addedCapabilities(shadow); len(caps) > 0 {
+			t.Fatalf("the netstack inbound shadow pod adds capabilities %v", caps)
+		}
+	}
 	ings, err := env.Local.NetworkingV1().Ingresses(shadowNS).List(ctx, metav1.ListOptions{})
 	if err != nil || len(ings.Items) != 0 {
 		t.Fatalf("Ingresses in the shadow namespace: %v, %v; the inbound shadow publishes none", err, ings)
@@ -83,10 +126,21 @@ func TestMeshRealPodsInbound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ports) != 1 || ports[0] != 9102 {
-		t.Errorf("the inbound shadow pod listens on TCP %v, want its health port 9102 alone", ports)
+	// Its health port; in netstack mode also the offloaded pod's declared ports, relayed to it.
+	allowed := []uint16{9102}
+	for _, c := range web.Spec.Containers {
+		for _, p := range c.Ports {
+			if netstack && p.Protocol != corev1.ProtocolUDP {
+				allowed = append(allowed, uint16(p.ContainerPort))
+			}
+		}
 	}
-	t.Logf("PROVEN the inbound shadow pod %s/%s runs on %s at %s; the local cluster has no Ingress for it and the pod listens on TCP %v only, its health port (%s after create)",
+	for _, p := range ports {
+		if !slices.Contains(allowed, p) {
+			t.Errorf("the inbound shadow pod listens on TCP %d (all: %v), want only %v: nothing for the remote site", p, ports, allowed)
+		}
+	}
+	t.Logf("PROVEN the inbound shadow pod %s/%s runs on %s at %s; the local cluster has no Ingress for it and the pod listens on TCP %v only: its health port and, in netstack mode, the offloaded pod's declared ports (%s after create)",
 		shadowNS, shadow.Name, m.localNode, shadow.Status.PodIP, ports, since(start))
 
 	remote := m.waitRemote(web.UID, m.remoteNode)
@@ -122,16 +176,25 @@ func TestMeshRealPodsInbound(t *testing.T) {
 		served, httpGet(local.Status.PodIP)...)
 	t.Logf("PROVEN inbound: a local client pod's request to the pod's IP %s is answered by the offloaded echo-server: %q (%s after create)",
 		local.Status.PodIP, lastLine(answer), since(start))
-	back := m.execUntil("offloaded pod → http://"+target.Status.PodIP+":8080/", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
-		regexp.MustCompile(`host=target client=`+regexp.QuoteMeta(shadow.Status.PodIP)+`:`), httpGet(target.Status.PodIP)...)
-	t.Logf("PROVEN inbound: the offloaded pod reaches the local pod %s, seen as the shadow pod: %q", target.Status.PodIP, lastLine(back))
+	seenAsShadow := regexp.MustCompile(`host=target client=` + regexp.QuoteMeta(shadow.Status.PodIP) + `:`)
+	if netstack {
+		back := m.execUntil("offloaded pod → 127.0.0.1:18080 (relayed to "+target.Status.PodIP+":8080)", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
+			seenAsShadow, httpGet("127.0.0.1", "18080")...)
+		t.Logf("PROVEN inbound, netstack: the offloaded pod reaches the local pod %s through its declared relay, seen as the shadow pod: %q", target.Status.PodIP, lastLine(back))
+	} else {
+		back := m.execUntil("offloaded pod → http://"+target.Status.PodIP+":8080/", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
+			seenAsShadow, httpGet(target.Status.PodIP)...)
+		t.Logf("PROVEN inbound: the offloaded pod reaches the local pod %s, seen as the shadow pod: %q", target.Status.PodIP, lastLine(back))
+	}
 
 	// The remote ingress controller restarts: every tunnel through it is cut, the shadow re-dials.
-	restarted := time.Now()
-	m.ing.restart()
-	again := m.execUntil("local client → the pod's IP after the remote ingress restarted", m.localKubeconfig(), m.ns, client.Name, "shell",
-		served, httpGet(local.Status.PodIP)...)
-	t.Logf("PROVEN inbound: answered again %s after the remote ingress controller restarted: %q", since(restarted), lastLine(again))
+	if restart {
+		restarted := time.Now()
+		m.ing.restart()
+		again := m.execUntil("local client → the pod's IP after the remote ingress restarted", m.localKubeconfig(), m.ns, client.Name, "shell",
+			served, httpGet(local.Status.PodIP)...)
+		t.Logf("PROVEN inbound: answered again %s after the remote ingress controller restarted: %q", since(restarted), lastLine(again))
+	}
 
 	// Deleting the pod removes what the plugin published.
 	if err := env.Local.CoreV1().Pods(m.ns).Delete(ctx, web.Name, metav1.DeleteOptions{}); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -510,9 +511,10 @@ func pollChain(ctx context.Context, env *Env, what string, timeout time.Duration
 	return nil
 }
 
-// onlySchedulable makes node the only schedulable node of the local cluster (the VK's node aside),
-// so that the shadow pod the VK makes runs there, and restores every node's setting at the end.
-func (m *meshRun) onlySchedulable(node string) {
+// onlySchedulable makes node the only schedulable node of the local cluster (the VK's node, and
+// the other VK nodes named, aside), so that the shadow pod the VK makes runs there, and restores
+// every node's setting at the end.
+func (m *meshRun) onlySchedulable(node string, vkNodes ...string) {
 	m.t.Helper()
 	nodes, err := m.env.Local.CoreV1().Nodes().List(m.t.Context(), metav1.ListOptions{})
 	if err != nil {
@@ -524,7 +526,7 @@ func (m *meshRun) onlySchedulable(node string) {
 		return err
 	}
 	for _, n := range nodes.Items {
-		if n.Name == m.env.VKNode {
+		if n.Name == m.env.VKNode || slices.Contains(vkNodes, n.Name) {
 			continue
 		}
 		was, want := n.Spec.Unschedulable, n.Name != node

@@ -327,6 +327,16 @@ else
 		pids+=($!)
 		vk_nodes+=(vk-inbound)
 		suite_env+=(IKM_CONFORMANCE_INBOUND_VK_NODE=vk-inbound IKM_CONFORMANCE_INBOUND_INGRESS="${pod_cidr%.0/24}.1:80")
+		# And a fourth, node vk-inbound-netstack, the inbound template in netstack mode.
+		sed -e "s#WstunnelTemplatePath: .*#WstunnelTemplatePath: $templates/shadow-pod-inbound-netstack.tmpl#" "$work/vk.yaml" >"$work/vk-inbound-netstack.yaml"
+		kubelet_port4=$(free_port)
+		log "starting a fourth virtual kubelet (node vk-inbound-netstack, kubelet port 127.0.0.1:$kubelet_port4) with the inbound netstack shadow template"
+		KUBECONFIG=$local_kc NODENAME=vk-inbound-netstack CONFIGPATH=$work/vk-inbound-netstack.yaml POD_IP=127.0.0.1 \
+			KUBELET_URL=127.0.0.1 KUBELET_PORT=$kubelet_port4 \
+			"$il_dir/virtual-kubelet" >"$out/logs/virtual-kubelet-inbound-netstack.log" 2>&1 &
+		pids+=($!)
+		vk_nodes+=(vk-inbound-netstack)
+		suite_env+=(IKM_CONFORMANCE_INBOUND_NETSTACK_VK_NODE=vk-inbound-netstack)
 	fi
 
 	for vk in "${vk_nodes[@]}"; do
@@ -351,7 +361,7 @@ else
 	chain="plugin=${pids[0]} interlink=${pids[1]} virtual-kubelet=${pids[2]}"
 	if [ "$real" = 1 ]; then
 		tests='^(TestConformance|TestTerminalStates|TestMeshRealPods|TestMeshRealPodsRestricted|TestMeshRealPodsInbound)$'
-		chain="$chain virtual-kubelet-netstack=${pids[3]} virtual-kubelet-inbound=${pids[4]}"
+		chain="$chain virtual-kubelet-netstack=${pids[3]} virtual-kubelet-inbound=${pids[4]} virtual-kubelet-inbound-netstack=${pids[5]}"
 	fi
 fi
 [ "$scale_pods" -eq 0 ] || tests='^TestMeshScale$'
@@ -371,7 +381,7 @@ if [ "$layout" = helm ]; then
 	exit "${suite:-0}"
 fi
 # A process of the chain that died is the first thing to know about.
-names=(plugin interlink virtual-kubelet virtual-kubelet-netstack virtual-kubelet-inbound)
+names=(plugin interlink virtual-kubelet virtual-kubelet-netstack virtual-kubelet-inbound virtual-kubelet-inbound-netstack)
 for i in "${!pids[@]}"; do
 	state=$(awk '{print $3}' "/proc/${pids[$i]}/stat" 2>/dev/null || echo gone)
 	if [ "$state" = Z ] || [ "$state" = gone ]; then

@@ -177,15 +177,23 @@ func runInbound(t *testing.T, m *meshRun, vkNode string, annotations map[string]
 	t.Logf("PROVEN inbound: a local client pod's request to the pod's IP %s is answered by the offloaded echo-server: %q (%s after create)",
 		local.Status.PodIP, lastLine(answer), since(start))
 	seenAsShadow := regexp.MustCompile(`host=target client=` + regexp.QuoteMeta(shadow.Status.PodIP) + `:`)
-	if netstack {
-		back := m.execUntil("offloaded pod → 127.0.0.1:18080 (relayed to "+target.Status.PodIP+":8080)", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
-			seenAsShadow, httpGet("127.0.0.1", "18080")...)
-		t.Logf("PROVEN inbound, netstack: the offloaded pod reaches the local pod %s through its declared relay, seen as the shadow pod: %q", target.Status.PodIP, lastLine(back))
-	} else {
-		back := m.execUntil("offloaded pod → http://"+target.Status.PodIP+":8080/", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell",
-			seenAsShadow, httpGet(target.Status.PodIP)...)
-		t.Logf("PROVEN inbound: the offloaded pod reaches the local pod %s, seen as the shadow pod: %q", target.Status.PodIP, lastLine(back))
+	check := crashCheck{
+		shadow: shadow, remote: remote,
+		out: func(what string) string {
+			if netstack {
+				return m.execUntil(what+" (relay 127.0.0.1:18080)", m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell", seenAsShadow, httpGet("127.0.0.1", "18080")...)
+			}
+			return m.execUntil(what, m.remoteKubeconfig(), remote.Namespace, remote.Name, "shell", seenAsShadow, httpGet(target.Status.PodIP)...)
+		},
+		in: func(what string) string {
+			return m.execUntil(what, m.localKubeconfig(), m.ns, client.Name, "shell", served, httpGet(local.Status.PodIP)...)
+		},
 	}
+	back := check.out("offloaded pod → the local pod " + target.Status.PodIP)
+	t.Logf("PROVEN inbound: the offloaded pod reaches the local pod %s, seen as the shadow pod: %q", target.Status.PodIP, lastLine(back))
+	// Each agent crashes (SIGKILL) and is restarted in place: the shadow re-dials, the mesh-agent
+	// serves again, both directions answer.
+	m.crashAndRecover(check)
 
 	// The remote ingress controller restarts: every tunnel through it is cut, the shadow re-dials.
 	if restart {

@@ -110,6 +110,9 @@ type OffloadingOptions struct {
 	// ShadowLeftovers is what the sweep does, with LocalKubeconfigPath, with the shadow Secrets
 	// the VK leaves behind: delete (default), dry-run or off.
 	ShadowLeftovers string `json:"shadow_leftovers,omitempty"`
+	// MeshEvents, with local access, records MeshLost and MeshReady Events on the offloaded pods
+	// from their shadow pods' readiness (default true).
+	MeshEvents *bool `json:"mesh_events,omitempty"`
 	// EmptyNamespaceTTL is how long a remote namespace the plugin created may hold none of its
 	// pods before the plugin deletes it (default 10m; negative, such as -1s: never).
 	EmptyNamespaceTTL Duration `json:"empty_namespace_ttl,omitempty"`

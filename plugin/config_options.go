@@ -86,6 +86,11 @@ func (c *FileConfig) options() []Option {
 		}},
 		{"offloading.orphan_sweep_interval", "orphan sweep period (default 5m)", durationSetter(&c.Offloading.OrphanSweepInterval)},
 		{"offloading.shadow_leftovers", "with a local kubeconfig, the shadow Secrets the VK leaves behind: delete (default), dry-run, off", str(&c.Offloading.ShadowLeftovers)},
+		{"offloading.mesh_events", "with local access, record MeshLost and MeshReady Events on the offloaded pods when their shadow pods lose the mesh and get it back (default true)", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			c.Offloading.MeshEvents = &b
+			return err
+		}},
 		{"offloading.empty_namespace_ttl", "delete a remote namespace the plugin made once it held none of its pods this long (default 10m; negative: never)", durationSetter(&c.Offloading.EmptyNamespaceTTL)},
 		{"mesh.enabled", "inject the mesh-agent sidecar into pods with mesh annotations (default true)", func(v string) error {
 			b, err := strconv.ParseBool(v)

@@ -36,6 +36,9 @@ type Config struct {
 	// ShadowNamespaceSuffixes name the VK's shadow namespaces (default
 	// DefaultShadowNamespaceSuffixes); the leftover sweep looks nowhere else.
 	ShadowNamespaceSuffixes []string
+	// MeshEvents, with LocalClient, follows the shadow pods and records MeshLost and MeshReady
+	// Events on the offloaded pods (meshevents.go).
+	MeshEvents bool
 	// LeftoverGrace is how old a shadow Secret must be before its missing Deployment makes it a
 	// leftover (default DefaultLeftoverGrace).
 	LeftoverGrace time.Duration
@@ -69,6 +72,7 @@ type Plugin struct {
 	client  kubernetes.Interface
 	pods    *podCache
 	inbound *inboundEndpoints
+	events  *meshEvents // nil without Config.MeshEvents
 	lister  listersv1.PodLister
 	metrics *metrics
 	guard   *podGuard
@@ -134,6 +138,9 @@ func New(cfg Config) (*Plugin, error) {
 	p.draining, p.stopStreams = context.WithCancel(context.Background())
 	// Every remote pod the cache ever holds existed: status may later call it vanished.
 	p.inbound = newInboundEndpoints(p)
+	if cfg.LocalClient != nil && cfg.MeshEvents {
+		p.events = newMeshEvents(p)
+	}
 	p.pods = newPodCache(cfg.Client, func(pod *corev1.Pod) {
 		p.guard.markSeen(types.UID(pod.Annotations[AnnotSourceUID]))
 		p.inbound.note(pod)

@@ -15,6 +15,9 @@ func (p *Plugin) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { p.pods.run(ctx) })
 	wg.Go(func() { p.inbound.run(ctx) })
+	if p.events != nil {
+		wg.Go(func() { p.events.run(ctx) })
+	}
 	defer wg.Wait()
 	if !cache.WaitForCacheSync(ctx.Done(), p.pods.hasSynced) {
 		return nil // stopped before the first sync

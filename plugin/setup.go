@@ -75,6 +75,7 @@ func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
 		},
 		SweepInterval:     c.Offloading.OrphanSweepInterval.Duration,
 		ShadowLeftovers:   c.Offloading.ShadowLeftovers,
+		MeshEvents:        c.Offloading.MeshEvents == nil || *c.Offloading.MeshEvents,
 		EmptyNamespaceTTL: c.Offloading.EmptyNamespaceTTL.Duration,
 		RemoteTimeout:     c.K8s.ClientConfiguration.Timeout.Duration,
 		MaxBodyBytes:      c.App.MaxBodyBytes,

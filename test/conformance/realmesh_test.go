@@ -192,9 +192,44 @@ func TestMeshRealPods(t *testing.T) {
 			l.Status.PodIP, next.Status.PodIP, shadow.Status.PodIP)
 		m.statusOverwrite(web.Name, next.Status.PodIP)
 	}
+	m.meshEventsDescribed(web.Name, shadow, next)
 
 	// Delete: the remote pod and the shadow go.
 	m.deleteOffloaded(web.Name, remote, shadowNS)
+}
+
+// meshEventsDescribed proves the plugin's mesh Events show in `kubectl describe pod` on the
+// offloaded pod: lost and back when the shadow-agent crashed (crashAndRecover), lost when the shadow
+// pod was deleted and back through its replacement, naming the IP the pod keeps.
+func (m *meshRun) meshEventsDescribed(name string, old, next *corev1.Pod) {
+	m.t.Helper()
+	want := []*regexp.Regexp{
+		regexp.MustCompile(`Warning\s+MeshLost\s+.*interlink-k8s-plugin\s+mesh lost: shadow pod \S+/` + regexp.QuoteMeta(old.Name) + ` is not ready`),
+		regexp.MustCompile(`Normal\s+MeshReady\s+.*interlink-k8s-plugin\s+mesh back through shadow pod \S+/` + regexp.QuoteMeta(old.Name) + ` `),
+		regexp.MustCompile(`Warning\s+MeshLost\s+.*interlink-k8s-plugin\s+mesh lost: shadow pod \S+/` + regexp.QuoteMeta(old.Name) + ` is being deleted`),
+		regexp.MustCompile(`Normal\s+MeshReady\s+.*interlink-k8s-plugin\s+mesh back through shadow pod \S+/` + regexp.QuoteMeta(next.Name) + ` \(` + regexp.QuoteMeta(next.Status.PodIP) + `\)`),
+	}
+	var out string
+	m.poll("MeshLost and MeshReady in kubectl describe pod "+name, 30*time.Second, func(ctx context.Context) (bool, string) {
+		b, err := exec.CommandContext(ctx, m.kubectl, "--kubeconfig", m.localKubeconfig(), "-n", m.ns, "describe", "pod", name).CombinedOutput()
+		if out = string(b); err != nil {
+			return false, fmt.Sprintf("kubectl describe: %v: %s", err, truncate(out, 300))
+		}
+		for _, re := range want {
+			if !re.MatchString(out) {
+				return false, "no line matching " + re.String()
+			}
+		}
+		return true, ""
+	})
+	_, events, _ := strings.Cut(out, "Events:")
+	var lines []string
+	for line := range strings.Lines(events) {
+		if strings.Contains(line, "Mesh") {
+			lines = append(lines, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	m.t.Logf("PROVEN kubectl describe pod %s shows the plugin's mesh Events (the shadow-agent's crash, then the shadow pod's replacement):\n\t%s", name, strings.Join(lines, "\n\t"))
 }
 
 // statusOverwrite records whether a status write by another client than the VK holds on an

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -406,7 +407,45 @@ func (m *meshRun) scaleAnswers(client *corev1.Pod, run *scaleRun) (answered, ask
 	if err != nil {
 		missing += fmt.Sprintf(" (exec: %v)", err)
 	}
+	for _, name := range first(append(wrong, silent...), 3) {
+		m.diagnoseSilent(client, name)
+	}
 	return answered, asked, missing
+}
+
+// diagnoseSilent logs what may explain a meshed pod that did not answer: its IP next to its shadow
+// pods', their readiness and restarts, the remote pod's, the agents' last log lines, and one more
+// ask now (a late answer means slow, not broken).
+func (m *meshRun) diagnoseSilent(client *corev1.Pod, name string) {
+	ctx := m.t.Context()
+	local, err := m.env.Local.CoreV1().Pods(m.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		m.t.Logf("DIAG %s: %v", name, err)
+		return
+	}
+	m.t.Logf("DIAG %s: local pod %s", name, describePod(local))
+	shadowNS := m.ns + "-wstunnel"
+	shadows, err := m.env.Local.CoreV1().Pods(shadowNS).List(ctx, metav1.ListOptions{LabelSelector: componentLabel + "=" + shadowComponent(local)})
+	if err == nil {
+		for _, sp := range shadows.Items {
+			m.t.Logf("DIAG %s: shadow pod %s: %s", name, sp.Name, describePod(&sp))
+			out, _ := exec.CommandContext(ctx, m.kubectl, "--kubeconfig", m.localKubeconfig(), "-n", shadowNS, "logs", sp.Name, "--tail", "6").CombinedOutput()
+			m.t.Logf("DIAG %s: shadow-agent's last lines:\n%s", name, truncate(string(out), 1500))
+		}
+	}
+	remotes, err := m.env.Remote.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: plugin.LabelOffloaded + "=" + plugin.ValueOffloaded})
+	if err == nil {
+		for _, rp := range remotes.Items {
+			if rp.Annotations[plugin.AnnotSourceUID] != string(local.UID) {
+				continue
+			}
+			m.t.Logf("DIAG %s: remote pod %s/%s: %s", name, rp.Namespace, rp.Name, describePod(&rp))
+			out, _ := exec.CommandContext(ctx, m.kubectl, "--kubeconfig", m.remoteKubeconfig(), "-n", rp.Namespace, "logs", rp.Name, "-c", plugin.MeshAgentContainer, "--tail", "6").CombinedOutput()
+			m.t.Logf("DIAG %s: mesh-agent's last lines:\n%s", name, truncate(string(out), 1500))
+		}
+	}
+	out, err := m.tryExec(m.localKubeconfig(), m.ns, client.Name, "shell", httpGet(local.Status.PodIP)...)
+	m.t.Logf("DIAG %s: asked again now: %v %s", name, err, truncate(lastLine(out), 200))
 }
 
 // agentMemory sums the agents' RSS.

@@ -85,6 +85,8 @@ type AppOptions struct {
 	LogLevel string `json:"log_level,omitempty"`
 	// APIDocsPath also serves the API's documentation page at this path (it is always at /docs).
 	APIDocsPath string `json:"api_docs_path,omitempty"`
+	// Pprof serves Go's profiles at /debug/pprof/ (default false).
+	Pprof bool `json:"pprof,omitempty"`
 }
 
 // OffloadingOptions shape the remote objects.

@@ -59,6 +59,11 @@ func (c *FileConfig) options() []Option {
 		}},
 		{"app.log_level", "debug, info, warn or error (default info)", str(&c.App.LogLevel)},
 		{"app.api_docs_path", "also serve the API documentation page here (always at /docs)", str(&c.App.APIDocsPath)},
+		{"app.pprof", "serve Go's profiles at /debug/pprof/ on the API's listener, for a profile of the plugin under load (default false)", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			c.App.Pprof = b
+			return err
+		}},
 		{"offloading.namespace_prefix", "remote namespace prefix; empty: none (default offloading; none in the INI form)", func(v string) error {
 			c.Offloading.NamespacePrefix = &v
 			return nil

@@ -58,6 +58,9 @@ type Config struct {
 	// DocsPath, when set, serves the documentation page there as well as at /docs (the Python
 	// plugin's app.api_docs_path).
 	DocsPath string
+	// Pprof serves Go's profiles at /debug/pprof/ on the API's listener (off by default: a CPU
+	// profile costs the plugin while it runs, and whoever reaches the API may ask for one).
+	Pprof bool
 	// Logger receives the plugin's logs (nil discards them).
 	Logger *slog.Logger
 	// Registry receives the plugin's metrics (nil: a private registry, served on /metrics).

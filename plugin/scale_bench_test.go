@@ -7,6 +7,8 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -271,7 +273,7 @@ func scaleCreates(b *testing.B, c *testcluster.Cluster, n int) {
 		}, &floorErrs)
 
 		prefix := "sp" + newUID()[:6]
-		srv, _ := startBinary(b, bin, []string{"K8S_KUBECONFIG_PATH=" + c.Kubeconfig, "OFFLOADING_NAMESPACE_PREFIX=" + prefix})
+		srv, _ := startBinary(b, bin, []string{"K8S_KUBECONFIG_PATH=" + c.Kubeconfig, "OFFLOADING_NAMESPACE_PREFIX=" + prefix, "APP_PPROF=true"})
 		b.Cleanup(func() {
 			_ = c.Client.CoreV1().Namespaces().Delete(context.Background(), RemoteNamespace(prefix, nil, "scale"), metav1.DeleteOptions{})
 		})
@@ -290,8 +292,17 @@ func scaleCreates(b *testing.B, c *testcluster.Cluster, n int) {
 			return nil
 		}
 		before = createCalls(b, c.Client)
+		profiled := make(chan string, 1)
+		if conc == 100 {
+			go func() { profiled <- profileCreates(b, srv) }()
+		} else {
+			profiled <- ""
+		}
 		create := throughput(conc, n, func(i int) error { return call("/create", bodies[i]) }, &pluginErrs)
 		pluginCalls := createCalls(b, c.Client).minus(before)
+		if top := <-profiled; top != "" {
+			b.Logf("SCALE-NOTE concurrency %d: the plugin's CPU profile during the creates (%s):\n%s", conc, profileWindow, top)
+		}
 		b.Logf("SCALE-NOTE concurrency %d: API calls a create, counted by the apiserver: through the plugin %.2f (%s), directly %.2f (%s)",
 			conc, pluginCalls.total()/float64(n), pluginCalls, floorCalls.total()/float64(n), floorCalls)
 		del := throughput(conc, n, func(i int) error { return call("/delete", deletes[i]) }, &pluginErrs)
@@ -304,6 +315,35 @@ func scaleCreates(b *testing.B, c *testcluster.Cluster, n int) {
 			b.Errorf("concurrency %d: %d errors through the plugin, %d directly, want 0", conc, pluginErrs, floorErrs)
 		}
 	}
+}
+
+// profileWindow is how long the CPU profile of the plugin's creates at concurrency 100 lasts, from
+// the first create: within the phase at the default 2,000 creates (about 40 s).
+const profileWindow = 10 * time.Second
+
+// profileCreates takes a CPU profile of the plugin binary through its /debug/pprof/profile
+// (app.pprof), keeps it as bin/bench-scale-creates.pprof (a failure to keep it is logged), and
+// returns `go tool pprof -top`'s first lines, or why there are none.
+func profileCreates(b *testing.B, srv *server) string {
+	code, prof := srv.try("GET", fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(profileWindow.Seconds())), nil)
+	if code != http.StatusOK {
+		return fmt.Sprintf("no profile: /debug/pprof/profile answered %d %s", code, prof)
+	}
+	path, err := filepath.Abs(filepath.Join("..", "bin", "bench-scale-creates.pprof"))
+	if err == nil {
+		err = os.WriteFile(path, prof, 0o644)
+	}
+	if err != nil {
+		path = filepath.Join(b.TempDir(), "creates.pprof")
+		if werr := os.WriteFile(path, prof, 0o644); werr != nil {
+			return fmt.Sprintf("no profile kept: %v; %v", err, werr)
+		}
+	}
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", path).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("go tool pprof %s: %v: %s", path, err, out)
+	}
+	return fmt.Sprintf("kept in %s\n%s", path, out)
 }
 
 // rate is a phase's throughput and p99 latency.

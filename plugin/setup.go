@@ -80,6 +80,7 @@ func NewFromFile(c FileConfig, log *slog.Logger) (*Plugin, error) {
 		RemoteTimeout:     c.K8s.ClientConfiguration.Timeout.Duration,
 		MaxBodyBytes:      c.App.MaxBodyBytes,
 		DocsPath:          c.App.APIDocsPath,
+		Pprof:             c.App.Pprof,
 		Logger:            log,
 	}
 	if c.Mesh.TunnelNameservers == TunnelNameserversAuto {

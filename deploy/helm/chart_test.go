@@ -73,6 +73,10 @@ func TestTemplateGolden(t *testing.T) {
 		{"default", nil},
 		{"remote-kubeconfig", []string{"--set", "remoteKubeconfig.secretName=remote", "--set", "extraCA.configMapName=corp-ca", "--set", "image.tag=v1.2.3",
 			"--set", "config.mesh.mode=netstack", "--set", "tolerations[0].key=dedicated", "--set", "tolerations[0].operator=Exists"}},
+		// At the remote site, reached by an InterLink API server elsewhere through the site's ingress.
+		{"remote-site", []string{"--set", "ingress.enabled=true", "--set", "ingress.className=traefik", "--set", "ingress.host=plugin.site.example.org",
+			"--set", "ingress.tlsSecretName=plugin-tls", "--set", "ingress.annotations.traefik\\.ingress\\.kubernetes\\.io/router\\.tls\\.options=kube-system-mtls@kubernetescrd",
+			"--set", "env[0].name=HTTPS_PROXY", "--set", "env[0].value=http://proxy.example.org:3128"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := helm(t, append([]string{"template", chart, chart, "--namespace", "interlink"}, tc.args...)...)
@@ -94,6 +98,8 @@ func TestSchema(t *testing.T) {
 		{"pull policy", "image.pullPolicy=Sometimes", "pullPolicy"},
 		{"mesh mode", "config.mesh.mode=fast", "mode"},
 		{"port", "service.port=70000", "port"},
+		{"ingress without host", "ingress.enabled=true", "host"},
+		{"env without name", "env[0].value=x", "name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := helm(t, "template", chart, chart, "--set", tc.set)
@@ -306,6 +312,46 @@ func TestInterLinkValues(t *testing.T) {
 	}
 	if !found {
 		t.Error("no volume of the Secret interlink-k8s-remote")
+	}
+}
+
+// TestInterLinkRemotePluginValues renders InterLink's chart with interlink-values.yaml and
+// interlink-remote-plugin.yaml over it, as docs/install.md says for the plugin at the remote
+// site: the pod holds the VK and the API server alone, the API server dials the endpoint given,
+// and nothing of the remote kubeconfig or the plugin's socket is left in it.
+func TestInterLinkRemotePluginValues(t *testing.T) {
+	out, err := helm(t, "template", "interlink", interLinkChart(t), "--namespace", "interlink",
+		"-f", "interlink-values.yaml", "-f", "interlink-remote-plugin.yaml",
+		"--set", "interlink.pluginEndpoint.url=https://plugin.site.example.org",
+		"--set-file", "virtualNode.network.customTemplate=../../manifests/shadow-pod.tmpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `SidecarURL: "https://plugin.site.example.org"`) || !strings.Contains(out, `SidecarPort: "443"`) {
+		t.Errorf("the API server is not sent to the plugin's endpoint:\n%s", out)
+	}
+	for _, unwanted := range []string{"plugin.sock", "interlink-k8s-remote", "interlink-k8s-plugin:", "plugin.yaml"} {
+		if strings.Contains(out, unwanted) {
+			t.Errorf("the rendering still names %q", unwanted)
+		}
+	}
+	var containers []string
+	for _, doc := range strings.Split(out, "\n---") {
+		var o map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &o); err != nil || len(o) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: o}
+		if u.GetKind() != "Deployment" {
+			continue
+		}
+		cs, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
+		for _, c := range cs {
+			containers = append(containers, c.(map[string]any)["name"].(string))
+		}
+	}
+	if !cmp.Equal(containers, []string{"interlink", "vk"}) {
+		t.Errorf("the pod's containers are %v, want interlink, vk", containers)
 	}
 }
 

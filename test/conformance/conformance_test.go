@@ -30,6 +30,7 @@ const (
 	envRealNodes   = "IKM_CONFORMANCE_REAL_NODES"
 	envRealPods    = "IKM_CONFORMANCE_REAL_PODS" // 1: the remote cluster has a real node: add RealVariant cases
 	envPIDs        = "IKM_CONFORMANCE_PIDS"      // "name=pid ..." of the chain's processes
+	envVKNode      = "IKM_CONFORMANCE_VK_NODE"   // the VK the pod cases go through (default vk-node)
 )
 
 // caseNamespace is the local namespace of Cases[i]: short, so that the VK's shadow names stay
@@ -230,7 +231,11 @@ func setup(t *testing.T) (*Env, string) {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	env := &Env{Local: local, Remote: remote, RemoteDynamic: remoteDyn, VKNode: "vk-node", LogDir: logDir,
+	vk := os.Getenv(envVKNode)
+	if vk == "" {
+		vk = "vk-node"
+	}
+	env := &Env{Local: local, Remote: remote, RemoteDynamic: remoteDyn, VKNode: vk, LogDir: logDir,
 		RealNodes: os.Getenv(envRealNodes) == "1", Alive: alive(os.Getenv(envPIDs))}
 	var err error
 	if env.PodCIDR, err = netip.ParsePrefix(os.Getenv(envPodCIDR)); err != nil {

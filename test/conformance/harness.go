@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -291,6 +292,20 @@ func (r *Run) wants(ctx context.Context, podName string, w Want) {
 // the VK's node.
 func (r *Run) create(ctx context.Context) error {
 	env := r.Env
+	// A run before this one (run.sh runs the cases through a second VK) may still be deleting
+	// the namespace: wait for it to go.
+	if err := r.poll(ctx, "namespace "+r.NS+" of an earlier run gone", 3*time.Minute, func(ctx context.Context) (bool, string, error) {
+		ns, err := env.Local.CoreV1().Namespaces().Get(ctx, r.NS, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return true, "", nil
+		case err != nil:
+			return false, err.Error(), nil
+		}
+		return false, string(ns.Status.Phase), nil
+	}); err != nil {
+		return err
+	}
 	_, err := env.Local.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: r.NS}}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("create namespace %s: %w", r.NS, err)

@@ -17,6 +17,23 @@
 #     (node vk-node, the kernel-mode template) and "interlink-netstack" (node vk-netstack, the
 #     netstack template and the wss:// mesh script), in one namespace.
 # Everything else is the values file a user is told to use, plus --set lines.
+#
+# The remote-site layout, beside them (docs/install.md, "The plugin at the remote site"): the
+# project's chart (deploy/helm/interlink-k8s-plugin) in the remote cluster, the plugin a pod on the
+# remote real node with in-cluster credentials and the chart's least-privilege RBAC, its API behind
+# the chart's Ingress; a third release of InterLink's chart, "interlink-remote-plugin" (node
+# vk-remote), with interlink-remote-plugin.yaml over the same values: the VK and the API server,
+# which dials the plugin's endpoint over TCP. What differs from a site's install, and why:
+#   - no kube-proxy on the remote node (the local node runs the machine's one: both would share the
+#     host's tables), so the chart's env value gives the plugin KUBERNETES_SERVICE_HOST and _PORT
+#     naming the remote node's address, where the apiserver listens too and which its certificate
+#     names (cluster.sh): client-go's in-cluster configuration, with the pod's ServiceAccount token
+#     and CA, as through the kubernetes Service.
+#   - the remote site's ingress controller is Traefik as a host process (as in the mesh tests)
+#     watching the remote cluster's Ingresses, on the local node's bridge address port 80: what the
+#     local pods reach of the remote site; plugin.site.test resolves there through the local node's
+#     DNS (its site.test zone). Plain HTTP on the machine's own bridge; a site serves the endpoint
+#     with TLS and client authentication (docs/install.md).
 
 helm_ns=interlink
 helm_chart=${INTERLINK_CHART_DIR:-$repo/../shared/interlink-helm-chart/interlink}
@@ -25,8 +42,15 @@ helm_chart=${INTERLINK_CHART_DIR:-$repo/../shared/interlink-helm-chart/interlink
 helm_chart_check() {
 	[ -f "$helm_chart/Chart.yaml" ] || { log "INTERLINK_CHART_DIR=$helm_chart holds no chart (Chart.yaml): point it at InterLink's chart, interlink-helm-chart/interlink"; exit 2; }
 }
-# release:nodeName pairs; helm_install_local and helm_uninstall take them in this order.
-helm_releases=(interlink:vk-node interlink-netstack:vk-netstack)
+# release:nodeName pairs; helm_install_local and helm_uninstall take them in this order. The last
+# is the remote-site layout's (helm_install_remote_plugin installs it).
+helm_releases=(interlink:vk-node interlink-netstack:vk-netstack interlink-remote-plugin:vk-remote)
+# The project's chart in the remote cluster: release, namespace, the plugin Ingress's host.
+remote_release=interlink-k8s-plugin
+remote_ns=interlink
+remote_plugin_host=plugin.site.test
+
+kr() { "$cache/bin/current/kubectl" --kubeconfig "$remote_kc" "$@"; }
 
 # helm_registry starts the test registry; registry_addr is its host:port.
 helm_registry() {
@@ -64,7 +88,6 @@ helm_push_images() {
 helm_install_local() {
 	local reg=$1 tag=$2 il_tag=$3 chart=$helm_chart
 	local helm_bin=$cache/bin/current/helm local_node_ip remote_server remote_cluster
-	kr() { "$cache/bin/current/kubectl" --kubeconfig "$remote_kc" "$@"; }
 	[ -n "$tag" ] && [ -n "$il_tag" ] || { log "no image tag to install (make images' archives name none)"; exit 1; }
 	local_node_ip=${pod_cidr%.0/24}.1
 	# The remote kubeconfig, self-contained, reaching the remote apiserver where the pod can: the
@@ -131,6 +154,7 @@ YAML
 	local release node template script
 	for r in "${helm_releases[@]}"; do
 		release=${r%%:*} node=${r#*:} template=$templates/shadow-pod.tmpl script=interlink-k8s-mesh-script
+		[ "$node" != vk-remote ] || continue
 		if [ "$node" = vk-netstack ]; then template=$templates/shadow-pod-netstack.tmpl script=interlink-k8s-mesh-script-tls; fi
 		log "helm install $release: node $node, template ${template##*/}, mesh script from ConfigMap $script"
 		"$helm_bin" --kubeconfig "$local_kc" install "$release" "$chart" -n "$helm_ns" \
@@ -143,6 +167,7 @@ YAML
 	local i
 	for r in "${helm_releases[@]}"; do
 		node=${r#*:}
+		[ "$node" != vk-remote ] || continue
 		for i in $(seq 240); do
 			kl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
 			if [ $((i % 20)) = 0 ]; then
@@ -153,6 +178,97 @@ YAML
 		done
 		log "node $node Ready"
 	done
+}
+
+# helm_remote_ingress starts Traefik as the remote site's ingress controller: the remote
+# cluster's Ingresses of class traefik (its ServiceAccount from test/testcluster/traefik.yaml, as
+# its chart makes it), served on the local node's bridge address, port 80.
+helm_remote_ingress() {
+	local dir=$work/remote-traefik local_node_ip=${pod_cidr%.0/24}.1 server api i
+	mkdir -p "$dir"
+	kr apply -f test/testcluster/traefik.yaml >/dev/null
+	server=$(kr config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+	kr config view --minify --flatten --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$dir/ca.crt"
+	kr -n kube-system create token ikm-traefik --duration 4h >"$dir/token"
+	cat >"$dir/kubeconfig" <<-YAML
+	apiVersion: v1
+	kind: Config
+	clusters: [{name: remote, cluster: {server: "$server", certificate-authority: "$dir/ca.crt"}}]
+	users: [{name: traefik, user: {tokenFile: "$dir/token"}}]
+	contexts: [{name: traefik, context: {cluster: remote, user: traefik}}]
+	current-context: traefik
+	YAML
+	api=127.0.0.1:$(free_port)
+	log "Traefik for the remote cluster's Ingresses on $local_node_ip:80 (log: $out/logs/remote-traefik.log)"
+	env -u KUBERNETES_SERVICE_HOST -u KUBERNETES_SERVICE_PORT KUBECONFIG="$dir/kubeconfig" "$cache/bin/current/traefik" \
+		--global.checknewversion=false --global.sendanonymoususage=false --log.level=INFO --log.nocolor=true \
+		--entrypoints.web.address="$local_node_ip:80" --entrypoints.traefik.address="$api" --ping=true \
+		--providers.kubernetesingress=true --providers.kubernetesingress.ingressclass=traefik >"$out/logs/remote-traefik.log" 2>&1 &
+	pids+=($!)
+	for i in $(seq 300); do
+		[ "$(curl -fsS "http://$api/ping" 2>/dev/null)" = OK ] && return
+		kill -0 "${pids[-1]}" 2>/dev/null || { log "Traefik exited:"; tail -n 20 "$out/logs/remote-traefik.log" >&2; exit 1; }
+		sleep 0.1
+	done
+	log "Traefik's /ping did not answer within 30 s"
+	exit 1
+}
+
+# helm_install_remote_plugin installs the project's chart into the remote cluster, then InterLink's
+# chart (release interlink-remote-plugin, node vk-remote) into the local one, its API server
+# dialing the plugin through the remote Ingress, and waits for the VK's node. $1: the registry,
+# $2: the project's image tag, $3: InterLink's.
+helm_install_remote_plugin() {
+	local reg=$1 tag=$2 il_tag=$3 helm_bin=$cache/bin/current/helm remote_node_ip=${remote_cidr%.0/24}.1 server i
+	server=$(kr config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+	cat >"$work/remote-plugin-values.yaml" <<-YAML
+	image:
+	  repository: $reg/interlink-k8s-mesh/interlink-k8s-plugin
+	  tag: "$tag"
+	config:
+	  app: {socket_address: http://0.0.0.0, socket_port: 4000, log_level: debug}
+	  offloading: {namespace_prefix: offloading}
+	  mesh:
+	    enabled: true
+	    agent_image: $reg/interlink-k8s-mesh/mesh-agent:$tag
+	    agent_image_pull_policy: IfNotPresent
+	    agent_resources: {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "768Mi"}}
+	    dns_mode: local
+	    cluster_domain: cluster.local
+	    tunnel_nameservers: "$remote_dns"
+	ingress: {enabled: true, className: traefik, host: $remote_plugin_host}
+	env:
+	  - {name: KUBERNETES_SERVICE_HOST, value: "$remote_node_ip"}
+	  - {name: KUBERNETES_SERVICE_PORT, value: "${server##*:}"}
+	nodeSelector: {kubernetes.io/hostname: ikm-conformance-remote-node}
+	tolerations: [{key: ikm.interlink.dev/real-node, operator: Exists, effect: NoSchedule}]
+	YAML
+	log "the project's chart (deploy/helm/interlink-k8s-plugin) into namespace $remote_ns of the remote cluster: in-cluster credentials, Ingress $remote_plugin_host"
+	"$helm_bin" --kubeconfig "$remote_kc" install "$remote_release" deploy/helm/interlink-k8s-plugin -n "$remote_ns" --create-namespace \
+		-f "$work/remote-plugin-values.yaml" --wait --timeout 3m >>"$out/logs/helm-install.log" 2>&1 ||
+		{ log "helm install $remote_release (remote cluster) failed:"; tail -n 30 "$out/logs/helm-install.log" >&2; remote_dump; exit 1; }
+	log "helm install interlink-remote-plugin: node vk-remote, the API server dialing http://$remote_plugin_host:80"
+	"$helm_bin" --kubeconfig "$local_kc" install interlink-remote-plugin "$helm_chart" -n "$helm_ns" \
+		-f deploy/helm/interlink-values.yaml -f deploy/helm/interlink-remote-plugin.yaml -f "$work/helm-test-values.yaml" \
+		--set plugin.enabled=false --set nodeName=vk-remote \
+		--set interlink.pluginEndpoint.url="http://$remote_plugin_host" --set interlink.pluginEndpoint.port=80 \
+		--set virtualNode.network.meshScriptConfigMapName=interlink-k8s-mesh-script \
+		--set-file virtualNode.network.customTemplate="$templates/shadow-pod.tmpl" >>"$out/logs/helm-install.log" 2>&1 ||
+		{ log "helm install interlink-remote-plugin failed:"; tail -n 30 "$out/logs/helm-install.log" >&2; exit 1; }
+	for i in $(seq 240); do
+		kl get node vk-remote -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
+		[ "$i" -lt 240 ] || { log "node vk-remote never became Ready"; helm_dump; remote_dump; exit 1; }
+		sleep 0.5
+	done
+	log "node vk-remote Ready"
+}
+
+# remote_dump writes the remote plugin pod's description and log into $out/logs.
+remote_dump() {
+	kr --request-timeout=10s -n "$remote_ns" describe pods >"$out/logs/remote-plugin-pod.txt" 2>&1 || true
+	kr --request-timeout=10s -n "$remote_ns" logs deploy/"$remote_release" >"$out/logs/remote-plugin.log" 2>&1 || true
+	kr --request-timeout=10s -n "$remote_ns" logs deploy/"$remote_release" --previous >"$out/logs/remote-plugin.previous.log" 2>/dev/null || rm -f "$out/logs/remote-plugin.previous.log"
+	log "the remote plugin pod's description and log: $out/logs/remote-plugin*"
 }
 
 # helm_pod prints the name of the pod of the release whose nodeName is $1.
@@ -167,6 +283,7 @@ helm_dump() {
 		[ -n "$pod" ] || continue
 		kl --request-timeout=10s -n "$helm_ns" describe pod "$pod" >"$out/logs/chart-$node-pod.txt" 2>&1 || true
 		for c in vk interlink plugin; do
+			[ "$node/$c" != vk-remote/plugin ] || continue
 			kl --request-timeout=10s -n "$helm_ns" logs "$pod" -c "$c" >"$out/logs/chart-$node-$c.log" 2>&1 || true
 			kl --request-timeout=10s -n "$helm_ns" logs "$pod" -c "$c" --previous >"$out/logs/chart-$node-$c.previous.log" 2>/dev/null || rm -f "$out/logs/chart-$node-$c.previous.log"
 		done
@@ -174,27 +291,39 @@ helm_dump() {
 	log "the chart pods' descriptions and logs: $out/logs/chart-*"
 }
 
-# helm_report prints each chart pod's containers (node, image digest, restarts) and fails if one
-# restarted during the run.
+# pod_report CLIENT NS POD HEADING adds HEADING and the pod's containers (ready, restarts, image
+# and digest) to the report, and its restarts to $total. CLIENT: kl or kr.
+pod_report() {
+	local client=$1 ns=$2 pod=$3 heading=$4 restarts
+	{
+		echo
+		echo "$heading"
+		"$client" -n "$ns" get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.name}{"\t"}{.ready}{"\t"}{.restartCount}{"\t"}{.image}{"\t"}{.imageID}{"\n"}{end}' |
+			awk -F'\t' 'BEGIN { printf "%-10s %-6s %-8s %s\n", "CONTAINER", "READY", "RESTARTS", "IMAGE (DIGEST)" }
+				{ d = $5; sub(/.*@/, "", d); printf "%-10s %-6s %-8s %s (%s)\n", $1, $2, $3, $4, d }'
+	} | tee -a "$out/chart-pods.txt"
+	restarts=$("$client" -n "$ns" get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.restartCount}{"\n"}{end}' | awk '{s += $1} END {print s + 0}') ||
+		{ log "cannot read the restarts of $pod"; return 1; }
+	total=$((total + restarts))
+}
+
+# helm_report prints each chart pod's containers (node, image digest, restarts), the remote
+# plugin's pod too, and fails if one restarted during the run.
 helm_report() {
-	local r node pod restarts total=0
+	local r node pod total=0
 	: >"$out/chart-pods.txt"
 	for r in "${helm_releases[@]}"; do
 		node=${r#*:}
 		pod=$(helm_pod "$node") && [ -n "$pod" ] || { log "no pod of release ${r%%:*} (node $node) to report"; helm_dump; return 1; }
-		{
-			echo
-			echo "InterLink's chart, release ${r%%:*}: pod $helm_ns/$pod on node $(kl -n "$helm_ns" get pod "$pod" -o jsonpath='{.spec.nodeName}'), serving the VK's node $node"
-			kl -n "$helm_ns" get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.name}{"\t"}{.ready}{"\t"}{.restartCount}{"\t"}{.image}{"\t"}{.imageID}{"\n"}{end}' |
-				awk -F'\t' 'BEGIN { printf "%-10s %-6s %-8s %s\n", "CONTAINER", "READY", "RESTARTS", "IMAGE (DIGEST)" }
-					{ d = $5; sub(/.*@/, "", d); printf "%-10s %-6s %-8s %s (%s)\n", $1, $2, $3, $4, d }'
-		} | tee -a "$out/chart-pods.txt"
-		restarts=$(kl -n "$helm_ns" get pod "$pod" -o jsonpath='{range .status.containerStatuses[*]}{.restartCount}{"\n"}{end}' | awk '{s += $1} END {print s + 0}') ||
-			{ log "cannot read the restarts of $pod"; return 1; }
-		total=$((total + restarts))
+		pod_report kl "$helm_ns" "$pod" "InterLink's chart, release ${r%%:*}: pod $helm_ns/$pod on node $(kl -n "$helm_ns" get pod "$pod" -o jsonpath='{.spec.nodeName}'), serving the VK's node $node" || return 1
 	done
+	# The remote-site layout's plugin: the project's chart's pod in the remote cluster.
+	pod=$(kr -n "$remote_ns" get pods -l app.kubernetes.io/instance="$remote_release" -o jsonpath='{.items[0].metadata.name}') && [ -n "$pod" ] ||
+		{ log "no pod of the project's chart in the remote cluster to report"; remote_dump; return 1; }
+	pod_report kr "$remote_ns" "$pod" "The project's chart in the remote cluster, release $remote_release: pod $remote_ns/$pod on node $(kr -n "$remote_ns" get pod "$pod" -o jsonpath='{.spec.nodeName}'), serving vk-remote's API server through Ingress $remote_plugin_host" || return 1
 	helm_dump
-	[ "$total" = 0 ] || { log "containers of the charts' pods restarted during the run ($total restarts): see $out/logs/chart-*.previous.log"; return 1; }
+	remote_dump
+	[ "$total" = 0 ] || { log "containers of the charts' pods restarted during the run ($total restarts): see $out/logs/chart-*.previous.log and remote-plugin.previous.log"; return 1; }
 }
 
 # helm_uninstall removes the releases and checks they left nothing behind (but the VKs' Nodes, see
@@ -220,13 +349,37 @@ helm_uninstall() {
 	left=$( {
 		grep -v -x -e secret/interlink-k8s-remote -e configmap/interlink-k8s-mesh-script -e configmap/interlink-k8s-mesh-script-tls \
 			-e configmap/kube-root-ca.crt -e serviceaccount/default <<<"$in_ns" || true
-		grep -e '/vk-node' -e '/vk-netstack' <<<"$cluster_wide" || true
+		grep -e '/vk-node' -e '/vk-netstack' -e '/vk-remote' <<<"$cluster_wide" || true
 	})
 	if [ -n "$left" ]; then
 		log "helm uninstall left these objects of the releases:"
 		echo "$left" >&2
 		return 1
 	fi
+	# The project's chart in the remote cluster: nothing of it may stay, not even a Node.
+	log "helm uninstall $remote_release (remote cluster)"
+	"$cache/bin/current/helm" --kubeconfig "$remote_kc" uninstall "$remote_release" -n "$remote_ns" --wait --timeout 2m >>"$out/logs/helm-install.log" 2>&1 ||
+		{ log "helm uninstall $remote_release failed:"; tail -n 20 "$out/logs/helm-install.log" >&2; return 1; }
+	# The Deployment is gone; its pod stops on its own (SIGTERM).
+	for i in $(seq 60); do
+		[ -z "$(kr -n "$remote_ns" get pods -o name 2>/dev/null)" ] && break
+		sleep 1
+	done
+	log "the remote plugin's pod gone $i s after the uninstall"
+	in_ns=$(kr -n "$remote_ns" get all,ingresses,configmaps,secrets,serviceaccounts,roles,rolebindings -o name) &&
+		cluster_wide=$(kr get clusterroles,clusterrolebindings -o name) ||
+		{ log "cannot list what helm uninstall left in the remote cluster"; return 1; }
+	left=$( {
+		grep -v -x -e configmap/kube-root-ca.crt -e serviceaccount/default <<<"$in_ns" || true
+		grep -e "/$remote_release" <<<"$cluster_wide" || true
+	})
+	if [ -n "$left" ]; then
+		log "helm uninstall $remote_release left these objects in the remote cluster:"
+		echo "$left" >&2
+		return 1
+	fi
+	log "helm uninstall $remote_release left nothing in the remote cluster"
+	kr delete namespace "$remote_ns" --wait=false >/dev/null
 	# The VKs' Nodes: the chart's pre-delete hook deletes each with a Job running
 	# bitnami/kubectl:latest, an image this machine cannot pull (docs/install.md); they may stay here.
 	left=$(kl get nodes "${nodes[@]}" -o name --ignore-not-found 2>/dev/null | tr '\n' ' ')

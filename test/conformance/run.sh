@@ -246,6 +246,9 @@ if [ "$layout" = helm ]; then
 	# Two releases of InterLink's chart: node vk-node (kernel mode) and vk-netstack (netstack).
 	helm_install_local "$registry_addr" "$image_version" "$image_version"
 	suite_env+=(IKM_CONFORMANCE_NETSTACK_VK_NODE=vk-netstack)
+	# And the remote-site layout: the project's chart in the remote cluster behind its ingress.
+	helm_remote_ingress
+	helm_install_remote_plugin "$registry_addr" "$image_version" "$image_version"
 else
 	api_port=$(free_port)
 	kubelet_port=$(free_port)
@@ -375,6 +378,21 @@ env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="$chain" \
 	IKM_CONFORMANCE_DNS_IP=$dns_ip \
 	IKM_CONFORMANCE_SCALE_PODS=$scale_pods \
 	"$out/conformance.test" -test.run "$tests" -test.v -test.timeout "${IKM_CONFORMANCE_TIMEOUT:-25m}" -run-cases="${IKM_CONFORMANCE_RUN:-}" || suite=$?
+if [ "$layout" = helm ] && [ -z "${IKM_CONFORMANCE_TESTS:-}" ]; then
+	# The suite's pod cases again, through the remote-site layout: node vk-remote, whose API server
+	# dials the plugin in the remote cluster (its report in $out/remote-plugin).
+	log "the pod cases through the remote-site layout (node vk-remote, the plugin a pod of the remote cluster)"
+	mkdir -p "$out/remote-plugin"
+	env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="" IKM_CONFORMANCE_VK_NODE=vk-remote \
+		IKM_CONFORMANCE_LOCAL_KUBECONFIG=$local_kc \
+		IKM_CONFORMANCE_REMOTE_KUBECONFIG=$remote_kc \
+		IKM_CONFORMANCE_OUT=$out/remote-plugin \
+		IKM_CONFORMANCE_SERVICE_CIDR=$service_cidr \
+		IKM_CONFORMANCE_POD_CIDR=$pod_cidr \
+		IKM_CONFORMANCE_DNS_IP=$dns_ip \
+		IKM_CONFORMANCE_SCALE_PODS=0 \
+		"$out/conformance.test" -test.run '^TestConformance$' -test.v -test.timeout "${IKM_CONFORMANCE_TIMEOUT:-25m}" -run-cases="${IKM_CONFORMANCE_RUN:-}" || suite=${suite:-$?}
+fi
 if [ "$layout" = helm ]; then
 	helm_report || suite=${suite:-1}
 	helm_uninstall || suite=${suite:-1}

@@ -23,6 +23,7 @@
 #                    root only). Default 0. The control plane is always ready for one: kwok manages only
 #                    the nodes annotated kwok.x-k8s.io/node=fake, kube-apiserver reaches kubelets by
 #                    InternalIP first (then Hostname, kwok's localhost) with the admin certificate.
+#                    The apiserver's certificate names the node's address (its pod range's first).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -53,8 +54,13 @@ control_plane_config() {
 	local pki="$KWOK_WORKDIR/clusters/$name/pki" apiserver_extra="" kwok_extra="" options=""
 	[ -z "$service_cidr" ] || apiserver_extra=$(printf '  - key: service-cluster-ip-range\n    value: %s\n' "$service_cidr")$'\n'
 	# Pods that use in-cluster credentials (InterLink's chart) dial the kubernetes Service, the
-	# range's first address: the apiserver's certificate names it, as a real cluster's does.
-	[ -z "$service_cidr" ] || options=$(printf 'options:\n  kubeApiserverCertSANs:\n  - %s.1\n' "${service_cidr%.0/*}")
+	# range's first address: the apiserver's certificate names it, as a real cluster's does. With a
+	# real node it also names the node's address, where the node's pods reach the apiserver without
+	# kube-proxy (KUBERNETES_SERVICE_HOST set to it), as kubeadm's names its advertise address.
+	local sans=()
+	[ -z "$service_cidr" ] || sans+=("${service_cidr%.0/*}.1")
+	[ -z "${IKM_NODE_POD_CIDR:-}" ] || [ "$real_node" != 1 ] || sans+=("${IKM_NODE_POD_CIDR%.0/24}.1")
+	[ ${#sans[@]} = 0 ] || options=$(printf 'options:\n  kubeApiserverCertSANs:\n' && printf '  - %s\n' "${sans[@]}")
 	[ -z "$pod_cidr" ] || kwok_extra=$(printf '  - key: cidr\n    value: %s.1/%s' "${pod_cidr%.0/*}" "${pod_cidr#*/}")
 	cat >"$dir/kwokctl.yaml" <<EOF
 apiVersion: config.kwok.x-k8s.io/v1alpha1
@@ -128,6 +134,12 @@ up() {
 	fi
 	down >/dev/null 2>&1 || true
 	local start=$SECONDS
+	# The real node's pod range, chosen before the control plane starts: its certificate names the
+	# node's address.
+	if [ "$real_node" = 1 ] && [ -z "${IKM_NODE_POD_CIDR:-}" ]; then
+		IKM_NODE_POD_CIDR=$("$here/node.sh" cidr)
+		export IKM_NODE_POD_CIDR
+	fi
 	# IKM_KWOKCTL_CONFIG replaces the default configuration whole (its author keeps what the
 	# default does that the cluster needs).
 	local kwokctl_config=${IKM_KWOKCTL_CONFIG:-}

@@ -8,6 +8,8 @@
 #   down    stop both, undo every mount, link, cgroup, iptables chain, host directory and kernel setting
 #           the node made, then run check.
 #   check   fail, listing them, if any process, mount, link, cgroup or file of the node is left.
+#   cidr    print the pod range up would take now (cluster.sh names its address in the apiserver's
+#           certificate before the node exists).
 #
 # Network: the pod range is one /24 of 10.244.0.0/16 that no address or route on the machine uses; it
 # lives only on a bridge this script creates (ikm<8 hex of the cluster name>), whose first address is
@@ -787,8 +789,10 @@ case ${1:-} in
 up) up ;;
 down) down ;;
 check) check ;;
+# The pod range up would take now (IKM_NODE_POD_CIDR, else the first free /24 from the name's hash).
+cidr) pick_cidr ;;
 *)
-	echo "usage: $0 up|down|check" >&2
+	echo "usage: $0 up|down|check|cidr" >&2
 	exit 2
 	;;
 esac

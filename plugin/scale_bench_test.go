@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
@@ -272,6 +273,25 @@ func scaleCreates(b *testing.B, c *testcluster.Cluster, n int) {
 			return nil
 		}, &floorErrs)
 
+		// The floor of the plugin's own call pattern: the same objects made directly the way the
+		// plugin makes them (the pod held by its scheduling gate, its objects owned by it side by
+		// side, the gate's release). The plugin against it is the plugin's own overhead; this
+		// floor against the first is the price of the gate.
+		gatedNS := RemoteNamespace("sg"+newUID()[:6], nil, "scale")
+		if _, err := c.Client.CoreV1().Namespaces().Create(b.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: gatedNS}}, metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			_ = c.Client.CoreV1().Namespaces().Delete(context.Background(), gatedNS, metav1.DeleteOptions{})
+		})
+		c.WaitServiceAccount(b, gatedNS)
+		gatedCreate := throughput(conc, n, func(i int) error { return createGated(direct, gatedNS, plans[i]) }, &floorErrs)
+		// Cleared before the plugin's turn; the garbage collector takes the objects (not a figure:
+		// the plugin deletes them itself).
+		throughput(conc, n, func(i int) error {
+			return direct.CoreV1().Pods(gatedNS).Delete(context.Background(), plans[i].Pod.Name, metav1.DeleteOptions{})
+		}, &floorErrs)
+
 		prefix := "sp" + newUID()[:6]
 		srv, _ := startBinary(b, bin, []string{"K8S_KUBECONFIG_PATH=" + c.Kubeconfig, "OFFLOADING_NAMESPACE_PREFIX=" + prefix, "APP_PPROF=true"})
 		b.Cleanup(func() {
@@ -311,10 +331,46 @@ func scaleCreates(b *testing.B, c *testcluster.Cluster, n int) {
 			create.perSecond, floorCreate.perSecond, "pods/s", "apiserver floor")
 		scaleRow(b, fmt.Sprintf("deletes/s, %d pods at concurrency %d (p99 %v; floor p99 %v)", n, conc, del.p99.Round(time.Millisecond), floorDelete.p99.Round(time.Millisecond)),
 			del.perSecond, floorDelete.perSecond, "pods/s", "apiserver floor")
+		scaleRow(b, fmt.Sprintf("creates/s, %d pods at concurrency %d, against the plugin's call pattern made directly (p99 %v)", n, conc, gatedCreate.p99.Round(time.Millisecond)),
+			create.perSecond, gatedCreate.perSecond, "pods/s", "gated floor")
+		b.Logf("SCALE-NOTE concurrency %d: the plugin's call pattern made directly (gated pod, objects side by side, gate release): %.1f creates/s, %.2f of the floor's %.1f",
+			conc, gatedCreate.perSecond, gatedCreate.perSecond/floorCreate.perSecond, floorCreate.perSecond)
 		if pluginErrs+floorErrs != 0 {
 			b.Errorf("concurrency %d: %d errors through the plugin, %d directly, want 0", conc, pluginErrs, floorErrs)
 		}
 	}
+}
+
+// createGated makes plan's pod in ns as the plugin does, directly: the pod held by GateObjects,
+// then its ConfigMaps and Secrets owned by it, side by side, then the gate's release (a JSON
+// patch, as the plugin's).
+func createGated(c kubernetes.Interface, ns string, plan *Plan) error {
+	ctx := context.Background()
+	pod := plan.Pod.DeepCopy()
+	pod.Namespace = ns
+	pod.Spec.SchedulingGates = []corev1.PodSchedulingGate{{Name: GateObjects}}
+	made, err := c.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	owner := []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: made.Name, UID: made.UID}}
+	var g errgroup.Group
+	for _, cm := range plan.ConfigMaps {
+		o := cm.DeepCopy()
+		o.Namespace, o.OwnerReferences = ns, owner
+		g.Go(func() error { _, err := c.CoreV1().ConfigMaps(ns).Create(ctx, o, metav1.CreateOptions{}); return err })
+	}
+	for _, s := range plan.Secrets {
+		o := s.DeepCopy()
+		o.Namespace, o.OwnerReferences = ns, owner
+		g.Go(func() error { _, err := c.CoreV1().Secrets(ns).Create(ctx, o, metav1.CreateOptions{}); return err })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	patch := fmt.Sprintf(`[{"op":"test","path":"/spec/schedulingGates/0/name","value":%q},{"op":"remove","path":"/spec/schedulingGates/0"}]`, GateObjects)
+	_, err = c.CoreV1().Pods(ns).Patch(ctx, made.Name, types.JSONPatchType, []byte(patch), metav1.PatchOptions{})
+	return err
 }
 
 // profileWindow is how long the CPU profile of the plugin's creates at concurrency 100 lasts, from

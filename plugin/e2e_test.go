@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/internal/buildtest"
 	"github.com/interlink-k8s-mesh/interlink-k8s-mesh/test/testcluster"
@@ -667,7 +669,27 @@ func TestOrphanSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := serve(t, func(cfg *Config) { cfg.LocalClient = c.Client })
+	// The local client counts its pod reads: one list of the namespace, and a GET only for a pod
+	// the list lacks.
+	var lists, gets atomic.Int64
+	lc := rest.CopyConfig(c.Config)
+	lc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/api/v1/namespaces/"+localNS+"/pods") {
+				if strings.HasSuffix(r.URL.Path, "/pods") {
+					lists.Add(1)
+				} else {
+					gets.Add(1)
+				}
+			}
+			return rt.RoundTrip(r)
+		})
+	}
+	localClient, err := kubernetes.NewForConfig(lc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, func(cfg *Config) { cfg.LocalClient = localClient })
 	// As InterLink does, send the files of the service-account volume the apiserver added.
 	var projected []corev1.ConfigMap
 	for _, v := range local.Spec.Volumes {
@@ -686,6 +708,9 @@ func TestOrphanSweep(t *testing.T) {
 	n, err := s.SweepOrphans(t.Context())
 	if err != nil || n != 1 {
 		t.Fatalf("sweep removed %d (%v), want 1", n, err)
+	}
+	if lists.Load() != 1 || gets.Load() != 1 {
+		t.Errorf("the sweep listed the local namespace %d times and read %d pods alone, want 1 and 1 (the orphan's check)", lists.Load(), gets.Load())
 	}
 	if _, err := s.remotePod(t, local); err != nil {
 		t.Errorf("the pod whose local pod exists was removed: %v", err)

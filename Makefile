@@ -99,7 +99,7 @@ test: lint build ## lint, every test (unit, fuzz seeds, cluster-backed, netns, a
 		elif [ ! -f "$$chart/Chart.yaml" ]; then \
 			echo "[test] conformance-helm SKIPPED: no InterLink chart in $$chart (set INTERLINK_CHART_DIR to interlink-helm-chart/interlink)"; \
 		else \
-			echo "[test] conformance-helm: InterLink's Helm chart runs the VK, the API server and the plugin as pods on a real node (two releases: kernel and netstack mode); the suite and the mesh through them (about 10 min)"; \
+			echo "[test] conformance-helm: InterLink's Helm chart runs the VK, the API server and the plugin as pods on a real node (kernel and netstack mode), and the project's chart the plugin in the remote cluster behind its Ingress; the suite through both layouts, the mesh through the first (about 12 min)"; \
 			$(MAKE) --no-print-directory conformance-helm; \
 		fi; \
 	else \
@@ -138,7 +138,7 @@ bench-scale: ## the plugin at scale: 10,000 offloaded pods (RSS, /status of all)
 conformance: ## the real InterLink VK and API server drive the plugin: two clusters, the suite, a JUnit report
 	@test/conformance/run.sh
 
-conformance-helm: ## as users install it (root): InterLink's Helm chart (INTERLINK_CHART_DIR) runs the VK, its API server and the plugin as one pod on the local real node (two releases: kernel and netstack mode), images from a test registry; the suite and the real-pod mesh through them; helm uninstall must leave nothing
+conformance-helm: ## as users install it (root): InterLink's Helm chart (INTERLINK_CHART_DIR) runs the VK, its API server and the plugin as one pod on the local real node (two releases: kernel and netstack mode), and with the project's chart in the remote cluster (the plugin behind its Ingress, a third release's API server dialing it), images from a test registry; the suite through both layouts, the real-pod mesh through the first; helm uninstall must leave nothing
 	@IKM_CONFORMANCE_LAYOUT=helm test/conformance/run.sh
 
 bench: ## benchmarks against the test cluster, then bench-mesh and bench-real (figures and commands in docs/performance.md)

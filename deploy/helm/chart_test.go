@@ -75,7 +75,7 @@ func TestTemplateGolden(t *testing.T) {
 			"--set", "config.mesh.mode=netstack", "--set", "tolerations[0].key=dedicated", "--set", "tolerations[0].operator=Exists"}},
 		// At the remote site, reached by an InterLink API server elsewhere through the site's ingress.
 		{"remote-site", []string{"--set", "ingress.enabled=true", "--set", "ingress.className=traefik", "--set", "ingress.host=plugin.site.example.org",
-			"--set", "ingress.tlsSecretName=plugin-tls", "--set", "ingress.annotations.traefik\\.ingress\\.kubernetes\\.io/router\\.tls\\.options=kube-system-mtls@kubernetescrd",
+			"--set", "ingress.tlsSecretName=plugin-tls", "--set", "ingress.annotations.traefik\\.ingress\\.kubernetes\\.io/router\\.middlewares=interlink-plugin-allowlist@kubernetescrd",
 			"--set", "env[0].name=HTTPS_PROXY", "--set", "env[0].value=http://proxy.example.org:3128"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -322,12 +322,12 @@ func TestInterLinkValues(t *testing.T) {
 func TestInterLinkRemotePluginValues(t *testing.T) {
 	out, err := helm(t, "template", "interlink", interLinkChart(t), "--namespace", "interlink",
 		"-f", "interlink-values.yaml", "-f", "interlink-remote-plugin.yaml",
-		"--set", "interlink.pluginEndpoint.url=https://plugin.site.example.org",
+		"--set", "interlink.pluginEndpoint.url=http://plugin.site.example.org",
 		"--set-file", "virtualNode.network.customTemplate=../../manifests/shadow-pod.tmpl")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, `SidecarURL: "https://plugin.site.example.org"`) || !strings.Contains(out, `SidecarPort: "443"`) {
+	if !strings.Contains(out, `SidecarURL: "http://plugin.site.example.org"`) || !strings.Contains(out, `SidecarPort: "80"`) {
 		t.Errorf("the API server is not sent to the plugin's endpoint:\n%s", out)
 	}
 	for _, unwanted := range []string{"plugin.sock", "interlink-k8s-remote", "interlink-k8s-plugin:", "plugin.yaml"} {

@@ -32,8 +32,9 @@
 #   - the remote site's ingress controller is Traefik as a host process (as in the mesh tests)
 #     watching the remote cluster's Ingresses, on the local node's bridge address port 80: what the
 #     local pods reach of the remote site; plugin.site.test resolves there through the local node's
-#     DNS (its site.test zone). Plain HTTP on the machine's own bridge; a site serves the endpoint
-#     with TLS and client authentication (docs/install.md).
+#     DNS (its site.test zone). Plain HTTP, as at a site: InterLink's API server dials only
+#     unix:// and http:// plugin endpoints (with https:// it exits, "Sidecar URL should either
+#     start per unix:// or http://", seen here); docs/install.md says how a site keeps it private.
 
 helm_ns=interlink
 helm_chart=${INTERLINK_CHART_DIR:-$repo/../shared/interlink-helm-chart/interlink}

@@ -165,20 +165,24 @@ YAML
 			{ log "helm install $release failed:"; tail -n 30 "$out/logs/helm-install.log" >&2; exit 1; }
 	done
 	log "waiting for the charts' pods (VK, API server, plugin) to run and for their nodes to be Ready (image pulls: about 1 min)"
-	local i
 	for r in "${helm_releases[@]}"; do
-		node=${r#*:}
-		[ "$node" != vk-remote ] || continue
-		for i in $(seq 240); do
-			kl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
-			if [ $((i % 20)) = 0 ]; then
-				log "  $((i / 2)) s: $(kl -n "$helm_ns" get pods -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {range .status.containerStatuses[*]}{.name}={.ready}/{.restartCount} {end}{end}' 2>/dev/null)"
-			fi
-			[ "$i" -lt 240 ] || { log "node $node never became Ready"; helm_dump; exit 1; }
-			sleep 0.5
-		done
-		log "node $node Ready"
+		[ "${r#*:}" = vk-remote ] || helm_wait_node "${r#*:}"
 	done
+}
+
+# helm_wait_node waits up to 2 min for the VK's node $1 to be Ready, printing the charts' pods
+# every 10 s; it dumps what there is to see and exits if the node never is.
+helm_wait_node() {
+	local node=$1 i
+	for i in $(seq 240); do
+		kl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
+		if [ $((i % 20)) = 0 ]; then
+			log "  $((i / 2)) s: $(kl -n "$helm_ns" get pods -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {range .status.containerStatuses[*]}{.name}={.ready}/{.restartCount} {end}{end}' 2>/dev/null)"
+		fi
+		[ "$i" -lt 240 ] || { log "node $node never became Ready"; helm_dump; [ "$node" != vk-remote ] || remote_dump; exit 1; }
+		sleep 0.5
+	done
+	log "node $node Ready"
 }
 
 # helm_remote_ingress starts Traefik as the remote site's ingress controller: the remote
@@ -220,7 +224,7 @@ helm_remote_ingress() {
 # dialing the plugin through the remote Ingress, and waits for the VK's node. $1: the registry,
 # $2: the project's image tag, $3: InterLink's.
 helm_install_remote_plugin() {
-	local reg=$1 tag=$2 il_tag=$3 helm_bin=$cache/bin/current/helm remote_node_ip=${remote_cidr%.0/24}.1 server i
+	local reg=$1 tag=$2 il_tag=$3 helm_bin=$cache/bin/current/helm remote_node_ip=${remote_cidr%.0/24}.1 server
 	server=$(kr config view --minify -o jsonpath='{.clusters[0].cluster.server}')
 	cat >"$work/remote-plugin-values.yaml" <<-YAML
 	image:
@@ -256,12 +260,7 @@ helm_install_remote_plugin() {
 		--set virtualNode.network.meshScriptConfigMapName=interlink-k8s-mesh-script \
 		--set-file virtualNode.network.customTemplate="$templates/shadow-pod.tmpl" >>"$out/logs/helm-install.log" 2>&1 ||
 		{ log "helm install interlink-remote-plugin failed:"; tail -n 30 "$out/logs/helm-install.log" >&2; exit 1; }
-	for i in $(seq 240); do
-		kl get node vk-remote -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True && break
-		[ "$i" -lt 240 ] || { log "node vk-remote never became Ready"; helm_dump; remote_dump; exit 1; }
-		sleep 0.5
-	done
-	log "node vk-remote Ready"
+	helm_wait_node vk-remote
 }
 
 # remote_dump writes the remote plugin pod's description and log into $out/logs.

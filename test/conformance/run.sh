@@ -369,29 +369,28 @@ else
 fi
 [ "$scale_pods" -eq 0 ] || tests='^TestMeshScale$'
 tests=${IKM_CONFORMANCE_TESTS:-$tests}
-env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="$chain" \
-	IKM_CONFORMANCE_LOCAL_KUBECONFIG=$local_kc \
-	IKM_CONFORMANCE_REMOTE_KUBECONFIG=$remote_kc \
-	IKM_CONFORMANCE_OUT=$out \
-	IKM_CONFORMANCE_SERVICE_CIDR=$service_cidr \
-	IKM_CONFORMANCE_POD_CIDR=$pod_cidr \
-	IKM_CONFORMANCE_DNS_IP=$dns_ip \
-	IKM_CONFORMANCE_SCALE_PODS=$scale_pods \
-	"$out/conformance.test" -test.run "$tests" -test.v -test.timeout "${IKM_CONFORMANCE_TIMEOUT:-25m}" -run-cases="${IKM_CONFORMANCE_RUN:-}" || suite=$?
+# run_suite OUT TESTS [VAR=value...]: the suite binary against the chain, its report into OUT, the
+# tests of the Go regexp TESTS, with the run's environment plus the variables given.
+run_suite() {
+	local dir=$1 run=$2
+	shift 2
+	env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="$chain" \
+		IKM_CONFORMANCE_LOCAL_KUBECONFIG="$local_kc" \
+		IKM_CONFORMANCE_REMOTE_KUBECONFIG="$remote_kc" \
+		IKM_CONFORMANCE_OUT="$dir" \
+		IKM_CONFORMANCE_SERVICE_CIDR="$service_cidr" \
+		IKM_CONFORMANCE_POD_CIDR="$pod_cidr" \
+		IKM_CONFORMANCE_DNS_IP="$dns_ip" \
+		IKM_CONFORMANCE_SCALE_PODS="$scale_pods" "$@" \
+		"$out/conformance.test" -test.run "$run" -test.v -test.timeout "${IKM_CONFORMANCE_TIMEOUT:-25m}" -run-cases="${IKM_CONFORMANCE_RUN:-}"
+}
+run_suite "$out" "$tests" || suite=$?
 if [ "$layout" = helm ] && [ -z "${IKM_CONFORMANCE_TESTS:-}" ]; then
 	# The suite's pod cases again, through the remote-site layout: node vk-remote, whose API server
 	# dials the plugin in the remote cluster (its report in $out/remote-plugin).
 	log "the pod cases through the remote-site layout (node vk-remote, the plugin a pod of the remote cluster)"
 	mkdir -p "$out/remote-plugin"
-	env "${suite_env[@]}" IKM_CONFORMANCE_PIDS="" IKM_CONFORMANCE_VK_NODE=vk-remote \
-		IKM_CONFORMANCE_LOCAL_KUBECONFIG=$local_kc \
-		IKM_CONFORMANCE_REMOTE_KUBECONFIG=$remote_kc \
-		IKM_CONFORMANCE_OUT=$out/remote-plugin \
-		IKM_CONFORMANCE_SERVICE_CIDR=$service_cidr \
-		IKM_CONFORMANCE_POD_CIDR=$pod_cidr \
-		IKM_CONFORMANCE_DNS_IP=$dns_ip \
-		IKM_CONFORMANCE_SCALE_PODS=0 \
-		"$out/conformance.test" -test.run '^TestConformance$' -test.v -test.timeout "${IKM_CONFORMANCE_TIMEOUT:-25m}" -run-cases="${IKM_CONFORMANCE_RUN:-}" || suite=${suite:-$?}
+	run_suite "$out/remote-plugin" '^TestConformance$' IKM_CONFORMANCE_VK_NODE=vk-remote || suite=${suite:-$?}
 fi
 if [ "$layout" = helm ]; then
 	helm_report || suite=${suite:-1}
